@@ -1,0 +1,1 @@
+"""Pure functions on graphs and configs: pruning, padding, dedup and packing, tabular features."""

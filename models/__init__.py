@@ -1,0 +1,1 @@
+"""Pure model code: rankers, losses, metrics and ensemble math."""

@@ -1,0 +1,120 @@
+"""Collections, Kaggle IDs and discovery of the files under a DATA root.
+
+A collection is named one way everywhere, as in the Kaggle ID: `tile:xla`, `layout:xla:default`,
+`layout:xla:random`, `layout:nlp:default`, `layout:nlp:random`. `collection_dir` is the one
+place that maps such a name to its directory under an npz root.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+COLLECTIONS: tuple[str, ...] = (
+    "tile:xla",
+    "layout:xla:default",
+    "layout:xla:random",
+    "layout:nlp:default",
+    "layout:nlp:random",
+)
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+def collection_kind(collection: str) -> str:
+    """`tile` or `layout`."""
+    check_collection(collection)
+    return collection.split(":")[0]
+
+
+def check_collection(collection: str) -> str:
+    if collection not in COLLECTIONS:
+        raise DataError(None, f"unknown collection '{collection}' (known: {', '.join(COLLECTIONS)})")
+    return collection
+
+
+def collection_dir(collection: str) -> Path:
+    """`layout:xla:default` -> `layout/xla/default` (relative to an npz root)."""
+    return Path(*check_collection(collection).split(":"))
+
+
+def graph_id(collection: str, stem: str) -> str:
+    """The Kaggle submission ID of a file: `tile:xla:<stem>` or `layout:<src>:<search>:<stem>`."""
+    return f"{check_collection(collection)}:{stem}"
+
+
+def split_id(graph_id_: str) -> tuple[str, str]:
+    """Inverse of `graph_id`: `layout:xla:default:abc` -> (`layout:xla:default`, `abc`)."""
+    parts = graph_id_.split(":")
+    n = 2 if parts[0] == "tile" else 3
+    collection, stem = ":".join(parts[:n]), ":".join(parts[n:])
+    if collection not in COLLECTIONS or not stem:
+        raise ValueError(f"not a TpuGraphs ID: '{graph_id_}'")
+    return collection, stem
+
+
+@dataclass(frozen=True)
+class GraphFile:
+    """One raw `.npz` file of the dataset."""
+
+    collection: str
+    split: str
+    path: Path
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def id(self) -> str:
+        return graph_id(self.collection, self.stem)
+
+    @property
+    def kind(self) -> str:
+        return collection_kind(self.collection)
+
+
+def resolve_root(root: str | Path) -> Path:
+    """Accept the npz root itself, or a folder holding `npz/` or the Kaggle archive's `npz_all/npz/`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "data root does not exist or is not a directory")
+    for cand in (root, root / "npz", root / "npz_all" / "npz"):
+        if (cand / "tile").is_dir() or (cand / "layout").is_dir():
+            return cand
+    raise DataError(root, "no 'tile/' or 'layout/' folder found (nor under npz/ or npz_all/npz/)")
+
+
+def discover(
+    root: str | Path,
+    collections: list[str] | tuple[str, ...] | None = None,
+    splits: list[str] | tuple[str, ...] | None = None,
+    announce: bool = False,
+) -> list[GraphFile]:
+    """List the `.npz` files under `root`, sorted by collection, split and name.
+
+    Any subset of collections and splits may be present; with `announce`, the ones asked for
+    but absent are logged as skipped, so a stage says what it did not do.
+    """
+    base = resolve_root(root)
+    want_c = tuple(COLLECTIONS if collections is None else [check_collection(c) for c in collections])
+    want_s = tuple(SPLITS if splits is None else splits)
+    for s in want_s:
+        if s not in SPLITS:
+            raise DataError(None, f"unknown split '{s}' (known: {', '.join(SPLITS)})")
+    found: list[GraphFile] = []
+    skipped: list[str] = []
+    for c in want_c:
+        for s in want_s:
+            d = base / collection_dir(c) / s
+            files = sorted(d.glob("*.npz")) if d.is_dir() else []
+            if not files:
+                skipped.append(f"{c}/{s}")
+            found.extend(GraphFile(c, s, p) for p in files)
+    if announce and skipped:
+        log.info("not present under %s, skipped: %s", base, ", ".join(skipped))
+    return found

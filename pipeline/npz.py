@@ -1,0 +1,294 @@
+"""Reading, validating and writing raw TpuGraphs `.npz` files (FORMAT.md is the schema).
+
+`read_graph` loads and validates every key of a file except the layout `node_config_feat`,
+which can inflate to several GB: it is validated from its header, and read either whole
+(`read_graph(..., config_feat=True)`, for small files) or streamed in chunks of configs
+straight from the compressed member with `iter_node_config_feat` (memory bounded by the chunk).
+`write_graph` is the inverse, and can take `node_config_feat` as a stream of chunks.
+
+Every violation raises `DataError` with the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from numpy.lib import format as npformat
+
+from pipeline.errors import DataError
+from pipeline.fsutil import atomic_path
+
+NODE_FEAT_DIM = 140
+TILE_CONFIG_DIM = 24
+LAYOUT_CONFIG_DIM = 18
+NUM_OPCODES = 121  # ids 1..120; an embedding of 121 rows covers all
+
+# key -> (dtype, ndim); shapes are cross-checked in `_validate`.
+COMMON_KEYS = {
+    "node_feat": (np.float32, 2),
+    "node_opcode": (np.uint8, 1),
+    "edge_index": (np.int64, 2),
+    "config_runtime": (np.int64, 1),
+}
+TILE_KEYS = {
+    "config_feat": (np.float32, 2),
+    "config_runtime_normalizers": (np.int64, 1),
+}
+LAYOUT_KEYS = {
+    "node_config_ids": (np.int64, 1),
+    "node_splits": (np.int64, 2),
+    "node_config_feat": (np.float32, 3),
+}
+SCHEMA = {"tile": {**COMMON_KEYS, **TILE_KEYS}, "layout": {**COMMON_KEYS, **LAYOUT_KEYS}}
+LAZY_KEY = "node_config_feat"
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
+
+
+@dataclass
+class Graph:
+    """One raw file. Shapes: N nodes, E edges, C configs, NC configurable nodes.
+
+    node_feat (N, 140) float32; node_opcode (N,) uint8; edge_index (E, 2) int64, row [u, v]
+    meaning u consumes v's output; config_runtime (C,) int64.
+    Tile: config_feat (C, 24) float32, config_runtime_normalizers (C,) int64.
+    Layout: node_config_ids (NC,) int64, node_splits (1, S) int64, node_config_feat
+    (C, NC, 18) float32 or None when not loaded (see `iter_node_config_feat`).
+    """
+
+    path: Path
+    kind: str
+    node_feat: np.ndarray
+    node_opcode: np.ndarray
+    edge_index: np.ndarray
+    config_runtime: np.ndarray
+    config_feat: np.ndarray | None = None
+    config_runtime_normalizers: np.ndarray | None = None
+    node_config_ids: np.ndarray | None = None
+    node_splits: np.ndarray | None = None
+    node_config_feat: np.ndarray | None = None
+    node_config_feat_shape: tuple[int, ...] | None = field(default=None)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.node_feat.shape[0])
+
+    @property
+    def num_configs(self) -> int:
+        return int(self.config_runtime.shape[0])
+
+    @property
+    def num_config_nodes(self) -> int:
+        return 0 if self.node_config_ids is None else int(self.node_config_ids.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The file's arrays by key (node_config_feat only if loaded)."""
+        keys = SCHEMA[self.kind]
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+def _member_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    with zf.open(f"{key}.npy") as fp:
+        version = npformat.read_magic(fp)
+        if version == (1, 0):
+            return npformat.read_array_header_1_0(fp)
+        return npformat.read_array_header_2_0(fp)
+
+
+def _member_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
+    with zf.open(f"{key}.npy") as fp:
+        return npformat.read_array(fp, allow_pickle=False)
+
+
+def detect_kind(keys: Iterable[str]) -> str | None:
+    keys = set(keys)
+    if "node_config_feat" in keys or "node_config_ids" in keys:
+        return "layout"
+    if "config_feat" in keys:
+        return "tile"
+    return None
+
+
+def _infer_split(path: Path) -> str | None:
+    return path.parent.name if path.parent.name in ("train", "valid", "test") else None
+
+
+def read_graph(
+    path: str | Path,
+    kind: str | None = None,
+    split: str | None = None,
+    config_feat: bool = False,
+) -> Graph:
+    """Read and validate one raw file.
+
+    Args:
+        path: the `.npz` file.
+        kind: `tile` or `layout`; inferred from the keys when None.
+        split: `train`, `valid` or `test`; inferred from the parent folder when None. On train
+            and valid, runtimes must be positive.
+        config_feat: also load the layout `node_config_feat` whole (small files only).
+    """
+    path = Path(path)
+    split = split or _infer_split(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except _READ_ERRORS as e:
+        raise DataError(path, f"not a readable .npz file (truncated or not a zip archive: {e})") from None
+    with zf:
+        names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        kind = kind or detect_kind(names)
+        if kind not in SCHEMA:
+            raise DataError(path, "cannot tell tile from layout: neither 'config_feat' nor 'node_config_feat' present")
+        arrays: dict[str, np.ndarray] = {}
+        lazy_shape = None
+        for key, (dtype, ndim) in SCHEMA[kind].items():
+            if key not in names:
+                raise DataError(path, f"required key missing for a {kind} file", key)
+            try:
+                if key == LAZY_KEY and not config_feat:
+                    shape, _, got = _member_header(zf, key)
+                    lazy_shape = tuple(shape)
+                else:
+                    a = _member_array(zf, key)
+                    shape, got = a.shape, a.dtype
+                    arrays[key] = a
+            except _READ_ERRORS as e:
+                raise DataError(path, f"member cannot be read (truncated or corrupt: {e})", key) from None
+            if got != np.dtype(dtype):
+                raise DataError(path, f"dtype {got}, expected {np.dtype(dtype)}", key)
+            if len(shape) != ndim:
+                raise DataError(path, f"shape {tuple(shape)} has {len(shape)} dimensions, expected {ndim}", key)
+        if kind == "layout" and not config_feat:
+            arrays[LAZY_KEY] = None  # type: ignore[assignment]
+    g = Graph(path=path, kind=kind, node_config_feat_shape=lazy_shape, **arrays)
+    if g.node_config_feat is not None:
+        g.node_config_feat_shape = tuple(g.node_config_feat.shape)
+    validate(g, split)
+    return g
+
+
+def validate(g: Graph, split: str | None = None) -> None:
+    """Check the cross-key invariants of FORMAT.md; raise `DataError` on the first violation."""
+    p = g.path
+
+    def fail(key: str, problem: str) -> None:
+        raise DataError(p, problem, key)
+
+    n = g.node_feat.shape[0]
+    if n < 1:
+        fail("node_feat", "graph has no nodes")
+    if g.node_feat.shape[1] != NODE_FEAT_DIM:
+        fail("node_feat", f"width {g.node_feat.shape[1]}, expected {NODE_FEAT_DIM}")
+    if not np.isfinite(g.node_feat).all():
+        fail("node_feat", "contains NaN or infinite values")
+    if g.node_opcode.shape[0] != n:
+        fail("node_opcode", f"length {g.node_opcode.shape[0]} does not match {n} nodes")
+    if g.node_opcode.size and int(g.node_opcode.max()) >= NUM_OPCODES:
+        fail("node_opcode", f"opcode {int(g.node_opcode.max())} out of range [0, {NUM_OPCODES})")
+    if g.edge_index.shape[1] != 2:
+        fail("edge_index", f"shape {g.edge_index.shape}, expected [E, 2]")
+    if g.edge_index.size and (g.edge_index.min() < 0 or g.edge_index.max() >= n):
+        fail("edge_index", f"node index out of range [0, {n}) (min {g.edge_index.min()}, max {g.edge_index.max()})")
+    c = g.config_runtime.shape[0]
+    if c < 1:
+        fail("config_runtime", "no configs (length 0)")
+    if split in ("train", "valid") and (g.config_runtime <= 0).any():
+        fail("config_runtime", f"non-positive runtime in the {split} split")
+    if g.kind == "tile":
+        if g.config_feat.shape != (c, TILE_CONFIG_DIM):
+            fail("config_feat", f"shape {g.config_feat.shape}, expected ({c}, {TILE_CONFIG_DIM}) for {c} configs")
+        if not np.isfinite(g.config_feat).all():
+            fail("config_feat", "contains NaN or infinite values")
+        if g.config_runtime_normalizers.shape != (c,):
+            fail("config_runtime_normalizers", f"length {g.config_runtime_normalizers.shape[0]} does not match {c} configs")
+        if (g.config_runtime_normalizers <= 0).any():
+            fail("config_runtime_normalizers", "non-positive normalizer")
+        return
+    ids = g.node_config_ids
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        fail("node_config_ids", f"node index out of range [0, {n})")
+    if np.unique(ids).size != ids.size:
+        fail("node_config_ids", "indices are not unique")
+    shape = g.node_config_feat_shape
+    if shape is None or tuple(shape[1:]) != (ids.size, LAYOUT_CONFIG_DIM) or shape[0] != c:
+        fail("node_config_feat", f"shape {shape}, expected ({c}, {ids.size}, {LAYOUT_CONFIG_DIM}) for {c} configs and {ids.size} configurable nodes")
+    if g.node_config_feat is not None and not np.isfinite(g.node_config_feat).all():
+        fail("node_config_feat", "contains NaN or infinite values")
+    s = g.node_splits
+    if s.shape[0] != 1 or s.shape[1] < 1:
+        fail("node_splits", f"shape {s.shape}, expected [1, S] with S >= 1")
+    s = s[0]
+    if s[0] != 0 or (np.diff(s) <= 0).any() or s[-1] > n:
+        fail("node_splits", f"must rise strictly from 0 and stay within [0, {n}]")
+
+
+def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream a layout file's `node_config_feat` as `(first_config, chunk)` pairs.
+
+    Each chunk is (c <= chunk_configs, NC, 18) float32, inflated straight from the compressed
+    zip member, so memory is bounded by the chunk, not the file. Chunks are checked for
+    non-finite values as they pass.
+    """
+    path = Path(g.path if isinstance(g, Graph) else g)
+    if isinstance(g, Graph) and g.node_config_feat is not None:
+        for start in range(0, g.num_configs, chunk_configs):
+            yield start, g.node_config_feat[start : start + chunk_configs]
+        return
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{LAZY_KEY}.npy") as fp:
+            version = npformat.read_magic(fp)
+            read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+            shape, fortran, dtype = read_header(fp)
+            if fortran or dtype != np.float32 or len(shape) != 3:
+                raise DataError(path, f"expected a C-ordered float32 3-D array, got {dtype} {shape}", LAZY_KEY)
+            c, nc, d = shape
+            row = nc * d * 4
+            for start in range(0, c, chunk_configs):
+                m = min(chunk_configs, c - start)
+                buf = fp.read(m * row)
+                if len(buf) != m * row:
+                    raise DataError(path, f"member ends early at config {start + len(buf) // max(row, 1)} of {c}", LAZY_KEY)
+                chunk = np.frombuffer(buf, dtype=np.float32).reshape(m, nc, d)
+                if not np.isfinite(chunk).all():
+                    raise DataError(path, f"contains NaN or infinite values (configs {start}..{start + m - 1})", LAZY_KEY)
+                yield start, chunk
+    except DataError:
+        raise
+    except _READ_ERRORS as e:
+        raise DataError(path, f"member cannot be read (truncated or corrupt: {e})", LAZY_KEY) from None
+
+
+def write_graph(
+    path: str | Path,
+    arrays: dict[str, np.ndarray],
+    node_config_feat_chunks: Iterable[np.ndarray] | None = None,
+    node_config_feat_shape: tuple[int, int, int] | None = None,
+) -> None:
+    """Write a raw-format `.npz` (DEFLATE, like the real files) atomically.
+
+    `node_config_feat` comes either in `arrays` or as chunks of configs with the full shape
+    given, so a full-size file is written without holding the whole array in memory.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for key, a in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=a.nbytes > 2**30) as fp:
+                npformat.write_array(fp, np.ascontiguousarray(a), allow_pickle=False)
+        if node_config_feat_chunks is not None:
+            assert node_config_feat_shape is not None, "node_config_feat_shape is required with chunks"
+            header = {"descr": npformat.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                      "shape": tuple(int(x) for x in node_config_feat_shape)}
+            written = 0
+            with zf.open(f"{LAZY_KEY}.npy", "w", force_zip64=True) as fp:
+                npformat.write_array_header_1_0(fp, header)
+                for chunk in node_config_feat_chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+                    fp.write(chunk.tobytes())
+                    written += chunk.shape[0]
+            if written != node_config_feat_shape[0]:
+                raise ValueError(f"{path}: wrote {written} configs of node_config_feat, expected {node_config_feat_shape[0]}")

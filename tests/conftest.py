@@ -1,0 +1,29 @@
+"""Shared fixtures. Real dataset files are read from ../shared/tpugraphs-samples (or the folder
+named by TPUGRAPHS_SAMPLES); tests that need them skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = Path(os.environ.get("TPUGRAPHS_SAMPLES", ROOT.parent / "shared" / "tpugraphs-samples"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end and multi-process tests (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The real TpuGraphs sample tree (npz root plus kaggle/sample_submission.csv)."""
+    if not (SAMPLES / "layout").is_dir():
+        pytest.skip(f"real TpuGraphs samples not found at {SAMPLES} (set TPUGRAPHS_SAMPLES to their folder)")
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def real_files(samples: Path) -> list[Path]:
+    return sorted(samples.rglob("*.npz"))
