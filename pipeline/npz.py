@@ -264,6 +264,13 @@ def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024) -> I
         raise DataError(path, f"member cannot be read (truncated or corrupt: {e})", LAZY_KEY) from None
 
 
+def _member_info(key: str) -> zipfile.ZipInfo:
+    # A fixed timestamp keeps the bytes of a written file a function of its arrays alone.
+    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
 def write_graph(
     path: str | Path,
     arrays: dict[str, np.ndarray],
@@ -277,14 +284,14 @@ def write_graph(
     """
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
         for key, a in arrays.items():
-            with zf.open(f"{key}.npy", "w", force_zip64=a.nbytes > 2**30) as fp:
+            with zf.open(_member_info(key), "w", force_zip64=a.nbytes > 2**30) as fp:
                 npformat.write_array(fp, np.ascontiguousarray(a), allow_pickle=False)
         if node_config_feat_chunks is not None:
             assert node_config_feat_shape is not None, "node_config_feat_shape is required with chunks"
             header = {"descr": npformat.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                       "shape": tuple(int(x) for x in node_config_feat_shape)}
             written = 0
-            with zf.open(f"{LAZY_KEY}.npy", "w", force_zip64=True) as fp:
+            with zf.open(_member_info(LAZY_KEY), "w", force_zip64=True) as fp:
                 npformat.write_array_header_1_0(fp, header)
                 for chunk in node_config_feat_chunks:
                     chunk = np.ascontiguousarray(chunk, dtype=np.float32)
