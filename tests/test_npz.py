@@ -1,0 +1,206 @@
+"""The raw-file reader: real files round-trip, corrupted files are rejected with clear messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.catalog import discover, graph_id, split_id
+from pipeline.errors import DataError
+from pipeline.npz import iter_node_config_feat, read_graph, write_graph
+
+from conftest import ROOT
+
+
+def test_real_files_read_and_round_trip(real_files: list[Path], tmp_path: Path) -> None:
+    assert len(real_files) >= 8
+    for path in real_files:
+        g = read_graph(path, config_feat=True)
+        out = tmp_path / g.kind / path.parent.name / path.name
+        arrays = g.arrays()
+        if g.kind == "layout":
+            cf = arrays.pop("node_config_feat")
+            write_graph(out, arrays, (cf[i : i + 97] for i in range(0, len(cf), 97)), cf.shape)
+        else:
+            write_graph(out, arrays)
+        h = read_graph(out, config_feat=True)
+        with np.load(path) as raw:
+            assert set(raw.files) == set(h.arrays())
+            for k in raw.files:
+                got = getattr(h, k)
+                assert got.dtype == raw[k].dtype and got.shape == raw[k].shape, (path, k)
+                np.testing.assert_array_equal(got, raw[k])
+
+
+def test_streamed_chunks_equal_whole_array(samples: Path) -> None:
+    path = samples / "layout/xla/default/train/unet3d.npz"
+    whole = read_graph(path, config_feat=True).node_config_feat
+    lazy = read_graph(path)
+    assert lazy.node_config_feat is None and lazy.node_config_feat_shape == whole.shape
+    starts, parts = zip(*iter_node_config_feat(lazy, chunk_configs=250))
+    assert starts == tuple(range(0, whole.shape[0], 250))
+    assert max(p.shape[0] for p in parts) == 250
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_discovery_ids_and_skips(samples: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    files = discover(samples, announce=True)
+    ids = {f.id for f in files}
+    assert "layout:xla:default:unet3d" in ids
+    assert "tile:xla:d6f5f54247bd1e58a10b9e7062c636ab" in ids
+    assert {f.split for f in files} == {"train", "test"}
+    assert "tile:xla/valid" in caplog.text  # no valid split in the samples: said, not silent
+    only = discover(samples, collections=["layout:nlp:random"], splits=["test"])
+    assert [f.id for f in only] == ["layout:nlp:random:23559853d9702baaaacbb0c83fd32266"]
+    for f in files:
+        assert split_id(f.id) == (f.collection, f.stem) and graph_id(f.collection, f.stem) == f.id
+
+
+def test_discovery_accepts_kaggle_archive_layout(samples: Path, tmp_path: Path) -> None:
+    (tmp_path / "npz_all").mkdir()
+    (tmp_path / "npz_all" / "npz").symlink_to(samples, target_is_directory=True)
+    assert len(discover(tmp_path)) == len(discover(samples))
+    with pytest.raises(DataError, match="no 'tile/' or 'layout/'"):
+        discover(ROOT / "conf")
+
+
+# ---- a corpus of corrupted files, each built from a valid tiny graph ---------------------------
+
+def _tiny(kind: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n, c = 5, 4
+    a = {
+        "node_feat": rng.random((n, 140), dtype=np.float32),
+        "node_opcode": np.array([63, 63, 26, 2, 75], dtype=np.uint8),
+        "edge_index": np.array([[2, 0], [2, 1], [3, 2], [4, 3]], dtype=np.int64),
+        "config_runtime": np.array([10, 20, 30, 40], dtype=np.int64),
+    }
+    if kind == "tile":
+        a["config_feat"] = rng.random((c, 24), dtype=np.float32)
+        a["config_runtime_normalizers"] = np.full(c, 25, dtype=np.int64)
+    else:
+        a["node_config_ids"] = np.array([2, 4], dtype=np.int64)
+        a["node_splits"] = np.array([[0, 3]], dtype=np.int64)
+        a["node_config_feat"] = np.full((c, 2, 18), -1, dtype=np.float32)
+    return a
+
+
+def _mutate(kind: str, **changes: object) -> dict[str, np.ndarray]:
+    a = _tiny(kind)
+    for k, v in changes.items():
+        if v is None:
+            del a[k]
+        else:
+            a[k] = v  # type: ignore[assignment]
+    return a
+
+
+def _nan_feat() -> np.ndarray:
+    f = _tiny("tile")["node_feat"].copy()
+    f[1, 7] = np.nan
+    return f
+
+
+CORRUPT = {
+    # name: (kind, arrays, key expected in the message, words expected in the message)
+    "missing key": ("layout", _mutate("layout", node_splits=None), "node_splits", "missing"),
+    "wrong width": ("tile", _mutate("tile", node_feat=np.zeros((5, 139), np.float32)), "node_feat", "width 139"),
+    "wrong dtype": ("tile", _mutate("tile", edge_index=np.array([[2, 0]], np.int32)), "edge_index", "dtype int32"),
+    "edge out of range": ("tile", _mutate("tile", edge_index=np.array([[2, 0], [7, 1]], np.int64)), "edge_index", "out of range"),
+    "NaN": ("tile", _mutate("tile", node_feat=_nan_feat()), "node_feat", "NaN"),
+    "runtime length mismatch": ("tile", _mutate("tile", config_runtime=np.array([1, 2, 3], np.int64)), "config_feat", "3 configs"),
+    "layout config count mismatch": ("layout", _mutate("layout", config_runtime=np.array([1, 2, 3], np.int64)), "node_config_feat", "3 configs"),
+    "zero configs": ("tile", _mutate("tile", config_runtime=np.zeros(0, np.int64), config_feat=np.zeros((0, 24), np.float32),
+                                   config_runtime_normalizers=np.zeros(0, np.int64)), "config_runtime", "no configs"),
+    "zero tile normalizer": ("tile", _mutate("tile", config_runtime_normalizers=np.array([25, 0, 25, 25], np.int64)),
+                             "config_runtime_normalizers", "non-positive"),
+    "non-positive train runtime": ("tile", _mutate("tile", config_runtime=np.array([10, 0, 30, 40], np.int64)), "config_runtime", "train"),
+    "config ids repeated": ("layout", _mutate("layout", node_config_ids=np.array([2, 2], np.int64)), "node_config_ids", "unique"),
+    "config ids out of range": ("layout", _mutate("layout", node_config_ids=np.array([2, 5], np.int64)), "node_config_ids", "out of range"),
+    "splits not rising": ("layout", _mutate("layout", node_splits=np.array([[0, 3, 3]], np.int64)), "node_splits", "rise"),
+    "splits 1-D": ("layout", _mutate("layout", node_splits=np.array([0, 3], np.int64)), "node_splits", "dimensions"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT))
+def test_corrupted_file_is_rejected(name: str, tmp_path: Path) -> None:
+    kind, arrays, key, words = CORRUPT[name]
+    path = tmp_path / "train" / f"{name.replace(' ', '_')}.npz"
+    path.parent.mkdir()
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(DataError) as err:
+        read_graph(path, config_feat=True)
+    msg = str(err.value)
+    assert str(path) in msg and f"'{key}'" in msg and words in msg, msg
+
+
+def test_valid_tiny_files_pass(tmp_path: Path) -> None:
+    for kind in ("tile", "layout"):
+        path = tmp_path / "valid" / f"{kind}.npz"
+        path.parent.mkdir(exist_ok=True)
+        np.savez_compressed(path, **_tiny(kind))
+        assert read_graph(path, config_feat=True).kind == kind
+
+
+def test_test_split_allows_zero_runtimes(tmp_path: Path) -> None:
+    path = tmp_path / "test" / "t.npz"
+    path.parent.mkdir()
+    np.savez_compressed(path, **_mutate("tile", config_runtime=np.zeros(4, np.int64)))
+    assert read_graph(path).num_configs == 4
+    with pytest.raises(DataError, match="non-positive runtime in the valid split"):
+        read_graph(path, split="valid")
+
+
+def test_truncated_and_non_zip_files(tmp_path: Path) -> None:
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, **_tiny("layout"))
+    data = good.read_bytes()
+    for name, payload in {"truncated.npz": data[: len(data) // 2], "notzip.npz": b"hello, not a zip file",
+                          "empty.npz": b""}.items():
+        bad = tmp_path / name
+        bad.write_bytes(payload)
+        with pytest.raises(DataError) as err:
+            read_graph(bad)
+        assert str(bad) in str(err.value) and "not a readable .npz" in str(err.value)
+
+
+def test_truncated_member_while_streaming(tmp_path: Path) -> None:
+    """A file whose zip directory is intact but whose config member is cut short."""
+    import zipfile
+
+    src = tmp_path / "src.npz"
+    a = _tiny("layout")
+    a["node_config_feat"] = np.zeros((4, 2, 18), np.float32)
+    np.savez(src, **a)  # stored, so bytes can be cut without breaking the directory
+    bad = tmp_path / "short.npz"
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(bad, "w") as zo:
+        for info in zi.infolist():
+            body = zi.read(info)
+            zo.writestr(info.filename, body[:-100] if info.filename == "node_config_feat.npy" else body)
+    with pytest.raises(DataError, match="node_config_feat"):
+        list(iter_node_config_feat(bad, chunk_configs=1))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(DataError, match="file not found"):
+        read_graph("/nonexistent/x.npz")
+
+
+def test_command_line_error_is_one_line(tmp_path: Path) -> None:
+    """Entry points print `error: <file>: ...` and exit non-zero, with no traceback."""
+    bad = tmp_path / "train" / "bad.npz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"garbage")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inspect", f"path={bad}", f"hydra.run.dir={tmp_path}/h"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith("error: ") and str(bad) in lines[-1]
+    assert "Traceback" not in proc.stderr
