@@ -1,0 +1,79 @@
+# TpuGraphs runtime ranking: every stage is a target; `make help` lists them.
+# Variables: DATASET (names every artifact path), DATA (npz root), SPLIT, MODEL, SUBMISSION,
+# ARGS (hydra overrides passed to the stage), JOBS.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATASET ?= sample
+DATA_DIR ?= data
+DATA ?= $(DATA_DIR)/raw/$(DATASET)
+SPLIT ?= test
+MODEL ?= baseline
+SUBMISSION ?= submissions/submission.csv
+REPORT ?= reports/$(DATASET)/evaluation_$(SPLIT).json
+ARGS ?=
+# overrides for the sample generator only (e.g. "graphs.train=4"), also honoured by `make all`
+SAMPLE_ARGS ?=
+PRED := $(DATA_DIR)/predictions/$(DATASET)
+COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA)
+INSTALLED := $(VENV)/.installed
+
+# The embedded sample is generated here; any other DATA is read as it is.
+ifeq ($(DATASET),sample)
+RAW := $(DATA)/.complete
+else
+RAW :=
+endif
+
+.PHONY: help all venv test sample-data inspect baseline submission validate evaluate download clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
+	@echo "  variables: DATASET=$(DATASET) DATA=$(DATA) SPLIT=$(SPLIT) MODEL=$(MODEL) SUBMISSION=$(SUBMISSION) ARGS=\"key=value ...\""
+
+all: $(INSTALLED) $(RAW) ## everything on DATA (default: the embedded sample) -> submissions/submission.csv, plus a validation score
+	$(MAKE) --no-print-directory baseline
+	$(MAKE) --no-print-directory submission SPLIT=valid SUBMISSION=submissions/$(DATASET)_$(MODEL)_valid.csv
+	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=submissions/$(DATASET)_$(MODEL)_valid.csv
+	$(MAKE) --no-print-directory submission SPLIT=test
+
+venv: $(INSTALLED) ## create .venv and install the pinned requirements and the project
+
+$(INSTALLED): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+test: $(INSTALLED) ## run the test suite (includes end-to-end and slow tests)
+	$(PY) -m pytest -q
+
+sample-data: $(INSTALLED) ## generate the embedded sample dataset under data/raw/sample
+	$(PY) -m pipeline.sample_data $(COMMON) $(SAMPLE_ARGS) $(ARGS)
+
+$(DATA_DIR)/raw/sample/.complete: | $(INSTALLED)
+	$(PY) -m pipeline.sample_data $(COMMON) $(SAMPLE_ARGS) $(ARGS)
+
+inspect: $(INSTALLED) ## check every file under DATA against the format and summarize it
+	$(PY) -m pipeline.inspect $(COMMON) $(ARGS)
+
+baseline: $(INSTALLED) $(RAW) ## score valid and test configs with the training-free baseline ranker
+	$(PY) -m pipeline.baseline $(COMMON) $(ARGS)
+
+submission: $(INSTALLED) ## write SUBMISSION from MODEL's predictions on SPLIT (validated before writing)
+	$(PY) -m pipeline.submission $(COMMON) model=$(MODEL) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)
+
+validate: $(INSTALLED) ## check SUBMISSION against the files of SPLIT under DATA
+	$(PY) -m pipeline.validate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)
+
+evaluate: $(INSTALLED) ## score SUBMISSION against SPLIT=valid under DATA; writes REPORT
+	$(PY) -m pipeline.evaluate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) report=$(REPORT) $(ARGS)
+
+download: $(INSTALLED) ## fetch the real competition data into data/raw/kaggle with the Kaggle CLI
+	$(PY) -m pipeline.download $(COMMON) $(ARGS)
+
+clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
+	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) reports/$(DATASET) logs

@@ -1,0 +1,36 @@
+"""Node tensor facts read off node_feat: rank, bytes, and the node's own layout.
+
+node_feat columns (FORMAT.md): 2-20 element type one-hot, 21-26 shape dims, 28 dims product,
+134-139 layout minor_to_major padded with 0 beyond the rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHAPE_COLS = slice(21, 27)
+PRODUCT_COL = 28
+LAYOUT_COLS = slice(134, 140)
+TYPE_COLS = slice(2, 21)
+# bytes per element for the one-hot element types of columns 2-20, in order:
+# invalid, pred, s8, s16, s32, s64, u8, u16, u32, u64, f16, f32, f64, bf16, c64, c128, tuple, opaque, token
+ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], dtype=np.float64)
+
+
+def node_rank(node_feat: np.ndarray) -> np.ndarray:
+    """(N,) number of dimensions of each node's tensor: the count of non-zero shape dims."""
+    return (node_feat[:, SHAPE_COLS] > 0).sum(axis=1)
+
+
+def node_layout(node_feat: np.ndarray) -> np.ndarray:
+    """(N, 6) int8 minor-to-major layout with -1 beyond the rank (the config vocabulary)."""
+    lay = node_feat[:, LAYOUT_COLS].astype(np.int8)
+    beyond = np.arange(6)[None, :] >= node_rank(node_feat)[:, None]
+    lay[beyond] = -1
+    return lay
+
+
+def tensor_bytes(node_feat: np.ndarray) -> np.ndarray:
+    """(N,) bytes of each node's output tensor (0 for tuples and tokens)."""
+    elem = node_feat[:, TYPE_COLS] @ ELEMENT_BYTES
+    return node_feat[:, PRODUCT_COL].astype(np.float64) * elem

@@ -1,0 +1,184 @@
+"""Graph pruning: keep the configurable nodes and their k-hop neighbourhood (pure functions).
+
+Edges are rows `[u, v]`: u consumes v's output. Neighbourhoods are undirected (producers and
+consumers both count as one hop). Node ids kept are returned in their original order, so a
+topological order stays topological and configurable nodes keep their relative order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def khop_mask(edge_index: np.ndarray, num_nodes: int, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """Nodes within `hops` undirected hops of `seeds`; `hops < 0` keeps every node.
+
+    Shapes: edge_index (E, 2); seeds (S,) node ids; returns (num_nodes,) bool.
+    """
+    if hops < 0:
+        return np.ones(num_nodes, dtype=bool)
+    keep = np.zeros(num_nodes, dtype=bool)
+    keep[seeds] = True
+    frontier = keep.copy()
+    u, v = edge_index[:, 0], edge_index[:, 1]
+    for _ in range(hops):
+        reached = np.zeros(num_nodes, dtype=bool)
+        reached[v[frontier[u]]] = True  # producers of the frontier
+        reached[u[frontier[v]]] = True  # consumers of the frontier
+        frontier = reached & ~keep
+        if not frontier.any():
+            break
+        keep |= frontier
+    return keep
+
+
+def _producer_order(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Node ids ordered so that every producer precedes its consumers (Kahn's algorithm)."""
+    u, v = edge_index[:, 0], edge_index[:, 1]
+    if u.size == 0 or (u > v).all():  # real files: already topological
+        return np.arange(num_nodes)
+    indeg = np.bincount(u, minlength=num_nodes)  # producers still to place per consumer
+    order = np.argsort(v, kind="stable")
+    starts = np.searchsorted(v[order], np.arange(num_nodes + 1))
+    ready = list(np.flatnonzero(indeg == 0))
+    out: list[int] = []
+    while ready:
+        n = ready.pop()
+        out.append(n)
+        for e in order[starts[n] : starts[n + 1]]:
+            c = u[e]
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+    if len(out) != num_nodes:
+        raise ValueError("edge_index has a cycle; nodes cannot be ordered producer-first")
+    return np.asarray(out)
+
+
+def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool = False) -> np.ndarray:
+    """Pairs `[u, w]` of kept nodes where w is a nearest kept producer of u through removed nodes.
+
+    "Nearest" means the path from u down to w passes through removed nodes only. With
+    `direct=False` only paths with at least one removed node are returned (the bridges that
+    pruning would otherwise cut); with `direct=True` direct kept-kept edges are included too.
+    Returns (B, 2) int64, unique rows, original ids.
+    """
+    u, v = edge_index[:, 0], edge_index[:, 1]
+    by_consumer = np.argsort(u, kind="stable")
+    starts = np.searchsorted(u[by_consumer], np.arange(num_nodes + 1))
+
+    def producers(n: int) -> np.ndarray:
+        return v[by_consumer[starts[n] : starts[n + 1]]]
+
+    # reach[n] for a removed node: the kept nodes reachable below it through removed nodes only.
+    reach: dict[int, frozenset[int]] = {}
+    empty: frozenset[int] = frozenset()
+    for n in _producer_order(edge_index, num_nodes):
+        n = int(n)
+        if keep[n]:
+            continue
+        sets = [frozenset((int(p),)) if keep[p] else reach[int(p)] for p in producers(n)]
+        if not sets:
+            reach[n] = empty
+        elif len(sets) == 1:
+            reach[n] = sets[0]  # shared, not copied: chains cost nothing
+        else:
+            reach[n] = frozenset().union(*sets)
+    pairs: list[tuple[int, int]] = []
+    for n in np.flatnonzero(keep):
+        n = int(n)
+        for p in producers(n):
+            p = int(p)
+            if keep[p]:
+                if direct:
+                    pairs.append((n, p))
+            else:
+                pairs.extend((n, w) for w in reach[p])
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
+
+
+@dataclass
+class Pruned:
+    """A pruned graph. `node_ids` (N',) are the original ids of the kept nodes (ascending);
+    `edge_index` (E', 2), `node_config_ids` (NC,) and `node_splits` (1, S') use new ids;
+    `num_bridges` of the edges were added by bridging."""
+
+    node_ids: np.ndarray
+    edge_index: np.ndarray
+    node_config_ids: np.ndarray | None
+    node_splits: np.ndarray | None
+    num_bridges: int = 0
+
+
+def remap_splits(node_splits: np.ndarray, node_ids: np.ndarray) -> np.ndarray:
+    """Start node of each computation, in new ids; computations left empty are merged away.
+
+    Shapes: node_splits (1, S); node_ids (N',) ascending original ids; returns (1, S') int64.
+    """
+    new = np.searchsorted(node_ids, node_splits[0])  # first kept node at or after each start
+    new = np.unique(np.concatenate([[0], new[new < node_ids.size]]))
+    return new.astype(np.int64)[None, :]
+
+
+def prune(
+    num_nodes: int,
+    edge_index: np.ndarray,
+    node_config_ids: np.ndarray | None,
+    node_splits: np.ndarray | None = None,
+    hops: int = 1,
+    bridge: bool = False,
+) -> Pruned:
+    """Keep every configurable node and its `hops`-hop neighbourhood, remapping ids.
+
+    Args:
+        num_nodes: N of the original graph.
+        edge_index: (E, 2) int64, `[consumer, producer]`.
+        node_config_ids: (NC,) configurable nodes (None for tile graphs: nothing is pruned).
+        node_splits: (1, S) computation starts, remapped when given.
+        hops: neighbourhood radius; 0 keeps configurable nodes only; < 0 keeps everything.
+        bridge: add an edge from each kept consumer to its nearest kept producers through
+            removed chains, so message passing still sees the path.
+    """
+    if node_config_ids is None:
+        keep = np.ones(num_nodes, dtype=bool)
+    else:
+        keep = khop_mask(edge_index, num_nodes, node_config_ids, hops)
+    node_ids = np.flatnonzero(keep).astype(np.int64)
+    new_id = np.full(num_nodes, -1, dtype=np.int64)
+    new_id[node_ids] = np.arange(node_ids.size)
+    both = keep[edge_index[:, 0]] & keep[edge_index[:, 1]]
+    edges = edge_index[both]
+    n_bridges = 0
+    if bridge and not keep.all():
+        extra = nearest_kept_producers(edge_index, num_nodes, keep, direct=False)
+        if extra.size:
+            # a bridge may duplicate a direct edge when both paths exist; keep one copy
+            seen = set(map(tuple, edges.tolist()))
+            extra = np.asarray([e for e in extra.tolist() if tuple(e) not in seen], dtype=np.int64).reshape(-1, 2)
+            n_bridges = int(extra.shape[0])
+            edges = np.concatenate([edges, extra])
+    return Pruned(
+        node_ids=node_ids,
+        edge_index=new_id[edges].astype(np.int64).reshape(-1, 2),
+        node_config_ids=None if node_config_ids is None else new_id[node_config_ids].astype(np.int64),
+        node_splits=None if node_splits is None else remap_splits(node_splits, node_ids),
+        num_bridges=n_bridges,
+    )
+
+
+def config_node_pairs(edge_index: np.ndarray, num_nodes: int, node_config_ids: np.ndarray) -> np.ndarray:
+    """Producer-consumer pairs among configurable nodes, through any chain of other nodes.
+
+    Returns (P, 2) int64 rows `[consumer_pos, producer_pos]`, positions into `node_config_ids`
+    (the second axis of node_config_feat), so they survive any later pruning.
+    """
+    keep = np.zeros(num_nodes, dtype=bool)
+    keep[node_config_ids] = True
+    pairs = nearest_kept_producers(edge_index, num_nodes, keep, direct=True)
+    pos = np.full(num_nodes, -1, dtype=np.int64)
+    pos[node_config_ids] = np.arange(node_config_ids.size)
+    return pos[pairs].reshape(-1, 2)

@@ -1,0 +1,321 @@
+"""Submission CSVs: read, validate and write (FORMAT.md, "Submission CSV").
+
+A submission is `ID,TopConfigs`, one row per test file; TopConfigs are config indices joined by
+`;`, fastest first: 5 for a tile row (all C if C < 5), every config for a layout row.
+
+`validate_submission` checks a CSV (or rows in memory) and returns a `Report` of errors and
+warnings, each naming the CSV line and the ID. With the split's files it also checks the rows
+against them: one row per file, indices in range and the right number of them. Layout rows
+that list at least min(C, 1000) but fewer than C configs are accepted with a warning: the
+competition's own sample submission lists 1000 of 1001 configs for some graphs.
+
+`write_submission` validates first and refuses (raises `DataError`, writes nothing) when
+there is any error; the file appears atomically.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence, Union
+
+import numpy as np
+
+from pipeline.catalog import COLLECTIONS, GraphFile, split_id
+from pipeline.errors import DataError
+from pipeline.fsutil import atomic_path
+
+HEADER = "ID,TopConfigs"
+TILE_TOP_K = 5
+LAYOUT_MIN_LISTED = 1000  # fewer than C but at least min(C, this) listed: a warning, not an error
+MAX_SHOWN = 5  # problems quoted in a refusal message
+
+Rows = Union[Mapping[str, Sequence[int]], Iterable[tuple[str, Sequence[int]]]]
+_INDICES = re.compile(r"\d+(?:;\d+)*")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding. `line` is the 1-based CSV line (1 = header), None for a row that is missing."""
+
+    severity: str  # "error" or "warning"
+    line: int | None
+    id: str
+    message: str
+
+    def format(self, source: str | Path) -> str:
+        """`<csv>:<line>: <ID>: <severity>: <message>` (no line for a missing row)."""
+        where = f"{source}:{self.line}" if self.line is not None else f"{source}"
+        return f"{where}: {self.id}: {self.severity}: {self.message}"
+
+
+@dataclass
+class Report:
+    """The result of `validate_submission`. `rows` are the parsed rows (ID -> indices)."""
+
+    source: str
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    checked_files: int | None = None  # number of split files checked against; None = format only
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows per collection (rows with a valid ID only), in `COLLECTIONS` order."""
+        n: dict[str, int] = {}
+        for gid in self.rows:
+            try:
+                c = split_id(gid)[0]
+            except ValueError:
+                continue
+            n[c] = n.get(c, 0) + 1
+        return {c: n[c] for c in COLLECTIONS if c in n}
+
+    def lines(self) -> list[str]:
+        """Every problem, formatted, in line order (missing rows last)."""
+        key = lambda p: (p.line is None, p.line or 0)  # noqa: E731
+        return [p.format(self.source) for p in sorted(self.problems, key=key)]
+
+    def summary(self) -> str:
+        per = ", ".join(f"{c} {k}" for c, k in self.counts.items()) or "none"
+        against = "format only" if self.checked_files is None else f"checked against {self.checked_files} files"
+        verdict = "valid" if self.ok else "INVALID"
+        return (f"{self.source}: {verdict}: {len(self.rows)} rows ({per}); {against}; "
+                f"{len(self.errors)} errors, {len(self.warnings)} warnings")
+
+    def _add(self, severity: str, line: int | None, gid: str, message: str) -> None:
+        self.problems.append(Problem(severity, line, gid, message))
+
+
+def read_config_runtime(path: str | Path) -> np.ndarray:
+    """A raw file's `config_runtime` (C,), read alone: no other member is inflated."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["config_runtime"]
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except KeyError:
+        raise DataError(path, "required key missing", "config_runtime") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
+        raise DataError(path, f"not a readable .npz file ({e})") from None
+
+
+def count_configs(path: str | Path) -> int:
+    """Number of configs C of a raw file (the length of `config_runtime`)."""
+    return int(read_config_runtime(path).shape[0])
+
+
+def _parse_indices(text: str) -> tuple[np.ndarray | None, str | None]:
+    """`0;4;2` -> array; or (None, why) for anything but non-negative integers joined by `;`."""
+    if _INDICES.fullmatch(text):
+        return np.array(text.split(";"), dtype=np.int64), None
+    if not text.strip():
+        return None, "TopConfigs is empty"
+    for tok in text.split(";"):
+        if not re.fullmatch(r"\d+", tok):
+            if re.fullmatch(r"\s*[-+]?\d+\s*", tok):
+                return None, f"'{tok}' is not a non-negative integer without sign or spaces"
+            return None, f"'{tok}' is not an integer"
+    return None, "malformed TopConfigs"
+
+
+def _first_repeat(idx: np.ndarray) -> int | None:
+    s = np.sort(idx)
+    rep = np.flatnonzero(s[1:] == s[:-1])
+    return int(s[rep[0]]) if rep.size else None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(path, "submission CSV not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory, expected a submission CSV") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    return text.splitlines()
+
+
+def _unquote(s: str) -> str:
+    s = s.strip()
+    return s[1:-1] if len(s) >= 2 and s[0] == s[-1] == '"' else s
+
+
+def read_submission(path: str | Path) -> dict[str, np.ndarray]:
+    """Rows of a CSV (ID -> int64 indices, file order). Raises `DataError` if it is not a valid
+    submission by format (see `validate_submission` for the report instead)."""
+    rep = validate_submission(path)
+    if not rep.ok:
+        raise DataError(path, _refusal(rep, "not a valid submission"))
+    return rep.rows
+
+
+def _raw_rows(path_or_rows: str | Path | Rows, rep: Report) -> list[tuple[int, str, str | np.ndarray]]:
+    """(line, ID, TopConfigs text or indices) of every data row; header and shape problems to `rep`."""
+    out: list[tuple[int, str, str | np.ndarray]] = []
+    if isinstance(path_or_rows, (str, Path)):
+        lines = _read_lines(Path(path_or_rows))
+        if not lines:
+            rep._add("error", 1, "(header)", f"file is empty; expected the header '{HEADER}'")
+            return out
+        if lines[0].rstrip("\r") != HEADER:
+            rep._add("error", 1, "(header)", f"header is '{lines[0][:80]}', expected '{HEADER}'")
+        for i, raw in enumerate(lines[1:], start=2):
+            if not raw.strip():
+                if i - 1 < len(lines) - 1:
+                    rep._add("warning", i, "-", "blank line")
+                continue
+            fields = raw.rstrip("\r").split(",")
+            if len(fields) != 2:
+                rep._add("error", i, _unquote(fields[0]) or "-", f"{len(fields)} fields, expected 2 (ID,TopConfigs)")
+                continue
+            out.append((i, _unquote(fields[0]), _unquote(fields[1])))
+        return out
+    items = path_or_rows.items() if isinstance(path_or_rows, Mapping) else path_or_rows
+    # In memory, line numbers are those the rows would have if written in the given order.
+    for i, (gid, idx) in enumerate(items, start=2):
+        out.append((i, str(gid), idx if isinstance(idx, str) else np.asarray(idx)))
+    return out
+
+
+def validate_submission(
+    path_or_rows: str | Path | Rows,
+    files: Sequence[GraphFile] | None = None,
+    num_configs: Mapping[str, int] | None = None,
+) -> Report:
+    """Check a submission and report every problem (nothing is raised for a bad submission).
+
+    Args:
+        path_or_rows: a CSV path, or rows in memory (ID -> indices, or (ID, indices) pairs);
+            in memory, line numbers are those the rows would get written in the given order.
+        files: the split's files. None checks the format only: header, ID syntax, integer,
+            distinct, non-negative indices, duplicate IDs, tile rows of at most 5.
+            Given, also: one row per file (missing, duplicate, unknown IDs), indices in [0, C),
+            tile rows of exactly min(5, C), layout rows of C (>= min(C, 1000): warning).
+        num_configs: C per ID when already known (skips reading the files for it).
+
+    Raises:
+        DataError: only when the CSV cannot be read at all (missing, not text) or a split file
+            cannot be read for its config count.
+    """
+    source = str(path_or_rows) if isinstance(path_or_rows, (str, Path)) else "<rows>"
+    rep = Report(source=source, checked_files=None if files is None else len(files))
+    by_id = None if files is None else {f.id: f for f in files}
+    split_name = ", ".join(sorted({f.split for f in files})) if files else "checked"
+    first_line: dict[str, int] = {}
+    for line, gid, val in _raw_rows(path_or_rows, rep):
+        err = lambda msg: rep._add("error", line, gid, msg)  # noqa: E731
+        try:
+            collection, _ = split_id(gid)
+        except ValueError:
+            err("not a TpuGraphs ID (tile:xla:<name> or layout:<xla|nlp>:<default|random>:<name>)")
+            continue
+        if gid in first_line:
+            err(f"duplicate ID (first on line {first_line[gid]})")
+            continue
+        first_line[gid] = line
+        if isinstance(val, str):
+            idx, why = _parse_indices(val)
+            if idx is None:
+                err(why)
+                continue
+        else:
+            idx = val
+            if idx.ndim != 1 or idx.size == 0:
+                err("TopConfigs must be a non-empty list of config indices")
+                continue
+            if idx.dtype.kind not in "iu":
+                if idx.dtype.kind == "f" and np.isfinite(idx).all() and (idx == np.round(idx)).all():
+                    idx = idx.astype(np.int64)
+                else:
+                    err(f"config indices must be integers, got {idx.dtype}")
+                    continue
+            idx = idx.astype(np.int64, copy=False)
+            if idx.min() < 0:
+                err(f"config index {int(idx.min())} is negative")
+                continue
+        rep.rows[gid] = idx
+        kind = collection.split(":")[0]
+        if by_id is None:
+            rep_ = _first_repeat(idx)
+            if rep_ is not None:
+                err(f"config index {rep_} listed more than once")
+            elif kind == "tile" and idx.size > TILE_TOP_K:
+                err(f"tile row lists {idx.size} configs, expected {TILE_TOP_K}")
+            continue
+        f = by_id.get(gid)
+        if f is None:
+            err(f"no such file in the {split_name} split ({collection} has no '{split_id(gid)[1]}')")
+            continue
+        c = num_configs[gid] if num_configs is not None and gid in num_configs else count_configs(f.path)
+        if int(idx.max()) >= c:
+            err(f"config index {int(idx.max())} out of range [0, {c})")
+            continue
+        counts = np.bincount(idx, minlength=c)
+        if counts.max() > 1:
+            err(f"config index {int(np.argmax(counts > 1))} listed more than once")
+            continue
+        if kind == "tile":
+            want = min(TILE_TOP_K, c)
+            if idx.size != want:
+                err(f"tile row lists {idx.size} configs, expected {want} (the file has {c})")
+        elif idx.size < c:
+            floor = min(c, LAYOUT_MIN_LISTED)
+            if idx.size >= floor:
+                rep._add("warning", line, gid, f"layout row lists {idx.size} of {c} configs; the {c - idx.size} unlisted are not ranked")
+            else:
+                err(f"layout row lists {idx.size} of {c} configs, expected all {c} (at least {floor})")
+    if files is not None:
+        for f in files:
+            if f.id not in first_line:
+                rep._add("error", None, f.id, f"no row for this {f.split} file ({f.path})")
+    return rep
+
+
+def _refusal(rep: Report, what: str) -> str:
+    errs = rep.errors
+    shown = "; ".join(f"line {p.line}: {p.id}: {p.message}" if p.line else f"{p.id}: {p.message}" for p in errs[:MAX_SHOWN])
+    more = f"; and {len(errs) - MAX_SHOWN} more" if len(errs) > MAX_SHOWN else ""
+    return f"{what}: {len(errs)} errors: {shown}{more}"
+
+
+def write_submission(
+    path: str | Path,
+    rows: Rows,
+    files: Sequence[GraphFile] | None,
+    num_configs: Mapping[str, int] | None = None,
+) -> Report:
+    """Validate `rows` against `files` and write the CSV atomically, rows in the order of `files`.
+
+    Returns the validation `Report` (its warnings are the caller's to log). With `files` None
+    the format alone is checked and rows keep their given order.
+
+    Raises:
+        DataError: naming `path` and the first problems, if the rows are invalid; nothing is
+            written and an existing file at `path` is left untouched.
+    """
+    rep = validate_submission(rows, files, num_configs)
+    if not rep.ok:
+        raise DataError(path, _refusal(rep, "refusing to write an invalid submission"))
+    ids = list(rep.rows) if files is None else [f.id for f in files]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fp:
+        fp.write(HEADER + "\n")
+        for gid in ids:
+            fp.write(f"{gid},{';'.join(map(str, rep.rows[gid].tolist()))}\n")
+    rep.source = str(path)
+    return rep
