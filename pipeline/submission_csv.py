@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from pipeline.catalog import COLLECTIONS, GraphFile, split_id
 from pipeline.errors import DataError
@@ -104,14 +105,14 @@ class Report:
 def read_config_runtime(path: str | Path) -> np.ndarray:
     """A raw file's `config_runtime` (C,), read alone: no other member is inflated."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["config_runtime"]
+        with zipfile.ZipFile(path) as zf, zf.open("config_runtime.npy") as fp:
+            return npformat.read_array(fp, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except KeyError:
         raise DataError(path, "required key missing", "config_runtime") from None
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
-        raise DataError(path, f"not a readable .npz file ({e})") from None
+        raise DataError(path, f"not a readable .npz file (truncated or not a zip archive: {e})") from None
 
 
 def count_configs(path: str | Path) -> int:

@@ -1,0 +1,69 @@
+"""Turn a model's predictions into a submission CSV, validated before it is written.
+
+    python -m pipeline.submission model=baseline split=test [submission=<csv>]
+    make submission [MODEL=baseline] [SPLIT=test|valid] [SUBMISSION=<csv>]
+
+Reads `${paths.predictions}/<model>/<split>.parquet` and the split's raw files (to know every
+ID and config count); writes `submission` (and a timestamped copy named with the git commit).
+Tile rows list the `tile_top` fastest configs, layout rows the full permutation, all in
+ORIGINAL config indices. An invalid submission (a graph without predictions, a wrong count) is
+refused: nothing is written and the problems are listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pipeline.catalog import GraphFile, discover
+from pipeline.cli import stage
+from pipeline.errors import DataError
+from pipeline.predictions import ranking, read_predictions
+from pipeline.submission_csv import write_submission
+
+log = logging.getLogger(__name__)
+
+
+def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: int = 5) -> dict[str, list[int]]:
+    """`{id: config indices fastest first}` for the files that have predictions."""
+    rows = {}
+    for f in files:
+        if f.id in predictions:
+            order = ranking(predictions[f.id])
+            rows[f.id] = order[:tile_top].tolist() if f.kind == "tile" else order.tolist()
+    return rows
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "nogit"
+    except (OSError, subprocess.SubprocessError):
+        return "nogit"
+
+
+@stage("submission")
+def main(cfg: DictConfig) -> Path:
+    files = discover(cfg.data, splits=[cfg.split], announce=True)
+    if not files:
+        raise DataError(cfg.data, f"no {cfg.split} files found")
+    predictions = read_predictions(cfg.predictions)
+    rows = rows_from_predictions(predictions, files, cfg.tile_top)
+    out = Path(cfg.submission)
+    write_submission(out, rows, files)
+    log.info("wrote %s: %d rows from %s predictions on %s", out, len(rows), cfg.model, cfg.split)
+    if cfg.keep_copy:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        copy = out.with_name(f"{cfg.paths.dataset}_{cfg.model}_{cfg.split}_{stamp}_{_commit()}.csv")
+        shutil.copyfile(out, copy)
+        log.info("kept a copy as %s", copy)
+    return out
+
+
+if __name__ == "__main__":
+    main()

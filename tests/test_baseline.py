@@ -1,0 +1,91 @@
+"""Baseline rankers on hand-made graphs whose costs are known by hand; predictions round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.layout import node_layout, node_rank, tensor_bytes
+from models.baseline import LayoutCopyCost, tile_padding_cost
+from pipeline.errors import DataError
+from pipeline.predictions import ranking, read_predictions, write_predictions
+
+
+def _node(shape: tuple[int, ...], layout: tuple[int, ...], f32: bool = True) -> np.ndarray:
+    f = np.zeros(140, np.float32)
+    f[13 if f32 else 15] = 1  # f32 or bf16
+    f[21 : 21 + len(shape)] = shape
+    f[28] = np.prod(shape)
+    f[134 : 134 + len(layout)] = layout
+    return f
+
+
+def five_node_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """param0, param1 -> conv(2, configurable) -> reshape(3, configurable) -> add(4)."""
+    feat = np.stack([
+        _node((8, 16), (1, 0)),
+        _node((16, 4), (1, 0)),
+        _node((8, 4), (1, 0)),          # 32 f32 = 128 bytes
+        _node((4, 8), (1, 0)),
+        _node((4, 8), (1, 0), f32=False),
+    ])
+    edges = np.array([[2, 0], [2, 1], [3, 2], [4, 3]], np.int64)
+    return feat, edges, np.array([2, 3], np.int64)
+
+
+def _config(conv_out=(-1, -1), reshape_in=(-1, -1)) -> np.ndarray:
+    c = np.full((2, 18), -1, np.float32)
+    c[0, 0:2] = conv_out
+    c[1, 6:8] = reshape_in
+    return c
+
+
+def test_node_tensor_facts() -> None:
+    feat, _, _ = five_node_graph()
+    assert node_rank(feat).tolist() == [2, 2, 2, 2, 2]
+    assert node_layout(feat)[0].tolist() == [1, 0, -1, -1, -1, -1]
+    assert tensor_bytes(feat).tolist() == [512, 256, 128, 128, 64]
+
+
+def test_layout_copy_cost_by_hand() -> None:
+    feat, edges, ids = five_node_graph()
+    cost = LayoutCopyCost(feat, edges, ids)
+    chunk = np.stack([
+        _config(),                                  # all defaults: nothing copied
+        _config(conv_out=(0, 1)),                   # conv output transposed, reshape expects default
+        _config(conv_out=(0, 1), reshape_in=(0, 1)),  # both agree on the transposed layout
+        _config(reshape_in=(0, 1)),                 # reshape wants transposed, conv gives default
+        _config(conv_out=(1, 0)),                   # explicitly the default: nothing copied
+    ])
+    assert cost(chunk).tolist() == [0, 128, 0, 128, 0]
+
+
+def test_tile_padding_cost_by_hand() -> None:
+    feat = np.stack([_node((100, 128), (1, 0)), _node((100, 128), (1, 0))])
+    feat[1, 0] = 1  # root
+    cfg = np.zeros((3, 24), np.float32)
+    cfg[0, 8:10] = (128, 128)  # pads 100 -> 128: waste 1.28, one tile
+    cfg[1, 8:10] = (100, 128)  # exact, one tile
+    cfg[2, 8:10] = (50, 64)    # exact, four tiles
+    cost = tile_padding_cost(feat, cfg)
+    assert cost[0] == pytest.approx(1.28)
+    assert ranking(cost).tolist() == [1, 2, 0]
+
+
+def test_predictions_round_trip_and_checks(tmp_path: Path) -> None:
+    scores = {"tile:xla:a": np.array([3.0, 1.0, 2.0]), "layout:xla:random:b": np.array([0.5, 0.25])}
+    path = tmp_path / "m" / "valid.parquet"
+    write_predictions(path, scores)
+    back = read_predictions(path)
+    assert set(back) == set(scores)
+    for k in scores:
+        np.testing.assert_array_equal(back[k], scores[k])
+    import polars as pl
+
+    pl.read_parquet(path).filter(pl.col("config") != 1).write_parquet(path)
+    with pytest.raises(DataError, match="configs are not exactly"):
+        read_predictions(path)
+    with pytest.raises(DataError, match="predictions not found"):
+        read_predictions(tmp_path / "none.parquet")
