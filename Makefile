@@ -12,13 +12,16 @@ DATA_DIR ?= data
 DATA ?= $(DATA_DIR)/raw/$(DATASET)
 SPLIT ?= test
 MODEL ?= baseline
-SUBMISSION ?= submissions/submission.csv
-REPORT ?= reports/$(DATASET)/evaluation_$(SPLIT).json
+SUBMISSIONS ?= submissions
+SUBMISSION ?= $(SUBMISSIONS)/submission.csv
+REPORTS ?= reports
+REPORT ?= $(REPORTS)/$(DATASET)/evaluation_$(SPLIT).json
 ARGS ?=
 # overrides for the sample generator only (e.g. "graphs.train=4"), also honoured by `make all`
 SAMPLE_ARGS ?=
 PRED := $(DATA_DIR)/predictions/$(DATASET)
-COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA)
+COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA) \
+  paths.submissions=$(SUBMISSIONS) paths.reports=$(REPORTS)/$(DATASET)
 INSTALLED := $(VENV)/.installed
 
 # The embedded sample is generated here; any other DATA is read as it is.
@@ -36,8 +39,8 @@ help: ## list the targets
 
 all: $(INSTALLED) $(RAW) ## everything on DATA (default: the embedded sample) -> submissions/submission.csv, plus a validation score
 	$(MAKE) --no-print-directory baseline
-	$(MAKE) --no-print-directory submission SPLIT=valid SUBMISSION=submissions/$(DATASET)_$(MODEL)_valid.csv
-	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=submissions/$(DATASET)_$(MODEL)_valid.csv
+	$(MAKE) --no-print-directory submission SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_$(MODEL)_valid.csv ARGS="keep_copy=false $(ARGS)"
+	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_$(MODEL)_valid.csv
 	$(MAKE) --no-print-directory submission SPLIT=test
 
 venv: $(INSTALLED) ## create .venv and install the pinned requirements and the project
@@ -76,4 +79,4 @@ download: $(INSTALLED) ## fetch the real competition data into data/raw/kaggle w
 	$(PY) -m pipeline.download $(COMMON) $(ARGS)
 
 clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
-	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) reports/$(DATASET) logs
+	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) $(REPORTS)/$(DATASET) logs

@@ -1,0 +1,65 @@
+"""`make all` from raw files to a validated submission, on a small embedded sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.catalog import discover
+from pipeline.submission_csv import validate_submission
+
+from conftest import ROOT
+
+SMALL = "graphs.train=3 graphs.valid=2 graphs.test=2"
+
+
+@pytest.mark.slow
+def test_make_all_writes_a_valid_submission(tmp_path: Path) -> None:
+    subs, reports, data_dir = tmp_path / "subs", tmp_path / "reports", tmp_path / "data"
+    proc = subprocess.run(
+        ["make", "all", f"DATA_DIR={data_dir}", f"SUBMISSIONS={subs}", f"REPORTS={reports}", f"SAMPLE_ARGS={SMALL}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sub = subs / "submission.csv"
+    files = discover(data_dir / "raw" / "sample", splits=["test"])
+    assert len(files) == 2 * 5
+    report = validate_submission(sub, files)
+    assert not report.errors, report.errors
+    with sub.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["ID"] for r in rows} == {f.id for f in files}
+    assert len(list(subs.glob("sample_baseline_test_*.csv"))) == 1  # the kept copy
+    scores = json.loads((reports / "sample" / "evaluation_valid.json").read_text())
+    assert set(scores["collections"]) == {"tile:xla", "layout:xla:default", "layout:xla:random",
+                                          "layout:nlp:default", "layout:nlp:random"}
+    assert -1.0 <= scores["score"] <= 2.0
+
+
+@pytest.mark.slow
+def test_submission_refuses_a_graph_without_predictions(tmp_path: Path) -> None:
+    """Predictions that miss a test graph: the validator fails and no CSV is written."""
+    import numpy as np
+
+    from pipeline.npz import write_graph
+    from pipeline.predictions import write_predictions
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "raw"
+    for stem in ("a", "b"):
+        write_graph(root / "tile/xla/test" / f"{stem}.npz", {
+            "node_feat": rng.random((2, 140), dtype=np.float32), "node_opcode": np.array([63, 75], np.uint8),
+            "edge_index": np.array([[1, 0]], np.int64), "config_feat": rng.random((6, 24), dtype=np.float32),
+            "config_runtime": np.zeros(6, np.int64), "config_runtime_normalizers": np.ones(6, np.int64)})
+    pred = tmp_path / "pred.parquet"
+    write_predictions(pred, {"tile:xla:a": np.arange(6.0)})
+    out = tmp_path / "sub.csv"
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "pipeline.submission", f"data={root}", f"predictions={pred}",
+         f"submission={out}", f"hydra.run.dir={tmp_path}/h"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "tile:xla:b" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
