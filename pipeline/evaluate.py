@@ -31,7 +31,8 @@ from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
 from pipeline.npz import read_graph
-from pipeline.submission_csv import Report, Rows, read_config_runtime, validate_submission
+from pipeline.npz import read_member
+from pipeline.submission_csv import Rows, validate_submission
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def load_runtimes(files: Sequence[GraphFile]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for f in files:
         # Checked alone first: a test file would otherwise fail as "non-positive runtime".
-        if not read_config_runtime(f.path).any():
-            raise DataError(f.path, f"config_runtime is all zero (a test file?): nothing to score against; evaluate a split with runtimes")
+        if not read_member(f.path, "config_runtime").any():
+            raise DataError(f.path, "config_runtime is all zero (a test file?): nothing to score against; evaluate a split with runtimes")
         g = read_graph(f.path, kind=f.kind, split=f.split)
         r = g.config_runtime.astype(np.float64)
         if f.kind == "tile":
@@ -81,12 +82,6 @@ def score_rows(rows: Mapping[str, Sequence[int] | np.ndarray], runtimes: Mapping
             "per_graph": per_graph, "undefined_tau": undefined}
 
 
-def _check(rep: Report, what: str) -> None:
-    if not rep.ok:
-        raise DataError(rep.source if rep.source != "<rows>" else None,
-                        f"{what}: {len(rep.errors)} errors, first: {rep.lines()[0] if rep.lines() else ''}")
-
-
 def score_submission(
     rows: Rows,
     files: Sequence[GraphFile],
@@ -104,7 +99,9 @@ def score_submission(
     """
     runtimes = load_runtimes(files) if runtimes is None else runtimes
     rep = validate_submission(rows, files, num_configs={k: v.shape[0] for k, v in runtimes.items()})
-    _check(rep, "rows cannot be scored")
+    if not rep.ok:
+        first = rep.errors[0]
+        raise DataError(None, f"rows cannot be scored: {len(rep.errors)} errors, first: {first.id}: {first.message}")
     return score_rows(rep.rows, {f.id: runtimes[f.id] for f in files})
 
 

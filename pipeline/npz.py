@@ -104,6 +104,19 @@ def _member_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
         return npformat.read_array(fp, allow_pickle=False)
 
 
+def read_member(path: str | Path, key: str) -> np.ndarray:
+    """One array of a raw file, read alone (no other member is inflated), unvalidated."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _member_array(zf, key)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except KeyError:
+        raise DataError(path, "required key missing", key) from None
+    except _READ_ERRORS as e:
+        raise DataError(path, f"not a readable .npz file (truncated or not a zip archive: {e})") from None
+
+
 def detect_kind(keys: Iterable[str]) -> str | None:
     keys = set(keys)
     if "node_config_feat" in keys or "node_config_ids" in keys:
@@ -152,7 +165,9 @@ def read_graph(
                 raise DataError(path, f"required key missing for a {kind} file", key)
             try:
                 if key == LAZY_KEY and not config_feat:
-                    shape, _, got = _member_header(zf, key)
+                    shape, fortran, got = _member_header(zf, key)
+                    if fortran:
+                        raise DataError(path, "stored in Fortran order; expected C order", key)
                     lazy_shape = tuple(shape)
                 else:
                     a = _member_array(zf, key)

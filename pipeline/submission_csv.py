@@ -16,18 +16,16 @@ there is any error; the file appears atomically.
 from __future__ import annotations
 
 import re
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
-from numpy.lib import format as npformat
 
 from pipeline.catalog import COLLECTIONS, GraphFile, split_id
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path
+from pipeline.npz import read_member
 
 HEADER = "ID,TopConfigs"
 TILE_TOP_K = 5
@@ -102,22 +100,9 @@ class Report:
         self.problems.append(Problem(severity, line, gid, message))
 
 
-def read_config_runtime(path: str | Path) -> np.ndarray:
-    """A raw file's `config_runtime` (C,), read alone: no other member is inflated."""
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open("config_runtime.npy") as fp:
-            return npformat.read_array(fp, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except KeyError:
-        raise DataError(path, "required key missing", "config_runtime") from None
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
-        raise DataError(path, f"not a readable .npz file (truncated or not a zip archive: {e})") from None
-
-
 def count_configs(path: str | Path) -> int:
     """Number of configs C of a raw file (the length of `config_runtime`)."""
-    return int(read_config_runtime(path).shape[0])
+    return int(read_member(path, "config_runtime").shape[0])
 
 
 def _parse_indices(text: str) -> tuple[np.ndarray | None, str | None]:
@@ -166,9 +151,10 @@ def read_submission(path: str | Path) -> dict[str, np.ndarray]:
     return rep.rows
 
 
-def _raw_rows(path_or_rows: str | Path | Rows, rep: Report) -> list[tuple[int, str, str | np.ndarray]]:
-    """(line, ID, TopConfigs text or indices) of every data row; header and shape problems to `rep`."""
-    out: list[tuple[int, str, str | np.ndarray]] = []
+def _raw_rows(path_or_rows: str | Path | Rows, rep: Report) -> list[tuple[int, str, str | np.ndarray | None]]:
+    """(line, ID, TopConfigs text or indices, or None if already reported) of every data row;
+    header and field-count problems go to `rep`."""
+    out: list[tuple[int, str, str | np.ndarray | None]] = []
     if isinstance(path_or_rows, (str, Path)):
         lines = _read_lines(Path(path_or_rows))
         if not lines:
@@ -184,6 +170,7 @@ def _raw_rows(path_or_rows: str | Path | Rows, rep: Report) -> list[tuple[int, s
             fields = raw.rstrip("\r").split(",")
             if len(fields) != 2:
                 rep._add("error", i, _unquote(fields[0]) or "-", f"{len(fields)} fields, expected 2 (ID,TopConfigs)")
+                out.append((i, _unquote(fields[0]), None))  # reported; its ID still counts as present
                 continue
             out.append((i, _unquote(fields[0]), _unquote(fields[1])))
         return out
@@ -221,6 +208,9 @@ def validate_submission(
     first_line: dict[str, int] = {}
     for line, gid, val in _raw_rows(path_or_rows, rep):
         err = lambda msg: rep._add("error", line, gid, msg)  # noqa: E731
+        if val is None:
+            first_line.setdefault(gid, line)
+            continue
         try:
             collection, _ = split_id(gid)
         except ValueError:
