@@ -67,7 +67,7 @@ baseline: $(INSTALLED) $(RAW) ## score valid and test configs with the training-
 	$(PY) -m pipeline.baseline $(COMMON) $(ARGS)
 
 submission: $(INSTALLED) ## write SUBMISSION from MODEL's predictions on SPLIT (validated before writing)
-	$(PY) -m pipeline.submission $(COMMON) model=$(MODEL) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)
+	$(PY) -m pipeline.submission $(COMMON) predictor=$(MODEL) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)
 
 validate: $(INSTALLED) ## check SUBMISSION against the files of SPLIT under DATA
 	$(PY) -m pipeline.validate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)

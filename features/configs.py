@@ -48,7 +48,7 @@ def unpack_layout(codes: np.ndarray) -> np.ndarray:
     if c.size and (c.min() < 0 or c.max() >= NUM_CODES):
         raise ValueError(f"layout codes must lie in [0, {NUM_CODES})")
     digits = (c[..., None] // _WEIGHTS.astype(np.int64)) % BASE  # (..., G, 6)
-    return (digits - 1).astype(np.int8).reshape(*c.shape[:-1], -1)
+    return (digits - 1).astype(np.int8).reshape(*c.shape[:-1], c.shape[-1] * GROUP)
 
 
 @dataclass
@@ -99,6 +99,7 @@ class ConfigDeduper:
         self._ref: np.ndarray | None = None  # the first row, to find varying nodes
         self._varying: np.ndarray | None = None
         self._seen = 0
+        self.last_new = np.zeros(0, dtype=np.int64)  # chunk positions of the rows `add` last returned
 
     def add(self, rows: np.ndarray, runtime: np.ndarray) -> np.ndarray:
         """Add c configs. Shapes: rows (c, ...) fixed width; runtime (c,).
@@ -112,6 +113,7 @@ class ConfigDeduper:
         if runtime.shape != (c,):
             raise ValueError(f"{c} rows but runtime shape {runtime.shape}")
         if c == 0:
+            self.last_new = np.zeros(0, dtype=np.int64)
             return rows
         if self._ref is None:
             self._ref = rows[0].copy()
@@ -146,7 +148,8 @@ class ConfigDeduper:
             cmap[i] = u
         self._map.append(cmap)
         self._seen += c
-        return rows[new]
+        self.last_new = np.asarray(new, dtype=np.int64)
+        return rows[self.last_new]
 
     def finish(self) -> Dedup:
         if self._seen == 0:

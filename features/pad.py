@@ -18,29 +18,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SHAPE_COLS = slice(21, 27)  # shape dims 0-5
-LAYOUT_COLS = slice(134, 140)  # layout minor_to_major 0-5
-LAYOUT_START = 134
+from features.layout import LAYOUT_COLS, node_layout, node_rank
 
-
-def tensor_rank(node_feat: np.ndarray) -> np.ndarray:
-    """(N, 140) -> (N,) int: number of nonzero shape dims (0 for scalars and tuples)."""
-    return np.count_nonzero(node_feat[:, SHAPE_COLS], axis=1)
+tensor_rank = node_rank  # number of nonzero shape dims (0 for scalars and tuples)
 
 
 def pad_layout(node_feat: np.ndarray) -> np.ndarray:
-    """Copy of node_feat with layout entries beyond each node's rank set to -1. (N, 140)."""
+    """Copy of node_feat (N, 140) with layout entries beyond each node's rank set to -1.
+
+    Afterwards columns 134-139 read as `features.layout.node_layout` does: one -1..5 vocabulary
+    for a node's own layout and the config layouts.
+    """
     out = np.array(node_feat, dtype=np.float32, copy=True)
-    rank = tensor_rank(node_feat)
-    beyond = np.arange(6)[None, :] >= rank[:, None]  # (N, 6)
-    lay = out[:, LAYOUT_COLS]  # basic slice: a view, so this writes into out
-    lay[beyond] = -1.0
+    out[:, LAYOUT_COLS] = node_layout(node_feat)
     return out
-
-
-def node_layout(padded_node_feat: np.ndarray) -> np.ndarray:
-    """(N, 140) padded node_feat -> (N, 6) int8 layout in the shared -1..5 vocabulary."""
-    return padded_node_feat[:, LAYOUT_COLS].astype(np.int8)
 
 
 def effective_output_layout(node_layout_: np.ndarray, node_config_ids: np.ndarray, configs: np.ndarray) -> np.ndarray:

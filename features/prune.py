@@ -57,12 +57,14 @@ def _producer_order(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool = False) -> np.ndarray:
+def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool = False,
+                           max_depth: int | None = None) -> np.ndarray:
     """Pairs `[u, w]` of kept nodes where w is a nearest kept producer of u through removed nodes.
 
     "Nearest" means the path from u down to w passes through removed nodes only. With
     `direct=False` only paths with at least one removed node are returned (the bridges that
     pruning would otherwise cut); with `direct=True` direct kept-kept edges are included too.
+    `max_depth` bounds the removed nodes on a path (None: unbounded).
     Returns (B, 2) int64, unique rows, original ids.
     """
     u, v = edge_index[:, 0], edge_index[:, 1]
@@ -72,30 +74,49 @@ def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndar
     def producers(n: int) -> np.ndarray:
         return v[by_consumer[starts[n] : starts[n + 1]]]
 
-    # reach[n] for a removed node: the kept nodes reachable below it through removed nodes only.
-    reach: dict[int, frozenset[int]] = {}
-    empty: frozenset[int] = frozenset()
-    for n in _producer_order(edge_index, num_nodes):
-        n = int(n)
-        if keep[n]:
-            continue
-        sets = [frozenset((int(p),)) if keep[p] else reach[int(p)] for p in producers(n)]
-        if not sets:
-            reach[n] = empty
-        elif len(sets) == 1:
-            reach[n] = sets[0]  # shared, not copied: chains cost nothing
-        else:
-            reach[n] = frozenset().union(*sets)
     pairs: list[tuple[int, int]] = []
-    for n in np.flatnonzero(keep):
-        n = int(n)
-        for p in producers(n):
-            p = int(p)
-            if keep[p]:
-                if direct:
-                    pairs.append((n, p))
+    if max_depth is not None:
+        # per kept consumer, a breadth-first walk down through at most max_depth removed nodes
+        for n in np.flatnonzero(keep):
+            n = int(n)
+            ps = producers(n)
+            if direct:
+                pairs.extend((n, int(p)) for p in ps[keep[ps]])
+            frontier, seen = set(ps[~keep[ps]].tolist()), set()
+            for _ in range(max_depth):
+                if not frontier:
+                    break
+                seen |= frontier
+                nxt: set[int] = set()
+                for r in frontier:
+                    rp = producers(r)
+                    pairs.extend((n, int(p)) for p in rp[keep[rp]])
+                    nxt.update(rp[~keep[rp]].tolist())
+                frontier = nxt - seen
+    else:
+        # reach[n] for a removed node: the kept nodes reachable below it through removed nodes only
+        reach: dict[int, frozenset[int]] = {}
+        empty: frozenset[int] = frozenset()
+        for n in _producer_order(edge_index, num_nodes):
+            n = int(n)
+            if keep[n]:
+                continue
+            sets = [frozenset((int(p),)) if keep[p] else reach[int(p)] for p in producers(n)]
+            if not sets:
+                reach[n] = empty
+            elif len(sets) == 1:
+                reach[n] = sets[0]  # shared, not copied: chains cost nothing
             else:
-                pairs.extend((n, w) for w in reach[p])
+                reach[n] = frozenset().union(*sets)
+        for n in np.flatnonzero(keep):
+            n = int(n)
+            for p in producers(n):
+                p = int(p)
+                if keep[p]:
+                    if direct:
+                        pairs.append((n, p))
+                else:
+                    pairs.extend((n, w) for w in reach[p])
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     return np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
@@ -115,12 +136,14 @@ class Pruned:
 
 
 def remap_splits(node_splits: np.ndarray, node_ids: np.ndarray) -> np.ndarray:
-    """Start node of each computation, in new ids; computations left empty are merged away.
+    """Computation boundaries in new ids; computations left empty are merged away.
 
+    Real files list start nodes and often the end (N) too; each boundary maps to the first kept
+    node at or after it (N' past the last one), so an end marker stays an end marker.
     Shapes: node_splits (1, S); node_ids (N',) ascending original ids; returns (1, S') int64.
     """
-    new = np.searchsorted(node_ids, node_splits[0])  # first kept node at or after each start
-    new = np.unique(np.concatenate([[0], new[new < node_ids.size]]))
+    new = np.searchsorted(node_ids, node_splits[0])
+    new = np.unique(np.concatenate([[0], new]))
     return new.astype(np.int64)[None, :]
 
 
@@ -170,15 +193,17 @@ def prune(
     )
 
 
-def config_node_pairs(edge_index: np.ndarray, num_nodes: int, node_config_ids: np.ndarray) -> np.ndarray:
-    """Producer-consumer pairs among configurable nodes, through any chain of other nodes.
+def config_node_pairs(edge_index: np.ndarray, num_nodes: int, node_config_ids: np.ndarray,
+                      max_depth: int | None = None) -> np.ndarray:
+    """Producer-consumer pairs among configurable nodes, through chains of at most `max_depth`
+    other nodes (None: any chain).
 
     Returns (P, 2) int64 rows `[consumer_pos, producer_pos]`, positions into `node_config_ids`
     (the second axis of node_config_feat), so they survive any later pruning.
     """
     keep = np.zeros(num_nodes, dtype=bool)
     keep[node_config_ids] = True
-    pairs = nearest_kept_producers(edge_index, num_nodes, keep, direct=True)
+    pairs = nearest_kept_producers(edge_index, num_nodes, keep, direct=True, max_depth=max_depth)
     pos = np.full(num_nodes, -1, dtype=np.int64)
     pos[node_config_ids] = np.arange(node_config_ids.size)
     return pos[pairs].reshape(-1, 2)

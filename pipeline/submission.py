@@ -1,6 +1,6 @@
 """Turn a model's predictions into a submission CSV, validated before it is written.
 
-    python -m pipeline.submission model=baseline split=test [submission=<csv>]
+    python -m pipeline.submission predictor=baseline split=test [submission=<csv>]
     make submission [MODEL=baseline] [SPLIT=test|valid] [SUBMISSION=<csv>]
 
 Reads `${paths.predictions}/<model>/<split>.parquet` and the split's raw files (to know every
@@ -56,10 +56,10 @@ def main(cfg: DictConfig) -> Path:
     rows = rows_from_predictions(predictions, files, cfg.tile_top)
     out = Path(cfg.submission)
     write_submission(out, rows, files)
-    log.info("wrote %s: %d rows from %s predictions on %s", out, len(rows), cfg.model, cfg.split)
+    log.info("wrote %s: %d rows from %s predictions on %s", out, len(rows), cfg.predictor, cfg.split)
     if cfg.keep_copy:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        copy = out.with_name(f"{cfg.paths.dataset}_{cfg.model}_{cfg.split}_{stamp}_{_commit()}.csv")
+        copy = out.with_name(f"{cfg.paths.dataset}_{cfg.predictor}_{cfg.split}_{stamp}_{_commit()}.csv")
         shutil.copyfile(out, copy)
         log.info("kept a copy as %s", copy)
     return out

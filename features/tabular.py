@@ -1,0 +1,155 @@
+"""Hand-made per-config features for gradient-boosted rankers (pure functions).
+
+Everything is vectorized over a chunk of configs. Layout features (per config):
+- `cnt_<group>_<kind>_<cat>`: configurable nodes of an opcode kind (conv, dot, reshape, other)
+  whose config group (out, in, kernel) is the default (`def`) or has minor-most dimension d
+  (`m0`..`m5`): 3 x 4 x 7 counts.
+- `mismatch_pairs`, `mismatch_bytes`: producer-consumer pairs of configurable nodes (through
+  any chain of other nodes) where the consumer's configured input layout differs from the
+  producer's effective output layout, and the producer tensor bytes of those pairs;
+  `change_pairs`, `change_bytes`: pairs whose effective output layouts differ.
+- `pad_waste_bytes`, `pad_waste_minor_bytes`: bytes lost padding each configurable node's tensor
+  to TPU tiles (minor-most dim to 128, second-minor to 8; and the minor-most alone) under its
+  effective output layout.
+Tile features: the 24 config columns, tile counts and padding waste of the output tile over the
+kernel's root shape, tile bytes. Per-graph size statistics are broadcast to every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.layout import ELEMENT_BYTES, SHAPE_COLS, TYPE_COLS, tensor_bytes
+from features.configs import pack_layout
+
+_D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
+
+KINDS = ("conv", "dot", "reshape", "other")
+_KIND_OF_OPCODE = np.full(256, 3, dtype=np.int64)
+_KIND_OF_OPCODE[[26, 34, 75]] = [0, 1, 2]
+GROUPS = ("out", "in", "kernel")
+CATS = ("def",) + tuple(f"m{d}" for d in range(6))
+COUNT_NAMES = tuple(f"cnt_{g}_{k}_{c}" for g in GROUPS for k in KINDS for c in CATS)
+LAYOUT_NAMES = COUNT_NAMES + ("mismatch_pairs", "mismatch_bytes", "change_pairs", "change_bytes",
+                              "pad_waste_bytes", "pad_waste_minor_bytes")
+TILE_NAMES = tuple(f"cfg_{i}" for i in range(24)) + ("tile_count", "tile_pad_waste", "tile_bytes")
+
+
+@dataclass
+class LayoutContext:
+    """What the layout features need of one graph, for its NC configurable nodes.
+
+    kind (NC,) 0..3; own (NC, 6) int8 padded node layout; dims (NC, 6) shape dims;
+    nbytes (NC,) tensor bytes; pairs (P, 2) `[consumer_pos, producer_pos]`; graph (dict) size stats.
+    """
+
+    kind: np.ndarray
+    own: np.ndarray
+    dims: np.ndarray
+    nbytes: np.ndarray
+    pairs: np.ndarray
+    graph: dict[str, float]
+    own_code: np.ndarray  # (NC,) int32 packed own layout, the stand-in for a default output group
+
+
+def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_ids: np.ndarray,
+                   pairs: np.ndarray, graph: dict[str, float]) -> LayoutContext:
+    """node_feat must be -1 padded (`features.pad.pad_layout`)."""
+    nf = node_feat[node_config_ids]
+    kind = _KIND_OF_OPCODE[node_opcode[node_config_ids]]
+    nb = tensor_bytes(nf)
+    stats = dict(graph)
+    stats["config_bytes"] = float(nb.sum())
+    for k, name in enumerate(KINDS):
+        stats[f"n_{name}"] = float((kind == k).sum())
+    own = nf[:, 134:140].astype(np.int8)
+    return LayoutContext(kind, own, nf[:, SHAPE_COLS].astype(np.float64), nb,
+                         np.asarray(pairs, dtype=np.int64).reshape(-1, 2), stats, pack_layout(own)[:, 0])
+
+
+def _tile_padding(size: np.ndarray, tile: int) -> np.ndarray:
+    s = np.maximum(size, 1.0)
+    return np.ceil(s / tile) * tile / s
+
+
+def _waste_tables(ctx: LayoutContext) -> tuple[np.ndarray, np.ndarray]:
+    """Per node, bytes wasted by tile padding for each (minor, second-minor) dim choice.
+
+    Indexed by digit (dim + 1, 0 = none): (NC, 7, 7) both dims padded, (NC, 7) minor-most only.
+    """
+    nc = ctx.dims.shape[0]
+    sizes = np.concatenate([np.ones((nc, 1)), ctx.dims], axis=1)  # digit 0 (no dim) -> size 1
+    f0 = _tile_padding(sizes, 128)  # (NC, 7)
+    f1 = _tile_padding(sizes, 8)
+    both = (f0[:, :, None] * f1[:, None, :] - 1.0) * ctx.nbytes[:, None, None]
+    return both, (f0 - 1.0) * ctx.nbytes[:, None]
+
+
+def layout_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarray]:
+    """Features of a chunk of configs, from their packed codes.
+
+    codes (c, NC, 3) int32 (`features.configs.pack_layout` of (c, NC, 18) configs); everything
+    works on one int32 per group, so the cost per config is O(NC + pairs), not O(18 NC).
+    Returns name -> (c,).
+    """
+    codes = np.asarray(codes)
+    c, nc = codes.shape[0], codes.shape[1]
+    first = codes // _D0  # (c, NC, 3) first digit: 0 default, else 1 + minor-most dim
+    # flat bin per (group, kind, cat); offset per config so one bincount does the chunk
+    bins = (np.arange(3)[None, None, :] * len(KINDS) + ctx.kind[None, :, None]) * len(CATS) + first
+    bins = bins + (np.arange(c) * len(COUNT_NAMES))[:, None, None]
+    counts = np.bincount(bins.ravel(), minlength=c * len(COUNT_NAMES)).reshape(c, len(COUNT_NAMES))
+    out = {name: counts[:, i].astype(np.float32) for i, name in enumerate(COUNT_NAMES)}
+
+    eff = np.where(codes[..., 0] == 0, ctx.own_code[None, :], codes[..., 0])  # (c, NC) effective output
+    cons, prod = ctx.pairs[:, 0], ctx.pairs[:, 1]
+    pbytes = ctx.nbytes[prod].astype(np.float32)  # (P,)
+    want = codes[:, cons, 1]  # consumer's configured input layout (c, P)
+    have = eff[:, prod]  # producer's effective output layout (c, P)
+    mism = (want != 0) & (want != have)
+    change = eff[:, cons] != have
+    out["mismatch_pairs"] = mism.sum(1).astype(np.float32)
+    out["mismatch_bytes"] = (mism.astype(np.float32) @ pbytes).astype(np.float64)
+    out["change_pairs"] = change.sum(1).astype(np.float32)
+    out["change_bytes"] = (change.astype(np.float32) @ pbytes).astype(np.float64)
+
+    both, minor_only = _waste_tables(ctx)
+    d0 = eff // _D0  # (c, NC) digits of the minor-most and second-minor dims
+    d1 = (eff // _D1) % 7
+    rows = np.arange(nc)[None, :]
+    out["pad_waste_bytes"] = both[rows, d0, d1].sum(1)
+    out["pad_waste_minor_bytes"] = minor_only[rows, d0].sum(1)
+    return out
+
+
+def tile_graph_stats(node_feat: np.ndarray, node_opcode: np.ndarray, num_edges: int) -> dict[str, float]:
+    kind = _KIND_OF_OPCODE[node_opcode]
+    stats = {"nodes": float(node_feat.shape[0]), "edges": float(num_edges),
+             "total_bytes": float(tensor_bytes(node_feat).sum())}
+    for k, name in enumerate(KINDS):
+        stats[f"n_{name}"] = float((kind == k).sum())
+    return stats
+
+
+def tile_features(node_feat: np.ndarray, config_feat: np.ndarray) -> dict[str, np.ndarray]:
+    """Tile config features. node_feat (N, 140); config_feat (c, 24); returns name -> (c,).
+
+    The kernel's output shape is its root node's shape (the last node flagged is_root).
+    """
+    roots = np.flatnonzero(node_feat[:, 0] > 0)
+    root = node_feat[roots[-1] if roots.size else -1]
+    shape = root[SHAPE_COLS].astype(np.float64)  # (6,)
+    elem = float(root[TYPE_COLS] @ ELEMENT_BYTES)
+    cf = np.asarray(config_feat, dtype=np.float64)
+    out = {f"cfg_{i}": cf[:, i].astype(np.float32) for i in range(cf.shape[1])}
+    bounds = cf[:, 8:14]  # output tile dims (c, 6)
+    used = (bounds > 0) & (shape[None] > 0)
+    b = np.where(used, bounds, 1.0)
+    s = np.where(used, shape[None], 1.0)
+    tiles = np.ceil(s / b)
+    out["tile_count"] = tiles.prod(1)
+    out["tile_pad_waste"] = (tiles * b).prod(1) / s.prod(1) - 1.0
+    out["tile_bytes"] = np.where(used.any(1), bounds.clip(min=1).prod(1, where=used), 0.0) * elem
+    return out

@@ -1,0 +1,172 @@
+"""Benchmark of the preprocessing stages on one full-size layout graph.
+
+    python -m pipeline.bench                      # make bench; configs=20000 for a quicker run
+
+Generates (once; cached under `raw`) a layout:nlp:random train graph of `nodes` nodes,
+`config_nodes` configurable nodes and `configs` configs, with the embedded sample generator
+when it is available (`pipeline.sample_data`), else with a small built-in one. Then runs
+prune, pad and extract on it, each in its own process with `jobs=1` (one core), and prints one
+JSON line per stage: wall_s, peak_rss_mb (of that process), inflated_mb (node_config_feat
+once inflated), mb_per_s (inflated_mb / wall_s); plus a line for a pure zlib inflate of the
+same member in this process, the floor any stage reading it pays. Writes nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.catalog import collection_dir
+from pipeline.cli import stage
+from pipeline.npz import LAZY_KEY, write_graph
+from pipeline.runner import MANIFEST
+
+log = logging.getLogger(__name__)
+COLLECTION = "layout:nlp:random"
+
+
+def _synthetic(path: Path, nodes: int, config_nodes: int, configs: int, seed: int, chunk: int = 1024) -> None:
+    """A plausible layout graph: a DAG in topological order, configurable dot/reshape nodes of
+    rank 2-4, each config picking one of a few layouts per node (as a search would)."""
+    rng = np.random.default_rng(seed)
+    nf = np.zeros((nodes, 140), dtype=np.float32)
+    rank = rng.integers(1, 5, nodes)
+    dims = rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], size=(nodes, 6)).astype(np.float32)
+    dims[np.arange(6)[None] >= rank[:, None]] = 0
+    nf[:, 21:27] = dims
+    nf[:, 27] = dims.sum(1)
+    nf[:, 28] = np.where(dims > 0, dims, 1).prod(1)
+    nf[:, 13] = 1  # f32
+    for i in range(nodes):
+        nf[i, 134 : 134 + rank[i]] = np.arange(rank[i])[::-1]
+    nf[-1, 0] = 1
+    opcode = rng.choice([2, 13, 41, 45, 57, 59, 63, 70, 83, 98], nodes).astype(np.uint8)
+    ids = np.sort(rng.choice(np.arange(1, nodes), config_nodes, replace=False)).astype(np.int64)
+    opcode[ids] = rng.choice([34, 75], config_nodes)
+    src = np.arange(1, nodes)
+    extra = src[rng.random(nodes - 1) < 0.7]  # a second operand, mostly produced nearby
+    back = np.minimum(extra, rng.geometric(0.05, extra.size))
+    edges = np.concatenate([np.stack([src, src - 1], 1), np.stack([extra, extra - back], 1)]).astype(np.int64)
+    edges = np.unique(edges, axis=0)
+    # 8 candidate layouts per configurable node and group: a permutation of its dims or the default
+    palette = -np.ones((config_nodes, 8, 18), dtype=np.float32)
+    for j, n in enumerate(ids):
+        r = int(rank[n])
+        for k in range(1, 8):
+            for g in range(2):
+                palette[j, k, 6 * g : 6 * g + r] = rng.permutation(r)
+
+    def chunks():
+        for start in range(0, configs, chunk):
+            c = min(chunk, configs - start)
+            pick = rng.integers(0, 8, size=(c, config_nodes))
+            yield palette[np.arange(config_nodes)[None], pick]
+
+    arrays = {"node_feat": nf, "node_opcode": opcode, "edge_index": edges,
+              "config_runtime": rng.integers(10**6, 10**8, configs).astype(np.int64),
+              "node_config_ids": ids, "node_splits": np.array([[0, nodes // 2]], dtype=np.int64)}
+    write_graph(path, arrays, chunks(), (configs, config_nodes, 18))
+
+
+def ensure_graph(cfg: DictConfig) -> Path:
+    """The cached benchmark graph (generated on first use)."""
+    path = Path(cfg.paths.raw) / collection_dir(COLLECTION) / "train" / "bench.npz"
+    if path.exists():
+        log.info("using cached benchmark graph %s", path)
+        return path
+    log.info("generating %s (%d nodes, %d configurable, %d configs); cached for later runs",
+             path, cfg.nodes, cfg.config_nodes, cfg.configs)
+    if importlib.util.find_spec("pipeline.sample_data") is not None and cfg.generator == "sample_data":
+        subprocess.run([sys.executable, "-m", "pipeline.sample_data", f"out={path.parents[4]}",
+                        f"collections=[{COLLECTION}]", "splits=[train]", "graphs.train=1", f"nodes={cfg.nodes}",
+                        f"config_nodes={cfg.config_nodes}", f"configs={cfg.configs}"], check=True)
+        made = sorted(path.parent.glob("*.npz"))
+        if not made:
+            raise RuntimeError(f"pipeline.sample_data wrote nothing under {path.parent}")
+        if made[0] != path:
+            made[0].rename(path)
+    else:
+        _synthetic(path, cfg.nodes, cfg.config_nodes, cfg.configs, cfg.seed)
+    return path
+
+
+def _member_mb(path: Path) -> float:
+    with zipfile.ZipFile(path) as zf:
+        return zf.getinfo(f"{LAZY_KEY}.npy").file_size / 1e6
+
+
+def inflate_floor(path: str | Path) -> float:
+    """Pure zlib inflate of node_config_feat, 16 MB at a time, nothing else; returns MB."""
+    n = 0
+    with zipfile.ZipFile(path) as zf, zf.open(f"{LAZY_KEY}.npy") as fp:
+        while block := fp.read(16 << 20):
+            n += len(block)
+    return n / 1e6
+
+
+# Peak RSS of the child itself: /proc VmHWM is per address space, so unlike ru_maxrss it does
+# not count the parent's memory inherited across fork before exec.
+_HWM = ("import atexit, os\n"
+        "def _hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM'):\n"
+        "            open(os.environ['BENCH_HWM'], 'w').write(line.split()[1])\n"
+        "atexit.register(_hwm)\n")
+
+
+def measure(name: str, code: str, inflated_mb: float) -> dict:
+    """Run `code` in a fresh interpreter; wall time and that process's peak RSS."""
+    hwm = Path(tempfile.mkstemp(prefix="bench-hwm-")[1])
+    try:
+        t = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-c", _HWM + code], env={**os.environ, "BENCH_HWM": str(hwm)})
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{name} exited with status {os.waitstatus_to_exitcode(status)}")
+        text = hwm.read_text().strip()
+        rss_mb = int(text) / 1024 if text else usage.ru_maxrss / 1024
+    finally:
+        hwm.unlink(missing_ok=True)
+    return {"stage": name, "wall_s": round(wall, 2), "peak_rss_mb": round(rss_mb, 1),
+            "inflated_mb": round(inflated_mb, 1), "mb_per_s": round(inflated_mb / wall, 1)}
+
+
+def stage_code(name: str, overrides: list[str]) -> str:
+    """`python -m pipeline.<name> overrides...` as code for `measure`."""
+    return (f"import runpy, sys\nsys.argv = {['pipeline.' + name, *overrides]!r}\n"
+            f"runpy.run_module('pipeline.{name}', run_name='__main__', alter_sys=True)\n")
+
+
+@stage("bench")
+def main(cfg: DictConfig) -> list[dict]:
+    path = ensure_graph(cfg)
+    mb = _member_mb(path)
+    common = [f"paths.dataset={cfg.paths.dataset}", f"paths.data_dir={cfg.paths.data_dir}", "jobs=1",
+              f"collections=[{COLLECTION}]", "hydra.run.dir=${paths.data_dir}/bench-logs"]
+    # the floor: inflating the member and nothing else (the interpreter start is counted, as for stages)
+    lines = [measure("zlib-inflate", f"from pipeline.bench import inflate_floor\ninflate_floor({str(path)!r})\n", mb)]
+    print(json.dumps(lines[-1]), flush=True)
+    outs = {"prune": Path(cfg.paths.interim) / "pruned", "pad": Path(cfg.paths.interim) / "padded",
+            "extract": Path(cfg.paths.processed)}
+    for name in cfg.stages:
+        (outs[name] / MANIFEST).unlink(missing_ok=True)  # forget finished work: the point is to time it
+        extra = [f"chunk_configs={cfg.chunk_configs}"] if name == "extract" else []
+        lines.append(measure(name, stage_code(name, common + extra), mb))
+        print(json.dumps(lines[-1]), flush=True)
+    return lines
+
+
+if __name__ == "__main__":
+    main()

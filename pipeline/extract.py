@@ -1,0 +1,214 @@
+"""Config-node extraction: deduplicate and pack configs, write GNN tensors and GBDT tables.
+
+    python -m pipeline.extract data=<padded root> dedup=min chunk_configs=1024 jobs=0
+
+Reads the padded tree under `data` (output of `pipeline.pad`). Layout `node_config_feat` is
+streamed `chunk_configs` configs at a time straight from the compressed member: each chunk is
+packed (base 7, one int32 per 6-value layout group), deduplicated by a 16-byte digest per row,
+and only its new unique rows are kept (spooled to a temporary file beside the output), so
+memory is bounded by the chunk and the unique-config count, not the file. Writes:
+- `out/gnn/<collection dir>/<split>/<stem>.npz`: `config_codes` (U, NV, 3) int32 packed unique
+  configs of the NV configurable nodes that vary; `config_map` (C,) original index -> unique row;
+  `runtime` (U,) by the `dedup` policy; `config_first` (U,) first original index of each row;
+  `config_runtime` (C,) the raw runtimes; `varying` (NC,) bool; `config_node_ids` (NV,) node
+  ids of the varying configurable nodes; the graph tensors `node_feat` (N, K) normalized,
+  `node_layout` (N, 6) int8, `node_opcode`, `edge_index`, `node_splits`, `node_config_ids`,
+  `node_ids` (original ids), `config_pairs`. Tile: `config_feat` (U, 24) raw and
+  `config_feat_norm`, `config_runtime_normalizers` (U,) of each row's first occurrence.
+- `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),
+  `configs` (list of original indices), `runtime`, then the features of `features.tabular`
+  and per-graph size statistics (per-graph parts are kept in `<split>.parts/`).
+Then `out/.complete`.
+Invariant: every original config index appears exactly once across a graph's rows (`configs`)
+and in `config_map`, so predictions come back in original indices; `dedup=none` keeps every
+config as its own row; runtimes are the raw ones aggregated by the policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig
+
+from features.configs import ConfigDeduper, pack_layout
+from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
+from pipeline.catalog import collection_dir, discover
+from pipeline.cli import stage
+from pipeline.errors import DataError
+from pipeline.fsutil import atomic_path
+from pipeline.npz import iter_node_config_feat, read_graph
+from pipeline.runner import Stream, Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks, write_npz
+
+log = logging.getLogger(__name__)
+VERSION = 1
+PADDED_KEYS = ("node_feat_norm", "node_layout", "node_ids", "original_size")
+
+
+def _extras(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in keys if k not in z.files]
+        if missing:
+            raise DataError(path, f"key '{missing[0]}' missing: not a padded file (run the prune and pad stages on it)")
+        return {k: z[k] for k in keys}
+
+
+def _members_column(config_map: np.ndarray, n_unique: int) -> pl.Series:
+    """Original config indices of each unique row, as a list column in unique-row order."""
+    df = pl.DataFrame({"u": config_map, "i": np.arange(config_map.size, dtype=np.int64)})
+    g = df.group_by("u").agg(pl.col("i").sort()).sort("u")
+    assert g.height == n_unique
+    return g["i"].alias("configs")
+
+
+def _table(gid: str, dd, feats: dict[str, np.ndarray], stats: dict[str, float]) -> pl.DataFrame:
+    cols: dict[str, object] = {"id": pl.Series("id", [gid] * dd.num_unique, dtype=pl.String)}
+    cols["configs"] = _members_column(dd.config_map, dd.num_unique)
+    cols["runtime"] = dd.runtime
+    for k, v in feats.items():
+        cols[k] = np.asarray(v, dtype=np.float32 if v.dtype == np.float32 else np.float64)
+    for k, v in stats.items():
+        cols[f"g_{k}"] = np.full(dd.num_unique, v, dtype=np.float64)
+    return pl.DataFrame(cols)
+
+
+def _write_parquet(df: pl.DataFrame, dst: str | Path) -> None:
+    with atomic_path(dst) as tmp:
+        df.write_parquet(tmp)
+
+
+def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,
+                   chunk_configs: int, feature_batch: int, codes_level: int | None = 1) -> dict:
+    g = read_graph(src, split=split)
+    x = _extras(src, PADDED_KEYS + ("config_pairs",))
+    nc = g.num_config_nodes
+    graph = {"nodes": float(x["original_size"][0]), "edges": float(x["original_size"][1]),
+             "kept_nodes": float(g.num_nodes), "config_nodes": float(nc), "configs": float(g.num_configs)}
+    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, x["config_pairs"], graph)
+    dd = ConfigDeduper(policy)
+    feats: dict[str, list[np.ndarray]] = defaultdict(list)
+    fb = max(1, min(feature_batch, (1 << 22) // max(1, nc, ctx.pairs.shape[0])))  # temporaries ~ fb x pairs
+    spool = Path(gnn).with_name(f".{Path(gnn).name}.codes-{os.getpid()}")
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(spool, "wb") as fp:
+            chunks = iter_node_config_feat(g, chunk_configs)
+            for start, chunk in chunk_bar(chunks, g.num_configs, chunk_configs, Path(src).name):
+                try:
+                    codes = pack_layout(chunk)  # (c, NC, 3)
+                except ValueError as e:
+                    raise DataError(src, f"configs {start}..{start + len(chunk) - 1}: {e}", "node_config_feat") from None
+                new = dd.add(codes, g.config_runtime[start : start + len(chunk)])
+                fp.write(new.data)
+                if part is not None and new.shape[0]:
+                    for i in range(0, new.shape[0], fb):
+                        for k, v in layout_features(ctx, new[i : i + fb]).items():
+                            feats[k].append(v)
+        d = dd.finish()
+        u = d.num_unique
+        varying = d.varying if d.varying is not None else np.zeros(nc, dtype=bool)
+        nv, rows = int(varying.sum()), max(1, chunk_configs)
+
+        def spooled():
+            # plain reads, not a memmap: mapped pages would count towards the peak RSS
+            with open(spool, "rb") as f:
+                for i in range(0, u, rows):
+                    m = min(rows, u - i)
+                    yield np.fromfile(f, dtype=np.int32, count=m * nc * 3).reshape(m, nc, 3)[:, varying]
+
+        arrays = {
+            "config_map": d.config_map, "runtime": d.runtime, "config_first": d.first,
+            "config_runtime": g.config_runtime, "varying": varying,
+            "config_node_ids": g.node_config_ids[varying], "node_config_ids": g.node_config_ids,
+            "node_feat": x["node_feat_norm"], "node_layout": x["node_layout"], "node_opcode": g.node_opcode,
+            "edge_index": g.edge_index, "node_splits": g.node_splits, "node_ids": x["node_ids"],
+            "config_pairs": x["config_pairs"],
+        }
+        write_npz(gnn, arrays, {"config_codes": Stream((u, nv, 3), np.int32, spooled())}, stream_level=codes_level)
+    finally:
+        spool.unlink(missing_ok=True)
+    if part is not None:
+        graph.update(ctx.graph, varying_nodes=float(varying.sum()), unique_configs=float(u))
+        merged = {k: np.concatenate(v) for k, v in feats.items()}
+        _write_parquet(_table(gid, d, merged, graph), part)
+    return {"configs": g.num_configs, "unique": u, "config_nodes": nc, "varying": int(varying.sum())}
+
+
+def extract_tile(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,
+                 chunk_configs: int, feature_batch: int, codes_level: int | None = 1) -> dict:
+    g = read_graph(src, split=split)
+    x = _extras(src, PADDED_KEYS + ("config_feat_norm",))
+    dd = ConfigDeduper(policy)
+    uniq = dd.add(g.config_feat, g.config_runtime)
+    d = dd.finish()
+    write_npz(gnn, {
+        "config_map": d.config_map, "runtime": d.runtime, "config_first": d.first,
+        "config_runtime": g.config_runtime, "config_feat": uniq,
+        "config_feat_norm": x["config_feat_norm"][d.first],
+        "config_runtime_normalizers": g.config_runtime_normalizers[d.first],
+        "node_feat": x["node_feat_norm"], "node_layout": x["node_layout"], "node_opcode": g.node_opcode,
+        "edge_index": g.edge_index, "node_ids": x["node_ids"],
+    })
+    if part is not None:
+        stats = tile_graph_stats(g.node_feat, g.node_opcode, g.edge_index.shape[0])
+        stats.update(configs=float(g.num_configs), unique_configs=float(d.num_unique))
+        df = _table(gid, d, tile_features(g.node_feat, uniq), stats)
+        df = df.with_columns(pl.Series("normalizer", g.config_runtime_normalizers[d.first]))
+        _write_parquet(df, part)
+    return {"configs": g.num_configs, "unique": d.num_unique}
+
+
+def combine_tables(parts: list[Path], dst: Path) -> None:
+    """Concatenate per-graph parts into one table, streaming (never all in memory). Always
+    rebuilt: the set of graphs may have changed even when no part did."""
+    with atomic_path(dst) as tmp:
+        pl.scan_parquet(parts).sink_parquet(tmp)
+
+
+def run(cfg: DictConfig) -> dict[str, dict]:
+    files = discover(cfg.data, cfg.collections, cfg.splits, announce=True)
+    if not files:
+        raise DataError(cfg.data, "no .npz files to extract from (run the pad stage first)")
+    out = begin_stage(cfg.out)
+    tasks: list[Task] = []
+    parts: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for f in files:
+        rel = rel_path(f.collection, f.split, f.stem)
+        gnn = out / "gnn" / rel
+        part = out / "tables" / collection_dir(f.collection) / f"{f.split}.parts" / f"{f.stem}.parquet"
+        outputs = [gnn] + ([part] if cfg.tables else [])
+        parts[(f.collection, f.split)].append(part)
+        fn = extract_tile if f.kind == "tile" else extract_layout
+        tasks.append(Task(str(rel), [f.path], outputs, dict(
+            fn=fn, src=str(f.path), gnn=str(gnn), part=str(part) if cfg.tables else None, gid=f.id,
+            split=f.split, policy=str(cfg.dedup), chunk_configs=int(cfg.chunk_configs),
+            feature_batch=int(cfg.feature_batch), codes_level=cfg.codes_level)))
+    h = config_hash({"dedup": cfg.dedup, "tables": cfg.tables, "codes_level": cfg.codes_level}, VERSION)
+    results = run_tasks(_dispatch, tasks, out, h, cfg.jobs, desc="extract")
+    if cfg.tables:
+        for (c, s), ps in parts.items():
+            dst = out / "tables" / collection_dir(c) / f"{s}.parquet"
+            combine_tables(ps, dst)
+            log.info("%s/%s: table %s", c, s, dst)
+    tot_c = sum(r["configs"] for r in results.values())
+    tot_u = sum(r["unique"] for r in results.values())
+    log.info("%d graphs: %d configs -> %d unique (%.1f%%)", len(files), tot_c, tot_u, 100 * tot_u / max(tot_c, 1))
+    finish_stage(out, {"files": len(files), "hash": h})
+    return results
+
+
+def _dispatch(fn, **kwargs) -> dict:
+    return fn(**kwargs)
+
+
+@stage("extract")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Feature padding and normalization.
+
+    python -m pipeline.pad data=<pruned root> jobs=0
+
+Reads the pruned tree under `data` (output of `pipeline.prune`). First fits, per collection,
+normalization statistics of node_feat (and of the tile config_feat) on the `fit_split` files
+only (falling back, with a warning, to every split present when a collection has none), and
+writes them to `stats` (JSON; `features.pad.Normalizer.from_dict` reads an entry back). Then
+writes the same tree under `out`, then `out/.complete`. Each file keeps every key of its pruned
+input, with node_feat layout columns 134-139 set to -1 beyond the tensor's rank (so a node's
+own layout and the config layouts share the vocabulary -1..5), and adds:
+- `node_feat_norm` (N, K) float32: constant columns dropped, wide-range columns log-transformed,
+  standardized (layout columns excluded: they are categorical);
+- `node_layout` (N, 6) int8: the node's layout, -1 padded (a configurable node's config output
+  group, when not all -1, stands in for it: `features.pad.effective_output_layout`);
+- tile: `config_feat_norm` (C, K') float32.
+Invariant: node ids, edges, configs and runtimes are those of the input (node_config_feat is
+copied still compressed); statistics never see a file outside `fit_split` unless the
+collection has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from features.pad import LAYOUT_COLS, Moments, Normalizer, fit_normalizer, node_layout, pad_layout
+from pipeline.catalog import GraphFile, discover
+from pipeline.cli import stage
+from pipeline.errors import DataError
+from pipeline.fsutil import write_text_atomic
+from pipeline.npz import LAZY_KEY, NODE_FEAT_DIM, SCHEMA, TILE_CONFIG_DIM, read_graph, read_member
+from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks, write_npz
+
+log = logging.getLogger(__name__)
+VERSION = 2
+LAYOUT_IDX = np.arange(NODE_FEAT_DIM)[LAYOUT_COLS]
+
+
+def _file_sig(files: list[GraphFile]) -> list:
+    return [[str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
+
+
+def fit_stats(files: list[GraphFile], fit_split: str, log_min_abs: float) -> dict[str, dict]:
+    """Per collection: the normalizers of node_feat and (tile) config_feat, and what they saw."""
+    by_c: dict[str, list[GraphFile]] = defaultdict(list)
+    for f in files:
+        by_c[f.collection].append(f)
+    stats: dict[str, dict] = {}
+    for c, fs in by_c.items():
+        fit = [f for f in fs if f.split == fit_split]
+        if not fit:
+            fit = fs
+            log.warning("%s: no '%s' files; fitting normalization statistics on %s instead",
+                        c, fit_split, ", ".join(sorted({f.split for f in fs})))
+        node = Moments(NODE_FEAT_DIM)
+        cfg = Moments(TILE_CONFIG_DIM)
+        for f in fit:
+            node.add(read_member(f.path, "node_feat"))
+            if f.kind == "tile":
+                cfg.add(read_member(f.path, "config_feat"))
+        entry = {"fitted_on": sorted({f.split for f in fit}), "files": len(fit), "rows": node.n,
+                 "node_feat": fit_normalizer(node, log_min_abs, exclude=LAYOUT_IDX).to_dict()}
+        if cfg.n:
+            entry["config_feat"] = fit_normalizer(cfg, log_min_abs).to_dict()
+        stats[c] = entry
+    return stats
+
+
+def pad_file(src: str, dst: str, split: str, node_norm: dict, config_norm: dict | None) -> dict:
+    g = read_graph(src, split=split)
+    padded = pad_layout(g.node_feat)
+    arrays = {k: v for k, v in g.arrays().items()}
+    arrays["node_feat"] = padded
+    with np.load(src, allow_pickle=False) as z:  # extra keys of the prune stage pass through
+        for k in z.files:
+            if k not in SCHEMA[g.kind]:
+                arrays[k] = z[k]
+    arrays["node_feat_norm"] = Normalizer.from_dict(node_norm).apply(padded)
+    arrays["node_layout"] = node_layout(padded)
+    if g.kind == "tile":
+        arrays["config_feat_norm"] = Normalizer.from_dict(config_norm).apply(g.config_feat)
+        write_npz(dst, arrays)
+    else:
+        # node_config_feat is unchanged: copied still compressed (extract validates it as it streams)
+        write_npz(dst, arrays, copy_from=(src, [LAZY_KEY]))
+    return {"nodes": g.num_nodes, "configs": g.num_configs}
+
+
+def load_stats(path: str | Path) -> dict[str, dict]:
+    """The fitted statistics by collection (as written by this stage)."""
+    try:
+        return json.loads(Path(path).read_text())["collections"]
+    except FileNotFoundError:
+        raise DataError(path, "normalization statistics not found (run the pad stage)") from None
+
+
+def run(cfg: DictConfig) -> dict[str, dict]:
+    files = discover(cfg.data, cfg.collections, cfg.splits, announce=True)
+    if not files:
+        raise DataError(cfg.data, "no .npz files to pad (run the prune stage first)")
+    out = begin_stage(cfg.out)
+    stats_path = Path(cfg.stats)
+    sig = config_hash({"fit_split": cfg.fit_split, "log_min_abs": cfg.log_min_abs}, VERSION, _file_sig(files))
+    try:
+        cached = json.loads(stats_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        cached = {}
+    if cached.get("inputs") == sig:
+        stats = cached["collections"]
+        log.info("normalization statistics up to date: %s", stats_path)
+    else:
+        stats = fit_stats(files, cfg.fit_split, float(cfg.log_min_abs))
+        write_text_atomic(stats_path, json.dumps({"inputs": sig, "fit_split": cfg.fit_split, "collections": stats}, indent=1))
+        for c, s in stats.items():
+            log.info("%s: statistics fitted on %s (%d files, %d nodes); node_feat keeps %d columns, %d log-scaled",
+                     c, "+".join(s["fitted_on"]), s["files"], s["rows"], len(s["node_feat"]["keep"]), sum(s["node_feat"]["log"]))
+    tasks = []
+    for f in files:
+        rel = rel_path(f.collection, f.split, f.stem)
+        s = stats[f.collection]
+        tasks.append(Task(str(rel), [f.path], [out / rel], dict(
+            src=str(f.path), dst=str(out / rel), split=f.split, node_norm=s["node_feat"],
+            config_norm=s.get("config_feat"))))
+    stats_digest = hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest()
+    h = config_hash({}, VERSION, stats_digest)
+    results = run_tasks(pad_file, tasks, out, h, cfg.jobs, desc="pad")
+    finish_stage(out, {"files": len(files), "hash": h})
+    return results
+
+
+@stage("pad")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

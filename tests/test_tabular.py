@@ -1,0 +1,60 @@
+"""GBDT features on a hand-made graph whose counts are known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.configs import pack_layout
+from features.pad import pad_layout
+from features.tabular import COUNT_NAMES, LAYOUT_NAMES, layout_context, layout_features, tile_features
+
+
+def _graph():
+    # node 0: f32 [256, 10] layout [1, 0] (dot); node 1: f32 [4, 3] layout [0, 1] (reshape)
+    # node 1 consumes node 0
+    nf = np.zeros((2, 140), dtype=np.float32)
+    nf[:, 13] = 1  # f32 one-hot (column 2 + 11)
+    nf[0, 21:23] = [256, 10]; nf[0, 28] = 2560; nf[0, 134:136] = [1, 0]
+    nf[1, 21:23] = [4, 3]; nf[1, 28] = 12; nf[1, 134:136] = [0, 1]
+    opcode = np.array([34, 75], dtype=np.uint8)
+    return pad_layout(nf), opcode
+
+
+def test_layout_features_by_hand():
+    nf, op = _graph()
+    ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0]]), {"nodes": 2})
+    cfg = -np.ones((3, 2, 18), dtype=np.float32)
+    # config 0: all default. config 1: node 1 wants input [1, 0] (matches node 0's own layout)
+    # config 2: node 0 outputs [0, 1] while node 1 still wants [1, 0]: a mismatch of 2560*4 bytes
+    cfg[1, 1, 6:8] = [1, 0]
+    cfg[2, 1, 6:8] = [1, 0]
+    cfg[2, 0, 0:2] = [0, 1]
+    f = layout_features(ctx, pack_layout(cfg))
+    assert set(f) == set(LAYOUT_NAMES)
+    assert all(v.shape == (3,) for v in f.values())
+    assert f["mismatch_pairs"].tolist() == [0, 0, 1]
+    assert f["mismatch_bytes"].tolist() == [0, 0, 2560 * 4]
+    # counts: each config counts 2 nodes per group
+    total = sum(f[n] for n in COUNT_NAMES)
+    assert total.tolist() == [6, 6, 6]
+    assert f["cnt_out_dot_def"].tolist() == [1, 1, 0]
+    assert f["cnt_out_dot_m0"].tolist() == [0, 0, 1]
+    assert f["cnt_in_reshape_m1"].tolist() == [0, 1, 1]
+    # padding: own layout of node 0 is minor 1 (size 10 -> 128), second-minor 0 (256 -> 256)
+    w_def = 10240 * (128 / 10 - 1) + 48 * (128 / 4 * 8 / 3 - 1)
+    assert np.isclose(f["pad_waste_bytes"][0], w_def)
+    # config 2 makes node 0 minor 0 (256 -> 256) second-minor 1 (10 -> 16)
+    w2 = 10240 * (16 / 10 - 1) + 48 * (128 / 4 * 8 / 3 - 1)
+    assert np.isclose(f["pad_waste_bytes"][2], w2)
+    assert f["change_pairs"].tolist() == [1, 1, 0]  # own layouts differ; config 2 aligns them
+
+
+def test_tile_features_by_hand():
+    nf = np.zeros((1, 140), dtype=np.float32)
+    nf[0, 0] = 1; nf[0, 13] = 1; nf[0, 21:23] = [100, 30]
+    cf = np.zeros((2, 24), dtype=np.float32)
+    cf[0, 8:10] = [64, 16]   # ceil(100/64)=2 x ceil(30/16)=2 tiles, padded 128*32
+    f = tile_features(nf, cf)
+    assert f["tile_count"].tolist() == [4, 1]
+    assert np.isclose(f["tile_pad_waste"][0], 128 * 32 / 3000 - 1) and f["tile_pad_waste"][1] == 0
+    assert f["tile_bytes"].tolist() == [64 * 16 * 4, 0]
