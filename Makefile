@@ -23,6 +23,9 @@ PRED := $(DATA_DIR)/predictions/$(DATASET)
 COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA) \
   paths.submissions=$(SUBMISSIONS) paths.reports=$(REPORTS)/$(DATASET)
 INSTALLED := $(VENV)/.installed
+PRUNED := $(DATA_DIR)/interim/$(DATASET)/pruned/.complete
+PADDED := $(DATA_DIR)/interim/$(DATASET)/padded/.complete
+EXTRACTED := $(DATA_DIR)/processed/$(DATASET)/.complete
 
 # The embedded sample is generated here; any other DATA is read as it is.
 ifeq ($(DATASET),sample)
@@ -31,13 +34,13 @@ else
 RAW :=
 endif
 
-.PHONY: help all venv test sample-data inspect baseline submission validate evaluate download clean
+.PHONY: help all venv test sample-data inspect prune pad extract baseline submission validate evaluate download bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "  variables: DATASET=$(DATASET) DATA=$(DATA) SPLIT=$(SPLIT) MODEL=$(MODEL) SUBMISSION=$(SUBMISSION) ARGS=\"key=value ...\""
 
-all: $(INSTALLED) $(RAW) ## everything on DATA (default: the embedded sample) -> submissions/submission.csv, plus a validation score
+all: $(INSTALLED) $(RAW) $(EXTRACTED) ## everything on DATA (default: the embedded sample) -> submissions/submission.csv, plus a validation score
 	$(MAKE) --no-print-directory baseline
 	$(MAKE) --no-print-directory submission SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_$(MODEL)_valid.csv ARGS="keep_copy=false $(ARGS)"
 	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_$(MODEL)_valid.csv
@@ -63,6 +66,18 @@ $(DATA_DIR)/raw/sample/.complete: | $(INSTALLED)
 inspect: $(INSTALLED) ## check every file under DATA against the format and summarize it
 	$(PY) -m pipeline.inspect $(COMMON) $(ARGS)
 
+prune: $(PRUNED) ## keep configurable nodes and their k-hop neighbourhood -> data/interim/<dataset>/pruned
+$(PRUNED): $(INSTALLED) $(RAW) conf/prune.yaml
+	$(PY) -m pipeline.prune $(COMMON) $(ARGS)
+
+pad: $(PADDED) ## unambiguous -1 layout padding, train-fitted normalization -> data/interim/<dataset>/padded
+$(PADDED): $(PRUNED) conf/pad.yaml
+	$(PY) -m pipeline.pad $(COMMON) $(ARGS)
+
+extract: $(EXTRACTED) ## dedup and pack configs; GNN tensors and GBDT tables -> data/processed/<dataset>
+$(EXTRACTED): $(PADDED) conf/extract.yaml
+	$(PY) -m pipeline.extract $(COMMON) $(ARGS)
+
 baseline: $(INSTALLED) $(RAW) ## score valid and test configs with the training-free baseline ranker
 	$(PY) -m pipeline.baseline $(COMMON) $(ARGS)
 
@@ -77,6 +92,9 @@ evaluate: $(INSTALLED) ## score SUBMISSION against SPLIT=valid under DATA; write
 
 download: $(INSTALLED) ## fetch the real competition data into data/raw/kaggle with the Kaggle CLI
 	$(PY) -m pipeline.download $(COMMON) $(ARGS)
+
+bench: $(INSTALLED) ## benchmark prune/pad/extract on a generated full-size layout graph (JSON lines)
+	$(PY) -m pipeline.bench $(ARGS)
 
 clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
 	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) $(REPORTS)/$(DATASET) logs

@@ -41,8 +41,8 @@ from pipeline.catalog import collection_dir, discover
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path
-from pipeline.npz import iter_node_config_feat, read_graph
-from pipeline.runner import Stream, Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks, write_npz
+from pipeline.npz import Stream, iter_node_config_feat, read_graph, write_npz
+from pipeline.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
 VERSION = 1

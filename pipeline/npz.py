@@ -11,11 +11,12 @@ Every violation raises `DataError` with the file, the key and the problem.
 
 from __future__ import annotations
 
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from numpy.lib import format as npformat
@@ -279,12 +280,92 @@ def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024) -> I
         raise DataError(path, f"member cannot be read (truncated or corrupt: {e})", LAZY_KEY) from None
 
 
-def _member_info(key: str, compresslevel: int) -> zipfile.ZipInfo:
-    # A fixed timestamp keeps the bytes of a written file a function of its arrays alone.
-    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info._compresslevel = compresslevel  # ZipFile.open(info, "w") reads the level from the info
+def _member(key: str, level: int | None) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))  # bytes depend on content only
+    info.compress_type = zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED
+    info._compresslevel = level  # per-member level (zipfile reads it when opening the member)
     return info
+
+
+@dataclass
+class Stream:
+    """An array written chunk by chunk: its full `shape` and `dtype`, and the chunks (along axis 0)."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    chunks: Iterable[np.ndarray]
+
+
+def copy_member(src: str | Path, key: str, zf: zipfile.ZipFile) -> None:
+    """Copy `<key>.npy` of the `.npz` `src` into the open writer `zf` still compressed.
+
+    A stage that passes a multi-GB member through unchanged (node_config_feat) then costs a
+    file copy instead of an inflate and a deflate. The CRC travels with the bytes, so a reader
+    still detects corruption.
+    """
+    name = f"{key}.npy"
+    with zipfile.ZipFile(src) as zin:
+        info = zin.getinfo(name)
+        fin = zin.fp
+        fin.seek(info.header_offset)
+        head = fin.read(zipfile.sizeFileHeader)
+        if len(head) != zipfile.sizeFileHeader or head[:4] != zipfile.stringFileHeader:
+            raise zipfile.BadZipFile(f"bad local header for {name}")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        fin.seek(info.header_offset + zipfile.sizeFileHeader + name_len + extra_len)
+        out = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        out.compress_type = info.compress_type
+        out.CRC, out.compress_size, out.file_size = info.CRC, info.compress_size, info.file_size
+        zip64 = max(info.file_size, info.compress_size) > zipfile.ZIP64_LIMIT
+        zf.fp.seek(zf.start_dir)
+        out.header_offset = zf.fp.tell()
+        zf.fp.write(out.FileHeader(zip64))
+        left = info.compress_size
+        while left:
+            block = fin.read(min(left, 16 << 20))
+            if not block:
+                raise zipfile.BadZipFile(f"{name} ends early")
+            zf.fp.write(block)
+            left -= len(block)
+        # register the member as ZipFile.write would (these attributes are how it tracks members)
+        zf.filelist.append(out)
+        zf.NameToInfo[name] = out
+        zf.start_dir = zf.fp.tell()
+        zf._didModify = True
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray], streams: dict[str, Stream] | None = None,
+              stream_level: int | None = None, copy_from: tuple[str | Path, list[str]] | None = None,
+              level: int | None = None) -> None:
+    """Write a DEFLATE `.npz` atomically; `streams` are written without holding them whole.
+
+    `level` and `stream_level` are the zlib levels of the array and the streamed members
+    (None: zlib's default; 0: stored uncompressed). `copy_from=(src, keys)` copies those members of `src` as they are (still
+    compressed, see `copy_member`).
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        if copy_from is not None:
+            for key in copy_from[1]:
+                copy_member(copy_from[0], key, zf)
+        for key, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            with zf.open(_member(key, level), "w", force_zip64=a.nbytes > 2**30) as fp:
+                npformat.write_array(fp, a, allow_pickle=False)
+        for key, s in (streams or {}).items():
+            dtype = np.dtype(s.dtype)
+            header = {"descr": npformat.dtype_to_descr(dtype), "fortran_order": False,
+                      "shape": tuple(int(x) for x in s.shape)}
+            rows = 0
+            with zf.open(_member(key, stream_level), "w", force_zip64=True) as fp:
+                npformat.write_array_header_1_0(fp, header)
+                for chunk in s.chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                    if chunk.shape[1:] != tuple(s.shape[1:]):
+                        raise ValueError(f"{path}: chunk of '{key}' has shape {chunk.shape}, expected (*, {s.shape[1:]})")
+                    fp.write(chunk.data)
+                    rows += chunk.shape[0]
+            if rows != s.shape[0]:
+                raise ValueError(f"{path}: wrote {rows} rows of '{key}', expected {s.shape[0]}")
 
 
 def write_graph(
@@ -292,35 +373,19 @@ def write_graph(
     arrays: dict[str, np.ndarray],
     node_config_feat_chunks: Iterable[np.ndarray] | None = None,
     node_config_feat_shape: tuple[int, int, int] | None = None,
-    compresslevel: int = 6,
+    compresslevel: int | None = None,
 ) -> None:
     """Write a raw-format `.npz` (DEFLATE, like the real files) atomically.
 
     `node_config_feat` comes either in `arrays` or as chunks of configs with the full shape
     given, so a full-size file is written without holding the whole array in memory.
-    `compresslevel` is zlib's (1 fastest .. 9 smallest); DEFLATE dominates writing time.
+    `compresslevel` is zlib's (1 fastest .. 9 smallest; None = zlib's default).
     """
+    streams = None
     if node_config_feat_chunks is not None:
         if LAZY_KEY in arrays:
             raise ValueError(f"{path}: node_config_feat given both as an array and as chunks")
         if node_config_feat_shape is None:
             raise ValueError(f"{path}: node_config_feat_shape is required with chunks")
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
-                                                    allowZip64=True, compresslevel=compresslevel) as zf:
-        for key, a in arrays.items():
-            with zf.open(_member_info(key, compresslevel), "w", force_zip64=a.nbytes > 2**30) as fp:
-                npformat.write_array(fp, np.ascontiguousarray(a), allow_pickle=False)
-        if node_config_feat_chunks is not None:
-            header = {"descr": npformat.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                      "shape": tuple(int(x) for x in node_config_feat_shape)}
-            written = 0
-            with zf.open(_member_info(LAZY_KEY, compresslevel), "w", force_zip64=True) as fp:
-                npformat.write_array_header_1_0(fp, header)
-                for chunk in node_config_feat_chunks:
-                    chunk = np.ascontiguousarray(chunk, dtype=np.float32)
-                    if chunk.ndim != 3 or chunk.shape[1:] != tuple(header["shape"][1:]):
-                        raise ValueError(f"{path}: node_config_feat chunk of shape {chunk.shape}, expected (c, {header['shape'][1]}, {header['shape'][2]})")
-                    fp.write(chunk.tobytes())
-                    written += chunk.shape[0]
-            if written != node_config_feat_shape[0]:
-                raise ValueError(f"{path}: wrote {written} configs of node_config_feat, expected {node_config_feat_shape[0]}")
+        streams = {LAZY_KEY: Stream(tuple(node_config_feat_shape), np.float32, node_config_feat_chunks)}
+    write_npz(path, arrays, streams, stream_level=compresslevel, level=compresslevel)

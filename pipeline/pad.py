@@ -35,8 +35,8 @@ from pipeline.catalog import GraphFile, discover
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
-from pipeline.npz import LAZY_KEY, NODE_FEAT_DIM, SCHEMA, TILE_CONFIG_DIM, read_graph, read_member
-from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks, write_npz
+from pipeline.npz import LAZY_KEY, NODE_FEAT_DIM, SCHEMA, TILE_CONFIG_DIM, read_graph, read_member, write_npz
+from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
 VERSION = 2

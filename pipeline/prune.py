@@ -28,8 +28,8 @@ from features.prune import config_node_pairs, prune
 from pipeline.catalog import discover
 from pipeline.cli import stage
 from pipeline.errors import DataError
-from pipeline.npz import LAZY_KEY, read_graph
-from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks, write_npz
+from pipeline.npz import LAZY_KEY, read_graph, write_npz
+from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
 VERSION = 2  # bump when the output format changes, so finished outputs are redone

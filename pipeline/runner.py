@@ -7,9 +7,7 @@ and were made with the same stage config (`config_hash`), as recorded in the out
 A worker's `DataError` or `ValueError` stops the stage with one sentence naming the file.
 `begin_stage` / `finish_stage` remove and write the `.complete` stamp that make uses as the
 stage's file target. `rel_path` is where a graph lives under any stage's output folder (the raw
-layout, so IDs never carry a stage name). `write_npz` writes an `.npz` atomically, with some
-arrays streamed in chunks and some members copied still compressed from another file
-(`copy_member`: passing a multi-GB node_config_feat through costs a file copy, not a re-deflate).
+layout, so IDs never carry a stage name). Writing `.npz` files lives in `pipeline.npz`.
 """
 
 from __future__ import annotations
@@ -18,23 +16,19 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import time
-import zipfile
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
-from numpy.lib import format as npformat
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pipeline.catalog import collection_dir
 from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -184,91 +178,3 @@ def run_tasks(
         bar.close()
         save(force=True)
     return results
-
-
-def _member(key: str, level: int | None) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))  # bytes depend on content only
-    info.compress_type = zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED
-    info._compresslevel = level  # per-member level (zipfile reads it when opening the member)
-    return info
-
-
-@dataclass
-class Stream:
-    """An array written chunk by chunk: its full `shape` and `dtype`, and the chunks (along axis 0)."""
-
-    shape: tuple[int, ...]
-    dtype: Any
-    chunks: Iterable[np.ndarray]
-
-
-def copy_member(src: str | Path, key: str, zf: zipfile.ZipFile) -> None:
-    """Copy `<key>.npy` of the `.npz` `src` into the open writer `zf` still compressed.
-
-    A stage that passes a multi-GB member through unchanged (node_config_feat) then costs a
-    file copy instead of an inflate and a deflate. The CRC travels with the bytes, so a reader
-    still detects corruption.
-    """
-    name = f"{key}.npy"
-    with zipfile.ZipFile(src) as zin:
-        info = zin.getinfo(name)
-        fin = zin.fp
-        fin.seek(info.header_offset)
-        head = fin.read(zipfile.sizeFileHeader)
-        if len(head) != zipfile.sizeFileHeader or head[:4] != zipfile.stringFileHeader:
-            raise zipfile.BadZipFile(f"bad local header for {name}")
-        name_len, extra_len = struct.unpack("<HH", head[26:30])
-        fin.seek(info.header_offset + zipfile.sizeFileHeader + name_len + extra_len)
-        out = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-        out.compress_type = info.compress_type
-        out.CRC, out.compress_size, out.file_size = info.CRC, info.compress_size, info.file_size
-        zip64 = max(info.file_size, info.compress_size) > zipfile.ZIP64_LIMIT
-        zf.fp.seek(zf.start_dir)
-        out.header_offset = zf.fp.tell()
-        zf.fp.write(out.FileHeader(zip64))
-        left = info.compress_size
-        while left:
-            block = fin.read(min(left, 16 << 20))
-            if not block:
-                raise zipfile.BadZipFile(f"{name} ends early")
-            zf.fp.write(block)
-            left -= len(block)
-        # register the member as ZipFile.write would (these attributes are how it tracks members)
-        zf.filelist.append(out)
-        zf.NameToInfo[name] = out
-        zf.start_dir = zf.fp.tell()
-        zf._didModify = True
-
-
-def write_npz(path: str | Path, arrays: dict[str, np.ndarray], streams: dict[str, Stream] | None = None,
-              stream_level: int | None = None, copy_from: tuple[str | Path, list[str]] | None = None) -> None:
-    """Write a DEFLATE `.npz` atomically; `streams` are written without holding them whole.
-
-    `stream_level` is the zlib level of the streamed members (None: zlib's default; 0: stored
-    uncompressed). `copy_from=(src, keys)` copies those members of `src` as they are (still
-    compressed, see `copy_member`).
-    """
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-        if copy_from is not None:
-            for key in copy_from[1]:
-                copy_member(copy_from[0], key, zf)
-        for key, a in arrays.items():
-            a = np.ascontiguousarray(a)
-            with zf.open(_member(key, None), "w", force_zip64=a.nbytes > 2**30) as fp:
-                npformat.write_array(fp, a, allow_pickle=False)
-        for key, s in (streams or {}).items():
-            dtype = np.dtype(s.dtype)
-            header = {"descr": npformat.dtype_to_descr(dtype), "fortran_order": False,
-                      "shape": tuple(int(x) for x in s.shape)}
-            rows = 0
-            with zf.open(_member(key, stream_level), "w", force_zip64=True) as fp:
-                npformat.write_array_header_1_0(fp, header)
-                for chunk in s.chunks:
-                    chunk = np.ascontiguousarray(chunk, dtype=dtype)
-                    if chunk.shape[1:] != tuple(s.shape[1:]):
-                        raise ValueError(f"{path}: chunk of '{key}' has shape {chunk.shape}, expected (*, {s.shape[1:]})")
-                    fp.write(chunk.data)
-                    rows += chunk.shape[0]
-            if rows != s.shape[0]:
-                raise ValueError(f"{path}: wrote {rows} rows of '{key}', expected {s.shape[0]}")
-

@@ -14,7 +14,7 @@ from pipeline.submission_csv import validate_submission
 
 from conftest import ROOT
 
-SMALL = "graphs.train=3 graphs.valid=2 graphs.test=2"
+SMALL = "graphs.train=3 graphs.valid=2 graphs.test=2 tile_scale=1"
 
 
 @pytest.mark.slow

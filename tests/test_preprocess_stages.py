@@ -16,8 +16,8 @@ from pipeline import extract, pad, prune
 from pipeline.catalog import discover
 from pipeline.cli import compose
 from pipeline.errors import DataError
-from pipeline.npz import read_graph
-from pipeline.runner import Stream, Task, rel_path, run_tasks, write_npz
+from pipeline.npz import Stream, read_graph, write_npz
+from pipeline.runner import Task, rel_path, run_tasks
 
 
 def _cfg(name: str, **kw):
