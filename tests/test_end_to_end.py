@@ -44,16 +44,12 @@ def test_submission_refuses_a_graph_without_predictions(tmp_path: Path) -> None:
     """Predictions that miss a test graph: the validator fails and no CSV is written."""
     import numpy as np
 
-    from pipeline.npz import write_graph
+    from builders import write_tiny_graph
     from pipeline.predictions import write_predictions
 
-    rng = np.random.default_rng(0)
     root = tmp_path / "raw"
     for stem in ("a", "b"):
-        write_graph(root / "tile/xla/test" / f"{stem}.npz", {
-            "node_feat": rng.random((2, 140), dtype=np.float32), "node_opcode": np.array([63, 75], np.uint8),
-            "edge_index": np.array([[1, 0]], np.int64), "config_feat": rng.random((6, 24), dtype=np.float32),
-            "config_runtime": np.zeros(6, np.int64), "config_runtime_normalizers": np.ones(6, np.int64)})
+        write_tiny_graph(root / "tile/xla/test" / f"{stem}.npz", "tile", [0] * 6)
     pred = tmp_path / "pred.parquet"
     write_predictions(pred, {"tile:xla:a": np.arange(6.0)})
     out = tmp_path / "sub.csv"

@@ -13,7 +13,7 @@ import pytest
 from pipeline.catalog import discover
 from pipeline.errors import DataError
 from pipeline.evaluate import load_runtimes, score_rows, score_submission
-from pipeline.npz import write_graph
+from builders import write_tiny_graph
 from pipeline.submission_csv import write_submission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,22 +32,7 @@ GRAPHS = [
 
 
 def _write(path: Path, runtime, normalizers) -> None:
-    c = len(runtime)
-    arrays = {
-        "node_feat": np.zeros((2, 140), np.float32),
-        "node_opcode": np.array([63, 2], np.uint8),
-        "edge_index": np.array([[1, 0]], np.int64),
-        "config_runtime": np.asarray(runtime, np.int64),
-    }
-    if normalizers is not None:
-        arrays["config_feat"] = np.zeros((c, 24), np.float32)
-        arrays["config_runtime_normalizers"] = np.asarray(normalizers, np.int64)
-    else:
-        arrays["node_config_ids"] = np.array([1], np.int64)
-        arrays["node_splits"] = np.array([[0]], np.int64)
-        arrays["node_config_feat"] = np.full((c, 1, 18), -1, np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_graph(path, arrays)
+    write_tiny_graph(path, "layout" if normalizers is None else "tile", runtime, normalizers)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.catalog import discover
 from pipeline.errors import DataError
-from pipeline.npz import write_graph
+from builders import write_tiny_graph
 from pipeline.submission_csv import (
     HEADER,
     read_submission,
@@ -20,23 +20,9 @@ from pipeline.submission_csv import (
 )
 
 
-def _graph(path: Path, kind: str, num_configs: int, runtime: np.ndarray | None = None) -> None:
-    """A 2-node raw file with `num_configs` configs (runtimes zero unless given: a test file)."""
-    c = num_configs
-    arrays = {
-        "node_feat": np.zeros((2, 140), np.float32),
-        "node_opcode": np.array([63, 2], np.uint8),
-        "edge_index": np.array([[1, 0]], np.int64),
-        "config_runtime": np.zeros(c, np.int64) if runtime is None else np.asarray(runtime, np.int64),
-    }
-    if kind == "tile":
-        arrays["config_feat"] = np.zeros((c, 24), np.float32)
-        arrays["config_runtime_normalizers"] = np.ones(c, np.int64)
-    else:
-        arrays["node_config_ids"] = np.array([1], np.int64)
-        arrays["node_splits"] = np.array([[0]], np.int64)
-        arrays["node_config_feat"] = np.full((c, 1, 18), -1, np.float32)
-    write_graph(path, arrays)
+def _graph(path: Path, kind: str, num_configs: int) -> None:
+    """A 2-node test-split raw file with `num_configs` configs (runtimes zero)."""
+    write_tiny_graph(path, kind, [0] * num_configs)
 
 
 @pytest.fixture(scope="module")
