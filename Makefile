@@ -98,3 +98,35 @@ bench: $(INSTALLED) ## benchmark prune/pad/extract on a generated full-size layo
 
 clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
 	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) $(REPORTS)/$(DATASET) logs
+
+# --- validation report and Kaggle packaging ---------------------------------------------------
+.PHONY: report kaggle kaggle-push
+VALIDATION := $(REPORTS)/$(DATASET)/validation.json
+KAGGLE_OUT ?= build/kaggle
+KAGGLE_BUNDLE := $(KAGGLE_OUT)/.complete
+
+report: $(VALIDATION) ## validation report of every model's valid predictions -> reports/<dataset>/validation.{md,json} + PNG plots
+$(VALIDATION): $(INSTALLED) conf/report.yaml $(wildcard $(PRED)/*/valid.parquet)
+	$(PY) -m pipeline.report $(COMMON) $(ARGS)
+
+kaggle: $(KAGGLE_BUNDLE) ## Kaggle bundles: dataset (code, trained artifacts, wheels) and notebook -> build/kaggle
+$(KAGGLE_BUNDLE): $(INSTALLED) conf/kaggle.yaml notebooks/kaggle_submission.py $(wildcard pipeline/*.py features/*.py models/*.py conf/*.yaml conf/*/*.yaml) \
+    $(shell find $(DATA_DIR)/models/$(DATASET) $(DATA_DIR)/interim/$(DATASET)/padded/stats.json -type f 2>/dev/null)
+	$(PY) -m pipeline.kaggle $(COMMON) out=$(KAGGLE_OUT) $(ARGS)
+
+kaggle-push: $(INSTALLED) ## rebuild the Kaggle bundles and upload them (ARGS="owner=<kaggle user>"; says what to set without CLI or credentials)
+	$(PY) -m pipeline.kaggle $(COMMON) mode=push out=$(KAGGLE_OUT) $(ARGS)
+
+# --- LightGBM rankers and the per-collection ensemble ---
+GBDT_DONE := $(DATA_DIR)/models/$(DATASET)/gbdt/.complete
+ENSEMBLE_DONE := $(DATA_DIR)/models/$(DATASET)/ensemble/.complete
+.PHONY: train-gbdt ensemble
+
+train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}
+$(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml
+	$(PY) -m pipeline.train_gbdt $(COMMON) $(ARGS)
+
+ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
+$(ENSEMBLE_DONE): $(GBDT_DONE) conf/ensemble.yaml \
+    $(filter-out $(PRED)/ensemble/%,$(wildcard $(PRED)/*/valid.parquet $(PRED)/*/seed*/valid.parquet))
+	$(PY) -m pipeline.ensemble $(COMMON) $(ARGS)

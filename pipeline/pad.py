@@ -14,6 +14,9 @@ own layout and the config layouts share the vocabulary -1..5), and adds:
 - `node_layout` (N, 6) int8: the node's layout, -1 padded (a configurable node's config output
   group, when not all -1, stands in for it: `features.pad.effective_output_layout`);
 - tile: `config_feat_norm` (C, K') float32.
+With `stats_from=<stats.json>` nothing is fitted: the statistics saved by an earlier run (the
+training run's `stats`) are applied as they are, and copied to `stats` (inference on test files
+only, e.g. the Kaggle notebook).
 Invariant: node ids, edges, configs and runtimes are those of the input (node_config_feat is
 copied still compressed); statistics never see a file outside `fit_split` unless the
 collection has none.
@@ -99,6 +102,20 @@ def load_stats(path: str | Path) -> dict[str, dict]:
         return json.loads(Path(path).read_text())["collections"]
     except FileNotFoundError:
         raise DataError(path, "normalization statistics not found (run the pad stage)") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DataError(path, "not a statistics file written by the pad stage (no 'collections' entry)") from None
+
+
+def saved_stats(path: str | Path, collections: list[str]) -> dict[str, dict]:
+    """Statistics saved by an earlier run (`stats_from`), checked to cover every collection to pad."""
+    stats = load_stats(path)
+    missing = [c for c in collections if c not in stats]
+    if missing:
+        raise DataError(path, f"no normalization statistics for {missing[0]} (it has {', '.join(stats) or 'none'})")
+    for c in collections:
+        if "node_feat" not in stats[c] or (c.startswith("tile") and "config_feat" not in stats[c]):
+            raise DataError(path, f"statistics of {c} lack node_feat or config_feat")
+    return stats
 
 
 def run(cfg: DictConfig) -> dict[str, dict]:
@@ -112,7 +129,13 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         cached = json.loads(stats_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         cached = {}
-    if cached.get("inputs") == sig:
+    if cfg.stats_from:
+        stats = saved_stats(cfg.stats_from, sorted({f.collection for f in files}))
+        if Path(cfg.stats_from).resolve() != stats_path.resolve():
+            # `inputs: null` never matches a fitted signature: a later run without stats_from refits
+            write_text_atomic(stats_path, json.dumps({"inputs": None, "applied_from": str(cfg.stats_from), "collections": stats}, indent=1))
+        log.info("applying saved normalization statistics from %s (nothing fitted)", cfg.stats_from)
+    elif cached.get("inputs") == sig:
         stats = cached["collections"]
         log.info("normalization statistics up to date: %s", stats_path)
     else:

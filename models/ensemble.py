@@ -1,0 +1,157 @@
+"""Per-collection blending of model scores (pure): normalization, seed averaging, weight fitting.
+
+Scores of different models live on different scales (a cost in bytes, a lambdarank margin, a
+GNN logit), so each graph's scores are first mapped to [0, 1] (`normalize`): `rank` (average
+rank / (C - 1): only the order counts, robust to outliers) or `minmax` (keeps the spacing, so a
+confident gap counts more). The blend is the weighted sum of the normalized scores, lower =
+predicted faster, as every score in the pipeline.
+
+`fit_weights` searches the simplex of non-negative weights summing to 1 for the best
+collection mean of the competition metric (`models.metrics`): first a grid with step
+`1/steps` whose first points are the one-hot weights (each member alone), then a coordinate
+search moving weight between pairs of members with ever finer steps, taking only strict
+improvements. Hence the fitted blend scores at least as well as the best single member on the
+data it was fitted on, by construction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from models import metrics
+
+NORMALIZERS = ("rank", "minmax")
+Preds = Mapping[str, np.ndarray]  # graph ID -> (C,) scores by original config index
+
+
+def normalize(scores: np.ndarray, how: str = "rank") -> np.ndarray:
+    """(C,) scores -> (C,) in [0, 1], same order; equal scores stay equal (0 for C = 1 or
+    constant scores)."""
+    s = np.asarray(scores, dtype=np.float64)
+    c = s.size
+    if how == "rank":
+        if c < 2:
+            return np.zeros(c)
+        order = np.argsort(s, kind="stable")
+        ss = s[order]
+        run = np.cumsum(np.r_[True, ss[1:] != ss[:-1]]) - 1
+        mean_pos = np.bincount(run, np.arange(c, dtype=np.float64)) / np.bincount(run)
+        out = np.empty(c)
+        out[order] = mean_pos[run] / (c - 1)
+        return out
+    if how == "minmax":
+        lo, hi = (s.min(), s.max()) if c else (0.0, 0.0)
+        return (s - lo) / (hi - lo) if hi > lo else np.zeros(c)
+    raise ValueError(f"unknown normalization '{how}' ({' or '.join(NORMALIZERS)})")
+
+
+def normalize_all(preds: Preds, how: str = "rank") -> dict[str, np.ndarray]:
+    return {gid: normalize(s, how) for gid, s in preds.items()}
+
+
+def average_seeds(runs: Sequence[Preds], how: str = "rank") -> dict[str, np.ndarray]:
+    """Mean of several runs' per-graph normalized scores (seed averaging); one run is returned
+    normalized. Every run must cover the same graphs with the same config counts."""
+    if not runs:
+        raise ValueError("average_seeds: no runs")
+    ids = set(runs[0])
+    for r in runs[1:]:
+        if set(r) != ids:
+            raise ValueError("average_seeds: runs cover different graphs")
+    out = {}
+    for gid in runs[0]:
+        arrs = [normalize(r[gid], how) for r in runs]
+        if len({a.size for a in arrs}) != 1:
+            raise ValueError(f"average_seeds: {gid}: runs have different config counts")
+        out[gid] = np.mean(arrs, axis=0)
+    return out
+
+
+def blend(members: Mapping[str, Preds], weights: Mapping[str, float], ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """`sum_m weights[m] * members[m][gid]` for every gid of `ids` (members with weight 0 may
+    lack a graph)."""
+    used = [(m, float(w)) for m, w in weights.items() if w != 0]
+    if not used:
+        raise ValueError("blend: every weight is zero")
+    out = {}
+    for gid in ids:
+        acc = used[0][1] * members[used[0][0]][gid]
+        for m, w in used[1:]:
+            acc = acc + w * members[m][gid]
+        out[gid] = acc
+    return out
+
+
+def graph_scores(kind: str, preds: Preds, runtimes: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The metric of every graph of `runtimes` (a `tile` or `layout` collection) for `preds`
+    (lower = faster; ties broken by config index, as in a submission)."""
+    return {gid: metrics.graph_score(kind, np.argsort(preds[gid], kind="stable"), r) for gid, r in runtimes.items()}
+
+
+def collection_score(kind: str, preds: Preds, runtimes: Mapping[str, np.ndarray]) -> float:
+    """Mean graph metric over `runtimes`' graphs: what the competition scores per collection."""
+    s = graph_scores(kind, preds, runtimes)
+    return float(np.mean(list(s.values()))) if s else float("nan")
+
+
+def simplex_grid(m: int, steps: int) -> np.ndarray:
+    """(K, m) weights >= 0 summing to 1, multiples of 1/steps; the m one-hots come first (in
+    member order), so a search that keeps the first best never loses to a single member."""
+    if m < 1 or steps < 1:
+        raise ValueError("simplex_grid: need m >= 1 and steps >= 1")
+    pts = [np.eye(m)[i] for i in range(m)]
+    for c in itertools.product(range(steps + 1), repeat=m - 1):
+        if sum(c) <= steps:
+            w = np.array(list(c) + [steps - sum(c)], dtype=np.float64) / steps
+            if np.count_nonzero(w) > 1:
+                pts.append(w)
+    return np.stack(pts)
+
+
+def fit_weights(kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
+                steps: int = 10, refine: int = 2) -> dict:
+    """Weights maximizing the collection mean metric of the blend on `runtimes`' graphs.
+
+    Args:
+        kind: `tile` or `layout`.
+        members: name -> per-graph NORMALIZED scores covering every graph of `runtimes`.
+        runtimes: graph ID -> (C,) measured runtimes (tile ones divided by their normalizers).
+        steps: grid resolution (weights are multiples of 1/steps).
+        refine: rounds of coordinate search after the grid, each halving the step.
+
+    Returns `{"weights": {name: w}, "score": blend score, "members": {name: score alone}}`.
+    """
+    names = list(members)
+    ids = list(runtimes)
+
+    def score(w: np.ndarray) -> float:
+        return collection_score(kind, blend(members, dict(zip(names, w)), ids), runtimes)
+
+    grid = simplex_grid(len(names), steps)
+    single = {}
+    best_w, best = grid[0], -np.inf
+    for i, w in enumerate(grid):
+        s = score(w)
+        if i < len(names):
+            single[names[i]] = s
+        if s > best:
+            best_w, best = w, s
+    delta = 1.0 / steps
+    for _ in range(refine if len(names) > 1 else 0):
+        delta /= 2
+        improved = True
+        while improved:
+            improved = False
+            for i, j in itertools.permutations(range(len(names)), 2):
+                if best_w[j] < delta - 1e-12:
+                    continue
+                w = best_w.copy()
+                w[i] += delta
+                w[j] = max(0.0, w[j] - delta)
+                s = score(w)
+                if s > best:
+                    best_w, best, improved = w, s, True
+    return {"weights": {n: float(w) for n, w in zip(names, best_w)}, "score": float(best), "members": single}

@@ -1,0 +1,261 @@
+"""LightGBM rankers on the extract stage's config tables: labels, query groups, params (pure).
+
+One row of a table is one UNIQUE config of one graph (`id`, `configs` = its original indices,
+`runtime`, features). Training treats each graph as a query (optionally split into several,
+`split_queries`), so the model only ever compares configs of the same graph, which is all the
+metric does.
+
+Targets, both built from the runtime within a graph (tile runtimes divided by their
+`normalizer` first, as the metric does):
+- `lambdarank`: LightGBM needs integer relevance labels below `len(label_gain)`; a raw rank
+  (0..99,999 on the full data) would need a 100k-entry gain table, and its default
+  `2**label - 1` gain overflows past label 30. So the within-graph rank is cut into
+  `num_labels` quantile bins (`lambdarank_labels`): the fastest `1/num_labels` of each graph
+  get `num_labels - 1`, the slowest 0. Quantiles (not runtime values) make every graph use
+  every label the same way however wide its runtime spread (a real xla:default graph spans
+  ~1.6%). `label_gain` sizes the gain table to exactly `num_labels`: `exponential`
+  (`2**l - 1`, NDCG's usual gain: the top bins dominate, what the tile top-5 metric wants) or
+  `linear` (`l`: every pair of bins weighs alike, closer to Kendall's tau over the whole order).
+- `regression`: pointwise L2 on the within-graph standardized log runtime (`regression_target`).
+
+Scores follow the predictions contract: lower = predicted faster (`to_score` flips lambdarank's
+higher-is-more-relevant output).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from models import metrics
+
+# Table columns that are not features: identity, the answer, and the metric's normalizer.
+META_COLUMNS = ("id", "configs", "runtime", "normalizer")
+OBJECTIVES = ("lambdarank", "regression")
+MAX_QUERY_ROWS = 10_000  # LightGBM refuses a lambdarank query of more rows ("exceeds upper limit")
+GAINS = ("exponential", "linear")
+
+
+def query_groups(ids: np.ndarray | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of equal `ids`: (starts, sizes) in row order.
+
+    Raises ValueError when an id appears in two separate runs (a query must be contiguous for
+    LightGBM; `contiguous_order` fixes such a table).
+    """
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    change = np.r_[True, ids[1:] != ids[:-1]]
+    starts = np.flatnonzero(change)
+    if np.unique(ids[starts]).size != starts.size:
+        raise ValueError("rows of a graph are not contiguous")
+    sizes = np.diff(np.r_[starts, ids.size])
+    return starts, sizes
+
+
+def contiguous_order(ids: np.ndarray | Sequence[str]) -> np.ndarray:
+    """A stable permutation that makes each id's rows contiguous, graphs in first-seen order."""
+    ids = np.asarray(ids)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    key = np.argsort(np.argsort(first))[inverse]  # graph's first-seen rank per row
+    return np.argsort(key, kind="stable")
+
+
+def group_index(sizes: np.ndarray) -> np.ndarray:
+    """(n,) the query number of each row, from the query sizes."""
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def target_runtime(runtime: np.ndarray, normalizer: np.ndarray | None = None) -> np.ndarray:
+    """What the metric compares: runtime, or runtime / normalizer for tile (float64)."""
+    r = np.asarray(runtime, dtype=np.float64)
+    return r if normalizer is None else r / np.asarray(normalizer, dtype=np.float64)
+
+
+def within_graph_rank(sizes: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(n,) rank of each row inside its query, 0 = fastest; equal targets share their mean rank.
+
+    Rows of a query are contiguous (`sizes` in row order)."""
+    target = np.asarray(target, dtype=np.float64)
+    n = target.size
+    g = group_index(sizes)
+    order = np.lexsort((target, g))
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    pos = np.arange(n, dtype=np.float64) - starts[g[order]]  # position inside the query
+    gs, ts = g[order], target[order]
+    run = np.cumsum(np.r_[True, (gs[1:] != gs[:-1]) | (ts[1:] != ts[:-1])]) - 1  # tie runs
+    mean_pos = np.bincount(run, pos) / np.bincount(run)
+    rank = np.empty(n)
+    rank[order] = mean_pos[run]
+    return rank
+
+
+def lambdarank_labels(sizes: np.ndarray, target: np.ndarray, num_labels: int) -> np.ndarray:
+    """(n,) int32 relevance in [0, num_labels): quantile bins of the within-graph rank, the
+    fastest bin highest. A query of one row gets the top label."""
+    if num_labels < 2:
+        raise ValueError(f"num_labels must be at least 2, got {num_labels}")
+    rank = within_graph_rank(sizes, target)
+    q = rank / np.repeat(np.asarray(sizes, dtype=np.float64), sizes)  # [0, 1)
+    b = np.minimum(np.floor(q * num_labels), num_labels - 1).astype(np.int32)
+    return (num_labels - 1 - b).astype(np.int32)
+
+
+def label_gain(num_labels: int, kind: str = "exponential") -> list[float]:
+    """LightGBM's `label_gain`, one entry per label (see the module docstring)."""
+    if kind == "exponential":
+        return [float(2**i - 1) for i in range(num_labels)]
+    if kind == "linear":
+        return [float(i) for i in range(num_labels)]
+    raise ValueError(f"unknown label_gain '{kind}' ({' or '.join(GAINS)})")
+
+
+def regression_target(sizes: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(n,) log runtime standardized inside each query (0 for a query with one value)."""
+    lt = np.log(np.asarray(target, dtype=np.float64))
+    g = group_index(sizes)
+    cnt = np.asarray(sizes, dtype=np.float64)
+    mean = np.bincount(g, lt) / cnt
+    d = lt - mean[g]
+    std = np.sqrt(np.bincount(g, d * d) / cnt)
+    return np.where(std[g] > 0, d / np.where(std[g] > 0, std[g], 1.0), 0.0)
+
+
+def training_target(objective: str, sizes: np.ndarray, target: np.ndarray, num_labels: int) -> np.ndarray:
+    if objective == "lambdarank":
+        return lambdarank_labels(sizes, target, num_labels)
+    if objective == "regression":
+        return regression_target(sizes, target)
+    raise ValueError(f"unknown objective '{objective}' ({' or '.join(OBJECTIVES)})")
+
+
+def to_score(raw: np.ndarray, objective: str) -> np.ndarray:
+    """Model output -> predictions-contract score (lower = predicted faster)."""
+    raw = np.asarray(raw, dtype=np.float64)
+    return -raw if objective == "lambdarank" else raw
+
+
+def select_features(columns: Mapping[str, object] | Iterable[str], exclude: Sequence[str] = (),
+                    numeric: Mapping[str, bool] | None = None) -> list[str]:
+    """Feature columns of a table: every column but `META_COLUMNS` and those matching an
+    `exclude` glob (e.g. `g_*` drops the per-graph statistics); `numeric` (name -> bool), when
+    given, drops non-numeric columns too. Table order is kept, so a model's feature order is
+    the table's."""
+    out = []
+    for c in columns:
+        if c in META_COLUMNS or any(fnmatch.fnmatchcase(c, p) for p in exclude):
+            continue
+        if numeric is not None and not numeric.get(c, False):
+            continue
+        out.append(c)
+    return out
+
+
+def sample_rows(sizes: np.ndarray, max_per_group: int | None, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows kept for training and the new query sizes: at most `max_per_group` random rows of
+    each query (all when None), shuffled inside the query when `shuffle` (so `split_queries`
+    cuts random subsets, not runs of the table's order). Rows stay grouped by query.
+
+    Returns (idx (m,) int64 row indices, new_sizes)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if max_per_group is None and not shuffle:
+        return np.arange(int(sizes.sum()), dtype=np.int64), sizes
+    rng = np.random.default_rng(seed)
+    g = group_index(sizes)
+    key = rng.random(g.size)
+    order = np.lexsort((key, g))  # random order inside each query
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    pos = np.arange(g.size) - starts[g[order]]
+    keep = order if max_per_group is None else order[pos < max_per_group]
+    if not shuffle:
+        keep = np.sort(keep)
+    new_sizes = sizes if max_per_group is None else np.minimum(sizes, max_per_group)
+    return keep.astype(np.int64), new_sizes
+
+
+def query_size_for(objective: str, sizes: np.ndarray, query_size: int | None) -> int | None:
+    """The query size to train with: `query_size`, capped for lambdarank at LightGBM's limit of
+    `MAX_QUERY_ROWS` rows (full-data graphs carry up to 100k unique configs); None = one query
+    per graph."""
+    if objective != "lambdarank":
+        return None
+    cap = MAX_QUERY_ROWS if query_size is None else min(int(query_size), MAX_QUERY_ROWS)
+    return cap if query_size is not None or (len(sizes) and int(np.max(sizes)) > cap) else None
+
+
+def split_queries(sizes: np.ndarray, query_size: int | None) -> np.ndarray:
+    """Cut each query into near-equal parts of at most `query_size` rows (None: unchanged).
+
+    Lambdarank's cost per query grows with its size times the truncation level; parts of a few
+    thousand configs keep it linear in the rows. Rows should be shuffled inside each graph first
+    (`sample_rows(shuffle=True)`) so that each part is a random subset of the graph."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if query_size is None:
+        return sizes
+    out = []
+    for s in sizes:
+        k = -(-int(s) // int(query_size))
+        base, extra = divmod(int(s), k)
+        out.extend([base + 1] * extra + [base] * (k - extra))
+    return np.asarray(out, dtype=np.int64)
+
+
+def lgb_params(objective: str, params: Mapping[str, object], seed: int, num_threads: int,
+               num_labels: int, gain: str) -> dict:
+    """LightGBM parameters: `params` (the config's booster knobs) plus what makes a run
+    reproducible and the objective's own settings."""
+    p = {k: v for k, v in dict(params).items() if v is not None}
+    p.update(objective=objective, seed=int(seed), num_threads=int(num_threads), deterministic=True,
+             force_row_wise=True, verbosity=-1, metric="None")
+    if objective == "lambdarank":
+        p["label_gain"] = label_gain(num_labels, gain)
+    else:
+        p.pop("lambdarank_truncation_level", None)
+    return p
+
+
+def validation_score(kind: str, sizes: np.ndarray, target: np.ndarray, scores: np.ndarray) -> float:
+    """The competition metric over the queries of a table (one query per graph, unique
+    configs as rows): mean tile top-5 score or mean Kendall tau; lower `scores` = faster."""
+    out, start = [], 0
+    for s in sizes:
+        t, sc = target[start : start + s], scores[start : start + s]
+        order = np.argsort(sc, kind="stable")
+        out.append(metrics.graph_score(kind, order, t))
+        start += s
+    return float(np.mean(out)) if out else float("nan")
+
+
+def expand_to_configs(ids: np.ndarray, lengths: np.ndarray, flat_configs: np.ndarray,
+                      row_scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores by ORIGINAL config index: every index listed in a row's `configs` gets the row's
+    score (duplicates of one unique config share it).
+
+    Args:
+        ids: (n,) graph ID of each row; rows of a graph contiguous.
+        lengths: (n,) number of original configs of each row.
+        flat_configs: (sum(lengths),) the rows' `configs` lists concatenated.
+        row_scores: (n,) one score per row.
+
+    Raises ValueError when a graph's configs are not exactly 0..C-1, each once.
+    """
+    starts, sizes = query_groups(ids)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    flat_configs = np.asarray(flat_configs, dtype=np.int64)
+    per_row = np.repeat(np.asarray(row_scores, dtype=np.float64), lengths)
+    offs = np.r_[0, np.cumsum(lengths)]
+    out: dict[str, np.ndarray] = {}
+    for s, n in zip(starts, sizes):
+        a, b = offs[s], offs[s + n]
+        cfg = flat_configs[a:b]
+        c = b - a
+        scores = np.full(c, np.nan)
+        if cfg.size and (cfg.min() < 0 or cfg.max() >= c):
+            raise ValueError(f"{ids[s]}: config indices out of 0..{c - 1}")
+        scores[cfg] = per_row[a:b]
+        if np.isnan(scores).any() or np.bincount(cfg, minlength=c).max(initial=0) > 1:
+            raise ValueError(f"{ids[s]}: configs are not each of 0..{c - 1} exactly once")
+        out[str(ids[s])] = scores
+    return out

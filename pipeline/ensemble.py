@@ -1,0 +1,189 @@
+"""Blend the available models' predictions per collection with weights fitted on valid.
+
+    python -m pipeline.ensemble [members=[gnn,gbdt,baseline]] [normalize=rank|minmax]
+    python -m pipeline.ensemble mode=apply splits=[test]      # saved weights (Kaggle notebook)
+    make ensemble
+
+Reads each member's `${paths.predictions}/<member>/<split>.parquet`, or, when a member has
+several `<member>/seed*/<split>.parquet`, their per-graph average (seed averaging); members
+without predictions are left out. Scores are normalized per graph (`normalize`) and blended
+with per-collection weights. `mode=fit` (default) reads the `fit_split` runtimes under `data`,
+fits the weights to maximize the competition metric (`models.ensemble.fit_weights`) and writes
+them with each member's and the blend's score to `weights` (json), then the stamp
+`.complete` beside it; both modes then write `${paths.predictions}/ensemble/<split>.parquet`
+for `splits`.
+Invariant: on the split the weights were fitted on, each collection's blend scores at least as
+well as its best single member (the search starts from each member alone and only accepts
+improvements); every graph of a member gets a blended score for every original config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from models.ensemble import NORMALIZERS, average_seeds, blend, fit_weights, normalize_all
+from pipeline.catalog import COLLECTIONS, collection_kind, discover, split_id
+from pipeline.cli import stage
+from pipeline.errors import DataError
+from pipeline.evaluate import load_runtimes
+from pipeline.fsutil import write_text_atomic
+from pipeline.predictions import read_predictions, write_predictions
+from pipeline.runner import begin_stage, finish_stage
+
+log = logging.getLogger(__name__)
+NAME = "ensemble"
+
+
+def load_member(predictions: str | Path, member: str, split: str, how: str) -> dict[str, np.ndarray] | None:
+    """A member's per-graph normalized scores on `split` (seed runs averaged), None if absent."""
+    d = Path(predictions) / member
+    seeds = sorted(d.glob(f"seed*/{split}.parquet"))
+    if len(seeds) > 1:
+        try:
+            return average_seeds([read_predictions(p) for p in seeds], how)
+        except ValueError as e:
+            raise DataError(d, f"seed predictions on {split} cannot be averaged: {e}") from None
+    main = d / f"{split}.parquet"
+    return normalize_all(read_predictions(main), how) if main.is_file() else None
+
+
+def load_members(cfg: DictConfig, split: str) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for m in cfg.members:
+        if m == NAME:
+            raise DataError(None, "the ensemble cannot be its own member (remove 'ensemble' from members)")
+        p = load_member(cfg.predictions, m, split, cfg.normalize)
+        if p is None:
+            log.info("%s: no %s predictions; left out", m, split)
+        else:
+            out[m] = p
+    return out
+
+
+def by_collection(ids) -> dict[str, list[str]]:
+    """Graph IDs grouped by collection, collections in the usual order."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for gid in sorted(ids):
+        out[split_id(gid)[0]].append(gid)
+    return {c: out[c] for c in COLLECTIONS if c in out}
+
+
+def covers(preds: dict[str, np.ndarray], sizes: dict[str, int]) -> bool:
+    return all(g in preds and preds[g].size == n for g, n in sizes.items())
+
+
+def fit(cfg: DictConfig) -> dict:
+    """Fit per-collection weights on `fit_split`; returns (and writes) the weights document."""
+    files = discover(cfg.data, splits=[cfg.fit_split], announce=True)
+    if not files:
+        raise DataError(cfg.data, f"no {cfg.fit_split} files to fit the ensemble weights on")
+    runtimes = load_runtimes(files)
+    members = load_members(cfg, cfg.fit_split)
+    if not members:
+        raise DataError(cfg.predictions, f"no member has {cfg.fit_split} predictions (run baseline, train-gbdt or train-gnn first)")
+    doc = {"normalize": cfg.normalize, "fit_split": cfg.fit_split, "members": list(members), "collections": {}}
+    for c, ids in by_collection(runtimes).items():
+        rt = {g: runtimes[g] for g in ids}
+        sizes = {g: r.size for g, r in rt.items()}
+        avail = [m for m in members if covers(members[m], sizes)]
+        partial = [m for m in members if m not in avail and any(g in members[m] for g in ids)]
+        for m in partial:
+            log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, cfg.fit_split)
+        if not avail:
+            log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
+            continue
+        r = fit_weights(collection_kind(c), {m: members[m] for m in avail}, rt, int(cfg.grid_steps), int(cfg.refine))
+        doc["collections"][c] = {"weights": r["weights"], "scores": {**r["members"], NAME: r["score"]}, "graphs": len(ids)}
+        log.info("%s: weights %s -> %.4f (best single %.4f)", c,
+                 ", ".join(f"{m}={w:.3f}" for m, w in r["weights"].items()), r["score"], max(r["members"].values()))
+    write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
+    log.info("wrote %s", cfg.weights)
+    return doc
+
+
+def apply(cfg: DictConfig, doc: dict, split: str) -> Path | None:
+    """Blend `split` with the weights of `doc` and write the ensemble's predictions."""
+    members = load_members(cfg, split)
+    ids = set().union(*(set(p) for p in members.values())) if members else set()
+    if not ids:
+        log.warning("no member has %s predictions; nothing written", split)
+        return None
+    out: dict[str, np.ndarray] = {}
+    for c, gids in by_collection(ids).items():
+        entry = doc["collections"].get(c)
+        if entry is None:
+            fallback = next((m for m in cfg.members if m in members and all(g in members[m] for g in gids)), None)
+            if fallback is None:
+                raise DataError(cfg.weights, f"{c}: no fitted weights and no member covers every {split} graph")
+            log.warning("%s: no fitted weights; using %s alone", c, fallback)
+            weights = {fallback: 1.0}
+        else:
+            weights = {m: w for m, w in entry["weights"].items() if w > 0}
+        for m in weights:
+            if m not in members or not all(g in members[m] for g in gids):
+                raise DataError(Path(cfg.predictions) / m / f"{split}.parquet",
+                                f"{c}: member '{m}' (weight {weights[m]:.3f}) has no predictions for every {split} graph")
+        sizes = {g: members[next(iter(weights))][g].size for g in gids}
+        for m in weights:
+            if not covers(members[m], sizes):
+                raise DataError(Path(cfg.predictions) / m / f"{split}.parquet", f"{c}: config counts differ from the other members'")
+        out.update(blend(members, weights, gids))
+    dst = Path(cfg.out) / f"{split}.parquet"
+    write_predictions(dst, out, cfg)
+    log.info("wrote %s (%d graphs)", dst, len(out))
+    return dst
+
+
+def format_table(doc: dict) -> str:
+    """Per collection: each member's score alone and the ensemble's, on the fit split."""
+    cols = list(doc["members"]) + [NAME]
+    lines = [f"{'collection':<20}" + "".join(f"{m:>10}" for m in cols)]
+    for c in COLLECTIONS:
+        if c in doc["collections"]:
+            s = doc["collections"][c]["scores"]
+            lines.append(f"{c:<20}" + "".join(f"{s[m]:>10.4f}" if m in s else f"{'-':>10}" for m in cols))
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.mode not in ("fit", "apply"):
+        raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
+    if cfg.normalize not in NORMALIZERS:
+        raise DataError(None, f"normalize must be one of {', '.join(NORMALIZERS)}, got '{cfg.normalize}'")
+    stamp_dir = Path(cfg.weights).parent
+    if cfg.mode == "fit":
+        begin_stage(stamp_dir)
+        doc = fit(cfg)
+    else:
+        path = Path(cfg.weights)
+        if not path.is_file():
+            raise DataError(path, "ensemble weights not found (run `make ensemble` with valid predictions first, or copy weights.json here)")
+        try:
+            doc = json.loads(path.read_text())
+            doc["collections"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(path, "not an ensemble weights file (no 'collections')") from None
+        if doc.get("normalize", cfg.normalize) != cfg.normalize:
+            log.warning("weights were fitted with normalize=%s; using it", doc["normalize"])
+            cfg.normalize = doc["normalize"]
+    for split in cfg.splits:
+        apply(cfg, doc, split)
+    if cfg.mode == "fit":
+        print(format_table(doc), flush=True)
+        finish_stage(stamp_dir, {c: e["weights"] for c, e in doc["collections"].items()})
+    return doc
+
+
+@stage("ensemble")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

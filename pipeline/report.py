@@ -1,0 +1,316 @@
+"""Validation report: every model's per-collection scores, with plots a person can read at a glance.
+
+    python -m pipeline.report [split=valid] [models=null] [data=<npz root>]
+    make report
+
+Reads `${paths.predictions}/<model>/<split>.parquet` of every model present (or of `models`) and
+the measured runtimes of the `split` files under `data`. Writes into `out`, atomically:
+- `validation.md`: a table of per-collection scores for every model (the best in bold), the
+  best-of-top-K table, and the figures below embedded;
+- `validation_scores.png`: scores per collection and model (grouped bars);
+- `validation_ranks.png`: predicted vs measured rank, one panel per graph (one graph per
+  collection, the one with the most configs) and model;
+- `validation_topk.png`: best-of-top-K slowdown against K (mean over a collection's graphs of
+  min runtime among the model's top K / the true min runtime), one panel per collection;
+- `validation.json`: the same figures for machines (`models.<m>.collections`, `.score`,
+  `.per_graph`, `top_k.slowdown.<m>.<collection>`, `rank_graphs`, `skipped`).
+Invariant: scores are those of `pipeline.evaluate` on the submission `pipeline.submission` would
+write from the same predictions (same rows, same validator, same metric code); a model whose
+predictions do not cover the split is left out with its reason, never scored on a subset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers, CI or Kaggle
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from pipeline.catalog import COLLECTIONS, GraphFile, discover, split_id  # noqa: E402
+from pipeline.cli import stage  # noqa: E402
+from pipeline.errors import DataError  # noqa: E402
+from pipeline.evaluate import load_runtimes, score_submission  # noqa: E402
+from pipeline.fsutil import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.predictions import ranking, read_predictions  # noqa: E402
+from pipeline.submission import rows_from_predictions  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Known models first, in pipeline order, so colours and table rows stay put from run to run.
+MODEL_ORDER = ("baseline", "gbdt", "gnn", "ensemble")
+SHORT = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
+         "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
+
+
+def model_names(predictions: str | Path, split: str, wanted: list[str] | None) -> list[str]:
+    """Models with `<split>.parquet` under `predictions` (or the `wanted` ones), in a stable order."""
+    root = Path(predictions)
+    found = sorted(p.parent.name for p in root.glob(f"*/{split}.parquet")) if root.is_dir() else []
+    if wanted is not None:
+        missing = [m for m in wanted if m not in found]
+        if missing:
+            raise DataError(root / missing[0] / f"{split}.parquet", "predictions not found (run that model's stage first)")
+        found = list(wanted)
+    return sorted(found, key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER), m))
+
+
+def top_k_slowdown(scores: np.ndarray, runtime: np.ndarray, k: int) -> np.ndarray:
+    """(k,) min runtime among the first K predicted configs / min runtime, for K = 1..k."""
+    order = ranking(scores)[:k]
+    best = np.minimum.accumulate(runtime[order]) / runtime.min()
+    # a graph with fewer than k configs has found its best once all are listed
+    return np.concatenate([best, np.full(k - best.size, best[-1])])
+
+
+def measured_ranks(runtime: np.ndarray) -> np.ndarray:
+    """0-based rank of each config by runtime (ties share the mean rank)."""
+    order = np.argsort(runtime, kind="stable")
+    ranks = np.empty(runtime.size)
+    ranks[order] = np.arange(runtime.size)
+    # equal runtimes share one rank, so duplicated configs do not look like mistakes
+    _, inv = np.unique(runtime, return_inverse=True)
+    sums = np.bincount(inv, weights=ranks)
+    return (sums / np.bincount(inv))[inv]
+
+
+def pick_rank_graphs(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], n: int) -> list[str]:
+    """One graph per collection (the one with the most configs, the clearest picture), up to `n`."""
+    by_c: dict[str, list[GraphFile]] = {}
+    for f in files:
+        by_c.setdefault(f.collection, []).append(f)
+    ranked = {c: sorted(fs, key=lambda f: (-runtimes[f.id].size, f.id)) for c, fs in by_c.items()}
+    picked: list[str] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(v) for v in ranked.values()):
+        for c in COLLECTIONS:
+            if c in ranked and depth < len(ranked[c]) and len(picked) < n:
+                picked.append(ranked[c][depth].id)
+        depth += 1
+    return picked
+
+
+def _colors(models: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(models)}
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi: int) -> None:
+    models = list(scores)
+    groups = [c for c in COLLECTIONS if c in graphs] + ["overall"]
+    colors = _colors(models)
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + len(groups) * (0.5 + 0.35 * len(models))), 4.6))
+    x = np.arange(len(groups))
+    for i, m in enumerate(models):
+        vals = [scores[m]["collections"][c] if c != "overall" else scores[m]["score"] for c in groups]
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=m, color=colors[m])
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=2)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(len(groups) - 1.5, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, [f"{SHORT.get(c, c)}\n({graphs[c]} graphs)" if c in graphs else "overall\n(mean)" for c in groups])
+    ax.set_ylabel("score (higher is better)")
+    lo = min(0.0, *(scores[m]["collections"][c] for m in models for c in groups[:-1]))
+    ax.set_ylim(lo - 0.1 if lo < 0 else 0, 1.12)
+    ax.set_title("Validation score per collection\n(tile: 2 - best-of-top-5 slowdown; layout: Kendall tau)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="model", frameon=False)
+    _save(fig, path, dpi)
+
+
+def plot_ranks(predictions: dict[str, dict], runtimes: Mapping[str, np.ndarray], graph_ids: list[str],
+               per_graph: dict[str, dict], path: Path, dpi: int, max_points: int) -> None:
+    models = list(predictions)
+    colors = _colors(models)
+    rows, cols = len(models), len(graph_ids)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.6, 2.7 * rows + 0.6), squeeze=False)
+    for j, gid in enumerate(graph_ids):
+        r = runtimes[gid]
+        truth = measured_ranks(r)
+        # evenly spaced along the measured order: the whole range stays visible on big graphs
+        keep = np.argsort(truth, kind="stable")[np.unique(np.linspace(0, r.size - 1, min(r.size, max_points)).astype(int))]
+        collection, stem = split_id(gid)
+        for i, m in enumerate(models):
+            ax = axes[i, j]
+            pred = np.empty(r.size)
+            pred[ranking(predictions[m][gid])] = np.arange(r.size)
+            ax.scatter(pred[keep], truth[keep], s=6, alpha=0.5, color=colors[m], linewidths=0)
+            ax.plot([0, r.size - 1], [0, r.size - 1], color="grey", lw=0.8, ls="--")
+            ax.set_xlim(-0.5, r.size - 0.5)
+            ax.set_ylim(-0.5, r.size - 0.5)
+            label = "top-5 score" if collection.startswith("tile") else "tau"
+            ax.text(0.03, 0.97, f"{m}\n{label} {per_graph[m][gid]:.2f}", transform=ax.transAxes, va="top",
+                    fontsize=8, bbox=dict(facecolor="white", alpha=0.8, lw=0))
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_title(f"{SHORT.get(collection, collection)}\n{stem[:22]} ({r.size} configs)", fontsize=8)
+            if i == rows - 1:
+                ax.set_xlabel("predicted rank", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("measured rank", fontsize=8)
+    fig.suptitle("Predicted vs measured rank (0 = fastest; the dashed diagonal is a perfect ranking)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def plot_top_k(slowdown: dict[str, dict], collections: list[str], k: int, path: Path, dpi: int) -> None:
+    models = list(slowdown)
+    colors = _colors(models)
+    panels = collections + ["all"]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows + 0.5), squeeze=False)
+    ks = np.arange(1, k + 1)
+    for idx, c in enumerate(panels):
+        ax = axes[idx // cols, idx % cols]
+        for m in models:
+            ax.plot(ks, slowdown[m][c], color=colors[m], lw=1.6, label=m, marker="o", ms=2.5)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= k]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_title("all graphs" if c == "all" else SHORT.get(c, c), fontsize=9)
+        if idx // cols == rows - 1 or idx + cols >= len(panels):
+            ax.set_xlabel("K (best of the model's top K)", fontsize=8)
+        if idx % cols == 0:
+            ax.set_ylabel("best runtime found / true best", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+    for idx in range(len(panels), rows * cols):
+        axes[idx // cols, idx % cols].axis("off")
+    axes[0, 0].legend(fontsize=8, title="model", title_fontsize=8)
+    fig.suptitle("Best-of-top-K slowdown (1.0 = the fastest config is among the model's top K)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def _markdown(result: dict, name: str) -> str:
+    models = list(result["models"])
+    graphs = result["graphs"]
+    cols = [c for c in COLLECTIONS if c in graphs]
+    best = {c: max(result["models"][m]["collections"][c] for m in models) for c in cols}
+    best_overall = max(result["models"][m]["score"] for m in models)
+
+    def cell(v: float, b: float) -> str:
+        return f"**{v:.4f}**" if np.isclose(v, b) else f"{v:.4f}"
+
+    n_graphs = sum(graphs.values())
+    lines = [f"# Validation report: {result['split']} split",
+             "",
+             f"{len(models)} model(s) scored on {n_graphs} graphs of `{result['data']}` with the competition metric "
+             "(tile: `2 - best-of-top-5 slowdown`; layout: Kendall tau-b; overall: mean of the collections). "
+             "Best per column in bold.",
+             "",
+             "| model | " + " | ".join(f"{c} ({graphs[c]})" for c in cols) + " | overall |",
+             "|---|" + "---:|" * (len(cols) + 1)]
+    for m in models:
+        s = result["models"][m]
+        lines.append(f"| {m} | " + " | ".join(cell(s["collections"][c], best[c]) for c in cols)
+                     + f" | {cell(s['score'], best_overall)} |")
+    for m, why in result["skipped"].items():
+        lines.append(f"\nNot scored: **{m}**: {why}")
+    lines += ["", f"![Scores per collection and model]({name}_scores.png)", "",
+              "## Best of the model's top K", "",
+              "Mean over all graphs of (min measured runtime among the model's K best-ranked configs) / "
+              "(true min runtime): how much slower the best config found is when trying the top K.", ""]
+    ks = [k for k in (1, 5, 10, 20, 50) if k <= result["top_k"]["k"]]
+    lines += ["| model | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+    for m in models:
+        curve = result["top_k"]["slowdown"][m]["all"]
+        lines.append(f"| {m} | " + " | ".join(f"{curve[k - 1]:.3f}" for k in ks) + " |")
+    lines += ["", f"![Best-of-top-K slowdown]({name}_topk.png)", ""]
+    if "ranks" in result["figures"]:
+        lines += ["## Predicted vs measured rank", "",
+                  "The graph with the most configs of each collection: "
+                  + ", ".join(f"`{g}`" for g in result["rank_graphs"]) + ".", "",
+                  f"![Predicted vs measured rank]({name}_ranks.png)", ""]
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.split == "test":
+        raise DataError(None, "the test split has no measured runtimes (all zero): report split=valid or split=train")
+    files = discover(cfg.data, splits=[cfg.split], announce=True)
+    if not files:
+        raise DataError(cfg.data, f"no .npz files in the '{cfg.split}' split to score against")
+    models = model_names(cfg.predictions, cfg.split, None if cfg.models is None else list(cfg.models))
+    if not models:
+        raise DataError(cfg.predictions, f"no <model>/{cfg.split}.parquet predictions (run `make baseline` or a model stage first)")
+    runtimes = load_runtimes(files)
+    scored: dict[str, dict] = {}
+    preds: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for m in models:
+        path = Path(cfg.predictions) / m / f"{cfg.split}.parquet"
+        try:
+            p = read_predictions(path)
+            scored[m] = score_submission(rows_from_predictions(p, files, cfg.tile_top), files, runtimes)
+        except DataError as e:
+            skipped[m] = str(e)
+            log.warning("%s left out of the report: %s", m, e)
+            continue
+        preds[m] = p
+        log.info("%s: overall %.4f (%s)", m, scored[m]["score"],
+                 ", ".join(f"{c} {v:.4f}" for c, v in scored[m]["collections"].items()))
+    if not scored:
+        raise DataError(cfg.predictions, f"no model's {cfg.split} predictions cover the split's files (see the warnings above)")
+
+    k = int(cfg.top_k)
+    by_c: dict[str, list[str]] = {}
+    for f in files:
+        by_c.setdefault(f.collection, []).append(f.id)
+    collections = [c for c in COLLECTIONS if c in by_c]
+    slowdown: dict[str, dict] = {}
+    for m, p in preds.items():
+        curves = {gid: top_k_slowdown(p[gid], runtimes[gid], k) for gid in runtimes}
+        slowdown[m] = {c: np.mean([curves[g] for g in by_c[c]], axis=0).tolist() for c in collections}
+        slowdown[m]["all"] = np.mean(list(curves.values()), axis=0).tolist()
+
+    rank_ids = pick_rank_graphs(files, runtimes, int(cfg.rank_graphs))
+    out = Path(cfg.out)
+    name = cfg.name
+    figures = {"scores": f"{name}_scores.png", "topk": f"{name}_topk.png"} | ({"ranks": f"{name}_ranks.png"} if rank_ids else {})
+    graphs = next(iter(scored.values()))["graphs"]
+    plot_scores(scored, graphs, out / figures["scores"], cfg.dpi)
+    if "ranks" in figures:
+        plot_ranks(preds, runtimes, rank_ids, {m: s["per_graph"] for m, s in scored.items()},
+                   out / figures["ranks"], cfg.dpi, int(cfg.rank_points))
+    plot_top_k(slowdown, collections, k, out / figures["topk"], cfg.dpi)
+
+    result = {
+        "split": cfg.split, "data": str(cfg.data), "predictions": str(cfg.predictions), "graphs": graphs,
+        "models": {m: {key: s[key] for key in ("collections", "score", "graphs", "undefined_tau", "per_graph")}
+                   for m, s in scored.items()},
+        "skipped": skipped,
+        "best": {c: max(scored, key=lambda m: scored[m]["collections"][c]) for c in collections}
+                | {"overall": max(scored, key=lambda m: scored[m]["score"])},
+        "top_k": {"k": k, "slowdown": slowdown},
+        "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored} for g in rank_ids},
+        "figures": figures,
+    }
+    write_text_atomic(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    write_text_atomic(out / f"{name}.md", _markdown(result, name))
+    log.info("report written to %s (%s.md, %s.json, %d figures)", out, name, name, len(figures))
+    return result
+
+
+@stage("report")
+def main(cfg: DictConfig) -> float:
+    result = run(cfg)
+    return result["models"][result["best"]["overall"]]["score"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Train LightGBM rankers per collection on the GBDT tables; predict every original config.
+
+    python -m pipeline.train_gbdt [objective=lambdarank|regression] [seeds=[0,1,2]] [mode=train|predict]
+    make train-gbdt [ARGS="key=value ..."]
+
+Reads `${paths.processed}/tables/<collection dir>/<split>.parquet` (extract stage: one row per
+unique config, `configs` = its original indices): `train` to fit, `valid` for early stopping
+on the competition metric, and the `splits` to predict. Writes, per collection,
+`${paths.models}/gbdt/<collection dir>/model_seed<k>.txt` (LightGBM text model, best round),
+`importance.csv` (gain and split count per feature, mean over seeds) and `meta.json` (features,
+objective, best rounds, valid scores); then `${paths.predictions}/gbdt/<split>.parquet` (the
+seeds' per-graph rank average; each seed's own under `gbdt/seed<k>/` when there are several)
+and the stamp `${paths.models}/gbdt/.complete` last. `mode=predict` loads the saved models and
+writes only the predictions.
+Invariant: every original config index of every predicted graph gets exactly one score (its
+unique row's), checked before writing. Training is deterministic for a given config: fixed
+seeds and thread count, `deterministic=true`.
+
+Memory: the training matrix is filled column by column from the parquet table straight into one
+float32 array (never a second copy of the table), handed to LightGBM, binned (about one byte per
+row and feature) and freed before boosting; see the README for how to bound it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from models import gbdt
+from models.ensemble import average_seeds
+from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.cli import stage
+from pipeline.errors import DataError
+from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.predictions import write_predictions
+from pipeline.runner import begin_stage, finish_stage
+
+log = logging.getLogger(__name__)
+
+
+def table_path(tables: str | Path, collection: str, split: str) -> Path:
+    return Path(tables) / collection_dir(collection) / f"{split}.parquet"
+
+
+class Table:
+    """A GBDT table's row metadata, read without its features: graph of each row (as query
+    sizes in row order, rows regrouped when a graph's rows are not contiguous) and the target."""
+
+    def __init__(self, path: Path, need_runtime: bool):
+        self.path = path
+        try:
+            self.schema = pl.read_parquet_schema(path)
+        except Exception as e:  # polars raises several types for a non-parquet file
+            raise DataError(path, f"not a readable parquet table ({type(e).__name__})") from None
+        missing = [c for c in ("id", "configs", "runtime") if c not in self.schema]
+        if missing:
+            raise DataError(path, f"column '{missing[0]}' missing: not a GBDT table of the extract stage")
+        cols = ["id", "runtime"] + (["normalizer"] if "normalizer" in self.schema else [])
+        meta = pl.read_parquet(path, columns=cols)
+        names = meta["id"].unique(maintain_order=True)
+        codes = meta["id"].replace_strict(names, pl.int_range(names.len(), eager=True), return_dtype=pl.Int64).to_numpy()
+        self.order = None if np.all(np.diff(codes) >= 0) else gbdt.contiguous_order(codes)
+        if self.order is not None:
+            codes = codes[self.order]
+        self.names = names.to_list()
+        _, self.sizes = gbdt.query_groups(codes)
+        self.rows = int(codes.size)
+        runtime = meta["runtime"].to_numpy()
+        norm = meta["normalizer"].to_numpy() if "normalizer" in meta.columns else None
+        if self.order is not None:
+            runtime = runtime[self.order]
+            norm = None if norm is None else norm[self.order]
+        self.has_runtime = bool(self.rows) and bool((runtime > 0).all())
+        if need_runtime and not self.has_runtime:
+            raise DataError(path, "runtime must be positive in every row to train on this table")
+        self.target = gbdt.target_runtime(runtime, norm) if self.has_runtime else None
+
+    def features(self, names: list[str], rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, F) float32, filled one column at a time (peak: the matrix plus one column).
+        `rows` indexes the regrouped row order (all rows when None)."""
+        missing = [c for c in names if c not in self.schema]
+        if missing:
+            raise DataError(self.path, f"feature column '{missing[0]}' missing (the model was trained on other tables; rerun extract or train)")
+        idx = self.order if rows is None else (rows if self.order is None else self.order[rows])
+        n = self.rows if idx is None else idx.size
+        x = np.empty((n, len(names)), dtype=np.float32, order="F")
+        for j, c in enumerate(names):
+            col = pl.scan_parquet(self.path).select(pl.col(c).cast(pl.Float32)).collect().to_series().to_numpy()
+            x[:, j] = col if idx is None else col[idx]
+        return x
+
+    def config_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (n,), lengths (n,), flat original indices) in the regrouped row order."""
+        df = pl.read_parquet(self.path, columns=["id", "configs"])
+        if self.order is not None:
+            df = df[self.order]
+        lengths = df["configs"].list.len().to_numpy()
+        flat = df["configs"].explode().to_numpy()
+        return df["id"].to_numpy(), lengths, flat
+
+
+def _progress_callback(bar: tqdm):
+    def cb(env: lgb.callback.CallbackEnv) -> None:
+        bar.update(1)
+    return cb
+
+
+def _metric(kind: str, table: Table, objective: str):
+    def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
+        return "competition", gbdt.validation_score(kind, table.sizes, table.target, gbdt.to_score(preds, objective)), True
+    return feval
+
+
+def _dataset(table: Table, features: list[str], cfg: DictConfig, params: dict, reference: lgb.Dataset | None,
+             sample: bool) -> lgb.Dataset:
+    """Binned LightGBM dataset of a table; the float32 matrix is freed once binned."""
+    objective = str(cfg.objective)
+    label = gbdt.training_target(objective, table.sizes, table.target, int(cfg.num_labels))
+    groups = None  # a valid set needs none: the competition metric is computed on table.sizes
+    rows = None
+    if sample:
+        qsize = gbdt.query_size_for(objective, table.sizes, cfg.query_size)
+        if qsize is not None and cfg.query_size is None:
+            log.info("%s: graphs of up to %d rows split into random queries of at most %d (LightGBM's limit)",
+                     table.path, int(table.sizes.max()), qsize)
+        rows, sizes = gbdt.sample_rows(table.sizes, cfg.max_configs_per_graph, qsize is not None, int(cfg.seed))
+        groups = gbdt.split_queries(sizes, qsize) if objective == "lambdarank" else None
+    x = table.features(features, rows)
+    ds = lgb.Dataset(x, label=label if rows is None else label[rows], group=groups,
+                     feature_name=features, params=params, reference=reference, free_raw_data=True)
+    ds.construct()
+    del x
+    return ds
+
+
+def train_collection(collection: str, cfg: DictConfig) -> dict | None:
+    """Fit one model per seed for `collection`; returns its meta (None when it has no train table)."""
+    kind = collection_kind(collection)
+    train_path = table_path(cfg.tables, collection, cfg.train_split)
+    if not train_path.is_file():
+        log.warning("%s: no %s table at %s; not trained", collection, cfg.train_split, train_path)
+        return None
+    train = Table(train_path, need_runtime=True)
+    features = gbdt.select_features(train.schema, list(cfg.exclude_features),
+                                    numeric={c: t.is_numeric() for c, t in train.schema.items()})
+    if not features:
+        raise DataError(train_path, "no feature columns left after exclude_features")
+    valid_path = table_path(cfg.tables, collection, cfg.valid_split)
+    valid = Table(valid_path, need_runtime=False) if valid_path.is_file() else None
+    if valid is not None and not valid.has_runtime:
+        log.warning("%s: %s has no runtimes; training %d rounds without early stopping", collection, valid_path, cfg.num_boost_round)
+        valid = None
+    elif valid is None:
+        log.warning("%s: no %s table; training %d rounds without early stopping", collection, cfg.valid_split, cfg.num_boost_round)
+    base = gbdt.lgb_params(str(cfg.objective), OmegaConf.to_container(cfg.params), int(cfg.seeds[0]),
+                           int(cfg.num_threads), int(cfg.num_labels), str(cfg.label_gain))
+    dtrain = _dataset(train, features, cfg, base, None, sample=True)
+    dvalid = _dataset(valid, features, cfg, base, dtrain, sample=False) if valid is not None else None
+    out = Path(cfg.models) / collection_dir(collection)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("model*.txt"):
+        old.unlink()  # a model of a seed no longer configured must not be averaged in by mode=predict
+    gain = np.zeros(len(features))
+    split = np.zeros(len(features))
+    runs = []
+    for seed in cfg.seeds:
+        params = dict(base, seed=int(seed))
+        with tqdm(total=int(cfg.num_boost_round), desc=f"{collection} seed {seed}", unit="round", leave=False) as bar:
+            callbacks = [_progress_callback(bar)]
+            kwargs = {}
+            if dvalid is not None:
+                callbacks.append(lgb.early_stopping(int(cfg.early_stopping_rounds), first_metric_only=True, verbose=False))
+                kwargs = dict(valid_sets=[dvalid], valid_names=["valid"], feval=_metric(kind, valid, str(cfg.objective)))
+            booster = lgb.train(params, dtrain, num_boost_round=int(cfg.num_boost_round), callbacks=callbacks, **kwargs)
+        best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+        score = booster.best_score.get("valid", {}).get("competition") if dvalid is not None else None
+        with atomic_path(out / f"model_seed{seed}.txt") as tmp:
+            booster.save_model(str(tmp), num_iteration=best)
+        gain += booster.feature_importance("gain", iteration=best)
+        split += booster.feature_importance("split", iteration=best)
+        runs.append({"seed": int(seed), "best_iteration": int(best), "valid_score": score})
+        log.info("%s seed %s: best round %d, %s score on unique configs %s", collection, seed, best, cfg.valid_split,
+                 "n/a" if score is None else f"{score:.4f}")
+    imp = pl.DataFrame({"feature": features, "gain": gain / len(cfg.seeds), "split": split / len(cfg.seeds)})
+    with atomic_path(out / "importance.csv") as tmp:
+        imp.sort("gain", descending=True).write_csv(tmp)
+    meta = {"collection": collection, "objective": str(cfg.objective), "features": features,
+            "train_rows": train.rows, "train_graphs": len(train.names), "runs": runs,
+            "params": {k: v for k, v in base.items() if k != "seed"}}
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _objective(model_file: Path) -> str:
+    """The objective recorded in a LightGBM text model (`objective=lambdarank ...`)."""
+    with open(model_file) as f:
+        for line in f:
+            if line.startswith("objective="):
+                return line.split("=", 1)[1].split()[0]
+            if line.startswith("Tree="):
+                break
+    raise DataError(model_file, "no objective line: not a LightGBM text model")
+
+
+def load_models(collection: str, models_dir: str | Path) -> list[tuple[str, lgb.Booster, str]]:
+    """(name, booster, objective) of every `model*.txt` of a collection, in name order."""
+    d = Path(models_dir) / collection_dir(collection)
+    files = sorted(d.glob("model*.txt"))
+    out = []
+    for f in files:
+        try:
+            booster = lgb.Booster(model_file=str(f))
+        except lgb.basic.LightGBMError as e:
+            raise DataError(f, f"cannot load the LightGBM model ({str(e).splitlines()[0]})") from None
+        out.append((f.stem, booster, _objective(f)))
+    return out
+
+
+def predict_table(table: Table, models: list[tuple[str, lgb.Booster, str]], num_threads: int) -> dict[str, dict[str, np.ndarray]]:
+    """{model name: {graph ID: (C,) scores by original config}} for every graph of a table."""
+    features = models[0][1].feature_name()
+    x = table.features(features)
+    ids, lengths, flat = table.config_lists()
+    out = {}
+    for name, booster, objective in models:
+        if booster.feature_name() != features:
+            raise DataError(table.path, f"{name} was trained on other features than {models[0][0]}")
+        raw = booster.predict(x, num_threads=num_threads)
+        try:
+            out[name] = gbdt.expand_to_configs(ids, lengths, flat, gbdt.to_score(raw, objective))
+        except ValueError as e:
+            raise DataError(table.path, str(e)) from None
+    return out
+
+
+def write_seed_predictions(out: Path, split: str, per_model: dict[str, dict[str, np.ndarray]], ids: set[str],
+                           cfg: DictConfig) -> None:
+    """Each seed's own predictions as `out/seed<k>/<split>.parquet` (what the ensemble averages),
+    for the seeds that cover every graph and only when there are several; stale ones go."""
+    full = {n: p for n, p in per_model.items() if set(p) == ids}
+    keep = {n.replace("model_", "") for n in full} if len(full) > 1 else set()
+    for old in out.glob(f"*/{split}.parquet"):
+        if old.parent.name.startswith("seed") and old.parent.name not in keep:
+            old.unlink()
+            old.with_suffix(".yaml").unlink(missing_ok=True)
+    for n in sorted(full) if keep else []:
+        write_predictions(out / n.replace("model_", "") / f"{split}.parquet", full[n], cfg)
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.mode not in ("train", "predict"):
+        raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
+    if cfg.objective not in gbdt.OBJECTIVES:
+        raise DataError(None, f"objective must be one of {', '.join(gbdt.OBJECTIVES)}, got '{cfg.objective}'")
+    if not cfg.seeds:
+        raise DataError(None, "seeds must list at least one seed")
+    wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
+    present = [c for c in wanted if (Path(cfg.tables) / collection_dir(c)).is_dir()]
+    if not present:
+        raise DataError(cfg.tables, "no GBDT tables found (run the extract stage first)")
+    metas = {}
+    if cfg.mode == "train":
+        begin_stage(cfg.models)
+        for c in tqdm(present, desc="train-gbdt", unit="collection"):
+            m = train_collection(c, cfg)
+            if m is not None:
+                metas[c] = m
+    for split in cfg.splits:
+        scores: dict[str, np.ndarray] = {}
+        per_model: dict[str, dict[str, np.ndarray]] = {}
+        for c in present:
+            path = table_path(cfg.tables, c, split)
+            if not path.is_file():
+                continue
+            models = load_models(c, cfg.models)
+            if not models:
+                log.warning("%s: no model under %s; %s not predicted", c, Path(cfg.models) / collection_dir(c), split)
+                continue
+            preds = predict_table(Table(path, need_runtime=False), models, int(cfg.num_threads))
+            runs = [preds[n] for n in sorted(preds)]
+            scores.update(runs[0] if len(runs) == 1 else average_seeds(runs, "rank"))
+            for n, p in preds.items():
+                per_model.setdefault(n, {}).update(p)
+        if not scores:
+            log.warning("no %s predictions written (no table or no model)", split)
+            continue
+        write_seed_predictions(Path(cfg.out), split, per_model, set(scores), cfg)
+        dst = Path(cfg.out) / f"{split}.parquet"
+        write_predictions(dst, scores, cfg)
+        log.info("wrote %s (%d graphs)", dst, len(scores))
+    if cfg.mode == "train":
+        finish_stage(cfg.models, {c: m["runs"] for c, m in metas.items()})
+    return metas
+
+
+@stage("train_gbdt")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

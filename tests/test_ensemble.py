@@ -1,0 +1,146 @@
+"""Ensemble math on synthetic scores whose right weights are known, and the stage on a tiny sample."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import ensemble as ens
+from pipeline import ensemble as stage, sample_data
+from pipeline.baseline import baseline_scores
+from pipeline.catalog import discover, split_id
+from pipeline.cli import compose
+from pipeline.errors import DataError
+from pipeline.evaluate import load_runtimes, score_rows
+from pipeline.predictions import read_predictions, write_predictions
+from pipeline.submission import rows_from_predictions
+
+
+def test_normalize_rank_and_minmax():
+    s = np.array([3.0, 1.0, 3.0, 10.0])
+    assert ens.normalize(s, "rank").tolist() == [1.5 / 3, 0.0, 1.5 / 3, 1.0]  # ties share their mean rank
+    assert ens.normalize(s, "minmax").tolist() == [2 / 9, 0.0, 2 / 9, 1.0]
+    assert ens.normalize(np.full(3, 7.0), "minmax").tolist() == [0.0, 0.0, 0.0]
+    assert ens.normalize(np.array([5.0]), "rank").tolist() == [0.0]
+    with pytest.raises(ValueError, match="unknown normalization"):
+        ens.normalize(s, "zscore")
+
+
+def test_simplex_grid_starts_with_one_hots():
+    g = ens.simplex_grid(3, 4)
+    assert g.shape == (comb(4 + 2, 2), 3)
+    assert np.array_equal(g[:3], np.eye(3))
+    assert np.allclose(g.sum(1), 1) and (g >= 0).all()
+    assert len({tuple(r) for r in g}) == len(g)
+
+
+def _layout_task(rng, graphs=12, configs=60):
+    runtimes = {f"layout:xla:random:g{i}": rng.random(configs) + 0.1 for i in range(graphs)}
+    return runtimes
+
+
+def test_weights_favor_the_member_that_knows_the_truth():
+    rng = np.random.default_rng(0)
+    rt = _layout_task(rng)
+    good = {g: r + rng.normal(0, 0.1, r.size) for g, r in rt.items()}
+    noise = {g: rng.random(r.size) for g, r in rt.items()}
+    members = {"noise": ens.normalize_all(noise), "good": ens.normalize_all(good)}
+    fit = ens.fit_weights("layout", members, rt, steps=10, refine=2)
+    assert fit["weights"]["good"] > 0.8 > fit["weights"]["noise"]
+    assert fit["members"]["good"] > 0.5 > abs(fit["members"]["noise"])
+    assert fit["score"] >= fit["members"]["good"]
+
+
+def test_two_independent_noisy_members_blend_better_than_either():
+    rng = np.random.default_rng(1)
+    rt = _layout_task(rng)
+    a = {g: r + rng.normal(0, 0.3, r.size) for g, r in rt.items()}
+    b = {g: r + rng.normal(0, 0.3, r.size) for g, r in rt.items()}
+    fit = ens.fit_weights("layout", {"a": ens.normalize_all(a), "b": ens.normalize_all(b)}, rt, steps=10)
+    assert 0.25 < fit["weights"]["a"] < 0.75  # symmetric noise: weights near 1/2
+    assert fit["score"] > max(fit["members"].values()) + 0.02
+
+
+@pytest.mark.parametrize("kind,how", [("layout", "rank"), ("tile", "minmax"), ("layout", "minmax")])
+def test_ensemble_never_worse_than_best_member_on_its_fit_data(kind, how):
+    rng = np.random.default_rng(2)
+    for trial in range(4):
+        rt = {f"{kind}:g{i}": rng.random(30) + 0.5 for i in range(6)}
+        members = {f"m{k}": ens.normalize_all({g: rng.random(30) + (k == trial % 3) * r for g, r in rt.items()}, how)
+                   for k in range(3)}
+        fit = ens.fit_weights(kind, members, rt, steps=4, refine=1)
+        assert fit["score"] >= max(fit["members"].values())
+        again = ens.collection_score(kind, ens.blend(members, fit["weights"], list(rt)), rt)
+        assert again == pytest.approx(fit["score"])
+        for m in members:  # each member alone scores what the fit says
+            assert ens.collection_score(kind, members[m], rt) == pytest.approx(fit["members"][m])
+
+
+def test_average_seeds_means_normalized_runs():
+    a = {"x": np.array([1.0, 2.0, 3.0])}
+    b = {"x": np.array([30.0, 20.0, 10.0])}
+    assert ens.average_seeds([a, b])["x"].tolist() == [0.5, 0.5, 0.5]
+    assert ens.average_seeds([a])["x"].tolist() == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="different graphs"):
+        ens.average_seeds([a, {"y": np.zeros(3)}])
+
+
+def _cfg(name: str, **kw):
+    return compose(name, [f"{k}={v}" for k, v in kw.items()])
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    """Tiny valid and test raw files plus two members: baseline, and `oracle` (valid runtimes
+    plus noise, written as two seeds) that should earn most of the weight."""
+    d = tmp_path_factory.mktemp("ens") / "data"
+    sample_data.generate(_cfg("sample_data", **{"paths.data_dir": d, "graphs.valid": 3, "graphs.test": 2},
+                              splits="[valid,test]", tile_scale=1))
+    rng = np.random.default_rng(0)
+    pred = d / "predictions/sample"
+    for split in ("valid", "test"):
+        files = discover(d / "raw/sample", splits=[split])
+        write_predictions(pred / "baseline" / f"{split}.parquet", {f.id: baseline_scores(f, 512) for f in files})
+        rt = load_runtimes(files) if split == "valid" else {f.id: rng.random(baseline_scores(f, 512).size) for f in files}
+        for seed in (0, 1):
+            noisy = {g: np.log(r) + rng.normal(0, 0.05, r.size) for g, r in rt.items()}
+            write_predictions(pred / "oracle" / f"seed{seed}" / f"{split}.parquet", noisy)
+    return d
+
+
+@pytest.mark.slow
+def test_ensemble_stage_fits_applies_and_beats_every_member(raw: Path):
+    over = {"paths.data_dir": raw, "members": "[gnn,oracle,baseline]"}
+    doc = stage.run(_cfg("ensemble", **over))
+    weights = json.loads((raw / "models/sample/ensemble/weights.json").read_text())
+    assert weights == json.loads(json.dumps(doc)) and (raw / "models/sample/ensemble/.complete").is_file()
+    assert set(weights["members"]) == {"oracle", "baseline"}  # gnn has no predictions: left out
+    files = discover(raw / "raw/sample", splits=["valid"])
+    rt = load_runtimes(files)
+    blended = read_predictions(raw / "predictions/sample/ensemble/valid.parquet")
+    got = score_rows(rows_from_predictions(blended, files), rt)["collections"]
+    for c, entry in weights["collections"].items():
+        assert entry["weights"]["oracle"] >= 0.5
+        assert got[c] == pytest.approx(entry["scores"]["ensemble"])
+        assert entry["scores"]["ensemble"] >= max(entry["scores"]["oracle"], entry["scores"]["baseline"])
+    base = score_rows(rows_from_predictions(read_predictions(raw / "predictions/sample/baseline/valid.parquet"), files), rt)
+    for c, s in base["collections"].items():
+        assert weights["collections"][c]["scores"]["baseline"] == pytest.approx(s)
+    assert {split_id(g)[0] for g in blended} == set(weights["collections"])
+    # mode=apply on test reuses the saved weights and reproduces the fit run's test blend
+    fitted = read_predictions(raw / "predictions/sample/ensemble/test.parquet")
+    (raw / "predictions/sample/ensemble/test.parquet").unlink()
+    stage.run(_cfg("ensemble", **over, mode="apply", splits="[test]"))
+    applied = read_predictions(raw / "predictions/sample/ensemble/test.parquet")
+    assert set(applied) == set(fitted) and all(np.array_equal(applied[g], fitted[g]) for g in fitted)
+
+
+def test_apply_without_weights_or_members_says_so(raw: Path, tmp_path: Path):
+    with pytest.raises(DataError, match="weights not found"):
+        stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, mode="apply", weights=tmp_path / "w.json"))
+    with pytest.raises(DataError, match="no member has valid predictions"):
+        stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[gnn]", weights=tmp_path / "w.json"))

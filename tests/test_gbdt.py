@@ -1,0 +1,160 @@
+"""LightGBM rankers: labels and queries on hand-made tables, mapping back through dedup, and a
+short train/predict run on a tiny generated sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+
+from models import gbdt
+from pipeline import extract, pad, prune, sample_data, train_gbdt
+from pipeline.catalog import discover
+from pipeline.cli import compose
+from pipeline.errors import DataError
+from pipeline.npz import read_graph
+from pipeline.predictions import read_predictions
+
+# Two graphs, rows contiguous: a has four unique configs, b two with equal runtimes.
+IDS = np.array(["a", "a", "a", "a", "b", "b"])
+RUNTIME = np.array([4.0, 1.0, 3.0, 2.0, 5.0, 5.0])
+
+
+def test_query_groups_and_within_graph_rank():
+    starts, sizes = gbdt.query_groups(IDS)
+    assert starts.tolist() == [0, 4] and sizes.tolist() == [4, 2]
+    rank = gbdt.within_graph_rank(sizes, RUNTIME)
+    assert rank.tolist() == [3, 0, 2, 1, 0.5, 0.5]  # ties share their mean rank
+
+
+def test_lambdarank_labels_are_quantile_bins_fastest_highest():
+    _, sizes = gbdt.query_groups(IDS)
+    # rank / size = [.75, 0, .5, .25 | .25, .25] -> bins of width 1/4 -> label = 3 - bin
+    assert gbdt.lambdarank_labels(sizes, RUNTIME, 4).tolist() == [0, 3, 1, 2, 2, 2]
+    assert gbdt.lambdarank_labels(sizes, RUNTIME, 2).tolist() == [0, 1, 0, 1, 1, 1]
+    many = gbdt.lambdarank_labels(np.array([1000]), np.random.default_rng(0).random(1000), 32)
+    assert many.min() == 0 and many.max() == 31
+    assert np.ptp(np.bincount(many)) <= 1  # equal-size quantile bins
+    assert len(gbdt.label_gain(32, "linear")) == 32 and gbdt.label_gain(3, "exponential") == [0.0, 1.0, 3.0]
+
+
+def test_tile_target_divides_by_normalizer_and_regression_target_is_standardized():
+    t = gbdt.target_runtime(np.array([10, 30, 20]), np.array([10, 10, 40]))
+    assert t.tolist() == [1.0, 3.0, 0.5]
+    _, sizes = gbdt.query_groups(IDS)
+    y = gbdt.regression_target(sizes, RUNTIME)
+    assert abs(y[:4].mean()) < 1e-12 and abs(y[:4].std() - 1) < 1e-12
+    assert np.argsort(y[:4]).tolist() == [1, 3, 2, 0]  # same order as the runtimes
+    assert y[4:].tolist() == [0.0, 0.0]  # a graph of equal runtimes carries no target
+
+
+def test_non_contiguous_graph_rows_are_regrouped():
+    ids = np.array(["a", "b", "a", "c", "b"])
+    with pytest.raises(ValueError, match="contiguous"):
+        gbdt.query_groups(ids)
+    order = gbdt.contiguous_order(ids)
+    assert ids[order].tolist() == ["a", "a", "b", "b", "c"] and order.tolist() == [0, 2, 1, 4, 3]
+
+
+def test_sampling_and_query_splitting_keep_graphs_apart():
+    sizes = np.array([7, 3])
+    rows, new = gbdt.sample_rows(sizes, 4, shuffle=True, seed=0)
+    assert new.tolist() == [4, 3]
+    assert set(rows[:4].tolist()) <= set(range(7)) and sorted(rows[4:].tolist()) == [7, 8, 9]
+    assert len(set(rows.tolist())) == rows.size
+    assert gbdt.split_queries(np.array([10, 3]), 4).tolist() == [4, 3, 3, 3]
+    assert gbdt.split_queries(sizes, None).tolist() == [7, 3]
+    # LightGBM refuses lambdarank queries over 10,000 rows: bigger graphs are always split
+    assert gbdt.query_size_for("lambdarank", np.array([9000, 25000]), None) == gbdt.MAX_QUERY_ROWS
+    assert gbdt.query_size_for("lambdarank", np.array([9000]), None) is None
+    assert gbdt.query_size_for("lambdarank", np.array([9000]), 50000) == gbdt.MAX_QUERY_ROWS
+    assert gbdt.query_size_for("regression", np.array([25000]), 100) is None
+
+
+def test_lightgbm_accepts_labels_gain_and_groups_and_learns_the_order():
+    """A feature equal to the runtime: the fitted lambdarank must rank every graph right."""
+    rng = np.random.default_rng(0)
+    sizes = np.array([40] * 10)
+    runtime = rng.random(400) + 0.1
+    x = np.c_[runtime, rng.random(400)].astype(np.float32)
+    label = gbdt.lambdarank_labels(sizes, runtime, 16)
+    params = gbdt.lgb_params("lambdarank", {"min_data_in_leaf": 5, "num_leaves": 7}, 0, 1, 16, "linear")
+    booster = lgb.train(params, lgb.Dataset(x, label=label, group=sizes, params=params), num_boost_round=30)
+    score = gbdt.to_score(booster.predict(x), "lambdarank")
+    assert gbdt.validation_score("layout", sizes, runtime, score) > 0.9
+    assert gbdt.validation_score("layout", sizes, runtime, -score) < -0.9  # the sign matters
+
+
+def test_predictions_map_back_to_original_indices_through_dedup():
+    # graph g: originals 0 and 3 are one unique config, 1 and 2 others; graph h: one row
+    ids = np.array(["g", "g", "g", "h"])
+    lengths = np.array([2, 1, 1, 2])
+    flat = np.array([0, 3, 2, 1, 1, 0])
+    out = gbdt.expand_to_configs(ids, lengths, flat, np.array([0.5, 0.1, 0.9, 7.0]))
+    assert out["g"].tolist() == [0.5, 0.9, 0.1, 0.5]
+    assert out["h"].tolist() == [7.0, 7.0]
+    with pytest.raises(ValueError, match="exactly once"):
+        gbdt.expand_to_configs(ids[:3], lengths[:3], np.array([0, 3, 2, 0]), np.zeros(3))
+    with pytest.raises(ValueError, match="out of"):
+        gbdt.expand_to_configs(ids[:1], np.array([2]), np.array([0, 5]), np.zeros(1))
+
+
+def test_feature_selection_drops_meta_and_excluded_columns():
+    cols = {"id": False, "configs": False, "runtime": True, "normalizer": True, "cfg_0": True,
+            "g_nodes": True, "name": False}
+    assert gbdt.select_features(cols, numeric=cols) == ["cfg_0", "g_nodes"]
+    assert gbdt.select_features(cols, ["g_*"], numeric=cols) == ["cfg_0"]
+
+
+def _cfg(name: str, **kw):
+    return compose(name, [f"{k}={v}" for k, v in kw.items()])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny generated sample taken through prune, pad and extract: `<root>/data` layout."""
+    root = tmp_path_factory.mktemp("gbdt")
+    d = root / "data"
+    over = dict(**{"paths.data_dir": d}, jobs=1)
+    sample_data.generate(_cfg("sample_data", **over, **{"graphs.train": 3, "graphs.valid": 2, "graphs.test": 2},
+                              tile_scale=1))
+    prune.run(_cfg("prune", **over))
+    pad.run(_cfg("pad", **over))
+    extract.run(_cfg("extract", **over))
+    return d
+
+
+@pytest.mark.slow
+def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(tiny: Path):
+    over = {"paths.data_dir": tiny, "num_boost_round": 20, "early_stopping_rounds": 5}
+    train_gbdt.run(_cfg("train_gbdt", **over, seeds="[0,1]"))
+    models = tiny / "models/sample/gbdt"
+    assert (models / ".complete").is_file()
+    assert sorted(p.name for p in (models / "layout/xla/random").iterdir()) == \
+        ["importance.csv", "meta.json", "model_seed0.txt", "model_seed1.txt"]
+    imp = pl.read_csv(models / "tile/xla/importance.csv")
+    assert imp.height > 0 and imp["gain"].min() >= 0
+    preds = tiny / "predictions/sample/gbdt"
+    for split in ("valid", "test"):
+        p = read_predictions(preds / f"{split}.parquet")  # checks 0..C-1 once per graph
+        files = discover(tiny / "raw/sample", splits=[split])
+        assert set(p) == {f.id for f in files}
+        for f in files:
+            assert p[f.id].size == read_graph(f.path, split=split).num_configs
+        assert set(read_predictions(preds / "seed1" / f"{split}.parquet")) == set(p)
+    before = read_predictions(preds / "test.parquet")
+    train_gbdt.run(_cfg("train_gbdt", **over, mode="predict", splits="[test]"))
+    after = read_predictions(preds / "test.parquet")
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    # a retrain with one seed leaves no stale seed predictions for the ensemble to average
+    train_gbdt.run(_cfg("train_gbdt", **over, objective="regression", splits="[test]"))
+    assert not list(preds.glob("seed*/test.parquet"))
+    assert not (models / "tile/xla/model_seed1.txt").exists()
+
+
+def test_predict_without_models_or_tables_says_so(tmp_path: Path):
+    with pytest.raises(DataError, match="no GBDT tables"):
+        train_gbdt.run(_cfg("train_gbdt", **{"paths.data_dir": tmp_path}, mode="predict"))
