@@ -3,9 +3,9 @@
 Layout: a config costs the bytes copied where a producer's output layout and its consumer's
 expected layout disagree in the two minor-most dimensions (the ones TPU tiling depends on; real
 config groups often set only those two). A configurable node's output layout is its config's
-output group, each unset (-1) position falling back to its own node_feat layout (the compiler
-default); a consumer expects its configured input layout when it is configurable, with the same
-fallback to the producer's default layout. Every edge touching a configurable node contributes
+output group completed from its own node_feat layout (`features.pad.complete_layout`; all -1 is
+the compiler default); a consumer expects its configured input group, completed from the
+producer's own layout, when it is configurable, and the producer's own layout otherwise. Every edge touching a configurable node contributes
 `bytes(producer) * [mismatch]`.
 
 Tile: a config costs its padding waste, the padded output volume over the true volume when the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.layout import SHAPE_COLS, node_layout, tensor_bytes
+from features.pad import complete_layout
 
 MINOR = 2  # layout positions compared: the minor-most and second-minor dimensions
 
@@ -49,15 +50,12 @@ class LayoutCopyCost:
         c = config_chunk.shape[0]
         if self.weight.size == 0:
             return np.zeros(c)
-        cfg = config_chunk[:, :, :12].astype(np.int8)
-        out = cfg[:, :, 0:MINOR]  # (c, NC, 2)
-        inp = cfg[:, :, 6 : 6 + MINOR]
-        out = np.where(out == -1, self.slot_default[None, :, :MINOR], out)
-        default = np.broadcast_to(self.default[None, :, :MINOR], (c, self.default.shape[0], MINOR))  # (c, E', 2)
         ps, cs = self.prod_slot, self.cons_slot
-        produced = np.where((ps >= 0)[None, :, None], out[:, np.maximum(ps, 0)], default)
-        wanted_in = inp[:, np.maximum(cs, 0)]  # (c, E', 2)
-        wanted = np.where((cs >= 0)[None, :, None] & (wanted_in != -1), wanted_in, default)
+        out = complete_layout(config_chunk[:, :, 0:6], self.slot_default[None])[..., :MINOR]  # (c, NC, 2)
+        default = self.default[None, :, :MINOR]  # (1, E', 2)
+        produced = np.where((ps >= 0)[None, :, None], out[:, np.maximum(ps, 0)], default)  # (c, E', 2)
+        wanted_in = complete_layout(config_chunk[:, np.maximum(cs, 0), 6:12], self.default[None])[..., :MINOR]
+        wanted = np.where((cs >= 0)[None, :, None], wanted_in, default)  # (c, E', 2)
         mismatch = (produced != wanted).any(-1)  # (c, E')
         return mismatch.astype(np.float64) @ self.weight
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.pad import Moments, Normalizer, effective_output_layout, fit_normalizer, node_layout, pad_layout, tensor_rank
+from features.pad import Moments, Normalizer, complete_layout, effective_output_layout, fit_normalizer, node_layout, pad_layout, tensor_rank
 
 
 def _node(dims, layout):
@@ -43,6 +43,18 @@ def test_config_output_layout_stands_in_unless_default():
     assert eff[0, 0].tolist() == [0, 1, -1, -1, -1, -1]
     assert eff[0, 1].tolist() == own[2].tolist()
     assert eff[1, 0].tolist() == own[0].tolist()
+
+
+def test_complete_layout_fills_a_prefix_from_the_own_layout():
+    own = np.array([4, 3, 2, 1, 0, -1], dtype=np.int8)  # rank 5
+    cases = {
+        (4, 0, -1, -1, -1, -1): [4, 0, 3, 2, 1, -1],   # real files set the two minor-most dims
+        (-1, -1, -1, -1, -1, -1): [4, 3, 2, 1, 0, -1],  # compiler default
+        (1, -1, -1, -1, -1, -1): [1, 4, 3, 2, 0, -1],
+        (0, 1, 2, 3, 4, -1): [0, 1, 2, 3, 4, -1],       # a full permutation stands as it is
+    }
+    got = complete_layout(np.array(list(cases), dtype=np.int8), own[None])
+    assert got.tolist() == list(cases.values())
 
 
 def test_normalizer_drops_constants_logs_wide_and_standardizes():
