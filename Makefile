@@ -130,3 +130,18 @@ ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weight
 $(ENSEMBLE_DONE): $(GBDT_DONE) conf/ensemble.yaml \
     $(filter-out $(PRED)/ensemble/%,$(wildcard $(PRED)/*/valid.parquet $(PRED)/*/seed*/valid.parquet))
 	$(PY) -m pipeline.ensemble $(COMMON) $(ARGS)
+
+# ---- GNN ranker (pipeline.train_gnn; models/gnn.py) ----
+GNN_STAMP := $(DATA_DIR)/models/$(DATASET)/gnn/.complete
+FILE ?= ../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz
+.PHONY: train-gnn bench-gnn transductive
+
+train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions for valid and test
+$(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/model/gnn.yaml
+	$(PY) -m pipeline.train_gnn $(COMMON) $(ARGS)
+
+bench-gnn: $(INSTALLED) ## GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
+	$(PY) -m pipeline.bench_gnn $(ARGS)
+
+transductive: $(INSTALLED) ## 50/50 split of one real layout file's configs (FILE=<npz>): GNN vs LightGBM Kendall tau
+	$(PY) -m pipeline.transductive $(COMMON) file=$(FILE) $(ARGS)

@@ -66,7 +66,9 @@ class GraphBatch:
         config_nodes: (M,) long, distinct indices into N of the configurable nodes (layout).
         config_layout: (K, M, 18) long in [-1, 5]: output (0-5), input (6-11) and kernel (12-17)
             layout groups of each configurable node under each config (layout).
-        config_feat: (K, 24) float32, graph-level tile config, already normalized (tile).
+        config_feat: (K, F') float32, graph-level tile config, already normalized (tile); F' is
+            24 raw, fewer after the padding stage drops constant columns (the model's
+            `config_feat_dim`).
     """
 
     opcode: Tensor
@@ -84,6 +86,10 @@ class GraphBatch:
     @property
     def num_nodes(self) -> int:
         return self.opcode.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.opcode.device
 
     @property
     def num_configs(self) -> int:
@@ -124,8 +130,8 @@ class GraphBatch:
             if self.config_layout is not None or self.config_nodes is not None:
                 fail("a batch has either config_feat (tile) or config_nodes + config_layout (layout), not both")
             c = self.config_feat
-            if c.dim() != 2 or c.shape[1] != TILE_CONFIG_WIDTH or not c.is_floating_point():
-                fail(f"config_feat must be (K, {TILE_CONFIG_WIDTH}) float, got {tuple(c.shape)} {c.dtype}")
+            if c.dim() != 2 or c.shape[1] < 1 or not c.is_floating_point():
+                fail(f"config_feat must be (K, F') float, got {tuple(c.shape)} {c.dtype}")
             return
         if self.config_layout is None or self.config_nodes is None:
             fail("a layout batch needs both config_nodes and config_layout")
@@ -341,6 +347,8 @@ class GNNRanker(nn.Module):
             (about 1 instead of ~9 (K, N, H) tensors kept per layer, for one more forward).
         loss: `hinge`, `listmle` or `margin` (models.losses).
         loss_margin: margin of hinge / margin losses (None = the loss's default).
+        config_feat_dim: F', the width of a tile batch's `config_feat` (24; the training stage
+            passes the padded width).
 
     Shapes: GraphBatch with K configs -> (K,) scores.
     """
@@ -366,6 +374,7 @@ class GNNRanker(nn.Module):
         checkpoint: bool = False,
         loss: str = "hinge",
         loss_margin: float | None = None,
+        config_feat_dim: int = TILE_CONFIG_WIDTH,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -388,7 +397,7 @@ class GNNRanker(nn.Module):
             # configured input + kernel groups; its bias doubles as a "configurable" marker
             self.cfg_layout_proj = nn.Linear(2 * LAYOUT_WIDTH * layout_embed_dim, hidden)
         else:
-            self.config_mlp = nn.Sequential(nn.Linear(TILE_CONFIG_WIDTH, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+            self.config_mlp = nn.Sequential(nn.Linear(config_feat_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
 
         def node_cross() -> nn.Module | None:
             return CrossConfigSoftmax(hidden, cross_temperature) if cross == "softmax" and cross_nodes else None
@@ -484,7 +493,9 @@ def predict_scores(
 
     Args:
         model: put in eval mode for the call (its mode is restored after).
-        batch: one graph with all K configs to score.
+        batch: one graph with all K configs to score: a GraphBatch, or anything with
+            `num_configs`, `device` and `select(idx) -> GraphBatch` (pipeline.gnn_data's
+            GraphData builds each group from packed configs, so all K need not be in memory).
         k: configs per forward pass (memory bound; train with the same K).
         permutations: passes to average (>= 1).
         generator: CPU torch.Generator for the shuffles (seeded by the caller).
@@ -497,7 +508,7 @@ def predict_scores(
     model.eval()
     try:
         n = batch.num_configs
-        device = batch.opcode.device
+        device = batch.device
         total = torch.zeros(n, dtype=torch.float32, device=device)
         passes = permutations if model.compares_configs else 1
         groups = max(1, math.ceil(n / k))

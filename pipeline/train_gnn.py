@@ -1,0 +1,477 @@
+"""Train the cross-configuration-attention GNN per collection, then score valid and test.
+
+    python -m pipeline.train_gnn [collections=[layout:xla:random]] [epochs=20] [resume=true]
+    python -m pipeline.train_gnn mode=predict [splits=[test]]       # best checkpoints, no training
+    torchrun --nproc_per_node=N -m pipeline.train_gnn ...            # DDP, graphs sharded over ranks
+    make train-gnn
+
+Reads the extract stage's GNN tensors `data/<collection dir>/<split>/<stem>.npz`
+(`${paths.processed}/gnn`). Per collection (`collections`, default every one with train
+graphs), trains a `models.gnn.GNNRanker` (conf/model/gnn.yaml): each step samples K unique
+configs of one train graph (`k.default`, `k.random`, `k.tile`), ranking loss, AdamW, cosine
+schedule after a linear warmup, gradient clipping, autocast (bf16, else fp16 with a grad
+scaler) on CUDA only; every epoch it scores the valid graphs with the competition metric
+(Kendall tau, tile score; permutation-averaged `predict_scores`). Writes
+`out/<collection dir>/last.pt` every epoch and `best.pt` when validation improves (model,
+optimizer, scheduler and scaler state, epoch, step, RNG states, history, and the resolved
+config); then `predictions/<split>.parquet` (+ `.yaml`, the resolved config) for `splits`, all
+collections of the run merged, from each collection's best.pt; in train mode finally the stamp
+`out/.complete`. Under torchrun (gloo on CPU, nccl on GPU) each rank trains on its shard of the
+graphs and DDP averages the gradients; validation and inference are sharded and gathered; rank
+0 writes every file.
+Invariants: every ORIGINAL config index of every graph gets a score (through `config_map`);
+a run with `resume=true` continues from last.pt at the next epoch and, because every epoch's
+sampling derives from (seed, epoch, rank) only, ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import numpy as np
+import torch
+import torch.distributed as tdist
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from models.gnn import GNNRanker, predict_scores
+from models.metrics import graph_score
+from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.cli import stage
+from pipeline.errors import DataError
+from pipeline.fsutil import atomic_path
+from pipeline.gnn_data import GraphData, feature_dims, graph_files, load_graphs, sample_rows
+from pipeline.predictions import ranking, write_predictions
+from pipeline.runner import begin_stage, finish_stage
+
+log = logging.getLogger(__name__)
+LAST, BEST = "last.pt", "best.pt"
+
+
+# ---------------------------------------------------------------------------- processes and devices
+
+
+@dataclass
+class Dist:
+    """Where this process stands: rank of world (1 without torchrun) and its device."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            tdist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
+    def mean(self, value: float) -> float:
+        return float(np.mean(self.gather(value)))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError(None, f"device={name} asked for but CUDA is not available here (use device=cpu or auto)")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def setup_dist(cfg: DictConfig) -> Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(str(cfg.device), local)
+    threads = int(cfg.threads)
+    if threads <= 0 and world > 1 and device.type == "cpu":
+        # ranks of one machine share its cores: oversubscription slows every rank down
+        threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if world > 1 and not tdist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local, device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict[str, Any]:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_states(s: dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+@dataclass
+class Precision:
+    """Autocast on CUDA only (CPU autocast is slower than fp32 for these ops); fp16 needs a scaler."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+
+    @classmethod
+    def make(cls, device: torch.device, amp: bool, dtype: str) -> "Precision":
+        if not amp or device.type != "cuda":
+            return cls(device, None)
+        want = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+        if want == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            want = torch.float16
+        return cls(device, want)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+
+# ---------------------------------------------------------------------------- model, optimizer, checkpoints
+
+
+def configs_per_step(cfg: DictConfig, collection: str) -> int:
+    """K for a collection: by search (`default`, `random`) or `tile`."""
+    key = "tile" if collection_kind(collection) == "tile" else collection.split(":")[2]
+    return int(cfg.k[key])
+
+
+def model_config(cfg: DictConfig, dims: dict[str, int], kind: str) -> dict:
+    """The resolved model config with the data-dependent widths filled in (stored in checkpoints,
+    so `mode=predict` rebuilds exactly the trained architecture whatever conf/ says now)."""
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    m.update(dims, kind=kind)
+    return m
+
+
+def build_model(mcfg: dict) -> GNNRanker:
+    return hydra.utils.instantiate(OmegaConf.create(mcfg))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup` steps, then cosine from lr down to lr * min_ratio at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def save_checkpoint(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found (train first: make train-gnn, or python -m pipeline.train_gnn)")
+    try:
+        # our own files; they hold numpy and python RNG states, which weights_only refuses
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise DataError(path, f"cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_model(path: Path, device: torch.device) -> tuple[GNNRanker, dict]:
+    ck = load_checkpoint(path)
+    model = build_model(ck["model_config"])
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), ck
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def shard(items: list, dist: Dist) -> list:
+    return items[dist.rank :: dist.world]
+
+
+def score_graph(model: GNNRanker, g: GraphData, k: int, permutations: int, seed: int, prec: Precision) -> np.ndarray:
+    """(C,) scores of every original config of `g` (lower = predicted faster)."""
+    gen = torch.Generator().manual_seed(seed)
+    with prec.autocast():
+        unique = predict_scores(model, g, k=k, permutations=permutations, generator=gen)
+    return g.to_original(unique)
+
+
+def validate(model: GNNRanker, graphs: list[GraphData], k: int, permutations: int, seed: int, prec: Precision,
+             dist: Dist) -> tuple[float, dict[str, float]]:
+    """Collection score (mean per-graph competition metric) over `graphs`, sharded over ranks."""
+    mine = {}
+    for g in shard(graphs, dist):
+        s = score_graph(model, g, k, permutations, seed, prec)
+        mine[g.id] = graph_score(g.kind, ranking(s), g.original_runtime)
+    per = {gid: v for d in dist.gather(mine) for gid, v in d.items()}
+    per = {gid: 0.0 if math.isnan(v) else v for gid, v in per.items()}  # undefined tau counts 0, as evaluate does
+    return (float(np.mean(list(per.values()))) if per else float("nan")), per
+
+
+def validation_view(graphs: list[GraphData], max_configs: int | None, seed: int) -> list[GraphData]:
+    """Each valid graph capped at `max_configs` unique configs (a fixed random subset), so an
+    epoch's validation stays bounded on graphs of 100k configs."""
+    if not max_configs:
+        return graphs
+    out = []
+    for i, g in enumerate(graphs):
+        if g.num_configs > max_configs:
+            rows = np.random.default_rng([seed, 7, i]).choice(g.num_configs, max_configs, replace=False)
+            g = g.subset(rows)
+        out.append(g)
+    return out
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def epoch_order(n: int, repeats: int, seed: int, epoch: int, dist: Dist) -> np.ndarray:
+    """This rank's graph indices for one epoch: every graph `repeats` times, shuffled the same
+    way on every rank, padded by wrapping so every rank takes the same number of steps (DDP
+    needs that), then dealt round-robin."""
+    order = np.random.default_rng([seed, 1, epoch]).permutation(np.repeat(np.arange(n), repeats))
+    steps = -(-order.size // dist.world)
+    order = np.resize(order, steps * dist.world)
+    return order[dist.rank :: dist.world]
+
+
+def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> dict | None:
+    out_dir = Path(cfg.out) / collection_dir(collection)
+    train = [g for g in load_graphs(cfg.data, collection, "train") if g.num_configs >= 2]
+    if not train:
+        log.info("%s: no train graphs with two or more distinct configs under %s, skipped", collection, cfg.data)
+        return None
+    valid = load_graphs(cfg.data, collection, "valid")
+    kind = collection_kind(collection)
+    dims = feature_dims(train + valid)
+    mcfg = model_config(cfg, dims, kind)
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    device, prec = dist.device, Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
+    model = build_model(mcfg).to(device)
+    k = configs_per_step(cfg, collection)
+    steps_per_epoch = -(-len(train) * int(cfg.samples_per_graph) // dist.world)
+    epochs = int(cfg.epochs)
+    total = epochs * steps_per_epoch
+    warmup = max(1, int(float(cfg.warmup) * total))
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, total, warmup, float(cfg.min_lr_ratio))
+    scaler = prec.scaler()
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "history": []}
+    last = out_dir / LAST
+    if cfg.resume and last.is_file():
+        ck = load_checkpoint(last)
+        if ck["collection"] != collection or ck["model_config"] != mcfg:
+            raise DataError(last, "was trained with another model config or collection; resume=false starts over")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])  # its lambda is rebuilt above: a longer run stretches the cosine
+        scaler.load_state_dict(ck["scaler"])
+        set_rng_states(ck["rng"])
+        state = {key: ck[key] for key in state}
+        state["epoch"] = ck["epoch"] + 1
+        log.info("%s: resuming from %s at epoch %d, step %d", collection, last, state["epoch"], state["step"])
+    elif cfg.resume:
+        log.info("%s: resume=true but no %s yet; starting from scratch", collection, last)
+    net = DistributedDataParallel(model) if dist.enabled else model
+    train = [g.to(device) for g in train]
+    valid_v = [g.to(device) for g in validation_view(valid, cfg.valid_max_configs, seed)]
+    infer_k = int(cfg.infer_k or k)
+    log.info("%s: %d train graphs, %d valid, K=%d, %d epochs x %d steps, %d parameters, device %s%s",
+             collection, len(train), len(valid), k, epochs, steps_per_epoch,
+             sum(p.numel() for p in model.parameters()), device, f", {dist.world} ranks" if dist.enabled else "")
+    t0 = time.monotonic()
+    ran = 0
+    for epoch in range(state["epoch"], epochs):
+        if cfg.stop_after is not None and ran >= int(cfg.stop_after):
+            log.info("%s: stopping after %d epochs as asked (stop_after); resume=true continues", collection, ran)
+            break
+        model.train()
+        rng = np.random.default_rng([seed, 2, epoch, dist.rank])
+        losses = []
+        bar = tqdm(epoch_order(len(train), int(cfg.samples_per_graph), seed, epoch, dist), desc=f"{collection} {epoch + 1}/{epochs}",
+                   unit="step", leave=False, disable=not (cfg.progress and dist.main), dynamic_ncols=True)
+        for gi in bar:
+            g = train[gi]
+            rows = sample_rows(g.num_configs, k, rng)
+            batch = g.select(rows)
+            target = torch.from_numpy(g.runtime[rows]).to(device)
+            with prec.autocast():
+                scores = net(batch)
+            loss = model.loss(scores.float(), target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            state["step"] += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        train_loss = dist.mean(float(np.mean(losses)))
+        if valid_v:
+            metric, _ = validate(model, valid_v, infer_k, int(cfg.valid_permutations), seed, prec, dist)
+            improved = metric > state["best"]
+        else:
+            metric, improved = float("nan"), True  # nothing to validate on: the latest model is the best
+        if improved:
+            state["best"], state["best_epoch"] = metric, epoch
+        rec = {"epoch": epoch, "step": state["step"], "train_loss": train_loss, "valid": metric if valid_v else None,
+               "lr": sched.get_last_lr()[0], "seconds": time.monotonic() - t0}
+        state["history"].append(rec)
+        logger.log({f"{collection}/train_loss": train_loss, f"{collection}/valid": metric, f"{collection}/lr": rec["lr"]}, step=state["step"])
+        log.info("%s epoch %d/%d: loss %.4f, valid %s%s", collection, epoch + 1, epochs, train_loss,
+                 f"{metric:.4f}" if valid_v else "-", " (best)" if improved else "")
+        if dist.main:
+            ck = {"collection": collection, "model_config": mcfg, "config": OmegaConf.to_container(cfg, resolve=True),
+                  "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "scaler": scaler.state_dict(), "rng": rng_states(), **state, "epoch": epoch}
+            save_checkpoint(last, ck)
+            if improved:
+                save_checkpoint(out_dir / BEST, ck)
+        dist.barrier()
+        ran += 1
+    if not (out_dir / BEST).is_file():
+        raise DataError(out_dir, "no epoch finished, so there is no best checkpoint (epochs must be >= 1)")
+    return {"best": state["best"] if valid_v else None, "best_epoch": state["best_epoch"], "epochs": len(state["history"]),
+            "steps": state["step"], "seconds": round(time.monotonic() - t0, 1),
+            "train_loss": [h["train_loss"] for h in state["history"]]}
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, int]:
+    """Score every original config of every graph of `splits` with each collection's best.pt;
+    one predictions file per split (all collections merged), written by rank 0."""
+    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
+    models: dict[str, tuple[GNNRanker, int]] = {}
+    for c in collections:
+        model, ck = load_model(Path(cfg.out) / collection_dir(c) / BEST, dist.device)
+        models[c] = (model, int(cfg.infer_k or configs_per_step(OmegaConf.create(ck["config"]), c)))
+    written = {}
+    for split in cfg.splits:
+        jobs = [(c, p) for c in collections for p in graph_files(cfg.data, c, split)]
+        if not jobs:
+            log.info("no %s graphs under %s for %s, skipped", split, cfg.data, ", ".join(collections))
+            continue
+        mine: dict[str, np.ndarray] = {}
+        for c, p in tqdm(shard(jobs, dist), desc=f"predict {split}", unit="graph", disable=not (cfg.progress and dist.main)):
+            g = load_graphs(cfg.data, c, split, [p])[0].to(dist.device)
+            model, k = models[c]
+            mine[g.id] = score_graph(model, g, k, int(cfg.infer_permutations), int(cfg.seed), prec)
+        parts = dist.gather(mine)
+        if dist.main:
+            scores = {gid: s for d in parts for gid, s in d.items()}
+            out = Path(cfg.predictions) / f"{split}.parquet"
+            write_predictions(out, dict(sorted(scores.items())), cfg)
+            log.info("wrote %s (%d graphs, %d configs)", out, len(scores), sum(s.size for s in scores.values()))
+            written[split] = len(scores)
+        dist.barrier()
+    return written
+
+
+def present_collections(cfg: DictConfig, split: str) -> list[str]:
+    wanted = list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
+    return [c for c in wanted if graph_files(cfg.data, c, split)]
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train (mode=train) and/or predict (both modes); returns {collection: training summary}."""
+    if cfg.mode not in ("train", "predict"):
+        raise DataError(None, f"unknown mode '{cfg.mode}' (train or predict)")
+    if not Path(cfg.data).is_dir():
+        raise DataError(cfg.data, "GNN tensors not found (run the extract stage first: make extract)")
+    dist = setup_dist(cfg)
+    try:
+        summary: dict[str, dict] = {}
+        if cfg.mode == "train":
+            collections = present_collections(cfg, "train")
+            if not collections:
+                raise DataError(cfg.data, "no train graphs for the requested collections")
+            if dist.main:
+                begin_stage(cfg.out)
+            dist.barrier()
+            logger = hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False) if dist.main else None
+            logger = logger or hydra.utils.instantiate({"_target_": "pipeline.logger.NullLogger"})
+            try:
+                for c in collections:
+                    s = train_collection(cfg, c, dist, logger)
+                    if s is not None:
+                        summary[c] = s
+            finally:
+                logger.finish()
+            trained = list(summary)
+        else:
+            wanted = list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
+            trained = [c for c in wanted if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
+            if not trained:
+                raise DataError(cfg.out, "no best.pt checkpoints for the requested collections (train first: make train-gnn)")
+        if cfg.stop_after is None or all(s["epochs"] >= int(cfg.epochs) for s in summary.values()):
+            predict(cfg, trained, dist)
+            if cfg.mode == "train" and dist.main:
+                finish_stage(cfg.out, {c: {k: v for k, v in s.items() if k != "train_loss"} for c, s in summary.items()})
+        for c, s in summary.items():
+            log.info("%s: best valid %s at epoch %d (%d steps, %.0f s)", c,
+                     "-" if s["best"] is None else f"{s['best']:.4f}", s["best_epoch"] + 1, s["steps"], s["seconds"])
+        return summary
+    finally:
+        if dist.enabled and tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+@stage("train_gnn")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The GNN training stage on a tiny embedded sample: it learns, predicts every original config of
+every valid and test graph, resumes a stopped run where it stopped (ending where an
+uninterrupted run ends), predicts from checkpoints alone, and logs through a dummy logger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra.utils
+import numpy as np
+import pytest
+import torch
+
+from pipeline import train_gnn
+from pipeline.catalog import discover
+from pipeline.cli import compose
+from pipeline.errors import DataError
+from pipeline.logger import NullLogger
+from pipeline.npz import read_graph
+from pipeline.predictions import read_predictions
+
+from test_gnn_data import build_tiny_tree
+
+SMALL = ["model.hidden=16", "model.layers=2", "k.default=16", "k.random=24", "k.tile=16", "valid_permutations=1",
+         "infer_permutations=2", "progress=false", "lr=3e-3"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    return build_tiny_tree(tmp_path_factory.mktemp("tiny_train"))
+
+
+def cfg(tiny, out: Path, *extra: str):
+    return compose("train_gnn", [f"data={tiny['gnn']}", f"out={out / 'models'}", f"predictions={out / 'pred'}",
+                                 *SMALL, *extra])
+
+
+def test_training_lowers_the_loss_and_predicts_every_original_config(tiny, tmp_path: Path) -> None:
+    summary = train_gnn.run(cfg(tiny, tmp_path, "epochs=6", "samples_per_graph=4"))
+    assert set(summary) == {"tile:xla", "layout:xla:default", "layout:xla:random", "layout:nlp:default", "layout:nlp:random"}
+    for c, s in summary.items():
+        assert s["epochs"] == 6 and s["steps"] == 6 * 2 * 4
+        assert s["train_loss"][-1] < s["train_loss"][0], (c, s["train_loss"])
+    for split in ("valid", "test"):
+        pred = read_predictions(tmp_path / "pred" / f"{split}.parquet")  # checks 0..C-1 exactly once per graph
+        files = discover(tiny["raw"], splits=[split])
+        assert set(pred) == {f.id for f in files}
+        for f in files:
+            assert pred[f.id].size == read_graph(f.path).num_configs
+            assert np.isfinite(pred[f.id]).all()
+        assert (tmp_path / "pred" / f"{split}.yaml").is_file()
+    ck = torch.load(tmp_path / "models/layout/xla/random/best.pt", weights_only=False)
+    assert ck["config"]["epochs"] == 6 and ck["model_config"]["kind"] == "layout" and ck["model_config"]["hidden"] == 16
+    assert (tmp_path / "models" / ".complete").is_file()
+
+
+def test_resume_continues_at_the_next_epoch_and_ends_where_an_uninterrupted_run_ends(tiny, tmp_path: Path) -> None:
+    one = ["collections=[layout:nlp:random]", "epochs=3", "samples_per_graph=2", "model.dropout=0.1"]
+    stopped = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "stop_after=1"))["layout:nlp:random"]
+    assert stopped["epochs"] == 1 and stopped["steps"] == 4
+    assert not (tmp_path / "a/pred/valid.parquet").exists(), "a stopped run must not predict"
+    assert not (tmp_path / "a/models/.complete").exists()
+    resumed = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "resume=true"))["layout:nlp:random"]
+    assert resumed["epochs"] == 3 and resumed["steps"] == 12  # epochs 1 and 2 only: the counter went on from 4
+    whole = train_gnn.run(cfg(tiny, tmp_path / "b", *one))["layout:nlp:random"]
+    np.testing.assert_allclose(resumed["train_loss"], whole["train_loss"], rtol=1e-6)
+    a = torch.load(tmp_path / "a/models/layout/nlp/random/last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b/models/layout/nlp/random/last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 12 and a["epoch"] == b["epoch"] == 2
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
+    pa, pb = read_predictions(tmp_path / "a/pred/test.parquet"), read_predictions(tmp_path / "b/pred/test.parquet")
+    for gid in pb:
+        np.testing.assert_allclose(pa[gid], pb[gid], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_mode_uses_the_best_checkpoints_only(tiny, tmp_path: Path) -> None:
+    one = ["collections=[layout:xla:default]", "epochs=1", "samples_per_graph=1"]
+    with pytest.raises(DataError, match="no best.pt"):
+        train_gnn.run(cfg(tiny, tmp_path, *one, "mode=predict"))
+    train_gnn.run(cfg(tiny, tmp_path, *one))
+    before = read_predictions(tmp_path / "pred/test.parquet")
+    (tmp_path / "pred/test.parquet").unlink()
+    # conf/ changing after training must not matter: the architecture comes from the checkpoint
+    train_gnn.run(cfg(tiny, tmp_path, *one, "mode=predict", "splits=[test]", "model.hidden=32"))
+    after = read_predictions(tmp_path / "pred/test.parquet")
+    assert set(after) == set(before)
+    for gid in before:
+        np.testing.assert_allclose(after[gid], before[gid], rtol=1e-6)
+
+
+def test_bad_requests_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="GNN tensors not found"):
+        train_gnn.run(compose("train_gnn", [f"data={tmp_path / 'nothing'}"]))
+    with pytest.raises(DataError, match="unknown mode"):
+        train_gnn.run(cfg(tiny, tmp_path, "mode=fit"))
+    bad = tmp_path / "models/layout/xla/default/best.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"truncated")
+    with pytest.raises(DataError, match="best.pt.*cannot be read"):
+        train_gnn.run(cfg(tiny, tmp_path, "mode=predict", "collections=[layout:xla:default]"))
+
+
+def test_epochs_are_sharded_evenly_over_ranks() -> None:
+    ranks = [train_gnn.epoch_order(5, 3, seed=0, epoch=2, dist=train_gnn.Dist(r, 2, r, torch.device("cpu"))) for r in range(2)]
+    assert ranks[0].size == ranks[1].size == 8  # 15 samples padded to 16 by wrapping
+    counts = np.bincount(np.concatenate(ranks), minlength=5)
+    assert counts.sum() == 16 and (counts >= 3).all()  # every graph 3 times, one drawn again
+    again = train_gnn.epoch_order(5, 3, seed=0, epoch=2, dist=train_gnn.Dist(0, 2, 0, torch.device("cpu")))
+    assert np.array_equal(again, ranks[0])  # a resumed run draws the same epoch
+
+
+def test_loggers() -> None:
+    c = compose("train_gnn")
+    assert isinstance(hydra.utils.instantiate(c.logger, run_config={}, _recursive_=False), NullLogger)
+    pytest.importorskip("wandb")
+    w = compose("train_gnn", ["logger=wandb", "logger.mode=disabled"])
+    logger = hydra.utils.instantiate(w.logger, run_config={"a": 1}, _recursive_=False)
+    logger.log({"x": 1.0}, step=1)
+    logger.finish()
+
+
+def test_transductive_split_of_a_real_file(samples: Path, tmp_path: Path) -> None:
+    from pipeline import transductive
+
+    src = samples / "layout/xla/default/train/unet3d.npz"
+    assert transductive.infer_collection(src) == "layout:xla:default"
+    rep = transductive.run(compose("transductive", [
+        f"file={src}", f"out={tmp_path}", "progress=false", "lightgbm.num_iterations=20",
+        "gnn.epochs=2", "gnn.samples_per_graph=2", "+gnn.model.hidden=16", "+gnn.model.layers=2",
+        "gnn.infer_permutations=2"]))
+    assert "model.hidden=16" in rep["gnn_overrides"]
+    # dedup first: the halves partition the distinct configs, none on both sides
+    assert rep["train"] + rep["valid"] == rep["distinct"] <= rep["configs"]
+    assert abs(rep["train"] - rep["valid"]) <= 1
+    tr = np.load(tmp_path / "processed/gnn/layout/xla/default/train/unet3d.npz")
+    te = np.load(tmp_path / "processed/gnn/layout/xla/default/test/unet3d.npz")
+    seen = {r.tobytes() for r in tr["config_codes"]}
+    assert not any(r.tobytes() in seen for r in te["config_codes"])
+    assert -1.0 <= rep["gnn_tau"] <= 1.0 and -1.0 <= rep["lightgbm_tau"] <= 1.0
+    assert (tmp_path / "report.json").is_file()
+    with pytest.raises(DataError, match="openai_v0_rnn_optimized.npz: has only 1 distinct config"):
+        transductive.run(compose("transductive", [f"file={samples / 'layout/xla/random/train/openai_v0_rnn_optimized.npz'}",
+                                                  f"out={tmp_path / 'o'}"]))
+    with pytest.raises(DataError, match="tile file"):
+        transductive.run(compose("transductive", [f"file={next(samples.glob('tile/xla/train/*.npz'))}",
+                                                  f"out={tmp_path / 't'}", "collection=layout:xla:random"]))
+
+
+def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
+    from pipeline.bench_gnn import bench_device, synthetic_graph
+
+    g, shape = synthetic_graph(nodes=600, config_nodes=30, configs=40, hops=1, feat_dim=8, seed=0)
+    assert shape["kept_nodes"] < 600 and g.num_configs == 40
+    assert g.select(np.arange(3)).config_layout.shape == (3, 30, 18)
+    c = compose("bench_gnn", ["k=8", "infer_k=16", "train_steps=1", "model.hidden=8", "model.layers=1"])
+    train, infer = bench_device(c, g, shape, torch.device("cpu"))
+    assert train["bench"] == "gnn_train" and train["configs_per_s"] > 0 and train["k"] == 8
+    assert infer["bench"] == "gnn_infer" and infer["configs_per_s"] > 0
