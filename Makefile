@@ -11,14 +11,18 @@ DATASET ?= sample
 DATA_DIR ?= data
 DATA ?= $(DATA_DIR)/raw/$(DATASET)
 SPLIT ?= test
-MODEL ?= baseline
+MODEL ?= ensemble
 SUBMISSIONS ?= submissions
 SUBMISSION ?= $(SUBMISSIONS)/submission.csv
 REPORTS ?= reports
 REPORT ?= $(REPORTS)/$(DATASET)/evaluation_$(SPLIT).json
 ARGS ?=
-# overrides for the sample generator only (e.g. "graphs.train=4"), also honoured by `make all`
+# per-stage overrides, also honoured by `make all` (ARGS goes to the one target named):
+# e.g. SAMPLE_ARGS="graphs.train=20" GNN_ARGS="epochs=30" GBDT_ARGS="objective=regression"
 SAMPLE_ARGS ?=
+GBDT_ARGS ?=
+GNN_ARGS ?=
+ENSEMBLE_ARGS ?=
 PRED := $(DATA_DIR)/predictions/$(DATASET)
 COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA) \
   paths.submissions=$(SUBMISSIONS) paths.reports=$(REPORTS)/$(DATASET)
@@ -40,11 +44,15 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "  variables: DATASET=$(DATASET) DATA=$(DATA) SPLIT=$(SPLIT) MODEL=$(MODEL) SUBMISSION=$(SUBMISSION) ARGS=\"key=value ...\""
 
-all: $(INSTALLED) $(RAW) $(EXTRACTED) ## everything on DATA (default: the embedded sample) -> submissions/submission.csv, plus a validation score
-	$(MAKE) --no-print-directory baseline
-	$(MAKE) --no-print-directory submission SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_$(MODEL)_valid.csv ARGS="keep_copy=false $(ARGS)"
-	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_$(MODEL)_valid.csv
-	$(MAKE) --no-print-directory submission SPLIT=test
+all: $(INSTALLED) $(RAW) $(EXTRACTED) ## every stage on DATA (default: the embedded sample) -> ensemble's submissions/submission.csv, valid scores and report
+	$(MAKE) --no-print-directory baseline ARGS=
+	$(MAKE) --no-print-directory train-gbdt ARGS=
+	$(MAKE) --no-print-directory train-gnn ARGS=
+	$(MAKE) --no-print-directory ensemble ARGS=
+	$(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_ensemble_valid.csv ARGS=keep_copy=false
+	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_ensemble_valid.csv ARGS=
+	$(MAKE) --no-print-directory report ARGS=
+	$(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=test ARGS=
 
 venv: $(INSTALLED) ## create .venv and install the pinned requirements and the project
 
@@ -124,12 +132,12 @@ ENSEMBLE_DONE := $(DATA_DIR)/models/$(DATASET)/ensemble/.complete
 
 train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}
 $(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml
-	$(PY) -m pipeline.train_gbdt $(COMMON) $(ARGS)
+	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(ARGS)
 
 ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
 $(ENSEMBLE_DONE): $(GBDT_DONE) conf/ensemble.yaml \
     $(filter-out $(PRED)/ensemble/%,$(wildcard $(PRED)/*/valid.parquet $(PRED)/*/seed*/valid.parquet))
-	$(PY) -m pipeline.ensemble $(COMMON) $(ARGS)
+	$(PY) -m pipeline.ensemble $(COMMON) $(ENSEMBLE_ARGS) $(ARGS)
 
 # ---- GNN ranker (pipeline.train_gnn; models/gnn.py) ----
 GNN_STAMP := $(DATA_DIR)/models/$(DATASET)/gnn/.complete
@@ -138,7 +146,7 @@ FILE ?= ../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz
 
 train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions for valid and test
 $(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/model/gnn.yaml
-	$(PY) -m pipeline.train_gnn $(COMMON) $(ARGS)
+	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(ARGS)
 
 bench-gnn: $(INSTALLED) ## GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
 	$(PY) -m pipeline.bench_gnn $(ARGS)

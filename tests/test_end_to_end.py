@@ -15,13 +15,14 @@ from pipeline.submission_csv import validate_submission
 from conftest import ROOT
 
 SMALL = "graphs.train=3 graphs.valid=2 graphs.test=2 tile_scale=1"
+QUICK_GNN = "epochs=1 samples_per_graph=1 infer_permutations=2"
 
 
 @pytest.mark.slow
 def test_make_all_writes_a_valid_submission(tmp_path: Path) -> None:
     subs, reports, data_dir = tmp_path / "subs", tmp_path / "reports", tmp_path / "data"
     proc = subprocess.run(
-        ["make", "all", f"DATA_DIR={data_dir}", f"SUBMISSIONS={subs}", f"REPORTS={reports}", f"SAMPLE_ARGS={SMALL}"],
+        ["make", "all", f"DATA_DIR={data_dir}", f"SUBMISSIONS={subs}", f"REPORTS={reports}", f"SAMPLE_ARGS={SMALL}", f"GNN_ARGS={QUICK_GNN}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sub = subs / "submission.csv"
@@ -32,7 +33,11 @@ def test_make_all_writes_a_valid_submission(tmp_path: Path) -> None:
     with sub.open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["ID"] for r in rows} == {f.id for f in files}
-    assert len(list(subs.glob("sample_baseline_test_*.csv"))) == 1  # the kept copy
+    assert len(list(subs.glob("sample_ensemble_test_*.csv"))) == 1  # the kept copy
+    for model in ("baseline", "gbdt", "gnn", "ensemble"):
+        assert (data_dir / "predictions" / "sample" / model / "test.parquet").is_file(), model
+    validation = json.loads((reports / "sample" / "validation.json").read_text())
+    assert {"baseline", "gbdt", "gnn", "ensemble"} <= set(validation["models"])
     scores = json.loads((reports / "sample" / "evaluation_valid.json").read_text())
     assert set(scores["collections"]) == {"tile:xla", "layout:xla:default", "layout:xla:random",
                                           "layout:nlp:default", "layout:nlp:random"}
