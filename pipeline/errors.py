@@ -16,3 +16,7 @@ class DataError(Exception):
         where = "" if path is None else f"{path}: "
         what = "" if key is None else f"key '{key}': "
         super().__init__(f"{where}{what}{problem}")
+
+    def __reduce__(self):
+        # crosses process boundaries intact (worker pools re-raise it in the parent)
+        return (DataError, (self.path, self.problem, self.key))

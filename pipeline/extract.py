@@ -41,7 +41,7 @@ from pipeline.catalog import collection_dir, discover
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path
-from pipeline.npz import Stream, iter_node_config_feat, read_graph, write_npz
+from pipeline.npz import Stream, iter_node_config_feat, read_graph, read_members, write_npz
 from pipeline.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,7 @@ PADDED_KEYS = ("node_feat_norm", "node_layout", "node_ids", "original_size")
 
 
 def _extras(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in keys if k not in z.files]
-        if missing:
-            raise DataError(path, f"key '{missing[0]}' missing: not a padded file (run the prune and pad stages on it)")
-        return {k: z[k] for k in keys}
+    return read_members(path, keys, what="padded file (run the prune and pad stages on it)")
 
 
 def _members_column(config_map: np.ndarray, n_unique: int) -> pl.Series:

@@ -29,6 +29,7 @@ from features.configs import unpack_layout
 from models.gnn import GraphBatch
 from pipeline.catalog import collection_dir, collection_kind, graph_id
 from pipeline.errors import DataError
+from pipeline.npz import read_members
 
 LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
                "config_runtime", "config_node_ids", "config_codes")
@@ -118,22 +119,12 @@ def sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(n) if n <= k else rng.choice(n, size=k, replace=False)
 
 
-def _require(z, path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    missing = [k for k in keys if k not in z.files]
-    if missing:
-        raise DataError(path, f"key '{missing[0]}' missing: not a GNN tensor file of the extract stage (run `make extract`)")
-    return {k: z[k] for k in keys}
-
-
 def load_graph(path: str | Path, collection: str, split: str) -> GraphData:
     """Read one extracted file; a malformed one raises DataError naming it and the problem."""
     path = Path(path)
     kind = collection_kind(collection)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            a = _require(z, path, LAYOUT_KEYS if kind == "layout" else TILE_KEYS)
-    except (OSError, ValueError) as e:
-        raise DataError(path, f"cannot be read as .npz ({e})") from None
+    a = read_members(path, LAYOUT_KEYS if kind == "layout" else TILE_KEYS,
+                     what="GNN tensor file of the extract stage (run `make extract`)")
     n, u = a["node_opcode"].shape[0], a["runtime"].shape[0]
     cmap = a["config_map"].astype(np.int64)
     if u == 0 or cmap.size == 0:

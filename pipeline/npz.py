@@ -118,6 +118,27 @@ def read_member(path: str | Path, key: str) -> np.ndarray:
         raise DataError(path, f"not a readable .npz file (truncated or not a zip archive: {e})") from None
 
 
+def read_members(path: str | Path, keys: Iterable[str] | None = None, what: str = "file",
+                 skip: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Several arrays of an `.npz` (all but `skip` when `keys` is None), any read failure as `DataError`.
+
+    `what` names the expected kind of file in the message for a missing key (e.g. "padded file
+    (run the prune and pad stages)").
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+            wanted = [n for n in names if n not in set(skip)] if keys is None else list(keys)
+            missing = [k for k in wanted if k not in names]
+            if missing:
+                raise DataError(path, f"missing: not a {what}", missing[0])
+            return {k: _member_array(zf, k) for k in wanted}
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except _READ_ERRORS as e:
+        raise DataError(path, f"not a readable .npz file (truncated or corrupt: {e})") from None
+
+
 def detect_kind(keys: Iterable[str]) -> str | None:
     keys = set(keys)
     if "node_config_feat" in keys or "node_config_ids" in keys:

@@ -38,7 +38,7 @@ from pipeline.catalog import GraphFile, discover
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
-from pipeline.npz import LAZY_KEY, NODE_FEAT_DIM, SCHEMA, TILE_CONFIG_DIM, read_graph, read_member, write_npz
+from pipeline.npz import LAZY_KEY, NODE_FEAT_DIM, SCHEMA, TILE_CONFIG_DIM, read_graph, read_member, read_members, write_npz
 from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,9 @@ def fit_stats(files: list[GraphFile], fit_split: str, log_min_abs: float) -> dic
 def pad_file(src: str, dst: str, split: str, node_norm: dict, config_norm: dict | None) -> dict:
     g = read_graph(src, split=split)
     padded = pad_layout(g.node_feat)
-    arrays = {k: v for k, v in g.arrays().items()}
+    arrays = dict(g.arrays())
     arrays["node_feat"] = padded
-    with np.load(src, allow_pickle=False) as z:  # extra keys of the prune stage pass through
-        for k in z.files:
-            if k not in SCHEMA[g.kind]:
-                arrays[k] = z[k]
+    arrays.update(read_members(src, skip=SCHEMA[g.kind], what="pruned file"))  # extra keys of the prune stage pass through
     arrays["node_feat_norm"] = Normalizer.from_dict(node_norm).apply(padded)
     arrays["node_layout"] = node_layout(padded)
     if g.kind == "tile":
