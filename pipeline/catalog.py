@@ -37,6 +37,12 @@ def check_collection(collection: str) -> str:
     return collection
 
 
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise DataError(None, f"unknown split '{split}' (known: {', '.join(SPLITS)})")
+    return split
+
+
 def collection_dir(collection: str) -> Path:
     """`layout:xla:default` -> `layout/xla/default` (relative to an npz root)."""
     return Path(*check_collection(collection).split(":"))
@@ -102,10 +108,7 @@ def discover(
     """
     base = resolve_root(root)
     want_c = tuple(COLLECTIONS if collections is None else [check_collection(c) for c in collections])
-    want_s = tuple(SPLITS if splits is None else splits)
-    for s in want_s:
-        if s not in SPLITS:
-            raise DataError(None, f"unknown split '{s}' (known: {', '.join(SPLITS)})")
+    want_s = tuple(SPLITS if splits is None else [check_split(s) for s in splits])
     found: list[GraphFile] = []
     skipped: list[str] = []
     for c in want_c:

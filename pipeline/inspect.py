@@ -4,13 +4,14 @@
     python -m pipeline.inspect data=<npz root>          # every file under a root
     make inspect DATA=<npz root>
 
-Reads only; writes nothing. The first file that violates the format stops the run with one line
-naming the file, the key and the problem (exit 1).
+Reads only; writes nothing. Every file that violates the format gets one line naming the file,
+the key and the problem; the run then exits 1.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from pipeline.catalog import COLLECTIONS, discover
 from pipeline.cli import stage
+from pipeline.errors import DataError
 from pipeline.npz import Graph, iter_node_config_feat, read_graph
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,19 @@ def main(cfg: DictConfig) -> None:
         return
     files = discover(cfg.data, announce=True)
     counts = {c: 0 for c in COLLECTIONS}
+    bad = []
     for f in tqdm(files, desc="inspect", unit="file"):
-        check(f.path, f.split, cfg)
+        try:
+            check(f.path, f.split, cfg)
+        except DataError as e:
+            bad.append(str(e))
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            continue
         counts[f.collection] += 1
-    log.info("%d files valid under %s: %s", len(files), cfg.data,
+    log.info("%d of %d files valid under %s: %s", len(files) - len(bad), len(files), cfg.data,
              ", ".join(f"{c} {n}" for c, n in counts.items() if n))
+    if bad:
+        raise DataError(cfg.data, f"{len(bad)} invalid file(s), listed above")
 
 
 if __name__ == "__main__":

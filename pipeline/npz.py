@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from numpy.lib import format as npformat
 
+from pipeline.catalog import SPLITS
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path
 
@@ -149,7 +150,7 @@ def detect_kind(keys: Iterable[str]) -> str | None:
 
 
 def _infer_split(path: Path) -> str | None:
-    return path.parent.name if path.parent.name in ("train", "valid", "test") else None
+    return path.parent.name if path.parent.name in SPLITS else None
 
 
 def read_graph(

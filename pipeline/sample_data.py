@@ -42,7 +42,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pipeline.catalog import SPLITS, check_collection, collection_dir, collection_kind
+from pipeline.catalog import SPLITS, check_collection, check_split, collection_dir, collection_kind
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
@@ -810,10 +810,7 @@ def generate(cfg: DictConfig) -> dict[str, object]:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     collections = [check_collection(c) for c in cfg.collections]
-    splits = list(cfg.splits)
-    for s in splits:
-        if s not in SPLITS:
-            raise DataError(None, f"unknown split '{s}' (known: {', '.join(SPLITS)})")
+    splits = [check_split(s) for s in cfg.splits]
     _prepare(out)
     jobs = []
     for c in collections:

@@ -193,6 +193,21 @@ def test_missing_file() -> None:
         read_graph("/nonexistent/x.npz")
 
 
+def test_inspect_lists_every_bad_file(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        path = tmp_path / "tile/xla/train" / f"{name}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **_tiny("tile"))
+    (tmp_path / "tile/xla/train/a.npz").write_bytes(b"junk")
+    np.savez_compressed(tmp_path / "tile/xla/train/c.npz", **_mutate("tile", node_feat=_nan_feat()))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inspect", f"data={tmp_path}", f"hydra.run.dir={tmp_path}/h"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 3 and "a.npz" in errors[0] and "c.npz" in errors[1] and "2 invalid file(s)" in errors[2]
+    assert "Traceback" not in proc.stderr
+
+
 def test_command_line_error_is_one_line(tmp_path: Path) -> None:
     """Entry points print `error: <file>: ...` and exit non-zero, with no traceback."""
     bad = tmp_path / "train" / "bad.npz"
