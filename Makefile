@@ -136,7 +136,7 @@ $(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml
 
 ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
 $(ENSEMBLE_DONE): $(GBDT_DONE) conf/ensemble.yaml \
-    $(filter-out $(PRED)/ensemble/%,$(wildcard $(PRED)/*/valid.parquet $(PRED)/*/seed*/valid.parquet))
+    $(filter-out $(PRED)/ensemble/%,$(wildcard $(PRED)/*/valid.parquet))
 	$(PY) -m pipeline.ensemble $(COMMON) $(ENSEMBLE_ARGS) $(ARGS)
 
 # ---- GNN ranker (pipeline.train_gnn; models/gnn.py) ----

@@ -1,6 +1,6 @@
-"""Node tensor facts read off node_feat: rank, bytes, and the node's own layout.
+"""Node tensor facts read off node_feat: rank, bytes, the node's own layout, the graph's root.
 
-node_feat columns (FORMAT.md): 2-20 element type one-hot, 21-26 shape dims, 28 dims product,
+node_feat columns (FORMAT.md): 0 is_root, 2-20 element type one-hot, 21-26 shape dims, 28 dims product,
 134-139 layout minor_to_major padded with 0 beyond the rank.
 """
 
@@ -34,3 +34,10 @@ def tensor_bytes(node_feat: np.ndarray) -> np.ndarray:
     """(N,) bytes of each node's output tensor (0 for tuples and tokens)."""
     elem = node_feat[:, TYPE_COLS] @ ELEMENT_BYTES
     return node_feat[:, PRODUCT_COL].astype(np.float64) * elem
+
+
+def root_node(node_feat: np.ndarray) -> int:
+    """Index of the graph's root (a tile kernel's output): the last node flagged is_root
+    (column 0), or the last node when none is flagged."""
+    roots = np.flatnonzero(node_feat[:, 0] > 0)
+    return int(roots[-1]) if roots.size else node_feat.shape[0] - 1

@@ -1,18 +1,26 @@
 """Hand-made per-config features for gradient-boosted rankers (pure functions).
 
-Everything is vectorized over a chunk of configs. Layout features (per config):
+Everything is vectorized over a chunk of configs and works on packed groups (one int32 per
+6-value layout group, `features.configs.pack_layout`). Config groups often set only a prefix
+(the minor-most dims) or nothing; every comparison below is between COMPLETED layouts
+(`features.pad.complete_layout`: the group's prefix, then the node's own dims): a node's
+effective output layout is its output group completed from its own layout, and a consumer's
+wanted input layout is its input group completed from the producer's own layout. Layout
+features (per config):
 - `cnt_<group>_<kind>_<cat>`: configurable nodes of an opcode kind (conv, dot, reshape, other)
-  whose config group (out, in, kernel) is the default (`def`) or has minor-most dimension d
-  (`m0`..`m5`): 3 x 4 x 7 counts.
+  whose raw config group (out, in, kernel) is the default (`def`: sets nothing) or has
+  minor-most dimension d (`m0`..`m5`): 3 x 4 x 7 counts.
 - `mismatch_pairs`, `mismatch_bytes`: producer-consumer pairs of configurable nodes (through
-  any chain of other nodes) where the consumer's configured input layout differs from the
-  producer's effective output layout, and the producer tensor bytes of those pairs;
-  `change_pairs`, `change_bytes`: pairs whose effective output layouts differ.
+  any chain of other nodes) where the consumer sets an input group and its completed layout
+  differs from the producer's effective output layout (a default input group asks for
+  nothing), and the producer tensor bytes of those pairs; `change_pairs`, `change_bytes`:
+  pairs whose effective output layouts differ.
 - `pad_waste_bytes`, `pad_waste_minor_bytes`: bytes lost padding each configurable node's tensor
   to TPU tiles (minor-most dim to 128, second-minor to 8; and the minor-most alone) under its
   effective output layout.
 Tile features: the 24 config columns, tile counts and padding waste of the output tile over the
-kernel's root shape, tile bytes. Per-graph size statistics are broadcast to every row.
+kernel's root shape (`tile_padding`, shared with the baseline), tile bytes. Per-graph size
+statistics are broadcast to every row.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.layout import ELEMENT_BYTES, SHAPE_COLS, TYPE_COLS, tensor_bytes
-from features.configs import pack_layout
+from features.configs import NUM_CODES, pack_layout, unpack_layout
+from features.layout import ELEMENT_BYTES, SHAPE_COLS, TYPE_COLS, node_layout, root_node, tensor_bytes
+from features.pad import complete_layout
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
 
@@ -41,8 +50,9 @@ TILE_NAMES = tuple(f"cfg_{i}" for i in range(24)) + ("tile_count", "tile_pad_was
 class LayoutContext:
     """What the layout features need of one graph, for its NC configurable nodes.
 
-    kind (NC,) 0..3; own (NC, 6) int8 padded node layout; dims (NC, 6) shape dims;
-    nbytes (NC,) tensor bytes; pairs (P, 2) `[consumer_pos, producer_pos]`; graph (dict) size stats.
+    kind (NC,) 0..3; own (NC, 6) int8 node layout (-1 padded); dims (NC, 6) shape dims;
+    nbytes (NC,) tensor bytes; pairs (P, 2) `[consumer_pos, producer_pos]`; graph (dict) size
+    stats; own_idx (NC,) index of each node's own layout in `owns` (K, 6), its distinct values.
     """
 
     kind: np.ndarray
@@ -51,12 +61,33 @@ class LayoutContext:
     nbytes: np.ndarray
     pairs: np.ndarray
     graph: dict[str, float]
-    own_code: np.ndarray  # (NC,) int32 packed own layout, the stand-in for a default output group
+    own_idx: np.ndarray
+    owns: np.ndarray
+    # memo of completed codes, 1 + code at own_idx * NUM_CODES + group code (0: not computed yet);
+    # np.zeros leaves untouched pages unmapped, so it costs only the (own, group) pairs seen
+    _done: np.ndarray | None = None
+
+    def complete(self, codes: np.ndarray, own_idx: np.ndarray) -> np.ndarray:
+        """Packed completed layouts (`features.pad.complete_layout`) of packed groups `codes`
+        completed from own layouts `self.owns[own_idx]` (broadcast against codes).
+
+        The (own, group) pairs of a graph are few, so each is completed once and looked up after.
+        """
+        if self._done is None:
+            self._done = np.zeros(len(self.owns) * NUM_CODES, dtype=np.int32)
+        key = own_idx.astype(np.int64) * NUM_CODES + codes
+        out = self._done[key]
+        miss = out == 0
+        if miss.any():
+            new = np.unique(key[miss])
+            done = complete_layout(unpack_layout(new[:, None] % NUM_CODES), self.owns[new // NUM_CODES])
+            self._done[new] = pack_layout(done)[:, 0] + 1
+            out = self._done[key]
+        return out - 1
 
 
 def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_ids: np.ndarray,
                    pairs: np.ndarray, graph: dict[str, float]) -> LayoutContext:
-    """node_feat must be -1 padded (`features.pad.pad_layout`)."""
     nf = node_feat[node_config_ids]
     kind = _KIND_OF_OPCODE[node_opcode[node_config_ids]]
     nb = tensor_bytes(nf)
@@ -64,9 +95,11 @@ def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_i
     stats["config_bytes"] = float(nb.sum())
     for k, name in enumerate(KINDS):
         stats[f"n_{name}"] = float((kind == k).sum())
-    own = nf[:, 134:140].astype(np.int8)
+    own = node_layout(nf)
+    owns, own_idx = np.unique(own.reshape(-1, 6), axis=0, return_inverse=True)
     return LayoutContext(kind, own, nf[:, SHAPE_COLS].astype(np.float64), nb,
-                         np.asarray(pairs, dtype=np.int64).reshape(-1, 2), stats, pack_layout(own)[:, 0])
+                         np.asarray(pairs, dtype=np.int64).reshape(-1, 2), stats,
+                         own_idx.reshape(-1).astype(np.int64), owns.astype(np.int8))
 
 
 def _tile_padding(size: np.ndarray, tile: int) -> np.ndarray:
@@ -98,29 +131,30 @@ def layout_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarr
     c, nc = codes.shape[0], codes.shape[1]
     first = codes // _D0  # (c, NC, 3) first digit: 0 default, else 1 + minor-most dim
     # flat bin per (group, kind, cat); offset per config so one bincount does the chunk
-    bins = (np.arange(3)[None, None, :] * len(KINDS) + ctx.kind[None, :, None]) * len(CATS) + first
-    bins = bins + (np.arange(c) * len(COUNT_NAMES))[:, None, None]
+    base = ((np.arange(3)[None, :] * len(KINDS) + ctx.kind[:, None]) * len(CATS)).astype(np.int32)  # (NC, 3)
+    bins = first + base[None]
+    bins += (np.arange(c, dtype=np.int32) * len(COUNT_NAMES))[:, None, None]
     counts = np.bincount(bins.ravel(), minlength=c * len(COUNT_NAMES)).reshape(c, len(COUNT_NAMES))
     out = {name: counts[:, i].astype(np.float32) for i, name in enumerate(COUNT_NAMES)}
 
-    eff = np.where(codes[..., 0] == 0, ctx.own_code[None, :], codes[..., 0])  # (c, NC) effective output
+    eff = ctx.complete(codes[..., 0], ctx.own_idx[None, :])  # (c, NC) effective output layout
     cons, prod = ctx.pairs[:, 0], ctx.pairs[:, 1]
     pbytes = ctx.nbytes[prod].astype(np.float32)  # (P,)
-    want = codes[:, cons, 1]  # consumer's configured input layout (c, P)
+    given = codes[:, cons, 1]  # consumer's configured input group (c, P)
+    want = ctx.complete(given, ctx.own_idx[prod][None, :])
     have = eff[:, prod]  # producer's effective output layout (c, P)
-    mism = (want != 0) & (want != have)
+    mism = (given != 0) & (want != have)
     change = eff[:, cons] != have
-    out["mismatch_pairs"] = mism.sum(1).astype(np.float32)
+    out["mismatch_pairs"] = np.count_nonzero(mism, axis=1).astype(np.float32)
     out["mismatch_bytes"] = (mism.astype(np.float32) @ pbytes).astype(np.float64)
-    out["change_pairs"] = change.sum(1).astype(np.float32)
+    out["change_pairs"] = np.count_nonzero(change, axis=1).astype(np.float32)
     out["change_bytes"] = (change.astype(np.float32) @ pbytes).astype(np.float64)
 
     both, minor_only = _waste_tables(ctx)
-    d0 = eff // _D0  # (c, NC) digits of the minor-most and second-minor dims
-    d1 = (eff // _D1) % 7
-    rows = np.arange(nc)[None, :]
-    out["pad_waste_bytes"] = both[rows, d0, d1].sum(1)
-    out["pad_waste_minor_bytes"] = minor_only[rows, d0].sum(1)
+    # the first two digits of a code (minor-most, second-minor) read as one number 0..48
+    d01 = eff // _D1 + (np.arange(nc, dtype=np.int32) * 49)[None, :]  # flat index into both (NC, 7, 7)
+    out["pad_waste_bytes"] = both.ravel()[d01].sum(1)
+    out["pad_waste_minor_bytes"] = minor_only.ravel()[d01 // 7].sum(1)  # node * 49 // 7 = node * 7
     return out
 
 
@@ -133,23 +167,31 @@ def tile_graph_stats(node_feat: np.ndarray, node_opcode: np.ndarray, num_edges: 
     return stats
 
 
+def tile_padding(shape: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cutting a tensor of `shape` (6,) into tiles of `bounds` (c, 6): padding waste (padded
+    volume over true volume, minus 1) and tile count, (c,) each. Dims 0 in either are unused."""
+    shape = np.asarray(shape, dtype=np.float64)
+    bounds = np.asarray(bounds, dtype=np.float64)
+    used = (bounds > 0) & (shape[None] > 0)
+    b = np.where(used, bounds, 1.0)
+    s = np.where(used, shape[None], 1.0)
+    tiles = np.ceil(s / b)
+    return (tiles * b).prod(1) / s.prod(1) - 1.0, tiles.prod(1)
+
+
 def tile_features(node_feat: np.ndarray, config_feat: np.ndarray) -> dict[str, np.ndarray]:
     """Tile config features. node_feat (N, 140); config_feat (c, 24); returns name -> (c,).
 
-    The kernel's output shape is its root node's shape (the last node flagged is_root).
+    The kernel's output shape is its root node's shape (`features.layout.root_node`).
     """
-    roots = np.flatnonzero(node_feat[:, 0] > 0)
-    root = node_feat[roots[-1] if roots.size else -1]
+    root = node_feat[root_node(node_feat)]
     shape = root[SHAPE_COLS].astype(np.float64)  # (6,)
     elem = float(root[TYPE_COLS] @ ELEMENT_BYTES)
     cf = np.asarray(config_feat, dtype=np.float64)
     out = {f"cfg_{i}": cf[:, i].astype(np.float32) for i in range(cf.shape[1])}
     bounds = cf[:, 8:14]  # output tile dims (c, 6)
+    waste, count = tile_padding(shape, bounds)
+    out["tile_count"], out["tile_pad_waste"] = count, waste
     used = (bounds > 0) & (shape[None] > 0)
-    b = np.where(used, bounds, 1.0)
-    s = np.where(used, shape[None], 1.0)
-    tiles = np.ceil(s / b)
-    out["tile_count"] = tiles.prod(1)
-    out["tile_pad_waste"] = (tiles * b).prod(1) / s.prod(1) - 1.0
     out["tile_bytes"] = np.where(used.any(1), bounds.clip(min=1).prod(1, where=used), 0.0) * elem
     return out

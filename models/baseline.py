@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.layout import SHAPE_COLS, node_layout, tensor_bytes
+from features.layout import SHAPE_COLS, node_layout, root_node, tensor_bytes
 from features.pad import complete_layout
+from features.tabular import tile_padding
 
 MINOR = 2  # layout positions compared: the minor-most and second-minor dimensions
 
@@ -62,12 +63,6 @@ class LayoutCopyCost:
 
 def tile_padding_cost(node_feat: np.ndarray, config_feat: np.ndarray) -> np.ndarray:
     """(C,) padding waste of tiling the kernel's output (the root node's shape) by output_bounds."""
-    root = np.flatnonzero(node_feat[:, 0] > 0)
-    shape = node_feat[root[-1] if root.size else -1, SHAPE_COLS].astype(np.float64)  # (6,)
-    tiles = config_feat[:, 8:14].astype(np.float64)  # (C, 6)
-    used = (shape > 0)[None, :] & (tiles > 0)
-    t = np.where(used, tiles, 1.0)
-    d = np.where(used, shape[None, :], 1.0)
-    count = np.ceil(d / t)
-    waste = (count * t).prod(1) / d.prod(1)
-    return waste + 1e-3 * np.log(count.prod(1))
+    shape = node_feat[root_node(node_feat), SHAPE_COLS]
+    waste, count = tile_padding(shape, config_feat[:, 8:14])
+    return 1.0 + waste + 1e-3 * np.log(count)

@@ -35,13 +35,7 @@ def normalize(scores: np.ndarray, how: str = "rank") -> np.ndarray:
     if how == "rank":
         if c < 2:
             return np.zeros(c)
-        order = np.argsort(s, kind="stable")
-        ss = s[order]
-        run = np.cumsum(np.r_[True, ss[1:] != ss[:-1]]) - 1
-        mean_pos = np.bincount(run, np.arange(c, dtype=np.float64)) / np.bincount(run)
-        out = np.empty(c)
-        out[order] = mean_pos[run] / (c - 1)
-        return out
+        return metrics.mean_ranks(s) / (c - 1)
     if how == "minmax":
         lo, hi = (s.min(), s.max()) if c else (0.0, 0.0)
         return (s - lo) / (hi - lo) if hi > lo else np.zeros(c)
@@ -88,7 +82,7 @@ def blend(members: Mapping[str, Preds], weights: Mapping[str, float], ids: Seque
 def graph_scores(kind: str, preds: Preds, runtimes: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The metric of every graph of `runtimes` (a `tile` or `layout` collection) for `preds`
     (lower = faster; ties broken by config index, as in a submission)."""
-    return {gid: metrics.graph_score(kind, np.argsort(preds[gid], kind="stable"), r) for gid, r in runtimes.items()}
+    return {gid: metrics.graph_score(kind, metrics.ranking(preds[gid]), r) for gid, r in runtimes.items()}
 
 
 def collection_score(kind: str, preds: Preds, runtimes: Mapping[str, np.ndarray]) -> float:

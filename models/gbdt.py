@@ -74,30 +74,12 @@ def target_runtime(runtime: np.ndarray, normalizer: np.ndarray | None = None) ->
     return r if normalizer is None else r / np.asarray(normalizer, dtype=np.float64)
 
 
-def within_graph_rank(sizes: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(n,) rank of each row inside its query, 0 = fastest; equal targets share their mean rank.
-
-    Rows of a query are contiguous (`sizes` in row order)."""
-    target = np.asarray(target, dtype=np.float64)
-    n = target.size
-    g = group_index(sizes)
-    order = np.lexsort((target, g))
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    pos = np.arange(n, dtype=np.float64) - starts[g[order]]  # position inside the query
-    gs, ts = g[order], target[order]
-    run = np.cumsum(np.r_[True, (gs[1:] != gs[:-1]) | (ts[1:] != ts[:-1])]) - 1  # tie runs
-    mean_pos = np.bincount(run, pos) / np.bincount(run)
-    rank = np.empty(n)
-    rank[order] = mean_pos[run]
-    return rank
-
-
 def lambdarank_labels(sizes: np.ndarray, target: np.ndarray, num_labels: int) -> np.ndarray:
     """(n,) int32 relevance in [0, num_labels): quantile bins of the within-graph rank, the
     fastest bin highest. A query of one row gets the top label."""
     if num_labels < 2:
         raise ValueError(f"num_labels must be at least 2, got {num_labels}")
-    rank = within_graph_rank(sizes, target)
+    rank = metrics.mean_ranks(target, sizes)  # 0 = fastest; ties share their mean rank
     q = rank / np.repeat(np.asarray(sizes, dtype=np.float64), sizes)  # [0, 1)
     b = np.minimum(np.floor(q * num_labels), num_labels - 1).astype(np.int32)
     return (num_labels - 1 - b).astype(np.int32)
@@ -222,8 +204,7 @@ def validation_score(kind: str, sizes: np.ndarray, target: np.ndarray, scores: n
     out, start = [], 0
     for s in sizes:
         t, sc = target[start : start + s], scores[start : start + s]
-        order = np.argsort(sc, kind="stable")
-        out.append(metrics.graph_score(kind, order, t))
+        out.append(metrics.graph_score(kind, metrics.ranking(sc), t))
         start += s
     return float(np.mean(out)) if out else float("nan")
 

@@ -112,6 +112,37 @@ def kendall_tau(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float]
     return float(min(1.0, max(-1.0, tau)))
 
 
+def ranking(scores: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Config indices fastest first: ascending score, equal scores by index (a submission's order)."""
+    return np.argsort(np.asarray(scores), kind="stable")
+
+
+def mean_ranks(values: np.ndarray | Sequence[float], sizes: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+    """(n,) float64 0-based rank of each value, ascending; equal values share their mean rank.
+
+    With `sizes`, the values are contiguous groups of those sizes (the graphs of a table, in row
+    order) and each is ranked within its own group only. Mean ranks (not first-come) keep
+    duplicated configs from looking better or worse than each other.
+
+    Example: `mean_ranks([3, 1, 3, 2]) == [2.5, 0, 2.5, 1]`.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n = v.size
+    sizes = np.array([n], dtype=np.int64) if sizes is None else np.asarray(sizes, dtype=np.int64)
+    if int(sizes.sum()) != n:
+        raise ValueError(f"mean_ranks: sizes sum to {int(sizes.sum())}, not to the {n} values")
+    if n == 0:
+        return np.zeros(0)
+    g = np.repeat(np.arange(sizes.size), sizes)
+    order = np.lexsort((v, g))
+    gs, vs = g[order], v[order]
+    pos = np.arange(n, dtype=np.float64) - np.r_[0, np.cumsum(sizes)[:-1]][gs]  # position in the group
+    run = np.cumsum(np.r_[True, (gs[1:] != gs[:-1]) | (vs[1:] != vs[:-1])]) - 1  # runs of equal values
+    out = np.empty(n)
+    out[order] = (np.bincount(run, pos) / np.bincount(run))[run]
+    return out
+
+
 def order_to_rank(order: np.ndarray | Sequence[int], num_configs: int | None = None) -> np.ndarray:
     """Predicted rank of each config from an order, fastest first: `rank[order[k]] = k`.
 

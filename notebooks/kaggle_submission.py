@@ -100,8 +100,11 @@ for m in present:
         stage("pipeline.baseline", "splits=[test]")  # a training-free member its weights may count on
     stage(manifest["inference"][m])
 
+sys.path.insert(0, str(code))  # the project's own helpers, from the code copy
+from pipeline.predictions import predictions_path  # noqa: E402
+
 pred_dir = data_dir / "predictions" / DATASET
-predictor = next((m for m in manifest["predictor_order"] if (pred_dir / m / "test.parquet").is_file()), None)
+predictor = next((m for m in manifest["predictor_order"] if predictions_path(pred_dir, m, "test").is_file()), None)
 if predictor is None:
     stage("pipeline.baseline", "splits=[test]")
     predictor = "baseline"
@@ -113,7 +116,6 @@ print("submitting the predictions of:", predictor)
 # %%
 stage("pipeline.submission", f"predictor={predictor}", "split=test", f"submission={SUBMISSION}", "keep_copy=false")
 
-sys.path.insert(0, str(code))
 from pipeline.catalog import discover  # noqa: E402
 from pipeline.submission_csv import validate_submission  # noqa: E402
 

@@ -21,7 +21,7 @@ from models.baseline import LayoutCopyCost, tile_padding_cost
 from pipeline.catalog import GraphFile, discover
 from pipeline.cli import stage
 from pipeline.npz import iter_node_config_feat, read_graph
-from pipeline.predictions import write_predictions
+from pipeline.predictions import predictions_path, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> None:
         if not files:
             continue
         scores = {f.id: baseline_scores(f, cfg.chunk_configs) for f in tqdm(files, desc=f"baseline {split}", unit="graph")}
-        out = Path(cfg.out) / f"{split}.parquet"
+        out = predictions_path(Path(cfg.out).parent, Path(cfg.out).name, split)  # `out` is the model's folder
         write_predictions(out, scores, cfg)
         log.info("wrote %s (%d graphs)", out, len(scores))
 

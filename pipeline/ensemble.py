@@ -4,15 +4,19 @@
     python -m pipeline.ensemble mode=apply splits=[test]      # saved weights (Kaggle notebook)
     make ensemble
 
-Reads each member's `${paths.predictions}/<member>/<split>.parquet`, or, when a member has
-several `<member>/seed*/<split>.parquet`, their per-graph average (seed averaging); members
-without predictions are left out. Scores are normalized per graph (`normalize`) and blended
-with per-collection weights. `mode=fit` (default) reads the `fit_split` runtimes under `data`,
-fits the weights to maximize the competition metric (`models.ensemble.fit_weights`) and writes
-them with each member's and the blend's score to `weights` (json), then the stamp
-`.complete` beside it; both modes then write `${paths.predictions}/ensemble/<split>.parquet`
-for `splits`.
-Invariant: on the split the weights were fitted on, each collection's blend scores at least as
+Reads each member's `${paths.predictions}/<member>/<split>.parquet` (a model trained with
+several seeds has already averaged them there); members without predictions are left out.
+Scores are normalized per graph (`normalize`) and blended with per-collection weights.
+`mode=fit` (default) reads the `fit_split` runtimes under `data`, fits the weights to maximize
+the competition metric (`models.ensemble.fit_weights`) and writes them with each member's and
+the blend's score to `weights` (json), then the stamp `.complete` beside it; both modes then
+write `${paths.predictions}/ensemble/<split>.parquet` for `splits`.
+
+The fit scores are in-sample (fitted and scored on the same graphs). `holdout=true` fits each
+collection's weights on every other graph of `fit_split` (by ID) and scores those weights, and
+each member alone, on the rest: `collections.<c>.holdout` in the weights file, an
+out-of-sample estimate of what blending adds. The weights applied are then the half's.
+Invariant: on the graphs the weights were fitted on, each collection's blend scores at least as
 well as its best single member (the search starts from each member alone and only accepts
 improvements); every graph of a member gets a blended score for every original config.
 """
@@ -27,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from models.ensemble import NORMALIZERS, average_seeds, blend, fit_weights, normalize_all
+from models.ensemble import NORMALIZERS, blend, collection_score, fit_weights, normalize_all
 from pipeline.catalog import COLLECTIONS, collection_kind, discover, split_id
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.evaluate import load_runtimes
 from pipeline.fsutil import write_text_atomic
-from pipeline.predictions import read_predictions, write_predictions
+from pipeline.predictions import predictions_path, read_predictions, write_predictions
 from pipeline.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
@@ -41,16 +45,9 @@ NAME = "ensemble"
 
 
 def load_member(predictions: str | Path, member: str, split: str, how: str) -> dict[str, np.ndarray] | None:
-    """A member's per-graph normalized scores on `split` (seed runs averaged), None if absent."""
-    d = Path(predictions) / member
-    seeds = sorted(d.glob(f"seed*/{split}.parquet"))
-    if len(seeds) > 1:
-        try:
-            return average_seeds([read_predictions(p) for p in seeds], how)
-        except ValueError as e:
-            raise DataError(d, f"seed predictions on {split} cannot be averaged: {e}") from None
-    main = d / f"{split}.parquet"
-    return normalize_all(read_predictions(main), how) if main.is_file() else None
+    """A member's per-graph normalized scores on `split`, None if it has no predictions there."""
+    path = predictions_path(predictions, member, split)
+    return normalize_all(read_predictions(path), how) if path.is_file() else None
 
 
 def load_members(cfg: DictConfig, split: str) -> dict[str, dict[str, np.ndarray]]:
@@ -87,8 +84,15 @@ def fit(cfg: DictConfig) -> dict:
     members = load_members(cfg, cfg.fit_split)
     if not members:
         raise DataError(cfg.predictions, f"no member has {cfg.fit_split} predictions (run baseline, train-gbdt or train-gnn first)")
-    doc = {"normalize": cfg.normalize, "fit_split": cfg.fit_split, "members": list(members), "collections": {}}
+    doc = {"normalize": cfg.normalize, "fit_split": cfg.fit_split, "holdout": bool(cfg.holdout),
+           "members": list(members), "collections": {}}
     for c, ids in by_collection(runtimes).items():
+        held: list[str] = []
+        if cfg.holdout:
+            if len(ids) < 2:
+                log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, cfg.fit_split)
+            else:
+                ids, held = ids[0::2], ids[1::2]
         rt = {g: runtimes[g] for g in ids}
         sizes = {g: r.size for g, r in rt.items()}
         avail = [m for m in members if covers(members[m], sizes)]
@@ -99,12 +103,31 @@ def fit(cfg: DictConfig) -> dict:
             log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
             continue
         r = fit_weights(collection_kind(c), {m: members[m] for m in avail}, rt, int(cfg.grid_steps), int(cfg.refine))
-        doc["collections"][c] = {"weights": r["weights"], "scores": {**r["members"], NAME: r["score"]}, "graphs": len(ids)}
+        entry = {"weights": r["weights"], "scores": {**r["members"], NAME: r["score"]}, "graphs": len(ids)}
         log.info("%s: weights %s -> %.4f (best single %.4f)", c,
                  ", ".join(f"{m}={w:.3f}" for m, w in r["weights"].items()), r["score"], max(r["members"].values()))
+        if held:
+            entry["holdout"] = holdout_scores(collection_kind(c), {m: members[m] for m in avail}, r["weights"],
+                                              {g: runtimes[g] for g in held})
+            log.info("%s: %d held-out graphs: %s", c, len(held),
+                     ", ".join(f"{m} {v:.4f}" for m, v in entry["holdout"]["scores"].items()))
+        doc["collections"][c] = entry
     write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
     log.info("wrote %s", cfg.weights)
     return doc
+
+
+def holdout_scores(kind: str, members: dict[str, dict[str, np.ndarray]], weights: dict[str, float],
+                   runtimes: dict[str, np.ndarray]) -> dict:
+    """Each member's collection score alone and the blend's with `weights`, on graphs the weights
+    were not fitted on. A member lacking a held-out graph (or its config count) is not scored."""
+    sizes = {g: r.size for g, r in runtimes.items()}
+    avail = {m: p for m, p in members.items() if covers(p, sizes)}
+    used = {m: w for m, w in weights.items() if w > 0}
+    scores = {m: collection_score(kind, p, runtimes) for m, p in avail.items()}
+    if all(m in avail for m in used):
+        scores[NAME] = collection_score(kind, blend(avail, used, list(runtimes)), runtimes)
+    return {"graphs": len(runtimes), "scores": scores}
 
 
 def apply(cfg: DictConfig, doc: dict, split: str) -> Path | None:
@@ -127,27 +150,32 @@ def apply(cfg: DictConfig, doc: dict, split: str) -> Path | None:
             weights = {m: w for m, w in entry["weights"].items() if w > 0}
         for m in weights:
             if m not in members or not all(g in members[m] for g in gids):
-                raise DataError(Path(cfg.predictions) / m / f"{split}.parquet",
+                raise DataError(predictions_path(cfg.predictions, m, split),
                                 f"{c}: member '{m}' (weight {weights[m]:.3f}) has no predictions for every {split} graph")
         sizes = {g: members[next(iter(weights))][g].size for g in gids}
         for m in weights:
             if not covers(members[m], sizes):
-                raise DataError(Path(cfg.predictions) / m / f"{split}.parquet", f"{c}: config counts differ from the other members'")
+                raise DataError(predictions_path(cfg.predictions, m, split), f"{c}: config counts differ from the other members'")
         out.update(blend(members, weights, gids))
-    dst = Path(cfg.out) / f"{split}.parquet"
+    dst = predictions_path(cfg.predictions, NAME, split)
     write_predictions(dst, out, cfg)
     log.info("wrote %s (%d graphs)", dst, len(out))
     return dst
 
 
 def format_table(doc: dict) -> str:
-    """Per collection: each member's score alone and the ensemble's, on the fit split."""
+    """Per collection: each member's score alone and the ensemble's on the graphs the weights were
+    fitted on (in-sample), then on the held-out graphs when `holdout` was on."""
     cols = list(doc["members"]) + [NAME]
-    lines = [f"{'collection':<20}" + "".join(f"{m:>10}" for m in cols)]
-    for c in COLLECTIONS:
-        if c in doc["collections"]:
-            s = doc["collections"][c]["scores"]
-            lines.append(f"{c:<20}" + "".join(f"{s[m]:>10.4f}" if m in s else f"{'-':>10}" for m in cols))
+    blocks = [("fitted on", "scores")] + ([("held out", "holdout")] if doc.get("holdout") else [])
+    lines = []
+    for title, key in blocks:
+        lines.append(f"{title + ' (' + doc['fit_split'] + ')':<20}" + "".join(f"{m:>10}" for m in cols))
+        for c in COLLECTIONS:
+            e = doc["collections"].get(c, {})
+            s = e.get("scores") if key == "scores" else e.get("holdout", {}).get("scores")
+            if s is not None:
+                lines.append(f"{c:<20}" + "".join(f"{s[m]:>10.4f}" if m in s else f"{'-':>10}" for m in cols))
     return "\n".join(lines)
 
 

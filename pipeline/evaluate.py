@@ -30,8 +30,7 @@ from pipeline.catalog import COLLECTIONS, GraphFile, discover, split_id
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
-from pipeline.npz import read_graph
-from pipeline.npz import read_member
+from pipeline.npz import read_members
 from pipeline.submission_csv import Rows, validate_submission
 
 log = logging.getLogger(__name__)
@@ -39,16 +38,25 @@ log = logging.getLogger(__name__)
 
 def load_runtimes(files: Sequence[GraphFile]) -> dict[str, np.ndarray]:
     """Measured runtime of every config, by graph ID: (C,) float64, tile ones already divided
-    by `config_runtime_normalizers`. Raises `DataError` for a file without runtimes (test)."""
+    by `config_runtime_normalizers`. Reads only those members (not the graph). Raises
+    `DataError` for a file without runtimes (test) or with a non-positive one."""
     out: dict[str, np.ndarray] = {}
     for f in files:
-        # Checked alone first: a test file would otherwise fail as "non-positive runtime".
-        if not read_member(f.path, "config_runtime").any():
+        keys = ["config_runtime"] + (["config_runtime_normalizers"] if f.kind == "tile" else [])
+        a = read_members(f.path, keys, what=f"{f.kind} file with runtimes")
+        r = a["config_runtime"].astype(np.float64)
+        # all zero first: a test file would otherwise fail as "non-positive runtime"
+        if not r.any():
             raise DataError(f.path, "config_runtime is all zero (a test file?): nothing to score against; evaluate a split with runtimes")
-        g = read_graph(f.path, kind=f.kind, split=f.split)
-        r = g.config_runtime.astype(np.float64)
+        if not (r > 0).all():
+            raise DataError(f.path, f"non-positive runtime in the {f.split} split", "config_runtime")
         if f.kind == "tile":
-            r = r / g.config_runtime_normalizers.astype(np.float64)
+            n = a["config_runtime_normalizers"].astype(np.float64)
+            if n.shape != r.shape:
+                raise DataError(f.path, f"length {n.shape[0] if n.ndim else 0} does not match {r.size} configs", "config_runtime_normalizers")
+            if not (n > 0).all():
+                raise DataError(f.path, "non-positive normalizer", "config_runtime_normalizers")
+            r = r / n
         out[f.id] = r
     return out
 

@@ -12,9 +12,12 @@ memory is bounded by the chunk and the unique-config count, not the file. Writes
   `runtime` (U,) by the `dedup` policy; `config_first` (U,) first original index of each row;
   `config_runtime` (C,) the raw runtimes; `varying` (NC,) bool; `config_node_ids` (NV,) node
   ids of the varying configurable nodes; the graph tensors `node_feat` (N, K) normalized,
-  `node_layout` (N, 6) int8, `node_opcode`, `edge_index`, `node_splits`, `node_config_ids`,
-  `node_ids` (original ids), `config_pairs`. Tile: `config_feat` (U, 24) raw and
-  `config_feat_norm`, `config_runtime_normalizers` (U,) of each row's first occurrence.
+  `node_layout` (N, 6) int8 (a configurable node that never varies has one config under every
+  config, so its row holds its effective output layout under it,
+  `features.pad.effective_output_layout`, not its own layout), `node_opcode`, `edge_index`,
+  `node_splits`, `node_config_ids`, `node_ids` (original ids), `config_pairs`. Tile:
+  `config_feat` (U, 24) raw and `config_feat_norm`, `config_runtime_normalizers` (U,) of each
+  row's first occurrence.
 - `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),
   `configs` (list of original indices), `runtime`, then the features of `features.tabular`
   and per-graph size statistics (per-graph parts are kept in `<split>.parts/`).
@@ -35,7 +38,8 @@ import numpy as np
 import polars as pl
 from omegaconf import DictConfig
 
-from features.configs import ConfigDeduper, pack_layout
+from features.configs import ConfigDeduper, dedup_configs, pack_layout
+from features.pad import effective_output_layout
 from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
 from pipeline.catalog import collection_dir, discover
 from pipeline.cli import stage
@@ -45,7 +49,7 @@ from pipeline.npz import Stream, iter_node_config_feat, read_graph, read_members
 from pipeline.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2
 PADDED_KEYS = ("node_feat_norm", "node_layout", "node_ids", "original_size")
 
 
@@ -88,6 +92,7 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
     dd = ConfigDeduper(policy)
     feats: dict[str, list[np.ndarray]] = defaultdict(list)
     fb = max(1, min(feature_batch, (1 << 22) // max(1, nc, ctx.pairs.shape[0])))  # temporaries ~ fb x pairs
+    first = None  # (NC, 18) the first config: the fixed config of the nodes that never vary
     spool = Path(gnn).with_name(f".{Path(gnn).name}.codes-{os.getpid()}")
     spool.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -98,6 +103,8 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
                     codes = pack_layout(chunk)  # (c, NC, 3)
                 except ValueError as e:
                     raise DataError(src, f"configs {start}..{start + len(chunk) - 1}: {e}", "node_config_feat") from None
+                if first is None and len(chunk):
+                    first = np.asarray(chunk[0], dtype=np.float32).copy()
                 new = dd.add(codes, g.config_runtime[start : start + len(chunk)])
                 fp.write(new.data)
                 if part is not None and new.shape[0]:
@@ -116,11 +123,15 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
                     m = min(rows, u - i)
                     yield np.fromfile(f, dtype=np.int32, count=m * nc * 3).reshape(m, nc, 3)[:, varying]
 
+        node_layout = x["node_layout"].copy()
+        if first is not None and not varying.all():
+            fixed = g.node_config_ids[~varying]
+            node_layout[fixed] = effective_output_layout(x["node_layout"], fixed, first[None, ~varying])[0]
         arrays = {
             "config_map": d.config_map, "runtime": d.runtime, "config_first": d.first,
             "config_runtime": g.config_runtime, "varying": varying,
             "config_node_ids": g.node_config_ids[varying], "node_config_ids": g.node_config_ids,
-            "node_feat": x["node_feat_norm"], "node_layout": x["node_layout"], "node_opcode": g.node_opcode,
+            "node_feat": x["node_feat_norm"], "node_layout": node_layout, "node_opcode": g.node_opcode,
             "edge_index": g.edge_index, "node_splits": g.node_splits, "node_ids": x["node_ids"],
             "config_pairs": x["config_pairs"],
         }
@@ -138,9 +149,7 @@ def extract_tile(src: str, gnn: str, part: str | None, gid: str, split: str, pol
                  chunk_configs: int, feature_batch: int, codes_level: int | None = 1) -> dict:
     g = read_graph(src, split=split)
     x = _extras(src, PADDED_KEYS + ("config_feat_norm",))
-    dd = ConfigDeduper(policy)
-    uniq = dd.add(g.config_feat, g.config_runtime)
-    d = dd.finish()
+    d, uniq = dedup_configs(g.config_feat, g.config_runtime, policy)
     write_npz(gnn, {
         "config_map": d.config_map, "runtime": d.runtime, "config_first": d.first,
         "config_runtime": g.config_runtime, "config_feat": uniq,

@@ -41,7 +41,7 @@ from pipeline.download import credentials_present
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
 from pipeline.runner import finish_stage
-from pipeline.submission import _commit
+from pipeline.submission import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def build(cfg: DictConfig) -> dict:
                         ", ".join(cfg.wheels.packages))
 
         manifest = {
-            "commit": _commit(), "source_dataset": cfg.paths.dataset, "models": models,
+            "commit": git_commit(), "source_dataset": cfg.paths.dataset, "models": models,
             "inference": {m: cfg.inference[m] for m in models}, "predictor_order": list(cfg.predictor_order),
             "stats": stats.is_file(), "wheels": wheels,
         }
@@ -284,7 +284,7 @@ def push(cfg: DictConfig) -> None:
     out = Path(cfg.out)
     ds, kn = out / "dataset", out / "kernel"
     dataset_id = dataset_metadata(cfg)["id"]
-    message = f"pipeline {_commit()}"
+    message = f"pipeline {git_commit()}"
     if _kaggle("datasets", "status", dataset_id, check=False).returncode == 0:
         _kaggle("datasets", "version", "-p", str(ds), "-m", message, "--dir-mode", "zip")
     else:

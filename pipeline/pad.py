@@ -4,15 +4,15 @@
 
 Reads the pruned tree under `data` (output of `pipeline.prune`). First fits, per collection,
 normalization statistics of node_feat (and of the tile config_feat) on the `fit_split` files
-only (falling back, with a warning, to every split present when a collection has none), and
-writes them to `stats` (JSON; `features.pad.Normalizer.from_dict` reads an entry back). Then
+only, whatever `splits` are padded (a collection without them is an error, unless
+`fit_fallback=true` lets it fit on the splits present, with a warning), and writes them to `stats` (JSON; `features.pad.Normalizer.from_dict` reads an entry back). Then
 writes the same tree under `out`, then `out/.complete`. Each file keeps every key of its pruned
 input, with node_feat layout columns 134-139 set to -1 beyond the tensor's rank (so a node's
 own layout and the config layouts share the vocabulary -1..5), and adds:
 - `node_feat_norm` (N, K) float32: constant columns dropped, wide-range columns log-transformed,
   standardized (layout columns excluded: they are categorical);
-- `node_layout` (N, 6) int8: the node's layout, -1 padded (a configurable node's config output
-  group, when not all -1, stands in for it: `features.pad.effective_output_layout`);
+- `node_layout` (N, 6) int8: the node's own layout, -1 padded (the extract stage and the models
+  let a configurable node's chosen layout stand in for it: `features.pad.complete_layout`);
 - tile: `config_feat_norm` (C, K') float32.
 With `stats_from=<stats.json>` nothing is fitted: the statistics saved by an earlier run (the
 training run's `stats`) are applied as they are, and copied to `stats` (inference on test files
@@ -34,7 +34,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from features.pad import LAYOUT_COLS, Moments, Normalizer, fit_normalizer, node_layout, pad_layout
-from pipeline.catalog import GraphFile, discover
+from pipeline.catalog import GraphFile, collection_kind, discover
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
@@ -50,18 +50,33 @@ def _file_sig(files: list[GraphFile]) -> list:
     return [[str(f.path), f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
 
 
-def fit_stats(files: list[GraphFile], fit_split: str, log_min_abs: float) -> dict[str, dict]:
+def fit_files(data: str | Path, files: list[GraphFile], fit_split: str, fallback: bool) -> dict[str, list[GraphFile]]:
+    """Per collection to pad: the files its statistics are fitted on, `fit_split` only.
+
+    Fitting looks at `fit_split` whatever splits are being padded. A collection without it is an
+    error, unless `fallback` allows fitting on the files being padded (logged as a warning).
+    """
+    collections = sorted({f.collection for f in files})
+    fit: dict[str, list[GraphFile]] = defaultdict(list)
+    for f in discover(data, collections, [fit_split]):
+        fit[f.collection].append(f)
+    for c in collections:
+        if fit[c]:
+            continue
+        if not fallback:
+            raise DataError(data, f"{c} has no '{fit_split}' files to fit normalization statistics on; "
+                                  "apply saved ones with stats_from=<stats.json>, or allow fitting on the "
+                                  "splits present with fit_fallback=true")
+        fit[c] = [f for f in files if f.collection == c]
+        log.warning("%s: no '%s' files; fitting normalization statistics on %s instead (fit_fallback=true)",
+                    c, fit_split, ", ".join(sorted({f.split for f in fit[c]})))
+    return dict(fit)
+
+
+def fit_stats(by_collection: dict[str, list[GraphFile]], log_min_abs: float) -> dict[str, dict]:
     """Per collection: the normalizers of node_feat and (tile) config_feat, and what they saw."""
-    by_c: dict[str, list[GraphFile]] = defaultdict(list)
-    for f in files:
-        by_c[f.collection].append(f)
     stats: dict[str, dict] = {}
-    for c, fs in by_c.items():
-        fit = [f for f in fs if f.split == fit_split]
-        if not fit:
-            fit = fs
-            log.warning("%s: no '%s' files; fitting normalization statistics on %s instead",
-                        c, fit_split, ", ".join(sorted({f.split for f in fs})))
+    for c, fit in sorted(by_collection.items()):
         node = Moments(NODE_FEAT_DIM)
         cfg = Moments(TILE_CONFIG_DIM)
         for f in fit:
@@ -110,7 +125,7 @@ def saved_stats(path: str | Path, collections: list[str]) -> dict[str, dict]:
     if missing:
         raise DataError(path, f"no normalization statistics for {missing[0]} (it has {', '.join(stats) or 'none'})")
     for c in collections:
-        if "node_feat" not in stats[c] or (c.startswith("tile") and "config_feat" not in stats[c]):
+        if "node_feat" not in stats[c] or (collection_kind(c) == "tile" and "config_feat" not in stats[c]):
             raise DataError(path, f"statistics of {c} lack node_feat or config_feat")
     return stats
 
@@ -121,7 +136,6 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         raise DataError(cfg.data, "no .npz files to pad (run the prune stage first)")
     out = begin_stage(cfg.out)
     stats_path = Path(cfg.stats)
-    sig = config_hash({"fit_split": cfg.fit_split, "log_min_abs": cfg.log_min_abs}, VERSION, _file_sig(files))
     try:
         cached = json.loads(stats_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -132,12 +146,16 @@ def run(cfg: DictConfig) -> dict[str, dict]:
             # `inputs: null` never matches a fitted signature: a later run without stats_from refits
             write_text_atomic(stats_path, json.dumps({"inputs": None, "applied_from": str(cfg.stats_from), "collections": stats}, indent=1))
         log.info("applying saved normalization statistics from %s (nothing fitted)", cfg.stats_from)
-    elif cached.get("inputs") == sig:
-        stats = cached["collections"]
-        log.info("normalization statistics up to date: %s", stats_path)
     else:
-        stats = fit_stats(files, cfg.fit_split, float(cfg.log_min_abs))
-        write_text_atomic(stats_path, json.dumps({"inputs": sig, "fit_split": cfg.fit_split, "collections": stats}, indent=1))
+        fit = fit_files(cfg.data, files, cfg.fit_split, bool(cfg.fit_fallback))
+        sig = config_hash({"fit_split": cfg.fit_split, "log_min_abs": cfg.log_min_abs}, VERSION,
+                          {c: _file_sig(fs) for c, fs in sorted(fit.items())})
+        if cached.get("inputs") == sig:
+            stats = cached["collections"]
+            log.info("normalization statistics up to date: %s", stats_path)
+        else:
+            stats = fit_stats(fit, float(cfg.log_min_abs))
+            write_text_atomic(stats_path, json.dumps({"inputs": sig, "fit_split": cfg.fit_split, "collections": stats}, indent=1))
         for c, s in stats.items():
             log.info("%s: statistics fitted on %s (%d files, %d nodes); node_feat keeps %d columns, %d log-scaled",
                      c, "+".join(s["fitted_on"]), s["files"], s["rows"], len(s["node_feat"]["keep"]), sum(s["node_feat"]["log"]))

@@ -15,11 +15,16 @@ import numpy as np
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
+from models.metrics import ranking  # noqa: F401  (re-exported: callers import it from here)
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path, write_text_atomic
 
 
+COLUMNS = ("id", "config", "score")
+
+
 def predictions_path(predictions_dir: str | Path, model: str, split: str) -> Path:
+    """`<predictions_dir>/<model>/<split>.parquet`: the one place this layout is spelled out."""
     return Path(predictions_dir) / model / f"{split}.parquet"
 
 
@@ -50,7 +55,20 @@ def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "predictions not found (run the model's stage for this split first)")
-    frame = pl.read_parquet(path).sort(["id", "config"])
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise DataError(path, f"not a readable parquet file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"column '{missing[0]}' missing: not a predictions file (columns {', '.join(COLUMNS)})")
+    try:
+        frame = frame.select(pl.col("id").cast(pl.Utf8), pl.col("config").cast(pl.Int64), pl.col("score").cast(pl.Float64))
+    except pl.exceptions.PolarsError:
+        raise DataError(path, "id, config or score has the wrong type (text, integer, number expected)") from None
+    if frame.null_count().sum_horizontal().item() or not np.isfinite(frame["score"].to_numpy()).all():
+        raise DataError(path, "null or non-finite values (every config needs one finite score)")
+    frame = frame.sort(["id", "config"])
     out: dict[str, np.ndarray] = {}
     for (gid,), part in frame.group_by(["id"], maintain_order=True):
         cfg = part["config"].to_numpy()
@@ -59,7 +77,3 @@ def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
         out[str(gid)] = part["score"].to_numpy()
     return out
 
-
-def ranking(scores: np.ndarray) -> np.ndarray:
-    """Config indices fastest first (ascending score, ties by index)."""
-    return np.argsort(scores, kind="stable")

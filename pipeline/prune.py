@@ -66,18 +66,19 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     if not files:
         raise DataError(cfg.data, "no .npz files to prune")
     out = begin_stage(cfg.out)
+    rels = [rel_path(f.collection, f.split, f.stem) for f in files]
     tasks = [
-        Task(str(rel_path(f.collection, f.split, f.stem)), [f.path], [out / rel_path(f.collection, f.split, f.stem)],
-             dict(src=str(f.path), dst=str(out / rel_path(f.collection, f.split, f.stem)), split=f.split,
+        Task(str(rel), [f.path], [out / rel],
+             dict(src=str(f.path), dst=str(out / rel), split=f.split,
                   hops=int(cfg.hops), bridge=bool(cfg.bridge),
                   pair_depth=None if cfg.pair_depth is None else int(cfg.pair_depth)))
-        for f in files
+        for f, rel in zip(files, rels)
     ]
     h = config_hash({"hops": cfg.hops, "bridge": cfg.bridge, "pair_depth": cfg.pair_depth}, VERSION)
     results = run_tasks(prune_file, tasks, out, h, cfg.jobs, desc="prune")
     per: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(5, dtype=np.int64))
-    for f in files:
-        r = results[str(rel_path(f.collection, f.split, f.stem))]
+    for f, rel in zip(files, rels):
+        r = results[str(rel)]
         per[f.collection] += [1, *r["nodes"], *r["edges"]]
     for c, (n, n0, n1, e0, e1) in per.items():
         log.info("%s: %d graphs, nodes %d -> %d (%.1f%%), edges %d -> %d (%.1f%%)",

@@ -33,18 +33,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from models import metrics  # noqa: E402
 from pipeline.catalog import COLLECTIONS, GraphFile, discover, split_id  # noqa: E402
 from pipeline.cli import stage  # noqa: E402
 from pipeline.errors import DataError  # noqa: E402
 from pipeline.evaluate import load_runtimes, score_submission  # noqa: E402
 from pipeline.fsutil import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.predictions import ranking, read_predictions  # noqa: E402
+from pipeline.predictions import predictions_path, read_predictions  # noqa: E402
 from pipeline.submission import rows_from_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 # Known models first, in pipeline order, so colours and table rows stay put from run to run.
 MODEL_ORDER = ("baseline", "gbdt", "gnn", "ensemble")
+# Said under the score table: these figures flatter the models, and by how much is unknown.
+IN_SAMPLE = {
+    "valid": "These valid scores are in-sample, hence optimistic: the ensemble's weights are fitted on these "
+             "graphs, the GNN keeps its best epoch on them and LightGBM early-stops on them; only the test "
+             "(leaderboard) score is out of sample (`python -m pipeline.ensemble holdout=true` scores the ensemble on valid graphs its weights were not fitted on).",
+    "train": "These train scores are in-sample: every model was fitted on these graphs.",
+}
 SHORT = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
          "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
 
@@ -52,32 +60,21 @@ SHORT = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xl
 def model_names(predictions: str | Path, split: str, wanted: list[str] | None) -> list[str]:
     """Models with `<split>.parquet` under `predictions` (or the `wanted` ones), in a stable order."""
     root = Path(predictions)
-    found = sorted(p.parent.name for p in root.glob(f"*/{split}.parquet")) if root.is_dir() else []
+    found = sorted(p.parent.name for p in root.glob(str(predictions_path("", "*", split)))) if root.is_dir() else []
     if wanted is not None:
         missing = [m for m in wanted if m not in found]
         if missing:
-            raise DataError(root / missing[0] / f"{split}.parquet", "predictions not found (run that model's stage first)")
+            raise DataError(predictions_path(root, missing[0], split), "predictions not found (run that model's stage first)")
         found = list(wanted)
     return sorted(found, key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER), m))
 
 
 def top_k_slowdown(scores: np.ndarray, runtime: np.ndarray, k: int) -> np.ndarray:
     """(k,) min runtime among the first K predicted configs / min runtime, for K = 1..k."""
-    order = ranking(scores)[:k]
+    order = metrics.ranking(scores)[:k]
     best = np.minimum.accumulate(runtime[order]) / runtime.min()
     # a graph with fewer than k configs has found its best once all are listed
     return np.concatenate([best, np.full(k - best.size, best[-1])])
-
-
-def measured_ranks(runtime: np.ndarray) -> np.ndarray:
-    """0-based rank of each config by runtime (ties share the mean rank)."""
-    order = np.argsort(runtime, kind="stable")
-    ranks = np.empty(runtime.size)
-    ranks[order] = np.arange(runtime.size)
-    # equal runtimes share one rank, so duplicated configs do not look like mistakes
-    _, inv = np.unique(runtime, return_inverse=True)
-    sums = np.bincount(inv, weights=ranks)
-    return (sums / np.bincount(inv))[inv]
 
 
 def pick_rank_graphs(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], n: int) -> list[str]:
@@ -138,14 +135,13 @@ def plot_ranks(predictions: dict[str, dict], runtimes: Mapping[str, np.ndarray],
     fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.6, 2.7 * rows + 0.6), squeeze=False)
     for j, gid in enumerate(graph_ids):
         r = runtimes[gid]
-        truth = measured_ranks(r)
+        truth = metrics.mean_ranks(r)  # equal runtimes share a rank: duplicated configs are no mistake
         # evenly spaced along the measured order: the whole range stays visible on big graphs
         keep = np.argsort(truth, kind="stable")[np.unique(np.linspace(0, r.size - 1, min(r.size, max_points)).astype(int))]
         collection, stem = split_id(gid)
         for i, m in enumerate(models):
             ax = axes[i, j]
-            pred = np.empty(r.size)
-            pred[ranking(predictions[m][gid])] = np.arange(r.size)
+            pred = metrics.order_to_rank(metrics.ranking(predictions[m][gid]), r.size)
             ax.scatter(pred[keep], truth[keep], s=6, alpha=0.5, color=colors[m], linewidths=0)
             ax.plot([0, r.size - 1], [0, r.size - 1], color="grey", lw=0.8, ls="--")
             ax.set_xlim(-0.5, r.size - 0.5)
@@ -219,6 +215,7 @@ def _markdown(result: dict, name: str) -> str:
         s = result["models"][m]
         lines.append(f"| {m} | " + " | ".join(cell(s["collections"][c], best[c]) for c in cols)
                      + f" | {cell(s['score'], best_overall)} |")
+    lines += ["", IN_SAMPLE.get(result["split"], "")]
     for m, why in result["skipped"].items():
         lines.append(f"\nNot scored: **{m}**: {why}")
     lines += ["", f"![Scores per collection and model]({name}_scores.png)", "",
@@ -253,7 +250,7 @@ def run(cfg: DictConfig) -> dict:
     preds: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     for m in models:
-        path = Path(cfg.predictions) / m / f"{cfg.split}.parquet"
+        path = predictions_path(cfg.predictions, m, cfg.split)
         try:
             p = read_predictions(path)
             scored[m] = score_submission(rows_from_predictions(p, files, cfg.tile_top), files, runtimes)

@@ -22,8 +22,10 @@ from omegaconf import DictConfig
 
 from pipeline.catalog import GraphFile, discover
 from pipeline.cli import stage
+from models.metrics import ranking
 from pipeline.errors import DataError
-from pipeline.predictions import ranking, read_predictions
+from pipeline.fsutil import atomic_path
+from pipeline.predictions import read_predictions
 from pipeline.submission_csv import write_submission
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: i
     return rows
 
 
-def _commit() -> str:
+def git_commit() -> str:
+    """The short hash of the checked-out commit, or "nogit" outside a git checkout (Kaggle)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "nogit"
@@ -59,8 +62,9 @@ def main(cfg: DictConfig) -> Path:
     log.info("wrote %s: %d rows from %s predictions on %s", out, len(rows), cfg.predictor, cfg.split)
     if cfg.keep_copy:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        copy = out.with_name(f"{cfg.paths.dataset}_{cfg.predictor}_{cfg.split}_{stamp}_{_commit()}.csv")
-        shutil.copyfile(out, copy)
+        copy = out.with_name(f"{cfg.paths.dataset}_{cfg.predictor}_{cfg.split}_{stamp}_{git_commit()}.csv")
+        with atomic_path(copy) as tmp:
+            shutil.copyfile(out, tmp)
         log.info("kept a copy as %s", copy)
     return out
 

@@ -9,8 +9,8 @@ on the competition metric, and the `splits` to predict. Writes, per collection,
 `${paths.models}/gbdt/<collection dir>/model_seed<k>.txt` (LightGBM text model, best round),
 `importance.csv` (gain and split count per feature, mean over seeds) and `meta.json` (features,
 objective, best rounds, valid scores); then `${paths.predictions}/gbdt/<split>.parquet` (the
-seeds' per-graph rank average; each seed's own under `gbdt/seed<k>/` when there are several)
-and the stamp `${paths.models}/gbdt/.complete` last. `mode=predict` loads the saved models and
+seeds' per-graph rank average: the only predictions of this model; the ensemble reads them) and
+the stamp `${paths.models}/gbdt/.complete` last. `mode=predict` loads the saved models and
 writes only the predictions.
 Invariant: every original config index of every predicted graph gets exactly one score (its
 unique row's), checked before writing. Training is deterministic for a given config: fixed
@@ -39,7 +39,7 @@ from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path, write_text_atomic
-from pipeline.predictions import write_predictions
+from pipeline.predictions import predictions_path, write_predictions
 from pipeline.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
@@ -240,20 +240,6 @@ def predict_table(table: Table, models: list[tuple[str, lgb.Booster, str]], num_
     return out
 
 
-def write_seed_predictions(out: Path, split: str, per_model: dict[str, dict[str, np.ndarray]], ids: set[str],
-                           cfg: DictConfig) -> None:
-    """Each seed's own predictions as `out/seed<k>/<split>.parquet` (what the ensemble averages),
-    for the seeds that cover every graph and only when there are several; stale ones go."""
-    full = {n: p for n, p in per_model.items() if set(p) == ids}
-    keep = {n.replace("model_", "") for n in full} if len(full) > 1 else set()
-    for old in out.glob(f"*/{split}.parquet"):
-        if old.parent.name.startswith("seed") and old.parent.name not in keep:
-            old.unlink()
-            old.with_suffix(".yaml").unlink(missing_ok=True)
-    for n in sorted(full) if keep else []:
-        write_predictions(out / n.replace("model_", "") / f"{split}.parquet", full[n], cfg)
-
-
 def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("train", "predict"):
         raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
@@ -261,6 +247,10 @@ def run(cfg: DictConfig) -> dict:
         raise DataError(None, f"objective must be one of {', '.join(gbdt.OBJECTIVES)}, got '{cfg.objective}'")
     if not cfg.seeds:
         raise DataError(None, "seeds must list at least one seed")
+    if cfg.label_gain not in gbdt.GAINS:
+        raise DataError(None, f"label_gain must be one of {', '.join(gbdt.GAINS)}, got '{cfg.label_gain}'")
+    if not isinstance(cfg.num_labels, int) or cfg.num_labels < 2:
+        raise DataError(None, f"num_labels must be an integer of at least 2 (lambdarank relevance levels), got '{cfg.num_labels}'")
     wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
     present = [c for c in wanted if (Path(cfg.tables) / collection_dir(c)).is_dir()]
     if not present:
@@ -274,7 +264,6 @@ def run(cfg: DictConfig) -> dict:
                 metas[c] = m
     for split in cfg.splits:
         scores: dict[str, np.ndarray] = {}
-        per_model: dict[str, dict[str, np.ndarray]] = {}
         for c in present:
             path = table_path(cfg.tables, c, split)
             if not path.is_file():
@@ -286,13 +275,10 @@ def run(cfg: DictConfig) -> dict:
             preds = predict_table(Table(path, need_runtime=False), models, int(cfg.num_threads))
             runs = [preds[n] for n in sorted(preds)]
             scores.update(runs[0] if len(runs) == 1 else average_seeds(runs, "rank"))
-            for n, p in preds.items():
-                per_model.setdefault(n, {}).update(p)
         if not scores:
             log.warning("no %s predictions written (no table or no model)", split)
             continue
-        write_seed_predictions(Path(cfg.out), split, per_model, set(scores), cfg)
-        dst = Path(cfg.out) / f"{split}.parquet"
+        dst = predictions_path(cfg.predictions, cfg.name, split)
         write_predictions(dst, scores, cfg)
         log.info("wrote %s (%d graphs)", dst, len(scores))
     if cfg.mode == "train":

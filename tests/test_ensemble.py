@@ -96,7 +96,8 @@ def _cfg(name: str, **kw):
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     """Tiny valid and test raw files plus two members: baseline, and `oracle` (valid runtimes
-    plus noise, written as two seeds) that should earn most of the weight."""
+    plus noise) that should earn most of the weight. Stale `oracle/seed*/` predictions of the
+    reverse order lie beside it: the ensemble must read `oracle/<split>.parquet` only."""
     d = tmp_path_factory.mktemp("ens") / "data"
     sample_data.generate(_cfg("sample_data", **{"paths.data_dir": d, "graphs.valid": 3, "graphs.test": 2},
                               splits="[valid,test]", tile_scale=1))
@@ -106,9 +107,9 @@ def raw(tmp_path_factory) -> Path:
         files = discover(d / "raw/sample", splits=[split])
         write_predictions(pred / "baseline" / f"{split}.parquet", {f.id: baseline_scores(f, 512) for f in files})
         rt = load_runtimes(files) if split == "valid" else {f.id: rng.random(baseline_scores(f, 512).size) for f in files}
+        write_predictions(pred / "oracle" / f"{split}.parquet", {g: np.log(r) + rng.normal(0, 0.05, r.size) for g, r in rt.items()})
         for seed in (0, 1):
-            noisy = {g: np.log(r) + rng.normal(0, 0.05, r.size) for g, r in rt.items()}
-            write_predictions(pred / "oracle" / f"seed{seed}" / f"{split}.parquet", noisy)
+            write_predictions(pred / "oracle" / f"seed{seed}" / f"{split}.parquet", {g: -r for g, r in rt.items()})
     return d
 
 
@@ -137,6 +138,29 @@ def test_ensemble_stage_fits_applies_and_beats_every_member(raw: Path):
     stage.run(_cfg("ensemble", **over, mode="apply", splits="[test]"))
     applied = read_predictions(raw / "predictions/sample/ensemble/test.parquet")
     assert set(applied) == set(fitted) and all(np.array_equal(applied[g], fitted[g]) for g in fitted)
+
+
+@pytest.mark.slow
+def test_holdout_scores_the_weights_on_graphs_they_were_not_fitted_on(raw: Path, tmp_path: Path):
+    pred = tmp_path / "pred"
+    for m in ("oracle", "baseline"):
+        (pred / m).mkdir(parents=True)
+        (pred / m / "valid.parquet").write_bytes((raw / "predictions/sample" / m / "valid.parquet").read_bytes())
+    doc = stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[oracle,baseline]", holdout=True,
+                         predictions=pred, weights=tmp_path / "w.json", splits="[valid]"))
+    files = discover(raw / "raw/sample", splits=["valid"])
+    rt = load_runtimes(files)
+    per_graph = {m: score_rows(rows_from_predictions(read_predictions(pred / m / "valid.parquet"), files), rt)["per_graph"]
+                 for m in ("oracle", "baseline", "ensemble")}
+    assert doc["holdout"] is True and doc["collections"]
+    for c, entry in doc["collections"].items():
+        ids = sorted(g for g in rt if split_id(g)[0] == c)
+        held = ids[1::2]  # every other graph by ID is held out, the rest fitted on
+        assert entry["graphs"] == len(ids) - len(held) and entry["holdout"]["graphs"] == len(held) > 0
+        for m, s in entry["holdout"]["scores"].items():
+            assert s == pytest.approx(np.mean([per_graph[m][g] for g in held])), (c, m)
+        fitted = ids[0::2]
+        assert entry["scores"]["ensemble"] == pytest.approx(np.mean([per_graph["ensemble"][g] for g in fitted]))
 
 
 def test_apply_without_weights_or_members_says_so(raw: Path, tmp_path: Path):

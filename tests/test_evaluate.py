@@ -96,6 +96,28 @@ def test_tile_runtimes_are_normalized(root):
     assert runtimes["tile:xla:ta"].tolist() == pytest.approx([5, 3, 0.75, 1, 7, 2])
 
 
+def test_runtimes_read_alone_and_checked(tmp_path):
+    """Only the runtime members are read (a file lacking the graph still gives its runtimes);
+    a non-positive runtime or normalizer, or a missing one, is a one-sentence DataError."""
+    from pipeline.catalog import GraphFile
+
+    def npz(name: str, **arrays) -> GraphFile:
+        p = tmp_path / f"{name}.npz"
+        np.savez(p, **arrays)
+        return GraphFile("tile:xla", "valid", p)
+
+    ok = npz("ok", config_runtime=np.array([4, 2, 6]), config_runtime_normalizers=np.array([2, 2, 1]))
+    assert load_runtimes([ok])["tile:xla:ok"].tolist() == [2.0, 1.0, 6.0]
+    bad = [(npz("neg", config_runtime=np.array([4, 0, 6]), config_runtime_normalizers=np.ones(3, int)), "non-positive runtime"),
+           (npz("norm", config_runtime=np.array([4, 2, 6]), config_runtime_normalizers=np.array([1, 0, 1])), "non-positive normalizer"),
+           (npz("len", config_runtime=np.array([4, 2, 6]), config_runtime_normalizers=np.ones(2, int)), "does not match 3 configs"),
+           (npz("none", config_runtime=np.array([4, 2, 6])), "config_runtime_normalizers")]
+    for f, message in bad:
+        with pytest.raises(DataError, match=message) as e:
+            load_runtimes([f])
+        assert e.value.path == str(f.path)
+
+
 def test_invalid_rows_and_test_split_are_refused(root):
     files = discover(root, splits=["valid"])
     rows = _rows(reverse=False)

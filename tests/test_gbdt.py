@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from models import ensemble as ens
 from models import gbdt
 from pipeline import extract, pad, prune, sample_data, train_gbdt
 from pipeline.catalog import discover
@@ -23,11 +24,9 @@ IDS = np.array(["a", "a", "a", "a", "b", "b"])
 RUNTIME = np.array([4.0, 1.0, 3.0, 2.0, 5.0, 5.0])
 
 
-def test_query_groups_and_within_graph_rank():
+def test_query_groups():
     starts, sizes = gbdt.query_groups(IDS)
     assert starts.tolist() == [0, 4] and sizes.tolist() == [4, 2]
-    rank = gbdt.within_graph_rank(sizes, RUNTIME)
-    assert rank.tolist() == [3, 0, 2, 1, 0.5, 0.5]  # ties share their mean rank
 
 
 def test_lambdarank_labels_are_quantile_bins_fastest_highest():
@@ -144,15 +143,29 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
         assert set(p) == {f.id for f in files}
         for f in files:
             assert p[f.id].size == read_graph(f.path, split=split).num_configs
-        assert set(read_predictions(preds / "seed1" / f"{split}.parquet")) == set(p)
     before = read_predictions(preds / "test.parquet")
     train_gbdt.run(_cfg("train_gbdt", **over, mode="predict", splits="[test]"))
     after = read_predictions(preds / "test.parquet")
     assert all(np.array_equal(before[k], after[k]) for k in before)
-    # a retrain with one seed leaves no stale seed predictions for the ensemble to average
+    # the seeds' rank average is the model's only predictions (the ensemble reads nothing else)
+    assert sorted(p.name for p in preds.iterdir()) == ["test.parquet", "test.yaml", "valid.parquet", "valid.yaml"]
+    table = train_gbdt.Table(train_gbdt.table_path(tiny / "processed/sample/tables", "tile:xla", "test"), False)
+    per_seed = train_gbdt.predict_table(table, train_gbdt.load_models("tile:xla", models), 1)
+    assert sorted(per_seed) == ["model_seed0", "model_seed1"]
+    for gid in per_seed["model_seed0"]:
+        assert np.allclose(after[gid], np.mean([ens.normalize(per_seed[n][gid]) for n in per_seed], axis=0))
+    # a retrain with one seed leaves no model of the other seed for mode=predict to average in
     train_gbdt.run(_cfg("train_gbdt", **over, objective="regression", splits="[test]"))
-    assert not list(preds.glob("seed*/test.parquet"))
     assert not (models / "tile/xla/model_seed1.txt").exists()
+
+
+@pytest.mark.parametrize("knob,value,message", [("label_gain", "exponentail", "label_gain must be one of exponential, linear"),
+                                                 ("num_labels", 1, "num_labels must be an integer of at least 2"),
+                                                 ("objective", "rank", "objective must be one of lambdarank")])
+def test_config_mistakes_fail_in_one_sentence(tmp_path: Path, knob, value, message):
+    with pytest.raises(DataError, match=message) as e:
+        train_gbdt.run(_cfg("train_gbdt", **{"paths.data_dir": tmp_path, knob: value}))
+    assert e.value.path is None and "\n" not in str(e.value)
 
 
 def test_predict_without_models_or_tables_says_so(tmp_path: Path):

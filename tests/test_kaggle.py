@@ -110,9 +110,9 @@ def test_pad_applies_saved_statistics(trained, tmp_path) -> None:
         rel = rel_path(f.collection, f.split, f.stem)
         with np.load(out / rel) as a, np.load(trained["padded"] / rel) as b:
             np.testing.assert_array_equal(a["node_feat_norm"], b["node_feat_norm"])
-    # fitting on the test files alone would differ: the knob is what makes them equal
+    # fitting on the test files would differ: the knob is what makes them equal
     refit = tmp_path / "refit"
-    pad.run(_cfg("pad", data=trained["pruned"], out=refit, splits="[test]", jobs=1))
+    pad.run(_cfg("pad", data=trained["pruned"], out=refit, splits="[test]", fit_split="test", jobs=1))
     assert json.loads((refit / "stats.json").read_text())["collections"] != saved
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"collections": {"tile:xla": saved["tile:xla"]}}))
@@ -222,7 +222,7 @@ def test_notebook_with_a_trained_gbdt(trained, tmp_path) -> None:
     processed = tmp_path / "processed"
     extract.run(_cfg("extract", data=trained["padded"], out=processed, jobs=1))
     models = tmp_path / "models"
-    train_gbdt.run(_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", out=tmp_path / "pred" / "gbdt",
+    train_gbdt.run(_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=tmp_path / "pred",
                         num_boost_round=10, splits="[valid]"))
     out = tmp_path / "build"
     assert _build(trained, out, models_dir=models)["models"] == ["gbdt"]

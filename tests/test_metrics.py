@@ -117,6 +117,26 @@ def test_order_to_rank():
     assert metrics.order_to_rank([2, 0, 3], 5).tolist() == [1, -1, 0, 2, -1]
 
 
+def test_mean_ranks_and_ranking_by_hand_and_against_scipy():
+    from scipy.stats import rankdata
+
+    assert metrics.mean_ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [2.5, 0.0, 2.5, 1.0]
+    # groups are ranked apart: a (4 values) then b (2 equal ones)
+    assert metrics.mean_ranks([4.0, 1.0, 3.0, 2.0, 5.0, 5.0], [4, 2]).tolist() == [3, 0, 2, 1, 0.5, 0.5]
+    assert metrics.mean_ranks([]).size == 0 and metrics.mean_ranks([7.0]).tolist() == [0.0]
+    with pytest.raises(ValueError, match="sizes sum to 3"):
+        metrics.mean_ranks([1.0, 2.0], [3])
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 30, 20)
+    v = rng.integers(0, 6, int(sizes.sum())).astype(float)
+    want = np.concatenate([rankdata(part, method="average") - 1 for part in np.split(v, np.cumsum(sizes)[:-1])])
+    assert np.array_equal(metrics.mean_ranks(v, sizes), want)
+    # ranking: ascending score, equal scores by index; its inverse is order_to_rank
+    s = np.array([2.0, 1.0, 2.0, 0.5])
+    assert metrics.ranking(s).tolist() == [3, 1, 0, 2]
+    assert metrics.order_to_rank(metrics.ranking(s)).tolist() == [2, 1, 3, 0]
+
+
 def test_collection_means_and_overall():
     per_graph = {"a": 1.0, "b": 0.5, "c": -0.5}
     coll = {"a": "tile:xla", "b": "tile:xla", "c": "layout:xla:random"}

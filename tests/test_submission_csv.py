@@ -20,6 +20,30 @@ from pipeline.submission_csv import (
 )
 
 
+def test_read_predictions_refuses_foreign_files_in_one_sentence(tmp_path: Path):
+    import polars as pl
+
+    from pipeline.predictions import predictions_path, read_predictions, write_predictions
+
+    good = predictions_path(tmp_path, "m", "valid")
+    assert good == tmp_path / "m" / "valid.parquet"
+    write_predictions(good, {"tile:xla:a": np.array([2.0, 1.0])})
+    assert read_predictions(good)["tile:xla:a"].tolist() == [2.0, 1.0]
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 not really parquet")
+    foreign = tmp_path / "foreign.parquet"
+    pl.DataFrame({"id": ["a"], "rank": [0]}).write_parquet(foreign)
+    holes = tmp_path / "holes.parquet"
+    pl.DataFrame({"id": ["a", "a"], "config": [0, 1], "score": [1.0, None]}).write_parquet(holes)
+    texts = tmp_path / "texts.parquet"
+    pl.DataFrame({"id": ["a"], "config": ["zero"], "score": [1.0]}).write_parquet(texts)
+    for path, message in ((junk, "not a readable parquet file"), (foreign, "column 'config' missing"),
+                          (holes, "null or non-finite"), (texts, "wrong type")):
+        with pytest.raises(DataError, match=message) as e:
+            read_predictions(path)
+        assert e.value.path == str(path) and "\n" not in str(e.value)
+
+
 def _graph(path: Path, kind: str, num_configs: int) -> None:
     """A 2-node test-split raw file with `num_configs` configs (runtimes zero)."""
     write_tiny_graph(path, kind, [0] * num_configs)

@@ -6,7 +6,7 @@ import numpy as np
 
 from features.configs import pack_layout
 from features.pad import pad_layout
-from features.tabular import COUNT_NAMES, LAYOUT_NAMES, layout_context, layout_features, tile_features
+from features.tabular import COUNT_NAMES, LAYOUT_NAMES, layout_context, layout_features, tile_features, tile_padding
 
 
 def _graph():
@@ -58,3 +58,47 @@ def test_tile_features_by_hand():
     assert f["tile_count"].tolist() == [4, 1]
     assert np.isclose(f["tile_pad_waste"][0], 128 * 32 / 3000 - 1) and f["tile_pad_waste"][1] == 0
     assert f["tile_bytes"].tolist() == [64 * 16 * 4, 0]
+
+
+def _rank3_pair():
+    # node 0: f32 [8, 16, 32] own layout [1, 0, 2] (dot) consumed by node 1: f32 [8, 16, 32] (reshape)
+    nf = np.zeros((2, 140), dtype=np.float32)
+    nf[:, 13] = 1
+    nf[:, 21:24] = [8, 16, 32]; nf[:, 28] = 8 * 16 * 32
+    nf[0, 134:137] = [1, 0, 2]; nf[1, 134:137] = [0, 1, 2]
+    ctx = layout_context(pad_layout(nf), np.array([34, 75], np.uint8), np.array([0, 1]), np.array([[1, 0]]), {})
+    return ctx
+
+
+def test_prefix_groups_are_completed_before_comparing():
+    ctx = _rank3_pair()
+    cfg = -np.ones((4, 2, 18), dtype=np.float32)
+    cfg[0, 1, 6:8] = [1, 0]        # consumer asks for [1, 0, *]: the producer's own [1, 0, 2]
+    cfg[1, 1, 6:8] = [1, 0]
+    cfg[1, 0, 0:1] = [1]           # producer sets only its minor-most dim: still [1, 0, 2]
+    cfg[2, 1, 6:7] = [0]           # consumer asks for [0, *] completed from [1, 0, 2]: [0, 1, 2]
+    cfg[3, 1, 6:9] = [1, 0, 2]     # the full layout, written out
+    cfg[3, 0, 0:3] = [2, 1, 0]     # but the producer now outputs [2, 1, 0]
+    f = layout_features(ctx, pack_layout(cfg))
+    assert f["mismatch_pairs"].tolist() == [0, 0, 1, 1]
+    assert f["mismatch_bytes"].tolist() == [0, 0, 4096 * 4, 4096 * 4]
+    # effective outputs: [1, 0, 2] vs the consumer's own [0, 1, 2], except config 3 ([2, 1, 0])
+    assert f["change_pairs"].tolist() == [1, 1, 1, 1]
+
+
+def test_padding_waste_uses_the_completed_layout():
+    nf, op = _graph()
+    ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0]]), {"nodes": 2})
+    cfg = -np.ones((2, 2, 18), dtype=np.float32)
+    cfg[0, 0, 0:2] = [0, 1]
+    cfg[1, 0, 0:1] = [0]  # a 1-element prefix: completed from the own [1, 0] it is [0, 1] too
+    f = layout_features(ctx, pack_layout(cfg))
+    w = 10240 * (16 / 10 - 1) + 48 * (128 / 4 * 8 / 3 - 1)
+    assert np.allclose(f["pad_waste_bytes"], [w, w])
+    assert np.allclose(f["pad_waste_minor_bytes"], [0 + 48 * (128 / 4 - 1)] * 2)
+
+
+def test_tile_padding_counts_and_waste():
+    waste, count = tile_padding(np.array([100, 30, 0, 0, 0, 0]), np.array([[64, 16, 0, 0, 0, 0], [100, 0, 0, 0, 0, 0]]))
+    assert count.tolist() == [4, 1]
+    assert np.allclose(waste, [128 * 32 / 3000 - 1, 0])
