@@ -12,9 +12,11 @@ Design (the 1st place solution's, see ../shared/FORMAT.md "What the top teams di
   config layouts, embedded per position and flattened, so "dimension 2 is minor-most" means
   the same thing in both.
 - Layout collections: a configurable node's configured output layout stands in for its own
-  layout (a -1 position, "compiler default", falls back to the node's own layout at that
-  position); its configured input and kernel layouts add a further term. Everything that does
-  not depend on the config is encoded once as (N, H) and broadcast to (K, N, H).
+  layout; its configured input and kernel layouts add a further term. The groups arrive
+  completed (`pipeline.gnn_data` fills each group's unset positions with
+  `features.pad.complete_layout`: output from the node's own layout, input from its
+  producer's), so the model reads them as given. Everything that does not depend on the
+  config is encoded once as (N, H) and broadcast to (K, N, H).
 - Tile collection: the config is graph-level (24 numbers). By default the graph is encoded
   once, (1, N, H), pooled, and joined with each config's embedding at the readout
   (`tile_join=readout`); `tile_join=nodes` adds the config embedding to every node instead.
@@ -48,6 +50,10 @@ LAYOUT_WIDTH = 6  # positions in one minor-to-major group
 CONFIG_LAYOUT_WIDTH = 18  # output, input, kernel groups
 TILE_CONFIG_WIDTH = 24
 KINDS = ("layout", "tile")
+CROSS = ("softmax", "mha", "none")
+NORMS = ("instance", "layer", "none")
+CHANNEL_ATTENTION = ("se", "gate", "none")
+TILE_JOINS = ("readout", "nodes")
 
 
 @dataclass
@@ -65,7 +71,8 @@ class GraphBatch:
         edge_index: (E, 2) long, row [u, v]: u consumes v's output.
         config_nodes: (M,) long, distinct indices into N of the configurable nodes (layout).
         config_layout: (K, M, 18) long in [-1, 5]: output (0-5), input (6-11) and kernel (12-17)
-            layout groups of each configurable node under each config (layout).
+            layout groups of each configurable node under each config, completed (layout; see
+            the module docstring: -1 is read as a symbol, never filled in here).
         config_feat: (K, F') float32, graph-level tile config, already normalized (tile); F' is
             24 raw, fewer after the padding stage drops constant columns (the model's
             `config_feat_dim`).
@@ -172,8 +179,8 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, hidden: int, mode: str = "se", reduction: int = 4):
         super().__init__()
-        if mode not in ("se", "gate"):
-            raise ValueError(f"unknown channel attention '{mode}' (se, gate or none)")
+        if mode not in CHANNEL_ATTENTION[:-1]:
+            raise ValueError(f"unknown channel attention '{mode}' (one of {CHANNEL_ATTENTION})")
         self.mode = mode
         mid = max(1, hidden // reduction)
         self.fc = nn.Sequential(nn.Linear(hidden, mid), nn.ReLU(), nn.Linear(mid, hidden))
@@ -250,8 +257,8 @@ class NodeNorm(nn.Module):
 
     def __init__(self, hidden: int, mode: str = "instance", eps: float = 1e-5):
         super().__init__()
-        if mode not in ("instance", "layer", "none"):
-            raise ValueError(f"unknown norm '{mode}' (instance, layer or none)")
+        if mode not in NORMS:
+            raise ValueError(f"unknown norm '{mode}' (one of {NORMS})")
         self.mode, self.eps = mode, eps
         self.weight = nn.Parameter(torch.ones(hidden))
         self.bias = nn.Parameter(torch.zeros(hidden))
@@ -379,13 +386,13 @@ class GNNRanker(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown kind '{kind}' (layout or tile)")
-        if cross not in ("softmax", "mha", "none"):
-            raise ValueError(f"unknown cross-config attention '{cross}' (softmax, mha or none)")
-        if tile_join not in ("readout", "nodes"):
-            raise ValueError(f"unknown tile_join '{tile_join}' (readout or nodes)")
+        if cross not in CROSS:
+            raise ValueError(f"unknown cross-config attention '{cross}' (one of {CROSS})")
+        if tile_join not in TILE_JOINS:
+            raise ValueError(f"unknown tile_join '{tile_join}' (one of {TILE_JOINS})")
         if aggr not in sc.REDUCTIONS:
             raise ValueError(f"unknown aggregation '{aggr}' (one of {sc.REDUCTIONS})")
-        sc._check_backend(scatter_backend)
+        sc.check_backend(scatter_backend)
         self.kind, self.cross_kind, self.tile_join = kind, cross, tile_join
         self.hidden, self.checkpoint = hidden, checkpoint
 
@@ -442,11 +449,8 @@ class GNNRanker(nn.Module):
             return base.unsqueeze(0), cfg  # (1, N, H)
         k = b.config_layout.shape[0]
         cl = b.config_layout  # (K, M, 18)
-        own_cfg = b.node_layout[b.config_nodes]  # (M, 6)
-        out = cl[..., :LAYOUT_WIDTH]  # (K, M, 6)
-        out = torch.where(out < 0, own_cfg.unsqueeze(0), out)  # -1 = compiler default = own layout
         delta = (
-            self.out_layout_proj(self._embed_layout(out))  # (K, M, H)
+            self.out_layout_proj(self._embed_layout(cl[..., :LAYOUT_WIDTH]))  # (K, M, H)
             - own[b.config_nodes]  # the configured output layout replaces the own one
             + self.cfg_layout_proj(self._embed_layout(cl[..., LAYOUT_WIDTH:]))
         )

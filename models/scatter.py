@@ -38,14 +38,15 @@ _default = "native"
 def set_backend(name: str) -> None:
     """Make `name` (`native` or `torch_scatter`) the default backend of this module."""
     global _default
-    _default = _check_backend(name)
+    _default = check_backend(name)
 
 
 def get_backend() -> str:
     return _default
 
 
-def _check_backend(name: str) -> str:
+def check_backend(name: str) -> str:
+    """`name` if it is a known, installed backend; ValueError / RuntimeError otherwise."""
     if name not in BACKENDS:
         raise ValueError(f"unknown scatter backend '{name}' (one of {sorted(BACKENDS)})")
     if not BACKENDS[name]:
@@ -75,7 +76,7 @@ def scatter(src: Tensor, index: Tensor, dim_size: int, reduce: str = "sum", back
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction '{reduce}' (one of {REDUCTIONS})")
-    name = _default if backend is None else _check_backend(backend)
+    name = _default if backend is None else check_backend(backend)
     if name == "torch_scatter":
         return _torch_scatter.scatter(src, index, dim=-2, dim_size=dim_size, reduce=reduce)
     return _native(src, index, dim_size, reduce)

@@ -2,43 +2,56 @@
 
     python -m pipeline.bench                      # make bench; configs=20000 for a quicker run
 
-Generates (once; cached under `raw`) a layout:nlp:random train graph of `nodes` nodes,
-`config_nodes` configurable nodes and `configs` configs, with the embedded sample generator
-when it is available (`pipeline.sample_data`), else with a small built-in one. Then runs
-prune, pad and extract on it, each in its own process with `jobs=1` (one core), and prints one
-JSON line per stage: wall_s, peak_rss_mb (of that process), inflated_mb (node_config_feat
-once inflated), mb_per_s (inflated_mb / wall_s); plus a line for a pure zlib inflate of the
-same member in this process, the floor any stage reading it pays. Writes nothing else.
+Generates (once per size; cached as `raw/cache/bench-<generator>-<nodes>n-<config_nodes>cn-
+<configs>c-seed<seed>.npz`) a layout:nlp:random train graph of `nodes` nodes, `config_nodes`
+configurable nodes and `configs` configs, with the embedded sample generator
+(`generator=sample_data`) or the small built-in one (`synthetic_layout`, also what
+`pipeline.bench_gnn` builds in memory). The cached graph is hard-linked (copied where links are
+refused) as `raw/layout/nlp/random/train/bench.npz`, the only graph the stages see, so asking
+for another size never reuses a graph of the old one. Then runs prune, pad and extract on it,
+each in its own process with `jobs=1` (one core), and prints one JSON line per stage: wall_s,
+peak_rss_mb (of that process), inflated_mb (node_config_feat once inflated), mb_per_s
+(inflated_mb / wall_s); plus a line for a pure zlib inflate of the same member in this
+process, the floor any stage reading it pays. Writes nothing else.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.catalog import collection_dir
 from pipeline.cli import stage
+from pipeline.errors import DataError
 from pipeline.npz import LAZY_KEY, write_graph
 from pipeline.runner import MANIFEST
 
 log = logging.getLogger(__name__)
 COLLECTION = "layout:nlp:random"
+GENERATORS = ("sample_data", "builtin")
 
 
-def _synthetic(path: Path, nodes: int, config_nodes: int, configs: int, seed: int, chunk: int = 1024) -> None:
+def synthetic_layout(nodes: int, config_nodes: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.random.Generator]:
     """A plausible layout graph: a DAG in topological order, configurable dot/reshape nodes of
-    rank 2-4, each config picking one of a few layouts per node (as a search would)."""
+    rank 1-4, and 8 candidate layouts per configurable node and group (a permutation of its dims
+    or the default), of which each config picks one, as a search would.
+
+    Returns the raw-format arrays without configs (`node_feat` (N, 140), `node_opcode`,
+    `edge_index` rows [consumer, producer], operand 0 first, `node_config_ids`, `node_splits`),
+    the palette (NC, 8, 18) float32 for `synthetic_configs`, and the generator to draw them with.
+    """
     rng = np.random.default_rng(seed)
     nf = np.zeros((nodes, 140), dtype=np.float32)
     rank = rng.integers(1, 5, nodes)
@@ -59,45 +72,78 @@ def _synthetic(path: Path, nodes: int, config_nodes: int, configs: int, seed: in
     back = np.minimum(extra, rng.geometric(0.05, extra.size))
     edges = np.concatenate([np.stack([src, src - 1], 1), np.stack([extra, extra - back], 1)]).astype(np.int64)
     edges = np.unique(edges, axis=0)
-    # 8 candidate layouts per configurable node and group: a permutation of its dims or the default
     palette = -np.ones((config_nodes, 8, 18), dtype=np.float32)
     for j, n in enumerate(ids):
         r = int(rank[n])
         for k in range(1, 8):
             for g in range(2):
                 palette[j, k, 6 * g : 6 * g + r] = rng.permutation(r)
+    arrays = {"node_feat": nf, "node_opcode": opcode, "edge_index": edges, "node_config_ids": ids,
+              "node_splits": np.array([[0, nodes // 2]], dtype=np.int64)}
+    return arrays, palette, rng
 
-    def chunks():
-        for start in range(0, configs, chunk):
-            c = min(chunk, configs - start)
-            pick = rng.integers(0, 8, size=(c, config_nodes))
-            yield palette[np.arange(config_nodes)[None], pick]
 
-    arrays = {"node_feat": nf, "node_opcode": opcode, "edge_index": edges,
-              "config_runtime": rng.integers(10**6, 10**8, configs).astype(np.int64),
-              "node_config_ids": ids, "node_splits": np.array([[0, nodes // 2]], dtype=np.int64)}
-    write_graph(path, arrays, chunks(), (configs, config_nodes, 18))
+def synthetic_configs(palette: np.ndarray, configs: int, rng: np.random.Generator, chunk: int = 1024) -> Iterator[np.ndarray]:
+    """`configs` configs drawn from the palette of `synthetic_layout`, `chunk` at a time:
+    (c, NC, 18) float32 each."""
+    nc = palette.shape[0]
+    for start in range(0, configs, chunk):
+        pick = rng.integers(0, 8, size=(min(chunk, configs - start), nc))
+        yield palette[np.arange(nc)[None], pick]
+
+
+def _synthetic(path: Path, nodes: int, config_nodes: int, configs: int, seed: int) -> None:
+    arrays, palette, rng = synthetic_layout(nodes, config_nodes, seed)
+    arrays["config_runtime"] = rng.integers(10**6, 10**8, configs).astype(np.int64)
+    write_graph(path, arrays, synthetic_configs(palette, configs, rng), (configs, config_nodes, 18))
+
+
+def cache_path(cfg: DictConfig) -> Path:
+    """Where the graph of these sizes, generator and seed is kept."""
+    name = f"bench-{cfg.generator}-{cfg.nodes}n-{cfg.config_nodes}cn-{cfg.configs}c-seed{cfg.seed}.npz"
+    return Path(cfg.paths.raw) / "cache" / name
+
+
+def _generate(cfg: DictConfig, path: Path) -> None:
+    log.info("generating %s (%d nodes, %d configurable, %d configs); cached for later runs",
+             path, cfg.nodes, cfg.config_nodes, cfg.configs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.generator == "builtin":
+        _synthetic(path, int(cfg.nodes), int(cfg.config_nodes), int(cfg.configs), int(cfg.seed))
+        return
+    # a tree of its own: sample_data owns its output root (it removes stale files there)
+    tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=path.parent))
+    try:
+        subprocess.run([sys.executable, "-m", "pipeline.sample_data", f"out={tmp}", f"seed={cfg.seed}",
+                        f"collections=[{COLLECTION}]", "splits=[train]", "graphs.train=1", f"nodes={cfg.nodes}",
+                        f"config_nodes={cfg.config_nodes}", f"configs={cfg.configs}"], check=True)
+        made = sorted((tmp / collection_dir(COLLECTION) / "train").glob("*.npz"))
+        if not made:
+            raise DataError(tmp, "pipeline.sample_data wrote no layout:nlp:random train graph")
+        made[0].replace(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ensure_graph(cfg: DictConfig) -> Path:
-    """The cached benchmark graph (generated on first use)."""
-    path = Path(cfg.paths.raw) / collection_dir(COLLECTION) / "train" / "bench.npz"
-    if path.exists():
-        log.info("using cached benchmark graph %s", path)
-        return path
-    log.info("generating %s (%d nodes, %d configurable, %d configs); cached for later runs",
-             path, cfg.nodes, cfg.config_nodes, cfg.configs)
-    if importlib.util.find_spec("pipeline.sample_data") is not None and cfg.generator == "sample_data":
-        subprocess.run([sys.executable, "-m", "pipeline.sample_data", f"out={path.parents[4]}",
-                        f"collections=[{COLLECTION}]", "splits=[train]", "graphs.train=1", f"nodes={cfg.nodes}",
-                        f"config_nodes={cfg.config_nodes}", f"configs={cfg.configs}"], check=True)
-        made = sorted(path.parent.glob("*.npz"))
-        if not made:
-            raise RuntimeError(f"pipeline.sample_data wrote nothing under {path.parent}")
-        if made[0] != path:
-            made[0].rename(path)
+    """The benchmark graph of the configured sizes (generated on first use), in place as the
+    one graph under `raw` that the stages read."""
+    if cfg.generator not in GENERATORS:
+        raise DataError(None, f"unknown generator '{cfg.generator}' (one of {', '.join(GENERATORS)})")
+    cached = cache_path(cfg)
+    if cached.exists():
+        log.info("using cached benchmark graph %s", cached)
     else:
-        _synthetic(path, cfg.nodes, cfg.config_nodes, cfg.configs, cfg.seed)
+        _generate(cfg, cached)
+    path = Path(cfg.paths.raw) / collection_dir(COLLECTION) / "train" / "bench.npz"
+    if path.exists() and os.path.samefile(path, cached):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    try:
+        os.link(cached, path)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(cached, path)
     return path
 
 
@@ -134,7 +180,7 @@ def measure(name: str, code: str, inflated_mb: float) -> dict:
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{name} exited with status {os.waitstatus_to_exitcode(status)}")
+            raise DataError(None, f"the {name} run exited with status {os.waitstatus_to_exitcode(status)} (its error is above)")
         text = hwm.read_text().strip()
         rss_mb = int(text) / 1024 if text else usage.ru_maxrss / 1024
     finally:

@@ -12,12 +12,27 @@ needs them: `select` unpacks only the k rows asked for, so a graph of 100k confi
 codes (1.2 KB per config at 100 varying nodes), not its (U, NV, 18) long layouts. Only the
 varying configurable nodes carry configs; the never-varying ones have the same config under
 every config and keep their own layout, like any other node.
+
+Config groups are completed here, not in the model: a group sets only a prefix of its
+minor-to-major order (often nothing: -1 everywhere is the compiler's default), and
+`features.pad.complete_layout` fills the rest from the layout the group defaults to:
+- output group: the node's own layout;
+- input group: the layout of operand 0 (the producer it reads), the tensor the group lays out;
+  operand 0 is the node's first edge row (raw files list a node's operands in order, and
+  pruning keeps direct edges in their order and appends bridges after them); a node without
+  a producer in the graph falls back to its own layout;
+- kernel group: the layout of operand 1 of a convolution or dot (the kernel); other nodes have
+  no kernel, and their kernel group stays as given.
+The completion of every prefix-form group under each distinct default layout of a graph is
+tabulated once per graph (`GroupCompleter`), so `select` pays two gathers per batch, not the
+(k, NV, 3, 6, 6) comparisons of `complete_layout`.
 Invariant: `to_original` maps unique-row scores back through `config_map`, so every original
 config index of the raw file gets a score.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from features.configs import unpack_layout
+from features.configs import NUM_CODES, pack_layout, unpack_layout
+from features.pad import complete_layout
 from models.gnn import GraphBatch
 from pipeline.catalog import collection_dir, collection_kind, graph_id
 from pipeline.errors import DataError
@@ -35,6 +51,69 @@ LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_
                "config_runtime", "config_node_ids", "config_codes")
 TILE_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
              "config_runtime", "config_feat_norm", "config_runtime_normalizers")
+KERNEL_OPCODES = (26, 34)  # convolution, dot: operand 1 is the kernel
+
+
+def _prefix_groups() -> np.ndarray:
+    """(P, 6) every prefix-form group (distinct dims, then -1): the only groups the data has."""
+    rows = [list(p) + [-1] * (6 - r) for r in range(7) for p in itertools.permutations(range(6), r)]
+    return np.asarray(rows, dtype=np.int8)
+
+
+_PREFIX = _prefix_groups()  # (1957, 6)
+_PREFIX_ROW = np.full(NUM_CODES, -1, dtype=np.int32)  # code -> row of _PREFIX, -1 for other codes
+_PREFIX_ROW[pack_layout(_PREFIX)[:, 0]] = np.arange(_PREFIX.shape[0], dtype=np.int32)
+
+
+def group_defaults(node_layout: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
+                   config_nodes: np.ndarray) -> np.ndarray:
+    """The layout each config group of each configurable node completes from (see the module
+    docstring): own layout, operand 0's (else own), operand 1's for convolution and dot (else
+    all -1, which leaves the group as given).
+    Shapes: node_layout (N, 6); node_opcode (N,); edge_index (E, 2) rows [consumer, producer];
+    config_nodes (M,) -> (M, 3, 6) int8.
+    """
+    lay = np.asarray(node_layout, dtype=np.int8)
+    nodes = np.asarray(config_nodes, dtype=np.int64)
+    e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
+    order = np.argsort(e[:, 0], kind="stable")  # by consumer, operand order kept
+    consumer, producer = e[order, 0], e[order, 1]
+    first = np.searchsorted(consumer, nodes, "left")
+    count = np.searchsorted(consumer, nodes, "right") - first
+    out = np.full((nodes.size, 3, 6), -1, dtype=np.int8)
+    out[:, 0] = lay[nodes]
+    op0 = producer[np.minimum(first, max(producer.size - 1, 0))] if producer.size else np.zeros_like(nodes)
+    out[:, 1] = np.where((count > 0)[:, None], lay[op0], lay[nodes])
+    if producer.size:
+        op1 = producer[np.minimum(first + 1, producer.size - 1)]
+        kernel = (count > 1) & np.isin(np.asarray(node_opcode)[nodes], KERNEL_OPCODES)
+        out[kernel, 2] = lay[op1[kernel]]
+    return out
+
+
+class GroupCompleter:
+    """Completes packed config groups (`features.configs` codes) from their default layouts
+    with `features.pad.complete_layout`, through a table per distinct default layout.
+
+    Args:
+        defaults: (M, 3, 6) int8, what each group of each configurable node completes from
+            (`group_defaults`).
+
+    Shapes: codes (..., M, 3) int32 -> (..., M, 3) int32. A code that is not a prefix-form
+    group passes unchanged.
+    """
+
+    def __init__(self, defaults: np.ndarray):
+        d = np.asarray(defaults, dtype=np.int8)
+        uniq, inv = np.unique(d.reshape(-1, 6), axis=0, return_inverse=True)
+        self.column = inv.reshape(d.shape[:-1]).astype(np.int64)  # (M, 3) table of each group
+        done = complete_layout(np.broadcast_to(_PREFIX, (uniq.shape[0], *_PREFIX.shape)), uniq[:, None])  # (T, P, 6)
+        self.table = pack_layout(done)[..., 0]  # (T, P) completed code of each prefix-form group
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes)
+        row = _PREFIX_ROW[codes]  # (..., M, 3)
+        return np.where(row >= 0, self.table[self.column, np.maximum(row, 0)], codes).astype(np.int32)
 
 
 @dataclass
@@ -44,7 +123,9 @@ class GraphData:
     Attributes:
         id: Kaggle ID; collection, split, path: where it came from.
         graph: the config-free part as a GraphBatch (config_nodes set for layout, no configs).
-        codes: (U, NV, 3) int32 packed layouts of the varying configurable nodes (layout).
+        codes: (U, NV, 3) int32 packed layouts of the varying configurable nodes, as in the
+            file (layout); `select` completes them.
+        complete: the GroupCompleter of those nodes (layout).
         config_feat: (U, F') float32 normalized tile configs (tile).
         runtime: (U,) float64 training target per unique row (tile: runtime / normalizer).
         config_map: (C,) int64 original config index -> unique row.
@@ -55,9 +136,10 @@ class GraphData:
     id: str
     collection: str
     split: str
-    path: Path
+    path: Path | None
     graph: GraphBatch
     codes: np.ndarray | None
+    complete: GroupCompleter | None
     config_feat: Tensor | None
     runtime: np.ndarray
     config_map: np.ndarray
@@ -85,11 +167,12 @@ class GraphData:
         return replace(self, graph=self.graph.to(device), config_feat=feat)
 
     def select(self, rows: Tensor | np.ndarray) -> GraphBatch:
-        """The graph with the unique configs at `rows` ((k,) ints), in that order, on its device."""
+        """The graph with the unique configs at `rows` ((k,) ints), in that order, on its device;
+        layout groups completed (module docstring)."""
         idx = torch.as_tensor(rows, dtype=torch.long)
         if self.config_feat is not None:
             return replace(self.graph, config_feat=self.config_feat[idx.to(self.config_feat.device)])
-        layout = unpack_layout(self.codes[idx.cpu().numpy()])  # (k, NV, 18) int8
+        layout = unpack_layout(self.complete(self.codes[idx.cpu().numpy()]))  # (k, NV, 18) int8
         return replace(self.graph, config_layout=torch.from_numpy(layout).long().to(self.device))
 
     def subset(self, rows: np.ndarray) -> "GraphData":
@@ -122,9 +205,15 @@ def sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 def load_graph(path: str | Path, collection: str, split: str) -> GraphData:
     """Read one extracted file; a malformed one raises DataError naming it and the problem."""
     path = Path(path)
+    keys = LAYOUT_KEYS if collection_kind(collection) == "layout" else TILE_KEYS
+    a = read_members(path, keys, what="GNN tensor file of the extract stage (run `make extract`)")
+    return graph_data(a, collection, split, path)
+
+
+def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str | Path | None = None) -> GraphData:
+    """A GraphData from the arrays of an extracted file (`LAYOUT_KEYS` or `TILE_KEYS`), checked;
+    a problem raises DataError naming `path` (None: arrays built in memory)."""
     kind = collection_kind(collection)
-    a = read_members(path, LAYOUT_KEYS if kind == "layout" else TILE_KEYS,
-                     what="GNN tensor file of the extract stage (run `make extract`)")
     n, u = a["node_opcode"].shape[0], a["runtime"].shape[0]
     cmap = a["config_map"].astype(np.int64)
     if u == 0 or cmap.size == 0:
@@ -143,7 +232,7 @@ def load_graph(path: str | Path, collection: str, split: str) -> GraphData:
     )
     runtime = a["runtime"].astype(np.float64)
     original = a["config_runtime"].astype(np.float64)
-    codes = feat = None
+    codes = feat = complete = None
     if kind == "layout":
         codes = a["config_codes"]
         nodes = a["config_node_ids"].astype(np.int64)
@@ -163,7 +252,11 @@ def load_graph(path: str | Path, collection: str, split: str) -> GraphData:
         graph.select(torch.zeros(0, dtype=torch.long)).check()
     except ValueError as e:
         raise DataError(path, str(e)) from None
-    return GraphData(graph_id(collection, path.stem), collection, split, path, graph, codes, feat, runtime, cmap, original)
+    if kind == "layout":  # after the check: ids and layouts are in range
+        complete = GroupCompleter(group_defaults(a["node_layout"], a["node_opcode"], a["edge_index"], nodes))
+    stem = "graph" if path is None else Path(path).stem
+    return GraphData(graph_id(collection, stem), collection, split, None if path is None else Path(path), graph,
+                     codes, complete, feat, runtime, cmap, original)
 
 
 def graph_files(root: str | Path, collection: str, split: str) -> list[Path]:

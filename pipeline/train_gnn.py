@@ -41,17 +41,21 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from models import gnn
+from models import scatter as sc
 from models.gnn import GNNRanker, predict_scores
+from models.losses import LOSSES
 from models.metrics import graph_score
 from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path
 from pipeline.gnn_data import GraphData, feature_dims, graph_files, load_graphs, sample_rows
-from pipeline.predictions import ranking, write_predictions
+from pipeline.predictions import predictions_path, ranking, write_predictions
 from pipeline.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
@@ -145,6 +149,25 @@ def set_rng_states(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def check_choices(cfg: DictConfig) -> None:
+    """Fail with one sentence on a config choice the model or the stage does not know, before
+    anything is loaded or built."""
+    choices = {"cross": gnn.CROSS, "norm": gnn.NORMS, "aggr": sc.REDUCTIONS, "channel_attention": gnn.CHANNEL_ATTENTION,
+               "tile_join": gnn.TILE_JOINS, "loss": LOSSES, "scatter_backend": tuple(sc.BACKENDS)}
+    for key, known in choices.items():
+        value = cfg.model.get(key)
+        if value not in known:
+            raise DataError(None, f"model.{key}={value} is not one of {', '.join(known)}")
+    backend = cfg.model.get("scatter_backend")
+    if not sc.BACKENDS[backend]:
+        raise DataError(None, f"model.scatter_backend={backend} is not installed here (pip install torch-scatter, or use native)")
+    if cfg.get("amp_dtype") is not None and str(cfg.amp_dtype) not in AMP_DTYPES:
+        raise DataError(None, f"amp_dtype={cfg.amp_dtype} is not one of {', '.join(AMP_DTYPES)}")
+
+
 @dataclass
 class Precision:
     """Autocast on CUDA only (CPU autocast is slower than fp32 for these ops); fp16 needs a scaler."""
@@ -156,7 +179,7 @@ class Precision:
     def make(cls, device: torch.device, amp: bool, dtype: str) -> "Precision":
         if not amp or device.type != "cuda":
             return cls(device, None)
-        want = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+        want = AMP_DTYPES[str(dtype)]
         if want == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             want = torch.float16
         return cls(device, want)
@@ -249,8 +272,7 @@ def validate(model: GNNRanker, graphs: list[GraphData], k: int, permutations: in
     for g in shard(graphs, dist):
         s = score_graph(model, g, k, permutations, seed, prec)
         mine[g.id] = graph_score(g.kind, ranking(s), g.original_runtime)
-    per = {gid: v for d in dist.gather(mine) for gid, v in d.items()}
-    per = {gid: 0.0 if math.isnan(v) else v for gid, v in per.items()}  # undefined tau counts 0, as evaluate does
+    per = {gid: v for d in dist.gather(mine) for gid, v in d.items()}  # no nan: an undefined tau already counts 0
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
 
 
@@ -269,6 +291,27 @@ def validation_view(graphs: list[GraphData], max_configs: int | None, seed: int)
 
 
 # ---------------------------------------------------------------------------- training
+
+
+def train_step(net: torch.nn.Module, model: GNNRanker, g: GraphData, rows: np.ndarray, opt: torch.optim.Optimizer,
+               sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, prec: Precision,
+               grad_clip: float) -> Tensor:
+    """One optimizer step on the unique configs `rows` of `g`: forward under autocast (`net`:
+    the model, or its DDP wrapper), ranking loss in fp32, scaled backward, gradient clipping
+    (`grad_clip` > 0), optimizer and scheduler step. Returns the detached loss."""
+    target = torch.from_numpy(g.runtime[rows]).to(g.device)
+    with prec.autocast():
+        scores = net(g.select(rows))
+    loss = model.loss(scores.float(), target)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return loss.detach()
 
 
 def epoch_order(n: int, repeats: int, seed: int, epoch: int, dist: Dist) -> np.ndarray:
@@ -338,23 +381,10 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
         bar = tqdm(epoch_order(len(train), int(cfg.samples_per_graph), seed, epoch, dist), desc=f"{collection} {epoch + 1}/{epochs}",
                    unit="step", leave=False, disable=not (cfg.progress and dist.main), dynamic_ncols=True)
         for gi in bar:
-            g = train[gi]
-            rows = sample_rows(g.num_configs, k, rng)
-            batch = g.select(rows)
-            target = torch.from_numpy(g.runtime[rows]).to(device)
-            with prec.autocast():
-                scores = net(batch)
-            loss = model.loss(scores.float(), target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+            loss = train_step(net, model, train[gi], sample_rows(train[gi].num_configs, k, rng), opt, sched, scaler,
+                              prec, float(cfg.grad_clip or 0))
             state["step"] += 1
-            losses.append(float(loss.detach()))
+            losses.append(float(loss))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         train_loss = dist.mean(float(np.mean(losses)))
         if valid_v:
@@ -411,7 +441,8 @@ def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, in
         parts = dist.gather(mine)
         if dist.main:
             scores = {gid: s for d in parts for gid, s in d.items()}
-            out = Path(cfg.predictions) / f"{split}.parquet"
+            # `predictions` is the model's own folder (conf/train_gnn.yaml: ${paths.predictions}/gnn)
+            out = predictions_path(Path(cfg.predictions).parent, Path(cfg.predictions).name, split)
             write_predictions(out, dict(sorted(scores.items())), cfg)
             log.info("wrote %s (%d graphs, %d configs)", out, len(scores), sum(s.size for s in scores.values()))
             written[split] = len(scores)
@@ -419,22 +450,23 @@ def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, in
     return written
 
 
-def present_collections(cfg: DictConfig, split: str) -> list[str]:
-    wanted = list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
-    return [c for c in wanted if graph_files(cfg.data, c, split)]
+def wanted_collections(cfg: DictConfig) -> list[str]:
+    """`collections`, or every collection when null."""
+    return list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
 
 
 def run(cfg: DictConfig) -> dict:
     """Train (mode=train) and/or predict (both modes); returns {collection: training summary}."""
     if cfg.mode not in ("train", "predict"):
         raise DataError(None, f"unknown mode '{cfg.mode}' (train or predict)")
+    check_choices(cfg)
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "GNN tensors not found (run the extract stage first: make extract)")
     dist = setup_dist(cfg)
     try:
         summary: dict[str, dict] = {}
         if cfg.mode == "train":
-            collections = present_collections(cfg, "train")
+            collections = [c for c in wanted_collections(cfg) if graph_files(cfg.data, c, "train")]
             if not collections:
                 raise DataError(cfg.data, "no train graphs for the requested collections")
             if dist.main:
@@ -451,8 +483,7 @@ def run(cfg: DictConfig) -> dict:
                 logger.finish()
             trained = list(summary)
         else:
-            wanted = list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
-            trained = [c for c in wanted if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
+            trained = [c for c in wanted_collections(cfg) if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
             if not trained:
                 raise DataError(cfg.out, "no best.pt checkpoints for the requested collections (train first: make train-gnn)")
         if cfg.stop_after is None or all(s["epochs"] >= int(cfg.epochs) for s in summary.values()):

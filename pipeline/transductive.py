@@ -30,12 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 from features.configs import ConfigDeduper, pack_layout, unpack_layout
 from models.metrics import kendall_tau
 from pipeline import extract, pad, prune, train_gnn
-from pipeline.catalog import COLLECTIONS, collection_dir, graph_id
+from pipeline.catalog import COLLECTIONS, graph_id
 from pipeline.cli import compose, stage
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
 from pipeline.npz import iter_node_config_feat, read_graph, write_graph
-from pipeline.predictions import read_predictions
+from pipeline.predictions import predictions_path, read_predictions
+from pipeline.runner import rel_path
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,9 @@ def infer_collection(path: Path) -> str:
     raise DataError(path, "cannot tell its collection from the path (pass collection=layout:xla:default)")
 
 
-def dedup_file(path: Path, chunk: int) -> tuple[dict, np.ndarray, np.ndarray, int]:
+def dedup_file(path: Path, chunk: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, int]:
     """The graph's arrays (without configs), its unique packed configs (U, NC, 3), their min
-    runtimes (U,), and the original config count."""
+    runtimes (U,), the varying configurable nodes (NC,) bool, and the original config count."""
     g = read_graph(path)
     if g.kind != "layout":
         raise DataError(path, "is a tile file; the transductive split needs a layout file")
@@ -87,22 +88,27 @@ def dedup_file(path: Path, chunk: int) -> tuple[dict, np.ndarray, np.ndarray, in
             raise DataError(path, str(e), "node_config_feat") from None
     d = dd.finish()
     arrays = {k: v for k, v in g.arrays().items() if k not in ("node_config_feat", "config_runtime")}
-    return arrays, np.concatenate(uniq), d.runtime.astype(np.int64), g.num_configs
+    return arrays, np.concatenate(uniq), d.runtime.astype(np.int64), d.varying, g.num_configs
 
 
-def write_half(root: Path, collection: str, split: str, stem: str, arrays: dict, codes: np.ndarray, runtime: np.ndarray) -> Path:
-    dst = root / collection_dir(collection) / split / f"{stem}.npz"
-    feat = unpack_layout(codes).astype(np.float32)  # (u, NC, 18): the raw -1..5 values back
-    write_graph(dst, {**arrays, "config_runtime": runtime}, [feat], feat.shape)
+def write_half(root: Path, collection: str, split: str, stem: str, arrays: dict, codes: np.ndarray, runtime: np.ndarray,
+               chunk: int) -> Path:
+    """One half as a raw file; node_config_feat is unpacked `chunk` configs at a time (the raw
+    -1..5 values back), so memory holds one chunk of float32 configs, not the half."""
+    dst = root / rel_path(collection, split, stem)
+    u, nc = codes.shape[:2]
+    chunks = (unpack_layout(codes[i : i + chunk]).astype(np.float32) for i in range(0, u, chunk))  # (c, NC, 18)
+    write_graph(dst, {**arrays, "config_runtime": runtime}, chunks, (u, nc, 18))
     return dst
 
 
-def lightgbm_tau(codes: np.ndarray, runtime: np.ndarray, tr: np.ndarray, va: np.ndarray, params: dict, seed: int) -> float:
-    """The reference: a LightGBM regressor (L2) on flattened node_config_feat, target log(runtime).
-    `params` are LightGBM's (num_iterations, learning_rate, ...)."""
+def lightgbm_tau(codes: np.ndarray, varying: np.ndarray, runtime: np.ndarray, tr: np.ndarray, va: np.ndarray, params: dict,
+                 seed: int) -> float:
+    """The reference: a LightGBM regressor (L2) on the flattened node_config_feat of the varying
+    configurable nodes (`varying` (NC,) bool), target log(runtime). `params` are LightGBM's
+    (num_iterations, learning_rate, ...)."""
     import lightgbm as lgb
 
-    varying = (codes != codes[:1]).any(axis=(0, 2))
     x = unpack_layout(codes[:, varying]).reshape(codes.shape[0], -1).astype(np.float32)
     p = {"objective": "regression", "seed": seed, "verbose": -1, "num_threads": 1, **params}
     booster = lgb.train(p, lgb.Dataset(x[tr], np.log(runtime[tr].astype(np.float64))))
@@ -118,7 +124,7 @@ def run(cfg: DictConfig) -> dict:
     collection = cfg.collection or infer_collection(src)
     out = Path(cfg.out)
     t0 = time.monotonic()
-    arrays, codes, runtime, n_configs = dedup_file(src, int(cfg.chunk_configs))
+    arrays, codes, runtime, varying, n_configs = dedup_file(src, int(cfg.chunk_configs))
     u = codes.shape[0]
     if u < 4:
         raise DataError(src, f"has only {u} distinct configs; nothing to split")
@@ -132,10 +138,10 @@ def run(cfg: DictConfig) -> dict:
     # the held-out half goes in as `test`: train_gnn then has no valid graphs to pick an epoch
     # on, so nothing about the held-out runtimes leaks into the model (it keeps the last epoch)
     for split, rows in (("train", tr), ("test", va)):
-        write_half(raw, collection, split, stem, arrays, codes[rows], runtime[rows])
+        write_half(raw, collection, split, stem, arrays, codes[rows], runtime[rows], int(cfg.chunk_configs))
 
     t1 = time.monotonic()
-    lgb_tau = lightgbm_tau(codes, runtime, tr, va, OmegaConf.to_container(cfg.lightgbm, resolve=True), int(cfg.seed))
+    lgb_tau = lightgbm_tau(codes, varying, runtime, tr, va, OmegaConf.to_container(cfg.lightgbm, resolve=True), int(cfg.seed))
     t_lgb = time.monotonic() - t1
     log.info("LightGBM reference: tau %.4f on the held-out half (%.1f s)", lgb_tau, t_lgb)
 
@@ -146,10 +152,10 @@ def run(cfg: DictConfig) -> dict:
     t2 = time.monotonic()
     gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
     summary = train_gnn.run(_compose("train_gnn", [
-        f"data={out / 'processed' / 'gnn'}", f"out={out / 'models'}", f"predictions={out / 'predictions'}",
+        f"data={out / 'processed' / 'gnn'}", f"out={out / 'models'}", f"predictions={out / 'predictions' / 'gnn'}",
         f"collections=[{collection}]", "splits=[test]", f"seed={cfg.seed}", f"progress={cfg.progress}", *gnn]))
     t_gnn = time.monotonic() - t2
-    scores = read_predictions(out / "predictions" / "test.parquet")[graph_id(collection, stem)]
+    scores = read_predictions(predictions_path(out / "predictions", "gnn", "test"))[graph_id(collection, stem)]
     gnn_tau = kendall_tau(scores, runtime[va])  # lower score = faster: a perfect model has tau 1
     report = {
         "file": str(src), "collection": collection, "configs": int(n_configs), "distinct": int(u),

@@ -1,6 +1,7 @@
 """Loading the extract stage's GNN tensors: config codes round-trip to the raw node_config_feat
-of the varying nodes, unique rows map back to every original config, and bad files fail with
-one sentence naming them."""
+of the varying nodes, batches carry config groups completed from the right default layout,
+unique rows map back to every original config, and bad files fail with one sentence naming
+them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pipeline import extract, pad, prune
 from pipeline.catalog import discover
 from pipeline.cli import compose
 from pipeline.errors import DataError
-from pipeline.gnn_data import feature_dims, load_graph, load_graphs, sample_rows
+from features.configs import pack_layout, unpack_layout
+from features.pad import complete_layout
+from pipeline.gnn_data import GroupCompleter, feature_dims, graph_data, group_defaults, load_graph, load_graphs, sample_rows
 from pipeline.npz import read_graph, write_npz
 from pipeline.runner import rel_path
 from pipeline.sample_data import generate
@@ -49,10 +52,16 @@ def test_config_codes_round_trip_to_the_raw_configs_of_the_varying_nodes(tiny) -
         # the configurable nodes of the batch are the raw varying ones, in pruned ids
         assert np.array_equal(z["node_ids"][g.graph.config_nodes.numpy()], raw.node_config_ids[varying])
         # every ORIGINAL config, through config_map, unpacks to its raw values on the varying nodes
+        raw_groups = raw.node_config_feat[:, varying].astype(np.int8)  # (C, NV, 18)
+        assert np.array_equal(unpack_layout(g.codes)[g.config_map], raw_groups)
+        # and a batch carries them completed from each group's default layout
         batch = g.select(np.arange(g.num_configs))
         assert batch.config_layout.dtype == torch.long
-        back = batch.config_layout.numpy()[g.config_map]  # (C, NV, 18)
-        assert np.array_equal(back, raw.node_config_feat[:, varying].astype(np.int64))
+        defaults = group_defaults(z["node_layout"], z["node_opcode"], z["edge_index"], g.graph.config_nodes.numpy())
+        want = complete_layout(raw_groups.reshape(-1, g.codes.shape[1], 3, 6), defaults[None])
+        done = batch.config_layout.numpy()[g.config_map]
+        assert np.array_equal(done, want.reshape(raw_groups.shape))
+        assert ((done >= 0).sum(-1) >= (raw_groups >= 0).sum(-1)).all() and (done != raw_groups).any()
         # the other configurable nodes never change, so they carry nothing to rank by
         assert (raw.node_config_feat[:, ~varying] == raw.node_config_feat[:1, ~varying]).all()
         # a selection comes back in the order asked for
@@ -64,6 +73,64 @@ def test_config_codes_round_trip_to_the_raw_configs_of_the_varying_nodes(tiny) -
             assert g.runtime[u] == raw.config_runtime[g.config_map == u].min()
         checked += 1
     assert checked >= 6
+
+
+def hand_graph(groups: list[list[list[int]]]) -> dict[str, np.ndarray]:
+    """Arrays of an extracted layout file: a rank-5 convolution (node 2) reading an input (0) and
+    a kernel (1), and a rank-2 reshape (3) reading the convolution; 2 and 3 configurable.
+    `groups` (U, 2, 18) configs."""
+    lay = -np.ones((4, 6), dtype=np.int8)
+    lay[0, :5] = [3, 4, 2, 1, 0]  # the input's own layout, not the convolution's
+    lay[1, :5] = [0, 1, 2, 3, 4]
+    lay[2, :5] = [4, 3, 2, 1, 0]
+    lay[3, :2] = [1, 0]
+    u = len(groups)
+    return {"node_feat": np.zeros((4, 3), np.float32), "node_layout": lay, "node_opcode": np.array([63, 63, 26, 75], np.uint8),
+            "edge_index": np.array([[2, 0], [2, 1], [3, 2]]), "config_map": np.arange(u), "runtime": np.arange(1.0, u + 1),
+            "config_runtime": np.arange(1.0, u + 1), "config_node_ids": np.array([2, 3]),
+            "config_codes": pack_layout(np.array(groups, dtype=np.float32))}
+
+
+def _g(*parts: list[int]) -> list[int]:
+    """Three groups of 6, each padded with -1."""
+    return [v for p in parts for v in p + [-1] * (6 - len(p))]
+
+
+def test_config_groups_are_completed_from_their_default_layouts() -> None:
+    g = graph_data(hand_graph([
+        [_g([4, 0], [], [1]), _g([], [0], [])],
+        [_g([], [2, 0], []), _g([0, 1], [], [])],
+        [_g([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [4, 3, 2, 1, 0]), _g([1], [1], [])],
+    ]), "layout:xla:default", "train")
+    got = g.select(np.arange(3)).config_layout.numpy()
+    want = [
+        # a rank-5 prefix [4, 0] goes on with the own dims not yet placed, in their order
+        # (filled position by position it would read [4, 0, 2, 1, 0], not a layout);
+        # input: the producer's layout; kernel: operand 1's
+        [_g([4, 0, 3, 2, 1], [3, 4, 2, 1, 0], [1, 0, 2, 3, 4]), _g([1, 0], [0, 4, 3, 2, 1], [])],
+        [_g([4, 3, 2, 1, 0], [2, 0, 3, 4, 1], [0, 1, 2, 3, 4]), _g([0, 1], [4, 3, 2, 1, 0], [])],
+        # full layouts stand; a reshape has no kernel, so its kernel group stays unset
+        [_g([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [4, 3, 2, 1, 0]), _g([1, 0], [1, 4, 3, 2, 0], [])],
+    ]
+    assert got.tolist() == want
+
+
+def test_completion_tables_agree_with_complete_layout() -> None:
+    rng = np.random.default_rng(0)
+    defaults = -np.ones((40, 3, 6), dtype=np.int8)
+    groups = -np.ones((50, 40, 3, 6), dtype=np.int8)
+    for idx in np.ndindex(40, 3):
+        r = rng.integers(0, 7)
+        defaults[idx][:r] = rng.permutation(6)[:r]
+    for idx in np.ndindex(50, 40, 3):
+        r = rng.integers(0, 7)
+        groups[idx][:r] = rng.permutation(6)[:r]
+    codes = pack_layout(groups.reshape(50, 40, 18))
+    got = unpack_layout(GroupCompleter(defaults)(codes)).reshape(groups.shape)
+    assert np.array_equal(got, complete_layout(groups, defaults[None]))
+    # a node without a producer in the graph completes its input group from its own layout
+    d = group_defaults(np.array([[1, 0, -1, -1, -1, -1]] * 2), np.array([26, 26]), np.zeros((0, 2)), np.array([0, 1]))
+    assert d[:, 1].tolist() == [[1, 0, -1, -1, -1, -1]] * 2 and (d[:, 2] == -1).all()
 
 
 def test_tile_targets_are_normalized_and_scores_map_back_to_every_original_config(tiny) -> None:

@@ -94,6 +94,12 @@ def test_bad_requests_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
         train_gnn.run(compose("train_gnn", [f"data={tmp_path / 'nothing'}"]))
     with pytest.raises(DataError, match="unknown mode"):
         train_gnn.run(cfg(tiny, tmp_path, "mode=fit"))
+    for choice, sentence in [("model.cross=attention", "model.cross=attention is not one of softmax, mha, none"),
+                             ("model.norm=batch", "model.norm=batch is not one of"),
+                             ("model.aggr=min", "model.aggr=min is not one of sum, mean, max"),
+                             ("amp_dtype=float8", "amp_dtype=float8 is not one of")]:
+        with pytest.raises(DataError, match=sentence):
+            train_gnn.run(cfg(tiny, tmp_path, choice))
     bad = tmp_path / "models/layout/xla/default/best.pt"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"truncated")
@@ -157,3 +163,41 @@ def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
     train, infer = bench_device(c, g, shape, torch.device("cpu"))
     assert train["bench"] == "gnn_train" and train["configs_per_s"] > 0 and train["k"] == 8
     assert infer["bench"] == "gnn_infer" and infer["configs_per_s"] > 0
+
+
+def test_train_step_clips_and_advances_the_schedule() -> None:
+    from omegaconf import DictConfig
+
+    from pipeline.bench_gnn import synthetic_graph
+
+    g, _ = synthetic_graph(nodes=300, config_nodes=10, configs=20, hops=1, feat_dim=8, seed=0)
+    c = compose("train_gnn", ["model.hidden=8", "model.layers=1"])
+    torch.manual_seed(0)
+    model = train_gnn.build_model(train_gnn.model_config(c, {"node_feat_dim": 8}, "layout"))
+    opt = train_gnn.make_optimizer(model, DictConfig({"lr": 1e-2, "weight_decay": 0.0}))
+    sched = train_gnn.make_scheduler(opt, total=10, warmup=4, min_ratio=0.1)
+    prec = train_gnn.Precision.make(torch.device("cpu"), True, "bfloat16")
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = train_gnn.train_step(model, model, g, np.arange(8), opt, sched, prec.scaler(), prec, grad_clip=1e-3)
+    assert not loss.requires_grad and loss.item() > 0
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert norm <= 1e-3 * 1.01  # the step's gradients were clipped
+    assert sched.last_epoch == 1 and opt.param_groups[0]["lr"] == pytest.approx(1e-2 * 2 / 4)  # warmup step 2 of 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_bench_graph_cache_is_keyed_by_its_sizes(tmp_path: Path) -> None:
+    from pipeline import bench
+
+    def graph(configs: int) -> Path:
+        c = compose("bench", [f"paths.data_dir={tmp_path}", "generator=builtin", "nodes=200", "config_nodes=10", f"configs={configs}"])
+        return bench.ensure_graph(c)
+
+    first = graph(20)
+    assert read_graph(first).num_configs == 20
+    again = graph(30)  # another size: generated anew, not the cached 20-config graph
+    assert again == first and read_graph(again).num_configs == 30
+    assert len(list((tmp_path / "raw/bench/cache").glob("*.npz"))) == 2
+    assert read_graph(graph(20)).num_configs == 20  # back to the first one, from the cache
+    with pytest.raises(DataError, match="unknown generator 'zip'"):
+        bench.ensure_graph(compose("bench", [f"paths.data_dir={tmp_path}", "generator=zip"]))
