@@ -3,7 +3,7 @@
     python -m pipeline.baseline [splits=[valid,test]] [data=<npz root>]
     make baseline
 
-Reads the raw npz files; writes `${paths.predictions}/baseline/<split>.parquet` (see
+Reads the raw npz files; writes `<predictions>/<name>/<split>.parquet` (see
 pipeline.predictions). Layout configs are streamed in chunks, so memory is bounded by
 `chunk_configs`, not by the file. Scores are indexed by original config, as in the raw file.
 """
@@ -11,7 +11,6 @@ pipeline.predictions). Layout configs are streamed in chunks, so memory is bound
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -44,7 +43,7 @@ def main(cfg: DictConfig) -> None:
         if not files:
             continue
         scores = {f.id: baseline_scores(f, cfg.chunk_configs) for f in tqdm(files, desc=f"baseline {split}", unit="graph")}
-        out = predictions_path(Path(cfg.out).parent, Path(cfg.out).name, split)  # `out` is the model's folder
+        out = predictions_path(cfg.predictions, cfg.name, split)
         write_predictions(out, scores, cfg)
         log.info("wrote %s (%d graphs)", out, len(scores))
 

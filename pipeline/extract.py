@@ -167,6 +167,11 @@ def extract_tile(src: str, gnn: str, part: str | None, gid: str, split: str, pol
     return {"configs": g.num_configs, "unique": d.num_unique}
 
 
+def table_path(tables: str | Path, collection: str, split: str) -> Path:
+    """Where the GBDT table of a collection and split lives under `<out>/tables`."""
+    return Path(tables) / collection_dir(collection) / f"{split}.parquet"
+
+
 def combine_tables(parts: list[Path], dst: Path) -> None:
     """Concatenate per-graph parts into one table, streaming (never all in memory). Always
     rebuilt: the set of graphs may have changed even when no part did."""
@@ -184,7 +189,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     for f in files:
         rel = rel_path(f.collection, f.split, f.stem)
         gnn = out / "gnn" / rel
-        part = out / "tables" / collection_dir(f.collection) / f"{f.split}.parts" / f"{f.stem}.parquet"
+        part = table_path(out / "tables", f.collection, f.split).with_suffix(".parts") / f"{f.stem}.parquet"
         outputs = [gnn] + ([part] if cfg.tables else [])
         parts[(f.collection, f.split)].append(part)
         fn = extract_tile if f.kind == "tile" else extract_layout
@@ -196,7 +201,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     results = run_tasks(_dispatch, tasks, out, h, cfg.jobs, desc="extract")
     if cfg.tables:
         for (c, s), ps in parts.items():
-            dst = out / "tables" / collection_dir(c) / f"{s}.parquet"
+            dst = table_path(out / "tables", c, s)
             combine_tables(ps, dst)
             log.info("%s/%s: table %s", c, s, dst)
     tot_c = sum(r["configs"] for r in results.values())

@@ -39,14 +39,11 @@ from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.extract import table_path
 from pipeline.predictions import predictions_path, write_predictions
 from pipeline.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
-
-
-def table_path(tables: str | Path, collection: str, split: str) -> Path:
-    return Path(tables) / collection_dir(collection) / f"{split}.parquet"
 
 
 class Table:

@@ -441,8 +441,7 @@ def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, in
         parts = dist.gather(mine)
         if dist.main:
             scores = {gid: s for d in parts for gid, s in d.items()}
-            # `predictions` is the model's own folder (conf/train_gnn.yaml: ${paths.predictions}/gnn)
-            out = predictions_path(Path(cfg.predictions).parent, Path(cfg.predictions).name, split)
+            out = predictions_path(cfg.predictions, "gnn", split)
             write_predictions(out, dict(sorted(scores.items())), cfg)
             log.info("wrote %s (%d graphs, %d configs)", out, len(scores), sum(s.size for s in scores.values()))
             written[split] = len(scores)

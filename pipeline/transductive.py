@@ -152,7 +152,7 @@ def run(cfg: DictConfig) -> dict:
     t2 = time.monotonic()
     gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
     summary = train_gnn.run(_compose("train_gnn", [
-        f"data={out / 'processed' / 'gnn'}", f"out={out / 'models'}", f"predictions={out / 'predictions' / 'gnn'}",
+        f"data={out / 'processed' / 'gnn'}", f"out={out / 'models'}", f"predictions={out / 'predictions'}",
         f"collections=[{collection}]", "splits=[test]", f"seed={cfg.seed}", f"progress={cfg.progress}", *gnn]))
     t_gnn = time.monotonic() - t2
     scores = read_predictions(predictions_path(out / "predictions", "gnn", "test"))[graph_id(collection, stem)]

@@ -42,7 +42,7 @@ def test_torchrun_two_cpu_ranks_learn_and_write_predictions(tmp_path: Path) -> N
     losses = [h["train_loss"] for h in ck["history"]]
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
     for split in ("valid", "test"):
-        pred = read_predictions(out / "pred" / f"{split}.parquet")
+        pred = read_predictions(out / "pred" / "gnn" / f"{split}.parquet")
         files = discover(tiny["raw"], collections=[collection], splits=[split])
         assert set(pred) == {f.id for f in files}
         assert all(pred[f.id].size == read_graph(f.path).num_configs for f in files)

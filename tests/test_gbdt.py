@@ -149,7 +149,7 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
     assert all(np.array_equal(before[k], after[k]) for k in before)
     # the seeds' rank average is the model's only predictions (the ensemble reads nothing else)
     assert sorted(p.name for p in preds.iterdir()) == ["test.parquet", "test.yaml", "valid.parquet", "valid.yaml"]
-    table = train_gbdt.Table(train_gbdt.table_path(tiny / "processed/sample/tables", "tile:xla", "test"), False)
+    table = train_gbdt.Table(extract.table_path(tiny / "processed/sample/tables", "tile:xla", "test"), False)
     per_seed = train_gbdt.predict_table(table, train_gbdt.load_models("tile:xla", models), 1)
     assert sorted(per_seed) == ["model_seed0", "model_seed1"]
     for gid in per_seed["model_seed0"]:

@@ -160,7 +160,7 @@ def test_notebook_runs_locally_and_writes_a_valid_submission(trained, tmp_path) 
     manifest_path = out / "dataset" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["models"] == ["gbdt"]
-    manifest["inference"]["gbdt"] = "pipeline.baseline splits=[test] out=${paths.predictions}/gbdt"
+    manifest["inference"]["gbdt"] = "pipeline.baseline splits=[test] name=gbdt"
     manifest_path.write_text(json.dumps(manifest))
     sub2 = tmp_path / "submission2.csv"
     nb = _execute(nb_path, tmp_path, DATA=str(trained["raw"]), BUNDLE=str(out / "dataset"), WORK=str(work),

@@ -28,7 +28,7 @@ def sample(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report")
     d = {"raw": root / "raw", "pred": root / "pred", "root": root}
     sample_data.generate(_cfg("sample_data", out=d["raw"], splits="[valid]", **{"graphs.valid": 2, "tile_scale": 2}))
-    baseline.main(_cfg("baseline", data=d["raw"], splits="[valid]", out=d["pred"] / "baseline"))
+    baseline.main(_cfg("baseline", data=d["raw"], splits="[valid]", predictions=d["pred"]))
     return d
 
 

@@ -42,13 +42,13 @@ def test_training_lowers_the_loss_and_predicts_every_original_config(tiny, tmp_p
         assert s["epochs"] == 6 and s["steps"] == 6 * 2 * 4
         assert s["train_loss"][-1] < s["train_loss"][0], (c, s["train_loss"])
     for split in ("valid", "test"):
-        pred = read_predictions(tmp_path / "pred" / f"{split}.parquet")  # checks 0..C-1 exactly once per graph
+        pred = read_predictions(tmp_path / "pred" / "gnn" / f"{split}.parquet")  # checks 0..C-1 exactly once per graph
         files = discover(tiny["raw"], splits=[split])
         assert set(pred) == {f.id for f in files}
         for f in files:
             assert pred[f.id].size == read_graph(f.path).num_configs
             assert np.isfinite(pred[f.id]).all()
-        assert (tmp_path / "pred" / f"{split}.yaml").is_file()
+        assert (tmp_path / "pred" / "gnn" / f"{split}.yaml").is_file()
     ck = torch.load(tmp_path / "models/layout/xla/random/best.pt", weights_only=False)
     assert ck["config"]["epochs"] == 6 and ck["model_config"]["kind"] == "layout" and ck["model_config"]["hidden"] == 16
     assert (tmp_path / "models" / ".complete").is_file()
@@ -58,7 +58,7 @@ def test_resume_continues_at_the_next_epoch_and_ends_where_an_uninterrupted_run_
     one = ["collections=[layout:nlp:random]", "epochs=3", "samples_per_graph=2", "model.dropout=0.1"]
     stopped = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "stop_after=1"))["layout:nlp:random"]
     assert stopped["epochs"] == 1 and stopped["steps"] == 4
-    assert not (tmp_path / "a/pred/valid.parquet").exists(), "a stopped run must not predict"
+    assert not (tmp_path / "a/pred/gnn/valid.parquet").exists(), "a stopped run must not predict"
     assert not (tmp_path / "a/models/.complete").exists()
     resumed = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "resume=true"))["layout:nlp:random"]
     assert resumed["epochs"] == 3 and resumed["steps"] == 12  # epochs 1 and 2 only: the counter went on from 4
@@ -69,7 +69,7 @@ def test_resume_continues_at_the_next_epoch_and_ends_where_an_uninterrupted_run_
     assert a["step"] == b["step"] == 12 and a["epoch"] == b["epoch"] == 2
     for k in b["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
-    pa, pb = read_predictions(tmp_path / "a/pred/test.parquet"), read_predictions(tmp_path / "b/pred/test.parquet")
+    pa, pb = read_predictions(tmp_path / "a/pred/gnn/test.parquet"), read_predictions(tmp_path / "b/pred/gnn/test.parquet")
     for gid in pb:
         np.testing.assert_allclose(pa[gid], pb[gid], rtol=1e-5, atol=1e-6)
 
@@ -79,11 +79,11 @@ def test_predict_mode_uses_the_best_checkpoints_only(tiny, tmp_path: Path) -> No
     with pytest.raises(DataError, match="no best.pt"):
         train_gnn.run(cfg(tiny, tmp_path, *one, "mode=predict"))
     train_gnn.run(cfg(tiny, tmp_path, *one))
-    before = read_predictions(tmp_path / "pred/test.parquet")
-    (tmp_path / "pred/test.parquet").unlink()
+    before = read_predictions(tmp_path / "pred/gnn/test.parquet")
+    (tmp_path / "pred/gnn/test.parquet").unlink()
     # conf/ changing after training must not matter: the architecture comes from the checkpoint
     train_gnn.run(cfg(tiny, tmp_path, *one, "mode=predict", "splits=[test]", "model.hidden=32"))
-    after = read_predictions(tmp_path / "pred/test.parquet")
+    after = read_predictions(tmp_path / "pred/gnn/test.parquet")
     assert set(after) == set(before)
     for gid in before:
         np.testing.assert_allclose(after[gid], before[gid], rtol=1e-6)
