@@ -40,3 +40,17 @@ def test_model_group_instantiates(overrides: list[str]) -> None:
 def test_logger_group_composes(logger: str) -> None:
     cfg = compose("train_gnn", [f"logger={logger}"])
     assert "_target_" in cfg.logger
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_is_a_diff_that_changes_the_gnn_config(name: str) -> None:
+    base = OmegaConf.to_container(compose("train_gnn"), resolve=True)
+    exp = OmegaConf.to_container(compose("train_gnn", [f"experiment={name}"]), resolve=True)
+    assert exp != base
+    changed = {k for k in base if base[k] != exp[k]}
+    assert changed <= {"epochs", "samples_per_graph", "valid_permutations", "infer_permutations", "model",
+                       "device", "threads", "amp", "amp_dtype", "logger"}, changed
+    instantiate(exp["model"], node_feat_dim=5)  # the experiment's model builds

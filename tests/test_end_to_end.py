@@ -15,7 +15,7 @@ from pipeline.submission_csv import validate_submission
 from conftest import ROOT
 
 SMALL = "graphs.train=3 graphs.valid=2 graphs.test=2 tile_scale=1"
-QUICK_GNN = "epochs=1 samples_per_graph=1 infer_permutations=2"
+QUICK_GNN = "experiment=gnn_quick"
 
 
 @pytest.mark.slow
