@@ -23,6 +23,7 @@ SAMPLE_ARGS ?=
 GBDT_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
+GNN_BENCH_ARGS ?=
 PRED := $(DATA_DIR)/predictions/$(DATASET)
 COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA) \
   paths.submissions=$(SUBMISSIONS) paths.reports=$(REPORTS)/$(DATASET)
@@ -101,8 +102,9 @@ evaluate: $(INSTALLED) ## score SUBMISSION against SPLIT=valid under DATA; write
 download: $(INSTALLED) ## fetch the real competition data into data/raw/kaggle with the Kaggle CLI
 	$(PY) -m pipeline.download $(COMMON) $(ARGS)
 
-bench: $(INSTALLED) ## benchmark prune/pad/extract on a generated full-size layout graph (JSON lines)
+bench: $(INSTALLED) ## benchmarks on a generated full-size layout graph: prune/pad/extract, then GNN train/infer configs/s (JSON lines)
 	$(PY) -m pipeline.bench $(ARGS)
+	$(PY) -m pipeline.bench_gnn $(GNN_BENCH_ARGS)
 
 clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
 	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) $(REPORTS)/$(DATASET) logs
@@ -148,7 +150,7 @@ train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; 
 $(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/model/gnn.yaml
 	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(ARGS)
 
-bench-gnn: $(INSTALLED) ## GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
+bench-gnn: $(INSTALLED) ## only the GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
 	$(PY) -m pipeline.bench_gnn $(ARGS)
 
 transductive: $(INSTALLED) ## 50/50 split of one real layout file's configs (FILE=<npz>): GNN vs LightGBM Kendall tau
