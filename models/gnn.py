@@ -15,7 +15,10 @@ Design (the 1st place solution's, see ../shared/FORMAT.md "What the top teams di
   layout; its configured input and kernel layouts add a further term. The groups arrive
   completed (`pipeline.gnn_data` fills each group's unset positions with
   `features.pad.complete_layout`: output from the node's own layout, input from its
-  producer's), so the model reads them as given. Everything that does not depend on the
+  producer's). With `layout_given_flag`, a learned "filled" vector is added to the symbol
+  embedding at the positions the config did not set (`GraphBatch.config_given`), so "the
+  compiler's default" stays visible next to what that default completes to; node layouts are
+  all given and never get it. Everything that does not depend on the
   config is encoded once as (N, H) and broadcast to (K, N, H).
 - Tile collection: the config is graph-level (24 numbers). By default the graph is encoded
   once, (1, N, H), pooled, and joined with each config's embedding at the readout
@@ -73,6 +76,9 @@ class GraphBatch:
         config_layout: (K, M, 18) long in [-1, 5]: output (0-5), input (6-11) and kernel (12-17)
             layout groups of each configurable node under each config, completed (layout; see
             the module docstring: -1 is read as a symbol, never filled in here).
+        config_given: (K, M, 18) bool or None (layout): True where the config itself set the
+            position, False where the completion filled it in (or it stayed -1). Read only by
+            a model with `layout_given_flag`; None = every position given.
         config_feat: (K, F') float32, graph-level tile config, already normalized (tile); F' is
             24 raw, fewer after the padding stage drops constant columns (the model's
             `config_feat_dim`).
@@ -85,6 +91,7 @@ class GraphBatch:
     config_nodes: Tensor | None = None
     config_layout: Tensor | None = None
     config_feat: Tensor | None = None
+    config_given: Tensor | None = None
 
     @property
     def kind(self) -> str:
@@ -107,7 +114,8 @@ class GraphBatch:
         """The same graph with only the configs at `configs` ((k,) long), in that order."""
         if self.config_feat is not None:
             return replace(self, config_feat=self.config_feat[configs])
-        return replace(self, config_layout=self.config_layout[configs])
+        given = None if self.config_given is None else self.config_given[configs]
+        return replace(self, config_layout=self.config_layout[configs], config_given=given)
 
     def to(self, device: torch.device | str) -> "GraphBatch":
         return GraphBatch(**{f.name: None if (t := getattr(self, f.name)) is None else t.to(device) for f in fields(self)})
@@ -134,7 +142,7 @@ class GraphBatch:
         if e.numel() and (int(e.min()) < 0 or int(e.max()) >= n):
             fail(f"edge_index refers to nodes outside [0, {n})")
         if self.config_feat is not None:
-            if self.config_layout is not None or self.config_nodes is not None:
+            if self.config_layout is not None or self.config_nodes is not None or self.config_given is not None:
                 fail("a batch has either config_feat (tile) or config_nodes + config_layout (layout), not both")
             c = self.config_feat
             if c.dim() != 2 or c.shape[1] < 1 or not c.is_floating_point():
@@ -153,6 +161,9 @@ class GraphBatch:
         if cl.dim() != 3:
             fail(f"config_layout must be (K, M, {CONFIG_LAYOUT_WIDTH}), got {tuple(cl.shape)}")
         _check_layout(cl, (cl.shape[0], nodes.numel(), CONFIG_LAYOUT_WIDTH), "config_layout", fail)
+        g = self.config_given
+        if g is not None and (g.shape != cl.shape or g.dtype != torch.bool):
+            fail(f"config_given must be {tuple(cl.shape)} bool like config_layout, got {tuple(g.shape)} {g.dtype}")
 
 
 def _check_layout(t: Tensor, shape: tuple[int, ...], name: str, fail) -> None:
@@ -337,6 +348,10 @@ class GNNRanker(nn.Module):
         hidden: H (64).
         layers: message-passing layers (4).
         layout_embed_dim: width of one layout symbol's embedding (8).
+        layout_given_flag: add a learned "filled" vector to the symbol embedding at the config
+            layout positions the config did not set (`GraphBatch.config_given` False), so the
+            model sees both the completed layout and which of it is the compiler's default
+            (False: the completed layout only).
         aggr: neighbour aggregation, `mean`, `sum` or `max`.
         norm: `instance`, `layer` or `none` (NodeNorm).
         channel_attention: `se`, `gate` or `none`.
@@ -357,7 +372,9 @@ class GNNRanker(nn.Module):
         config_feat_dim: F', the width of a tile batch's `config_feat` (24; the training stage
             passes the padded width).
 
-    Shapes: GraphBatch with K configs -> (K,) scores.
+    Shapes: GraphBatch with K configs -> (K,) scores. Config layout groups (K, M, 6) are
+    embedded per position as (K, M, 6, d) (+ the filled vector where not given, with
+    `layout_given_flag`) and flattened to (K, M, 6d) before their projection to H.
     """
 
     def __init__(
@@ -367,6 +384,7 @@ class GNNRanker(nn.Module):
         hidden: int = 64,
         layers: int = 4,
         layout_embed_dim: int = 8,
+        layout_given_flag: bool = False,
         aggr: str = "mean",
         norm: str = "instance",
         channel_attention: str = "se",
@@ -399,6 +417,9 @@ class GNNRanker(nn.Module):
         self.opcode_embed = nn.Embedding(NUM_OPCODES, hidden)
         self.feat_proj = nn.Linear(node_feat_dim, hidden)
         self.layout_embed = nn.Embedding(LAYOUT_SYMBOLS, layout_embed_dim)  # shared: node and config layouts
+        # the scale of a symbol embedding (N(0, 1), like nn.Embedding's rows): a zero start would
+        # make the flag invisible until the loss happened to push it away from zero
+        self.filled_embed = nn.Parameter(torch.randn(layout_embed_dim)) if layout_given_flag and kind == "layout" else None
         self.out_layout_proj = nn.Linear(LAYOUT_WIDTH * layout_embed_dim, hidden)  # a node's (effective) output layout
         if kind == "layout":
             # configured input + kernel groups; its bias doubles as a "configurable" marker
@@ -429,9 +450,13 @@ class GNNRanker(nn.Module):
         """True when a config's score depends on the other configs of its batch."""
         return self.cross_kind != "none"
 
-    def _embed_layout(self, layout: Tensor) -> Tensor:
-        """(..., G*6) long in [-1, 5] -> (..., G*6*d): per-position embeddings, flattened."""
-        return self.layout_embed(layout + 1).flatten(-2)
+    def _embed_layout(self, layout: Tensor, given: Tensor | None = None) -> Tensor:
+        """(..., G*6) long in [-1, 5] -> (..., G*6*d): per-position embeddings, flattened; with
+        `given` ((..., G*6) bool) and `layout_given_flag`, the filled vector where not given."""
+        e = self.layout_embed(layout + 1)  # (..., G*6, d)
+        if self.filled_embed is not None and given is not None:
+            e = e + (~given).unsqueeze(-1).to(e.dtype) * self.filled_embed
+        return e.flatten(-2)
 
     def encode_inputs(self, b: GraphBatch) -> tuple[Tensor, Tensor | None]:
         """Input node states and the per-config embedding of tile configs.
@@ -448,11 +473,12 @@ class GNNRanker(nn.Module):
                 return base.unsqueeze(0) + cfg.unsqueeze(1), cfg  # (K, N, H)
             return base.unsqueeze(0), cfg  # (1, N, H)
         k = b.config_layout.shape[0]
-        cl = b.config_layout  # (K, M, 18)
+        cl, given = b.config_layout, b.config_given  # (K, M, 18), (K, M, 18) bool or None
+        out_given, in_given = (None, None) if given is None else (given[..., :LAYOUT_WIDTH], given[..., LAYOUT_WIDTH:])
         delta = (
-            self.out_layout_proj(self._embed_layout(cl[..., :LAYOUT_WIDTH]))  # (K, M, H)
+            self.out_layout_proj(self._embed_layout(cl[..., :LAYOUT_WIDTH], out_given))  # (K, M, H)
             - own[b.config_nodes]  # the configured output layout replaces the own one
-            + self.cfg_layout_proj(self._embed_layout(cl[..., LAYOUT_WIDTH:]))
+            + self.cfg_layout_proj(self._embed_layout(cl[..., LAYOUT_WIDTH:], in_given))
         )
         x = base.unsqueeze(0).repeat(k, 1, 1)  # (K, N, H): the only per-config copy of the inputs
         return x.index_add_(1, b.config_nodes, delta), None

@@ -114,12 +114,50 @@ def test_check_rejects_what_the_contract_cannot_express() -> None:
         "edge_index refers": GraphBatch(**{**b.__dict__, "edge_index": torch.tensor([[0, 6]])}),
         "not both": GraphBatch(**{**b.__dict__, "config_feat": torch.zeros(3, 24)}),
         "node_layout must be": GraphBatch(**{**b.__dict__, "node_layout": b.node_layout[:, :5]}),
+        "config_given must be": GraphBatch(**{**b.__dict__, "config_given": torch.ones(3, 2, 17, dtype=torch.bool)}),
     }
     for message, bad in cases.items():
         with pytest.raises(ValueError, match=message):
             bad.check()
     with pytest.raises(ValueError, match="tile batch given to a layout model"):
         model()(tile_batch(2))
+
+
+@pytest.mark.parametrize("group", [0, 6])
+def test_given_flag_tells_a_set_group_from_the_same_layout_filled_in(group: int) -> None:
+    # configs 0 and 1 have the same completed layout at the convolution; only 0's config set it
+    cfg = torch.full((2, 2, 18), -1, dtype=torch.long)
+    cfg[:, 0, group : group + 2] = torch.tensor([1, 0])
+    given = torch.zeros(2, 2, 18, dtype=torch.bool)
+    given[0, 0, group : group + 2] = True
+    b = GraphBatch(**{**graph(cfg).__dict__, "config_given": given})
+    b.check()
+    on = model(cross="none", layout_given_flag=True)
+    x, _ = on.encode_inputs(b)
+    assert not torch.allclose(x[0, CONV], x[1, CONV]), "flag on: given and filled must read differently"
+    torch.testing.assert_close(x[0, RESHAPE], x[1, RESHAPE])  # only the node whose group changed
+    s = on(b)
+    assert not torch.isclose(s[0], s[1])
+    # no mask reads as all given
+    x_none, _ = on.encode_inputs(GraphBatch(**{**b.__dict__, "config_given": None}))
+    x_all, _ = on.encode_inputs(GraphBatch(**{**b.__dict__, "config_given": torch.ones_like(given)}))
+    torch.testing.assert_close(x_none, x_all, rtol=0, atol=0)
+    assert not torch.allclose(x_all[1, CONV], x[1, CONV])
+    off = model(cross="none")
+    x, _ = off.encode_inputs(b)
+    torch.testing.assert_close(x[0], x[1], rtol=0, atol=0)
+    assert "filled_embed" not in dict(off.named_parameters())
+    assert "filled_embed" in dict(on.named_parameters())
+
+
+def test_given_flag_is_trained() -> None:
+    cfg = torch.full((2, 2, 18), -1, dtype=torch.long)
+    cfg[:, 0, :2] = torch.tensor([1, 0])
+    given = torch.zeros(2, 2, 18, dtype=torch.bool)
+    given[0, 0, :2] = True
+    m = model(cross="none", layout_given_flag=True).train()
+    m.loss(m(GraphBatch(**{**graph(cfg).__dict__, "config_given": given})), torch.tensor([1.0, 2.0])).backward()
+    assert m.filled_embed.grad is not None and m.filled_embed.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------- masks

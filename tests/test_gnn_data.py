@@ -17,6 +17,7 @@ from pipeline.cli import compose
 from pipeline.errors import DataError
 from features.configs import pack_layout, unpack_layout
 from features.pad import complete_layout
+from models.gnn import GNNRanker
 from pipeline.gnn_data import GroupCompleter, feature_dims, graph_data, group_defaults, load_graph, load_graphs, sample_rows
 from pipeline.npz import read_graph, write_npz
 from pipeline.runner import rel_path
@@ -113,6 +114,28 @@ def test_config_groups_are_completed_from_their_default_layouts() -> None:
         [_g([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [4, 3, 2, 1, 0]), _g([1, 0], [1, 4, 3, 2, 0], [])],
     ]
     assert got.tolist() == want
+
+
+def test_config_given_marks_what_the_file_set_not_what_was_completed() -> None:
+    groups = [
+        [_g([4, 3, 2, 1, 0], [], []), _g([1, 0], [1], [])],  # the convolution's own layout, set
+        [_g([], [], []), _g([1], [1, 0], [])],  # nothing set: completes to the same output layout
+    ]
+    b = graph_data(hand_graph(groups), "layout:xla:default", "train").select(np.array([1, 0]))
+    b.check()
+    assert b.config_given.tolist() == (np.array(groups)[[1, 0]] >= 0).tolist()
+    lay = b.config_layout
+    assert lay[0, :, :6].tolist() == lay[1, :, :6].tolist(), "both output groups complete alike"
+    x = {}
+    for flag in (True, False):
+        torch.manual_seed(0)
+        m = GNNRanker(node_feat_dim=3, hidden=8, layers=1, cross="none", layout_given_flag=flag).eval()
+        with torch.no_grad():
+            x[flag], _ = m.encode_inputs(b)
+    # flag off: the given-vs-default difference of the output groups is invisible, only the
+    # input groups differ (the reshape's input group went from [1] to [1, 0])
+    torch.testing.assert_close(x[False][0, 2], x[False][1, 2], rtol=0, atol=0)
+    assert not torch.allclose(x[True][0, 2], x[True][1, 2])
 
 
 def test_completion_tables_agree_with_complete_layout() -> None:
