@@ -18,8 +18,11 @@ REPORTS ?= reports
 REPORT ?= $(REPORTS)/$(DATASET)/evaluation_$(SPLIT).json
 ARGS ?=
 # per-stage overrides, also honoured by `make all` (ARGS goes to the one target named):
-# e.g. SAMPLE_ARGS="graphs.train=20" GNN_ARGS="epochs=30" GBDT_ARGS="objective=regression"
+# e.g. SAMPLE_ARGS="graphs.train=20" PAD_ARGS="fit_fallback=true" GNN_ARGS="experiment=gnn_mha"
 SAMPLE_ARGS ?=
+PRUNE_ARGS ?=
+PAD_ARGS ?=
+EXTRACT_ARGS ?=
 GBDT_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
@@ -77,15 +80,15 @@ inspect: $(INSTALLED) ## check every file under DATA against the format and summ
 
 prune: $(PRUNED) ## keep configurable nodes and their k-hop neighbourhood -> data/interim/<dataset>/pruned
 $(PRUNED): $(INSTALLED) $(RAW) conf/prune.yaml
-	$(PY) -m pipeline.prune $(COMMON) $(ARGS)
+	$(PY) -m pipeline.prune $(COMMON) $(PRUNE_ARGS) $(ARGS)
 
 pad: $(PADDED) ## unambiguous -1 layout padding, train-fitted normalization -> data/interim/<dataset>/padded
 $(PADDED): $(PRUNED) conf/pad.yaml
-	$(PY) -m pipeline.pad $(COMMON) $(ARGS)
+	$(PY) -m pipeline.pad $(COMMON) $(PAD_ARGS) $(ARGS)
 
 extract: $(EXTRACTED) ## dedup and pack configs; GNN tensors and GBDT tables -> data/processed/<dataset>
 $(EXTRACTED): $(PADDED) conf/extract.yaml
-	$(PY) -m pipeline.extract $(COMMON) $(ARGS)
+	$(PY) -m pipeline.extract $(COMMON) $(EXTRACT_ARGS) $(ARGS)
 
 baseline: $(INSTALLED) $(RAW) ## score valid and test configs with the training-free baseline ranker
 	$(PY) -m pipeline.baseline $(COMMON) $(ARGS)
