@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+NODE_FEAT_DIM = 140  # node_feat columns
+TILE_CONFIG_DIM = 24  # tile config_feat columns
+LAYOUT_CONFIG_DIM = 18  # layout node_config_feat: output, input, kernel groups of 6
+NUM_OPCODES = 121  # opcode ids 1..120; an embedding of 121 rows covers all
 SHAPE_COLS = slice(21, 27)
 PRODUCT_COL = 28
 LAYOUT_COLS = slice(134, 140)

@@ -44,14 +44,12 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from features.layout import LAYOUT_CONFIG_DIM, NUM_OPCODES, TILE_CONFIG_DIM
 from models import scatter as sc
 from models.losses import RankingLoss
 
-NUM_OPCODES = 121  # ids 1-120 in the data; row 0 unused
 LAYOUT_SYMBOLS = 7  # layout values -1..5 -> embedding rows 0..6
 LAYOUT_WIDTH = 6  # positions in one minor-to-major group
-CONFIG_LAYOUT_WIDTH = 18  # output, input, kernel groups
-TILE_CONFIG_WIDTH = 24
 KINDS = ("layout", "tile")
 CROSS = ("softmax", "mha", "none")
 NORMS = ("instance", "layer", "none")
@@ -159,8 +157,8 @@ class GraphBatch:
             fail("config_nodes has duplicates")
         cl = self.config_layout
         if cl.dim() != 3:
-            fail(f"config_layout must be (K, M, {CONFIG_LAYOUT_WIDTH}), got {tuple(cl.shape)}")
-        _check_layout(cl, (cl.shape[0], nodes.numel(), CONFIG_LAYOUT_WIDTH), "config_layout", fail)
+            fail(f"config_layout must be (K, M, {LAYOUT_CONFIG_DIM}), got {tuple(cl.shape)}")
+        _check_layout(cl, (cl.shape[0], nodes.numel(), LAYOUT_CONFIG_DIM), "config_layout", fail)
         g = self.config_given
         if g is not None and (g.shape != cl.shape or g.dtype != torch.bool):
             fail(f"config_given must be {tuple(cl.shape)} bool like config_layout, got {tuple(g.shape)} {g.dtype}")
@@ -399,7 +397,7 @@ class GNNRanker(nn.Module):
         checkpoint: bool = False,
         loss: str = "hinge",
         loss_margin: float | None = None,
-        config_feat_dim: int = TILE_CONFIG_WIDTH,
+        config_feat_dim: int = TILE_CONFIG_DIM,
     ):
         super().__init__()
         if kind not in KINDS:

@@ -21,14 +21,11 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from numpy.lib import format as npformat
 
+from features.layout import LAYOUT_CONFIG_DIM, NODE_FEAT_DIM, NUM_OPCODES, TILE_CONFIG_DIM
 from pipeline.catalog import SPLITS
 from pipeline.errors import DataError
 from pipeline.fsutil import atomic_path
 
-NODE_FEAT_DIM = 140
-TILE_CONFIG_DIM = 24
-LAYOUT_CONFIG_DIM = 18
-NUM_OPCODES = 121  # ids 1..120; an embedding of 121 rows covers all
 
 # key -> (dtype, ndim); shapes are cross-checked in `_validate`.
 COMMON_KEYS = {
