@@ -45,8 +45,8 @@ from tqdm import tqdm
 from pipeline.catalog import SPLITS, check_collection, check_split, collection_dir, collection_kind
 from pipeline.cli import stage
 from pipeline.errors import DataError
-from pipeline.fsutil import write_text_atomic
 from pipeline.npz import write_graph
+from pipeline.runner import begin_stage, finish_stage
 from pipeline.sample_costmodel import (
     LayoutContext,
     Op,
@@ -59,7 +59,6 @@ from pipeline.sample_costmodel import (
 
 log = logging.getLogger(__name__)
 
-STAMP = ".complete"
 MARKER = ".sample_data"  # says the folder is a generated tree, so stale files may be removed
 
 # node_feat columns (FORMAT.md)
@@ -796,8 +795,7 @@ def write_layout(cfg: DictConfig, collection: str, split: str, index: int, out: 
 
 def _prepare(out: Path) -> None:
     """Drop the stamp; refuse a folder that holds npz files this stage did not write."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STAMP).unlink(missing_ok=True)
+    begin_stage(out)
     if not (out / MARKER).exists():
         if next(out.rglob("*.npz"), None) is not None:
             raise DataError(out, f"holds .npz files but no {MARKER} marker: not a generated sample tree, "
@@ -835,7 +833,7 @@ def generate(cfg: DictConfig) -> dict[str, object]:
                 stale += 1
     nbytes = sum(p.stat().st_size for ps in written.values() for p in ps)
     files = sum(len(ps) for ps in written.values())
-    write_text_atomic(out / STAMP, f"{files} files\n")
+    finish_stage(out, {"files": files, "bytes": nbytes})
     secs = time.perf_counter() - t0
     log.info("wrote %d files (%.1f MB) for %s / %s under %s in %.1f s%s", files, nbytes / 1e6,
              ",".join(collections), ",".join(splits), out, secs,
