@@ -90,12 +90,17 @@ class Graph:
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
+def _read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of an open `.npy` stream, left positioned at its data."""
+    version = npformat.read_magic(fp)
+    if version == (1, 0):
+        return npformat.read_array_header_1_0(fp)
+    return npformat.read_array_header_2_0(fp)
+
+
 def _member_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     with zf.open(f"{key}.npy") as fp:
-        version = npformat.read_magic(fp)
-        if version == (1, 0):
-            return npformat.read_array_header_1_0(fp)
-        return npformat.read_array_header_2_0(fp)
+        return _read_header(fp)
 
 
 def _member_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
@@ -277,9 +282,7 @@ def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024) -> I
         return
     try:
         with zipfile.ZipFile(path) as zf, zf.open(f"{LAZY_KEY}.npy") as fp:
-            version = npformat.read_magic(fp)
-            read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-            shape, fortran, dtype = read_header(fp)
+            shape, fortran, dtype = _read_header(fp)
             if fortran or dtype != np.float32 or len(shape) != 3:
                 raise DataError(path, f"expected a C-ordered float32 3-D array, got {dtype} {shape}", LAZY_KEY)
             c, nc, d = shape
