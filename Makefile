@@ -7,22 +7,54 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATASET ?= sample
 DATA_DIR ?= data
-DATA ?= $(DATA_DIR)/raw/$(DATASET)
+SAMPLE_ROOT := $(DATA_DIR)/raw/sample
+
+# The dataset name keys every artifact path. Rule: DATASET=<name> if given; else the embedded
+# sample's root (the default DATA) is `sample`; any other DATA=<root> is named after its folder,
+# lower-cased, characters other than a-z 0-9 . _ - made `-` (an `npz` or `npz_all` folder is
+# named after its parent), and a folder called `sample` becomes `sample-ext`, so no other root
+# ever writes over the sample's artifacts. DATASET=<name> alone reads data/raw/<name>.
+dataset_of = $(shell r=$$(realpath -m '$(1)'); s=$$(realpath -m '$(SAMPLE_ROOT)'); \
+  if [ "$$r" = "$$s" ]; then echo sample; exit 0; fi; n=$$(basename "$$r"); \
+  while [ "$$n" = npz -o "$$n" = npz_all ] && [ "$$r" != / ]; do r=$$(dirname "$$r"); n=$$(basename "$$r"); done; \
+  n=$$(printf '%s' "$$n" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9._-' '-'); \
+  case "$$n" in (""|.|..|-) n=data;; (sample) n=sample-ext;; esac; echo "$$n")
+ifeq ($(origin DATA),undefined)
+  ifeq ($(origin DATASET),undefined)
+    DATASET := sample
+  endif
+  DATA := $(DATA_DIR)/raw/$(DATASET)
+else ifeq ($(origin DATASET),undefined)
+  DATASET := $(call dataset_of,$(DATA))
+endif
+IS_SAMPLE := $(shell [ "$$(realpath -m '$(DATA)')" = "$$(realpath -m '$(SAMPLE_ROOT)')" ] && echo yes)
+ifeq ($(DATASET)$(IS_SAMPLE),sample)
+  $(error DATASET=sample names the embedded sample's artifacts; DATA=$(DATA) is another root: give it another DATASET name)
+endif
+
 SPLIT ?= test
 MODEL ?= ensemble
 SUBMISSIONS ?= submissions
+ifeq ($(DATASET),sample)
 SUBMISSION ?= $(SUBMISSIONS)/submission.csv
+else
+SUBMISSION ?= $(SUBMISSIONS)/$(DATASET)/submission.csv
+endif
+VALID_SUBMISSION := $(SUBMISSIONS)/$(DATASET)_ensemble_valid.csv
 REPORTS ?= reports
 REPORT ?= $(REPORTS)/$(DATASET)/evaluation_$(SPLIT).json
 ARGS ?=
+# ARGS reaches only the target named on the command line, never a stage run as a prerequisite
+goal_args = $(if $(filter $(1),$(MAKECMDGOALS)),$(ARGS))
+KEEP_COPY ?= true
 # per-stage overrides, also honoured by `make all` (ARGS goes to the one target named):
 # e.g. SAMPLE_ARGS="graphs.train=20" PAD_ARGS="fit_fallback=true" GNN_ARGS="experiment=gnn_mha"
 SAMPLE_ARGS ?=
 PRUNE_ARGS ?=
 PAD_ARGS ?=
 EXTRACT_ARGS ?=
+BASELINE_ARGS ?=
 GBDT_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
@@ -34,29 +66,71 @@ INSTALLED := $(VENV)/.installed
 PRUNED := $(DATA_DIR)/interim/$(DATASET)/pruned/.complete
 PADDED := $(DATA_DIR)/interim/$(DATASET)/padded/.complete
 EXTRACTED := $(DATA_DIR)/processed/$(DATASET)/.complete
+BASELINE_DONE := $(PRED)/baseline/.complete
+GBDT_DONE := $(DATA_DIR)/models/$(DATASET)/gbdt/.complete
+GNN_STAMP := $(DATA_DIR)/models/$(DATASET)/gnn/.complete
+ENSEMBLE_DONE := $(DATA_DIR)/models/$(DATASET)/ensemble/.complete
+VALIDATION := $(REPORTS)/$(DATASET)/validation.json
+# what each stage was last run with: a stage reruns when its arguments change (STATE/<stage>.args)
+STATE := $(DATA_DIR)/interim/$(DATASET)/.make
 
-# The embedded sample is generated here; any other DATA is read as it is.
-ifeq ($(DATASET),sample)
+# Raw inputs of prune. The embedded sample is generated here (its stamp stands for its files);
+# any other root is read as it is: each .npz is a prerequisite (a new or changed file reruns
+# prune), and the listing file changes when a file is added or removed.
+ifeq ($(IS_SAMPLE),yes)
 RAW := $(DATA)/.complete
 else
-RAW :=
+RAW_NPZ := $(shell find -L '$(DATA)' -name '*.npz' -type f 2>/dev/null | LC_ALL=C sort)
+RAW := $(RAW_NPZ) $(STATE)/raw-files.txt
 endif
 
-.PHONY: help all venv test sample-data inspect prune pad extract baseline submission validate evaluate download bench clean
+.PHONY: FORCE
+FORCE:
+
+# $(call args_file,<file>,<arguments>): <file> holds <arguments>, rewritten only when they change
+define args_file
+$(1): FORCE
+	$$(shell mkdir -p $$(@D))$$(file >$$@.tmp,$(2))
+	@if cmp -s $$@.tmp $$@; then rm -f $$@.tmp; else mv -f $$@.tmp $$@; fi
+endef
+$(eval $(call args_file,$(STATE)/raw-files.txt,$(RAW_NPZ)))
+$(eval $(call args_file,$(STATE)/sample.args,$(COMMON) $(SAMPLE_ARGS) $(call goal_args,sample-data)))
+$(eval $(call args_file,$(STATE)/prune.args,$(COMMON) $(PRUNE_ARGS) $(call goal_args,prune)))
+$(eval $(call args_file,$(STATE)/pad.args,$(COMMON) $(PAD_ARGS) $(call goal_args,pad)))
+$(eval $(call args_file,$(STATE)/extract.args,$(COMMON) $(EXTRACT_ARGS) $(call goal_args,extract)))
+$(eval $(call args_file,$(STATE)/baseline.args,$(COMMON) $(BASELINE_ARGS) $(call goal_args,baseline)))
+$(eval $(call args_file,$(STATE)/gbdt.args,$(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)))
+$(eval $(call args_file,$(STATE)/gnn.args,$(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)))
+$(eval $(call args_file,$(STATE)/ensemble.args,$(COMMON) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)))
+SUBMISSION_ARGS := $(STATE)/submission/$(subst /,^,$(SUBMISSION)).args
+$(eval $(call args_file,$(SUBMISSION_ARGS),$(COMMON) predictor=$(MODEL) split=$(SPLIT) keep_copy=$(KEEP_COPY) $(call goal_args,submission)))
+REPORT_ARGS := $(STATE)/evaluate/$(subst /,^,$(REPORT)).args
+# the CSV's checksum, not its rule: evaluating a hand-made CSV never rewrites it
+$(eval $(call args_file,$(REPORT_ARGS),$(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(shell cksum < '$(SUBMISSION)' 2>/dev/null) $(call goal_args,evaluate)))
+$(eval $(call args_file,$(STATE)/report.args,$(COMMON) $(call goal_args,report)))
+
+.PHONY: help all venv test sample-data inspect prune pad extract baseline train-gbdt train-gnn ensemble submission validate evaluate report download bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=$(DATASET) DATA=$(DATA) SPLIT=$(SPLIT) MODEL=$(MODEL) SUBMISSION=$(SUBMISSION) ARGS=\"key=value ...\""
+	@echo "  variables: DATA=$(DATA) DATASET=$(DATASET) SPLIT=$(SPLIT) MODEL=$(MODEL) SUBMISSION=$(SUBMISSION) ARGS=\"key=value ...\""
 
-all: $(INSTALLED) $(RAW) $(EXTRACTED) ## every stage on DATA (default: the embedded sample) -> ensemble's submissions/submission.csv, valid scores and report
-	$(MAKE) --no-print-directory baseline ARGS=
-	$(MAKE) --no-print-directory train-gbdt ARGS=
-	$(MAKE) --no-print-directory train-gnn ARGS=
-	$(MAKE) --no-print-directory ensemble ARGS=
-	$(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_ensemble_valid.csv ARGS=keep_copy=false
-	$(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(SUBMISSIONS)/$(DATASET)_ensemble_valid.csv ARGS=
-	$(MAKE) --no-print-directory report ARGS=
-	$(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=test ARGS=
+# Every stage is a file target, so a second `make all` does no stage work. The valid-split
+# steps run where DATA has a valid split, the test submission where it has a test split.
+has_split = $$(find -L '$(DATA)' -path '*/$(1)/*.npz' -print -quit 2>/dev/null)
+all: $(INSTALLED) $(RAW) $(EXTRACTED) ## every stage on DATA (default: the embedded sample) -> the ensemble's submission, valid scores and report
+	@$(MAKE) --no-print-directory baseline ARGS=
+	@$(MAKE) --no-print-directory train-gbdt ARGS=
+	@$(MAKE) --no-print-directory train-gnn ARGS=
+	@$(MAKE) --no-print-directory ensemble ARGS=
+	@if [ -n "$(call has_split,valid)" ]; then \
+	  $(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=valid SUBMISSION=$(VALID_SUBMISSION) KEEP_COPY=false ARGS= && \
+	  $(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(VALID_SUBMISSION) ARGS= && \
+	  $(MAKE) --no-print-directory report ARGS=; \
+	else echo "no valid split under $(DATA): no validation scores or report (see the ensemble's served-by lines above)"; fi
+	@if [ -n "$(call has_split,test)" ]; then \
+	  $(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=test ARGS=; \
+	else echo "no test split under $(DATA): no submission"; fi
 
 venv: $(INSTALLED) ## create .venv and install the pinned requirements and the project
 
@@ -72,35 +146,62 @@ test: $(INSTALLED) ## run the test suite (includes end-to-end and slow tests)
 sample-data: $(INSTALLED) ## generate the embedded sample dataset under data/raw/sample
 	$(PY) -m pipeline.sample_data $(COMMON) $(SAMPLE_ARGS) $(ARGS)
 
-$(DATA_DIR)/raw/sample/.complete: | $(INSTALLED)
-	$(PY) -m pipeline.sample_data $(COMMON) $(SAMPLE_ARGS) $(ARGS)
+$(SAMPLE_ROOT)/.complete: conf/sample_data.yaml $(STATE)/sample.args | $(INSTALLED)
+	$(PY) -m pipeline.sample_data $(COMMON) $(SAMPLE_ARGS) $(call goal_args,sample-data)
 
 inspect: $(INSTALLED) ## check every file under DATA against the format and summarize it
 	$(PY) -m pipeline.inspect $(COMMON) $(ARGS)
 
 prune: $(PRUNED) ## keep configurable nodes and their k-hop neighbourhood -> data/interim/<dataset>/pruned
-$(PRUNED): $(INSTALLED) $(RAW) conf/prune.yaml
-	$(PY) -m pipeline.prune $(COMMON) $(PRUNE_ARGS) $(ARGS)
+$(PRUNED): $(INSTALLED) $(RAW) conf/prune.yaml $(STATE)/prune.args
+	$(PY) -m pipeline.prune $(COMMON) $(PRUNE_ARGS) $(call goal_args,prune)
 
 pad: $(PADDED) ## unambiguous -1 layout padding, train-fitted normalization -> data/interim/<dataset>/padded
-$(PADDED): $(PRUNED) conf/pad.yaml
-	$(PY) -m pipeline.pad $(COMMON) $(PAD_ARGS) $(ARGS)
+$(PADDED): $(PRUNED) conf/pad.yaml $(STATE)/pad.args
+	$(PY) -m pipeline.pad $(COMMON) $(PAD_ARGS) $(call goal_args,pad)
 
 extract: $(EXTRACTED) ## dedup and pack configs; GNN tensors and GBDT tables -> data/processed/<dataset>
-$(EXTRACTED): $(PADDED) conf/extract.yaml
-	$(PY) -m pipeline.extract $(COMMON) $(EXTRACT_ARGS) $(ARGS)
+$(EXTRACTED): $(PADDED) conf/extract.yaml $(STATE)/extract.args
+	$(PY) -m pipeline.extract $(COMMON) $(EXTRACT_ARGS) $(call goal_args,extract)
 
-baseline: $(INSTALLED) $(RAW) ## score valid and test configs with the training-free baseline ranker
-	$(PY) -m pipeline.baseline $(COMMON) $(ARGS)
+baseline: $(BASELINE_DONE) ## score valid and test configs with the training-free baseline ranker -> predictions baseline/{valid,test}
+$(BASELINE_DONE): $(INSTALLED) $(RAW) conf/baseline.yaml $(STATE)/baseline.args
+	$(PY) -m pipeline.baseline $(COMMON) $(BASELINE_ARGS) $(call goal_args,baseline)
 
-submission: $(INSTALLED) ## write SUBMISSION from MODEL's predictions on SPLIT (validated before writing)
-	$(PY) -m pipeline.submission $(COMMON) predictor=$(MODEL) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)
+train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}
+$(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml $(STATE)/gbdt.args
+	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)
+
+train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions gnn/{valid,test}
+$(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/model/gnn.yaml $(wildcard conf/experiment/*.yaml) $(STATE)/gnn.args
+	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)
+
+ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
+$(ENSEMBLE_DONE): $(BASELINE_DONE) $(GBDT_DONE) $(GNN_STAMP) conf/ensemble.yaml $(STATE)/ensemble.args
+	$(PY) -m pipeline.ensemble $(COMMON) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)
+
+# a model's predictions come from its stage, whose stamp is written after them (another MODEL
+# name: its predictions file as it is)
+STAMP_baseline := $(BASELINE_DONE)
+STAMP_gbdt := $(GBDT_DONE)
+STAMP_gnn := $(GNN_STAMP)
+STAMP_ensemble := $(ENSEMBLE_DONE)
+MODEL_DONE := $(or $(STAMP_$(MODEL)),$(PRED)/$(MODEL)/$(SPLIT).parquet)
+
+submission: $(SUBMISSION) ## write SUBMISSION from MODEL's predictions on SPLIT (validated before writing; a copy is kept when the content is new)
+$(SUBMISSION): $(INSTALLED) $(MODEL_DONE) $(SUBMISSION_ARGS)
+	$(PY) -m pipeline.submission $(COMMON) predictor=$(MODEL) split=$(SPLIT) submission=$(SUBMISSION) keep_copy=$(KEEP_COPY) $(call goal_args,submission)
 
 validate: $(INSTALLED) ## check SUBMISSION against the files of SPLIT under DATA
 	$(PY) -m pipeline.validate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)
 
-evaluate: $(INSTALLED) ## score SUBMISSION against SPLIT=valid under DATA; writes REPORT
-	$(PY) -m pipeline.evaluate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) report=$(REPORT) $(ARGS)
+evaluate: $(REPORT) ## score SUBMISSION against SPLIT=valid under DATA; writes REPORT
+$(REPORT): $(INSTALLED) $(REPORT_ARGS)
+	$(PY) -m pipeline.evaluate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) report=$(REPORT) $(call goal_args,evaluate)
+
+report: $(VALIDATION) ## validation report of every model's valid predictions -> reports/<dataset>/validation.{md,json} + PNG plots
+$(VALIDATION): $(INSTALLED) conf/report.yaml $(STATE)/report.args $(wildcard $(PRED)/*/valid.parquet)
+	$(PY) -m pipeline.report $(COMMON) $(call goal_args,report)
 
 download: $(INSTALLED) ## fetch the real competition data into data/raw/kaggle with the Kaggle CLI
 	$(PY) -m pipeline.download $(COMMON) $(ARGS)
@@ -112,15 +213,10 @@ bench: $(INSTALLED) ## benchmarks on a generated full-size layout graph: prune/p
 clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
 	rm -rf $(DATA_DIR)/interim/$(DATASET) $(DATA_DIR)/processed/$(DATASET) $(DATA_DIR)/models/$(DATASET) $(PRED) $(REPORTS)/$(DATASET) logs
 
-# --- validation report and Kaggle packaging ---------------------------------------------------
-.PHONY: report kaggle kaggle-push
-VALIDATION := $(REPORTS)/$(DATASET)/validation.json
+# --- Kaggle packaging ---------------------------------------------------------------------------
+.PHONY: kaggle kaggle-push
 KAGGLE_OUT ?= build/kaggle
 KAGGLE_BUNDLE := $(KAGGLE_OUT)/.complete
-
-report: $(VALIDATION) ## validation report of every model's valid predictions -> reports/<dataset>/validation.{md,json} + PNG plots
-$(VALIDATION): $(INSTALLED) conf/report.yaml $(wildcard $(PRED)/*/valid.parquet)
-	$(PY) -m pipeline.report $(COMMON) $(ARGS)
 
 kaggle: $(KAGGLE_BUNDLE) ## Kaggle bundles: dataset (code, trained artifacts, wheels) and notebook -> build/kaggle
 $(KAGGLE_BUNDLE): $(INSTALLED) conf/kaggle.yaml notebooks/kaggle_submission.py $(wildcard pipeline/*.py features/*.py models/*.py conf/*.yaml conf/*/*.yaml) \
@@ -130,28 +226,9 @@ $(KAGGLE_BUNDLE): $(INSTALLED) conf/kaggle.yaml notebooks/kaggle_submission.py $
 kaggle-push: $(INSTALLED) ## rebuild the Kaggle bundles and upload them (ARGS="owner=<kaggle user>"; says what to set without CLI or credentials)
 	$(PY) -m pipeline.kaggle $(COMMON) mode=push out=$(KAGGLE_OUT) $(ARGS)
 
-# --- LightGBM rankers and the per-collection ensemble ---
-GBDT_DONE := $(DATA_DIR)/models/$(DATASET)/gbdt/.complete
-ENSEMBLE_DONE := $(DATA_DIR)/models/$(DATASET)/ensemble/.complete
-.PHONY: train-gbdt ensemble
-
-train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}
-$(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml
-	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(ARGS)
-
-ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
-$(ENSEMBLE_DONE): $(GBDT_DONE) conf/ensemble.yaml \
-    $(filter-out $(PRED)/ensemble/%,$(wildcard $(PRED)/*/valid.parquet))
-	$(PY) -m pipeline.ensemble $(COMMON) $(ENSEMBLE_ARGS) $(ARGS)
-
-# ---- GNN ranker (pipeline.train_gnn; models/gnn.py) ----
-GNN_STAMP := $(DATA_DIR)/models/$(DATASET)/gnn/.complete
+# ---- GNN benchmarks and the transductive check ----
 FILE ?= ../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz
-.PHONY: train-gnn bench-gnn transductive
-
-train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions for valid and test
-$(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/model/gnn.yaml
-	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(ARGS)
+.PHONY: bench-gnn transductive
 
 bench-gnn: $(INSTALLED) ## only the GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
 	$(PY) -m pipeline.bench_gnn $(ARGS)

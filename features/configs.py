@@ -191,3 +191,19 @@ def dedup_configs(rows: np.ndarray, runtime: np.ndarray, policy: str = "min") ->
     d = ConfigDeduper(policy)
     uniq = d.add(rows, runtime)
     return d.finish(), uniq
+
+
+def unlearnable_reason(unique_runtime: np.ndarray) -> str | None:
+    """Why a graph gives a ranker nothing to learn from, or None when it does.
+
+    `unique_runtime` (U,) is the training target of each unique config of one graph. A graph
+    with fewer than two unique configs (all its configs identical, or configurable nodes that
+    never vary) or whose configs all share one runtime has no order to learn; training sets it
+    aside, prediction still scores it (any order is right for identical configs).
+    """
+    r = np.asarray(unique_runtime)
+    if r.size < 2:
+        return "one unique config" if r.size == 1 else "no configs"
+    if float(np.min(r)) == float(np.max(r)):
+        return f"all {r.size} unique configs have the same runtime"
+    return None

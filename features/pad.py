@@ -149,10 +149,17 @@ def fit_normalizer(m: Moments, log_min_abs: float = 1000.0, exclude: np.ndarray 
     """
     if m.n == 0:
         raise ValueError("no rows to fit normalization statistics on")
-    keep = m.hi > m.lo  # constant columns carry nothing
+    keep = m.hi > m.lo  # constant columns carry nothing (unless every column is constant)
     if exclude is not None:
         keep[exclude] = False
     cols = np.flatnonzero(keep)
+    if cols.size == 0:
+        # every column constant on the fitting set (a tiny train split): keep them all, centred,
+        # so a model never gets zero inputs and other splits' values still reach it
+        keep = np.ones(m.width, dtype=bool)
+        if exclude is not None:
+            keep[exclude] = False
+        cols = np.flatnonzero(keep)
     log = np.maximum(np.abs(m.lo[cols]), np.abs(m.hi[cols])) >= log_min_abs
     s = np.where(log, m.ls[cols], m.s[cols])
     ss = np.where(log, m.lss[cols], m.ss[cols])

@@ -4,7 +4,8 @@
     make baseline
 
 Reads the raw npz files; writes `<predictions>/<name>/<split>.parquet` (see
-pipeline.predictions). Layout configs are streamed in chunks, so memory is bounded by
+pipeline.predictions), then the stamp `<predictions>/<name>/.complete` (make's file target).
+It needs no training, so it serves every collection, including those no model could train on. Layout configs are streamed in chunks, so memory is bounded by
 `chunk_configs`, not by the file. Scores are indexed by original config, as in the raw file.
 """
 
@@ -14,13 +15,15 @@ import logging
 
 import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
+from pipeline.progress import tqdm
 
 from models.baseline import LayoutCopyCost, tile_padding_cost
 from pipeline.catalog import GraphFile, discover
 from pipeline.cli import stage
 from pipeline.npz import iter_node_config_feat, read_graph
+from pipeline.errors import where
 from pipeline.predictions import predictions_path, write_predictions
+from pipeline.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,21 @@ def baseline_scores(f: GraphFile, chunk_configs: int) -> np.ndarray:
 
 @stage("baseline")
 def main(cfg: DictConfig) -> None:
+    stamp_dir = begin_stage(predictions_path(cfg.predictions, cfg.name, "any").parent)
+    written = {}
     for split in cfg.splits:
         files = discover(cfg.data, cfg.collections, [split], announce=True)
         if not files:
             continue
-        scores = {f.id: baseline_scores(f, cfg.chunk_configs) for f in tqdm(files, desc=f"baseline {split}", unit="graph")}
+        scores = {}
+        for f in tqdm(files, desc=f"baseline {split}", unit="graph"):
+            with where(str(f.path)):
+                scores[f.id] = baseline_scores(f, cfg.chunk_configs)
         out = predictions_path(cfg.predictions, cfg.name, split)
         write_predictions(out, scores, cfg)
         log.info("wrote %s (%d graphs)", out, len(scores))
+        written[split] = len(scores)
+    finish_stage(stamp_dir, written)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""Hydra entry points for the stages, with one-line errors for bad input.
+"""Hydra entry points for the stages, with one-line errors for every failure.
 
 Each stage module does `@stage("<config name>")` on its `main(cfg)`. A `DataError` raised
-anywhere below prints `error: <file>: <problem>` on stderr (no traceback) and exits 1.
+anywhere below prints `error: <file>: <problem>` on stderr and exits 1; any other exception
+(LightGBM, torch, numpy, ...) prints `error: <stage>: <collection or graph, where known>:
+<type>: <message>` and exits 1. `debug=true` (or HYDRA_FULL_ERROR=1) shows the traceback
+instead.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -15,21 +19,31 @@ from typing import Callable
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.errors import DataError
+from pipeline.errors import DEBUG_ENV, DataError, debug_enabled, describe
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pipeline")
 
 
-def run_guarded(fn: Callable[[DictConfig], object], cfg: DictConfig) -> object:
+def run_guarded(fn: Callable[[DictConfig], object], cfg: DictConfig, name: str = "stage") -> object:
+    """`fn(cfg)`, with every failure reported as one line on stderr and exit status 1."""
+    if cfg.get("debug"):
+        os.environ[DEBUG_ENV] = "1"  # worker processes inherit it
     try:
         return fn(cfg)
     except DataError as e:
+        if debug_enabled():
+            raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept, partial ones were removed", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        if debug_enabled():
+            raise
+        print(f"error: {name}: {describe(e)} (debug=true shows the traceback)", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], object]]:
@@ -38,7 +52,7 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callab
     def deco(fn: Callable[[DictConfig], object]) -> Callable[[], object]:
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> object:
-            return run_guarded(fn, cfg)
+            return run_guarded(fn, cfg, config_name.replace("_", "-"))
 
         return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
 

@@ -10,7 +10,10 @@ Scores are normalized per graph (`normalize`) and blended with per-collection we
 `mode=fit` (default) reads the `fit_split` runtimes under `data`, fits the weights to maximize
 the competition metric (`models.ensemble.fit_weights`) and writes them with each member's and
 the blend's score to `weights` (json), then the stamp `.complete` beside it; both modes then
-write `${paths.predictions}/ensemble/<split>.parquet` for `splits`.
+write `${paths.predictions}/ensemble/<split>.parquet` for `splits`. A collection without fitted
+weights (no `fit_split` graphs, e.g. a root with test files only) is served by the first of
+`members` whose predictions cover it (the training-free baseline at least); `served` in the
+weights file records, per split and collection, the members used and their weights.
 
 The fit scores are in-sample (fitted and scored on the same graphs). `holdout=true` fits each
 collection's weights on every other graph of `fit_split` (by ID) and scores those weights, and
@@ -34,7 +37,7 @@ from omegaconf import DictConfig
 from models.ensemble import NORMALIZERS, blend, collection_score, fit_weights, normalize_all
 from pipeline.catalog import COLLECTIONS, collection_kind, discover, split_id
 from pipeline.cli import stage
-from pipeline.errors import DataError
+from pipeline.errors import DataError, where
 from pipeline.evaluate import load_runtimes
 from pipeline.fsutil import write_text_atomic
 from pipeline.predictions import predictions_path, read_predictions, write_predictions
@@ -76,45 +79,57 @@ def covers(preds: dict[str, np.ndarray], sizes: dict[str, int]) -> bool:
 
 
 def fit(cfg: DictConfig) -> dict:
-    """Fit per-collection weights on `fit_split`; returns (and writes) the weights document."""
+    """Fit per-collection weights on `fit_split`; returns (and writes) the weights document.
+    A collection without `fit_split` graphs (or predictions on them) gets no weights: `apply`
+    serves it with its first available member."""
     files = discover(cfg.data, splits=[cfg.fit_split], announce=True)
-    if not files:
-        raise DataError(cfg.data, f"no {cfg.fit_split} files to fit the ensemble weights on")
-    runtimes = load_runtimes(files)
-    members = load_members(cfg, cfg.fit_split)
-    if not members:
-        raise DataError(cfg.predictions, f"no member has {cfg.fit_split} predictions (run baseline, train-gbdt or train-gnn first)")
+    runtimes = load_runtimes(files) if files else {}
+    members = load_members(cfg, cfg.fit_split) if files else {}
     doc = {"normalize": cfg.normalize, "fit_split": cfg.fit_split, "holdout": bool(cfg.holdout),
            "members": list(members), "collections": {}}
-    for c, ids in by_collection(runtimes).items():
-        held: list[str] = []
-        if cfg.holdout:
-            if len(ids) < 2:
-                log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, cfg.fit_split)
-            else:
-                ids, held = ids[0::2], ids[1::2]
-        rt = {g: runtimes[g] for g in ids}
-        sizes = {g: r.size for g, r in rt.items()}
-        avail = [m for m in members if covers(members[m], sizes)]
-        partial = [m for m in members if m not in avail and any(g in members[m] for g in ids)]
-        for m in partial:
-            log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, cfg.fit_split)
-        if not avail:
-            log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
-            continue
-        r = fit_weights(collection_kind(c), {m: members[m] for m in avail}, rt, int(cfg.grid_steps), int(cfg.refine))
-        entry = {"weights": r["weights"], "scores": {**r["members"], NAME: r["score"]}, "graphs": len(ids)}
-        log.info("%s: weights %s -> %.4f (best single %.4f)", c,
-                 ", ".join(f"{m}={w:.3f}" for m, w in r["weights"].items()), r["score"], max(r["members"].values()))
-        if held:
-            entry["holdout"] = holdout_scores(collection_kind(c), {m: members[m] for m in avail}, r["weights"],
-                                              {g: runtimes[g] for g in held})
-            log.info("%s: %d held-out graphs: %s", c, len(held),
-                     ", ".join(f"{m} {v:.4f}" for m, v in entry["holdout"]["scores"].items()))
-        doc["collections"][c] = entry
+    if not files:
+        log.warning("no %s files under %s: no weights fitted; each collection is served by its first available "
+                    "member in the order %s", cfg.fit_split, cfg.data, ", ".join(cfg.members))
+    elif not members:
+        log.warning("no member has %s predictions: no weights fitted", cfg.fit_split)
+    for c, ids in (by_collection(runtimes).items() if members else ()):
+        with where(c):
+            entry = fit_collection(cfg, c, ids, members, runtimes)
+        if entry is not None:
+            doc["collections"][c] = entry
     write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
     log.info("wrote %s", cfg.weights)
     return doc
+
+
+def fit_collection(cfg: DictConfig, c: str, ids: list[str], members: dict[str, dict[str, np.ndarray]],
+                   runtimes: dict[str, np.ndarray]) -> dict | None:
+    """The weights entry of one collection (None when no member covers its graphs)."""
+    held: list[str] = []
+    if cfg.holdout:
+        if len(ids) < 2:
+            log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, cfg.fit_split)
+        else:
+            ids, held = ids[0::2], ids[1::2]
+    rt = {g: runtimes[g] for g in ids}
+    sizes = {g: r.size for g, r in rt.items()}
+    avail = [m for m in members if covers(members[m], sizes)]
+    partial = [m for m in members if m not in avail and any(g in members[m] for g in ids)]
+    for m in partial:
+        log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, cfg.fit_split)
+    if not avail:
+        log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
+        return None
+    r = fit_weights(collection_kind(c), {m: members[m] for m in avail}, rt, int(cfg.grid_steps), int(cfg.refine))
+    entry = {"weights": r["weights"], "scores": {**r["members"], NAME: r["score"]}, "graphs": len(ids)}
+    log.info("%s: weights %s -> %.4f (best single %.4f)", c,
+             ", ".join(f"{m}={w:.3f}" for m, w in r["weights"].items()), r["score"], max(r["members"].values()))
+    if held:
+        entry["holdout"] = holdout_scores(collection_kind(c), {m: members[m] for m in avail}, r["weights"],
+                                          {g: runtimes[g] for g in held})
+        log.info("%s: %d held-out graphs: %s", c, len(held),
+                 ", ".join(f"{m} {v:.4f}" for m, v in entry["holdout"]["scores"].items()))
+    return entry
 
 
 def holdout_scores(kind: str, members: dict[str, dict[str, np.ndarray]], weights: dict[str, float],
@@ -130,24 +145,28 @@ def holdout_scores(kind: str, members: dict[str, dict[str, np.ndarray]], weights
     return {"graphs": len(runtimes), "scores": scores}
 
 
-def apply(cfg: DictConfig, doc: dict, split: str) -> Path | None:
-    """Blend `split` with the weights of `doc` and write the ensemble's predictions."""
+def apply(cfg: DictConfig, doc: dict, split: str) -> dict[str, dict[str, float]]:
+    """Blend `split` with the weights of `doc` and write the ensemble's predictions; returns
+    what served each collection ({collection: {member: weight}})."""
     members = load_members(cfg, split)
     ids = set().union(*(set(p) for p in members.values())) if members else set()
     if not ids:
         log.warning("no member has %s predictions; nothing written", split)
-        return None
+        return {}
     out: dict[str, np.ndarray] = {}
+    served: dict[str, dict[str, float]] = {}
     for c, gids in by_collection(ids).items():
         entry = doc["collections"].get(c)
         if entry is None:
             fallback = next((m for m in cfg.members if m in members and all(g in members[m] for g in gids)), None)
             if fallback is None:
                 raise DataError(cfg.weights, f"{c}: no fitted weights and no member covers every {split} graph")
-            log.warning("%s: no fitted weights; using %s alone", c, fallback)
+            log.warning("%s: no fitted weights; %s served by %s alone (the first member, in the order %s, that "
+                        "covers every graph)", c, split, fallback, ", ".join(cfg.members))
             weights = {fallback: 1.0}
         else:
             weights = {m: w for m, w in entry["weights"].items() if w > 0}
+        served[c] = weights
         for m in weights:
             if m not in members or not all(g in members[m] for g in gids):
                 raise DataError(predictions_path(cfg.predictions, m, split),
@@ -160,7 +179,9 @@ def apply(cfg: DictConfig, doc: dict, split: str) -> Path | None:
     dst = predictions_path(cfg.predictions, NAME, split)
     write_predictions(dst, out, cfg)
     log.info("wrote %s (%d graphs)", dst, len(out))
-    return dst
+    for c, w in served.items():
+        log.info("%s %s: served by %s", split, c, " + ".join(f"{m} {v:.2f}" for m, v in w.items()))
+    return served
 
 
 def format_table(doc: dict) -> str:
@@ -200,9 +221,10 @@ def run(cfg: DictConfig) -> dict:
         if doc.get("normalize", cfg.normalize) != cfg.normalize:
             log.warning("weights were fitted with normalize=%s; using it", doc["normalize"])
             cfg.normalize = doc["normalize"]
-    for split in cfg.splits:
-        apply(cfg, doc, split)
+    served = {split: apply(cfg, doc, split) for split in cfg.splits}
     if cfg.mode == "fit":
+        doc["served"] = served  # split -> collection -> {member: weight}: what each collection was served by
+        write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
         print(format_table(doc), flush=True)
         finish_stage(stamp_dir, {c: e["weights"] for c, e in doc["collections"].items()})
     return doc

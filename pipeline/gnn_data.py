@@ -110,6 +110,9 @@ class GroupCompleter:
         d = np.asarray(defaults, dtype=np.int8)
         uniq, inv = np.unique(d.reshape(-1, 6), axis=0, return_inverse=True)
         self.column = inv.reshape(d.shape[:-1]).astype(np.int64)  # (M, 3) table of each group
+        if uniq.shape[0] == 0:  # no configurable node varies: nothing to complete
+            self.table = np.zeros((0, _PREFIX.shape[0]), dtype=np.int32)
+            return
         done = complete_layout(np.broadcast_to(_PREFIX, (uniq.shape[0], *_PREFIX.shape)), uniq[:, None])  # (T, P, 6)
         self.table = pack_layout(done)[..., 0]  # (T, P) completed code of each prefix-form group
 

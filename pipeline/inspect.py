@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-from tqdm import tqdm
+from pipeline.progress import tqdm
 
 from pipeline.catalog import COLLECTIONS, discover
 from pipeline.cli import stage

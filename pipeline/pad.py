@@ -4,8 +4,9 @@
 
 Reads the pruned tree under `data` (output of `pipeline.prune`). First fits, per collection,
 normalization statistics of node_feat (and of the tile config_feat) on the `fit_split` files
-only, whatever `splits` are padded (a collection without them is an error, unless
-`fit_fallback=true` lets it fit on the splits present, with a warning), and writes them to `stats` (JSON; `features.pad.Normalizer.from_dict` reads an entry back). Then
+only, whatever `splits` are padded (a collection without them is left out with a warning, so
+only training-free models serve it, unless `fit_fallback=true` lets it fit on the splits
+present), and writes them to `stats` (JSON; `features.pad.Normalizer.from_dict` reads an entry back). Then
 writes the same tree under `out`, then `out/.complete`. Each file keeps every key of its pruned
 input, with node_feat layout columns 134-139 set to -1 beyond the tensor's rank (so a node's
 own layout and the config layouts share the vocabulary -1..5), and adds:
@@ -54,8 +55,9 @@ def _file_sig(files: list[GraphFile]) -> list:
 def fit_files(data: str | Path, files: list[GraphFile], fit_split: str, fallback: bool) -> dict[str, list[GraphFile]]:
     """Per collection to pad: the files its statistics are fitted on, `fit_split` only.
 
-    Fitting looks at `fit_split` whatever splits are being padded. A collection without it is an
-    error, unless `fallback` allows fitting on the files being padded (logged as a warning).
+    Fitting looks at `fit_split` whatever splits are being padded. A collection without it is
+    left out (logged: it is not padded, so only training-free models serve it), unless
+    `fallback` allows fitting on the files being padded (logged as a warning).
     """
     collections = sorted({f.collection for f in files})
     fit: dict[str, list[GraphFile]] = defaultdict(list)
@@ -65,9 +67,11 @@ def fit_files(data: str | Path, files: list[GraphFile], fit_split: str, fallback
         if fit[c]:
             continue
         if not fallback:
-            raise DataError(data, f"{c} has no '{fit_split}' files to fit normalization statistics on; "
-                                  "apply saved ones with stats_from=<stats.json>, or allow fitting on the "
-                                  "splits present with fit_fallback=true")
+            del fit[c]
+            log.warning("%s: no '%s' files to fit normalization statistics on; not padded, so only the "
+                        "training-free baseline serves it (stats_from=<stats.json> applies saved statistics, "
+                        "fit_fallback=true fits on the splits present)", c, fit_split)
+            continue
         fit[c] = [f for f in files if f.collection == c]
         log.warning("%s: no '%s' files; fitting normalization statistics on %s instead (fit_fallback=true)",
                     c, fit_split, ", ".join(sorted({f.split for f in fit[c]})))
@@ -149,6 +153,10 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         log.info("applying saved normalization statistics from %s (nothing fitted)", cfg.stats_from)
     else:
         fit = fit_files(cfg.data, files, cfg.fit_split, bool(cfg.fit_fallback))
+        if not fit:
+            raise DataError(cfg.data, f"no collection has '{cfg.fit_split}' files to fit normalization statistics on "
+                                      "(stats_from=<stats.json> applies saved ones, fit_fallback=true fits on the splits present)")
+        files = [f for f in files if f.collection in fit]
         sig = config_hash({"fit_split": cfg.fit_split, "log_min_abs": cfg.log_min_abs}, VERSION,
                           {c: _file_sig(fs) for c, fs in sorted(fit.items())})
         if cached.get("inputs") == sig:

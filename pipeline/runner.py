@@ -1,10 +1,11 @@
-"""The per-graph loop shared by the preprocessing stages, and streaming `.npz` writing.
+"""The per-graph loop shared by the preprocessing stages, and their stage stamps.
 
 `run_tasks` runs one function per graph file in a process pool (`jobs`, 0 = all cores; 1 runs
 in this process), with a progress bar, and skips a task whose outputs are newer than its inputs
 and were made with the same stage config (`config_hash`), as recorded in the output folder's
 `.manifest.json` (written as tasks finish, so an interrupted run keeps what it finished).
-A worker's `DataError` or `ValueError` stops the stage with one sentence naming the file.
+A worker's failure stops the stage with one sentence naming the file (`debug=true`: the
+traceback).
 `begin_stage` / `finish_stage` remove and write the `.complete` stamp that make uses as the
 stage's file target. `rel_path` is where a graph lives under any stage's output folder (the raw
 layout, so IDs never carry a stage name). Writing `.npz` files lives in `pipeline.npz`.
@@ -24,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
+from pipeline.progress import tqdm
 
 from pipeline.catalog import collection_dir
-from pipeline.errors import DataError
+from pipeline.errors import DataError, debug_enabled, describe
 from pipeline.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 STAMP = ".complete"
 MANIFEST = ".manifest.json"
 # knobs that change how a stage runs, not what it writes
-RUN_ONLY_KEYS = ("jobs", "chunk_configs", "progress", "hydra")
+RUN_ONLY_KEYS = ("jobs", "chunk_configs", "progress", "hydra", "debug")
 
 
 def config_hash(cfg: DictConfig | dict, *extra: Any, exclude: Iterable[str] = RUN_ONLY_KEYS) -> str:
@@ -98,13 +99,18 @@ def _up_to_date(t: Task, entry: dict | None, h: str) -> bool:
 
 
 def _call(fn: Callable[..., dict], args: dict[str, Any], where: str) -> tuple[str, Any]:
-    # DataError does not survive pickling (its __init__ takes three arguments): send its parts.
+    # a failure travels back as plain parts, named after the file it happened on; with debug on
+    # an unexpected exception propagates with its traceback instead
     try:
         return "ok", fn(**args)
     except DataError as e:
         return "error", (e.path, e.problem, e.key)
     except ValueError as e:
         return "error", (where, str(e), None)
+    except Exception as e:
+        if debug_enabled():
+            raise
+        return "error", (where, describe(e), None)
 
 
 def run_tasks(

@@ -31,13 +31,14 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
+from pipeline.progress import tqdm
 
 from models import gbdt
+from features.configs import unlearnable_reason
 from models.ensemble import average_seeds
 from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
-from pipeline.errors import DataError
+from pipeline.errors import DataError, where
 from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.extract import table_path
 from pipeline.predictions import predictions_path, write_predictions
@@ -78,6 +79,18 @@ class Table:
         if need_runtime and not self.has_runtime:
             raise DataError(path, "runtime must be positive in every row to train on this table")
         self.target = gbdt.target_runtime(runtime, norm) if self.has_runtime else None
+        # graphs with no order to learn (features.configs.unlearnable_reason), by name
+        self.set_aside: dict[str, str] = {}
+        if self.target is not None:
+            for name, part in zip(self.names, np.split(self.target, np.cumsum(self.sizes)[:-1])):
+                reason = unlearnable_reason(part)
+                if reason is not None:
+                    self.set_aside[name] = reason
+
+    def learnable_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, sizes): the regrouped rows of the graphs not set aside, and their query sizes."""
+        keep = np.array([n not in self.set_aside for n in self.names], dtype=bool)
+        return np.flatnonzero(np.repeat(keep, self.sizes)), self.sizes[keep]
 
     def features(self, names: list[str], rows: np.ndarray | None = None) -> np.ndarray:
         """(n, F) float32, filled one column at a time (peak: the matrix plus one column).
@@ -123,11 +136,13 @@ def _dataset(table: Table, features: list[str], cfg: DictConfig, params: dict, r
     groups = None  # a valid set needs none: the competition metric is computed on table.sizes
     rows = None
     if sample:
-        qsize = gbdt.query_size_for(objective, table.sizes, cfg.query_size)
+        learnable, kept_sizes = table.learnable_rows()
+        qsize = gbdt.query_size_for(objective, kept_sizes, cfg.query_size)
         if qsize is not None and cfg.query_size is None:
             log.info("%s: graphs of up to %d rows split into random queries of at most %d (LightGBM's limit)",
-                     table.path, int(table.sizes.max()), qsize)
-        rows, sizes = gbdt.sample_rows(table.sizes, cfg.max_configs_per_graph, qsize is not None, int(cfg.seed))
+                     table.path, int(kept_sizes.max()), qsize)
+        rows, sizes = gbdt.sample_rows(kept_sizes, cfg.max_configs_per_graph, qsize is not None, int(cfg.seed))
+        rows = learnable[rows]
         groups = gbdt.split_queries(sizes, qsize) if objective == "lambdarank" else None
     x = table.features(features, rows)
     ds = lgb.Dataset(x, label=label if rows is None else label[rows], group=groups,
@@ -140,11 +155,20 @@ def _dataset(table: Table, features: list[str], cfg: DictConfig, params: dict, r
 def train_collection(collection: str, cfg: DictConfig) -> dict | None:
     """Fit one model per seed for `collection`; returns its meta (None when it has no train table)."""
     kind = collection_kind(collection)
+    out = Path(cfg.models) / collection_dir(collection)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("model*.txt"):
+        old.unlink()  # a model of a seed no longer configured (or a collection now skipped) must not predict
     train_path = table_path(cfg.tables, collection, cfg.train_split)
     if not train_path.is_file():
         log.warning("%s: no %s table at %s; not trained", collection, cfg.train_split, train_path)
         return None
     train = Table(train_path, need_runtime=True)
+    for name, reason in train.set_aside.items():
+        log.info("%s: %s set aside from training: %s", collection, name, reason)
+    if len(train.set_aside) == len(train.names):
+        log.warning("%s: no train graph has an order to learn (%d set aside); not trained", collection, len(train.names))
+        return None
     features = gbdt.select_features(train.schema, list(cfg.exclude_features),
                                     numeric={c: t.is_numeric() for c, t in train.schema.items()})
     if not features:
@@ -160,10 +184,6 @@ def train_collection(collection: str, cfg: DictConfig) -> dict | None:
                            int(cfg.num_threads), int(cfg.num_labels), str(cfg.label_gain))
     dtrain = _dataset(train, features, cfg, base, None, sample=True)
     dvalid = _dataset(valid, features, cfg, base, dtrain, sample=False) if valid is not None else None
-    out = Path(cfg.models) / collection_dir(collection)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("model*.txt"):
-        old.unlink()  # a model of a seed no longer configured must not be averaged in by mode=predict
     gain = np.zeros(len(features))
     split = np.zeros(len(features))
     runs = []
@@ -189,7 +209,7 @@ def train_collection(collection: str, cfg: DictConfig) -> dict | None:
     with atomic_path(out / "importance.csv") as tmp:
         imp.sort("gain", descending=True).write_csv(tmp)
     meta = {"collection": collection, "objective": str(cfg.objective), "features": features,
-            "train_rows": train.rows, "train_graphs": len(train.names), "runs": runs,
+            "train_rows": train.rows, "train_graphs": len(train.names), "set_aside": train.set_aside, "runs": runs,
             "params": {k: v for k, v in base.items() if k != "seed"}}
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
@@ -249,14 +269,19 @@ def run(cfg: DictConfig) -> dict:
     if not isinstance(cfg.num_labels, int) or cfg.num_labels < 2:
         raise DataError(None, f"num_labels must be an integer of at least 2 (lambdarank relevance levels), got '{cfg.num_labels}'")
     wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
+    if not Path(cfg.tables).is_dir():
+        raise DataError(cfg.tables, "no GBDT tables found (run the extract stage first)")
     present = [c for c in wanted if (Path(cfg.tables) / collection_dir(c)).is_dir()]
     if not present:
-        raise DataError(cfg.tables, "no GBDT tables found (run the extract stage first)")
+        log.warning("%s: no table of the requested collections; nothing to train or predict", cfg.tables)
     metas = {}
     if cfg.mode == "train":
         begin_stage(cfg.models)
+        for split in cfg.splits:  # a collection no longer trained must not leave stale predictions
+            predictions_path(cfg.predictions, cfg.name, split).unlink(missing_ok=True)
         for c in tqdm(present, desc="train-gbdt", unit="collection"):
-            m = train_collection(c, cfg)
+            with where(c):
+                m = train_collection(c, cfg)
             if m is not None:
                 metas[c] = m
     for split in cfg.splits:
@@ -269,7 +294,8 @@ def run(cfg: DictConfig) -> dict:
             if not models:
                 log.warning("%s: no model under %s; %s not predicted", c, Path(cfg.models) / collection_dir(c), split)
                 continue
-            preds = predict_table(Table(path, need_runtime=False), models, int(cfg.num_threads))
+            with where(f"{c} {split}"):
+                preds = predict_table(Table(path, need_runtime=False), models, int(cfg.num_threads))
             runs = [preds[n] for n in sorted(preds)]
             scores.update(runs[0] if len(runs) == 1 else average_seeds(runs, "rank"))
         if not scores:

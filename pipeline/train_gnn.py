@@ -43,8 +43,9 @@ import torch.distributed as tdist
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from pipeline.progress import tqdm
 
+from features.configs import unlearnable_reason
 from models import gnn
 from models import scatter as sc
 from models.gnn import GNNRanker, predict_scores
@@ -52,7 +53,7 @@ from models.losses import LOSSES
 from models.metrics import graph_score
 from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
-from pipeline.errors import DataError
+from pipeline.errors import DataError, where
 from pipeline.fsutil import atomic_path
 from pipeline.gnn_data import GraphData, feature_dims, graph_files, load_graphs, sample_rows
 from pipeline.predictions import predictions_path, ranking, write_predictions
@@ -270,7 +271,8 @@ def validate(model: GNNRanker, graphs: list[GraphData], k: int, permutations: in
     """Collection score (mean per-graph competition metric) over `graphs`, sharded over ranks."""
     mine = {}
     for g in shard(graphs, dist):
-        s = score_graph(model, g, k, permutations, seed, prec)
+        with where(g.id):
+            s = score_graph(model, g, k, permutations, seed, prec)
         mine[g.id] = graph_score(g.kind, ranking(s), g.original_runtime)
     per = {gid: v for d in dist.gather(mine) for gid, v in d.items()}  # no nan: an undefined tau already counts 0
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
@@ -326,9 +328,15 @@ def epoch_order(n: int, repeats: int, seed: int, epoch: int, dist: Dist) -> np.n
 
 def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> dict | None:
     out_dir = Path(cfg.out) / collection_dir(collection)
-    train = [g for g in load_graphs(cfg.data, collection, "train") if g.num_configs >= 2]
+    train = []
+    for g in load_graphs(cfg.data, collection, "train"):
+        reason = unlearnable_reason(g.runtime)
+        if reason is None:
+            train.append(g)
+        else:
+            log.info("%s: %s set aside from training: %s", collection, g.id, reason)
     if not train:
-        log.info("%s: no train graphs with two or more distinct configs under %s, skipped", collection, cfg.data)
+        log.warning("%s: no train graph has an order to learn under %s; not trained", collection, cfg.data)
         return None
     valid = load_graphs(cfg.data, collection, "valid")
     kind = collection_kind(collection)
@@ -381,8 +389,9 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
         bar = tqdm(epoch_order(len(train), int(cfg.samples_per_graph), seed, epoch, dist), desc=f"{collection} {epoch + 1}/{epochs}",
                    unit="step", leave=False, disable=not (cfg.progress and dist.main), dynamic_ncols=True)
         for gi in bar:
-            loss = train_step(net, model, train[gi], sample_rows(train[gi].num_configs, k, rng), opt, sched, scaler,
-                              prec, float(cfg.grad_clip or 0))
+            with where(train[gi].id):
+                loss = train_step(net, model, train[gi], sample_rows(train[gi].num_configs, k, rng), opt, sched, scaler,
+                                  prec, float(cfg.grad_clip or 0))
             state["step"] += 1
             losses.append(float(loss))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
@@ -435,9 +444,10 @@ def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, in
             continue
         mine: dict[str, np.ndarray] = {}
         for c, p in tqdm(shard(jobs, dist), desc=f"predict {split}", unit="graph", disable=not (cfg.progress and dist.main)):
-            g = load_graphs(cfg.data, c, split, [p])[0].to(dist.device)
-            model, k = models[c]
-            mine[g.id] = score_graph(model, g, k, int(cfg.infer_permutations), int(cfg.seed), prec)
+            with where(f"{c}: {p}"):
+                g = load_graphs(cfg.data, c, split, [p])[0].to(dist.device)
+                model, k = models[c]
+                mine[g.id] = score_graph(model, g, k, int(cfg.infer_permutations), int(cfg.seed), prec)
         parts = dist.gather(mine)
         if dist.main:
             scores = {gid: s for d in parts for gid, s in d.items()}
@@ -467,15 +477,18 @@ def run(cfg: DictConfig) -> dict:
         if cfg.mode == "train":
             collections = [c for c in wanted_collections(cfg) if graph_files(cfg.data, c, "train")]
             if not collections:
-                raise DataError(cfg.data, "no train graphs for the requested collections")
+                log.warning("%s: no train graphs for the requested collections; nothing trained", cfg.data)
             if dist.main:
                 begin_stage(cfg.out)
+                for split in cfg.splits:  # a collection no longer trained must not leave stale predictions
+                    predictions_path(cfg.predictions, "gnn", split).unlink(missing_ok=True)
             dist.barrier()
             logger = hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False) if dist.main else None
             logger = logger or hydra.utils.instantiate({"_target_": "pipeline.logger.NullLogger"})
             try:
                 for c in collections:
-                    s = train_collection(cfg, c, dist, logger)
+                    with where(c):
+                        s = train_collection(cfg, c, dist, logger)
                     if s is not None:
                         summary[c] = s
             finally:

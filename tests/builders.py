@@ -32,3 +32,69 @@ def tiny_graph(kind: str, runtime: Sequence[int], normalizers: Sequence[int] | N
 def write_tiny_graph(path: Path, kind: str, runtime: Sequence[int], normalizers: Sequence[int] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_graph(path, tiny_graph(kind, runtime, normalizers))
+
+
+def cfg(name: str, *overrides: str, **kw):
+    """A stage's composed config with `key=value` overrides (`kw` values are formatted as is)."""
+    from pipeline.cli import compose
+
+    return compose(name, list(overrides) + [f"{k}={v}" for k, v in kw.items()])
+
+
+# layout groups of a rank-2 tensor: the compiler's default, and the two orders it can take
+DEFAULT, ROW_MAJOR, COL_MAJOR = [-1] * 6, [1, 0, -1, -1, -1, -1], [0, 1, -1, -1, -1, -1]
+
+
+def chain_graph(kind: str, configs: np.ndarray, runtime: Sequence[int],
+                normalizers: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Arrays of a 5-node chain `parameter -> convolution -> add -> dot -> reshape` of rank-2
+    (8, 128) f32 tensors, in the real format.
+
+    kind "tile": `configs` (C, 24) tile configs. kind "layout": `configs` (C, 2, 18) for the
+    two configurable nodes, the convolution (1) and the dot (3)."""
+    configs = np.asarray(configs, np.float32)
+    nf = np.zeros((5, 140), np.float32)
+    nf[:, 21:23] = [8, 128]
+    nf[:, 27], nf[:, 28] = 136, 1024
+    nf[:, 13] = 1  # f32
+    nf[:, 134:136] = [1, 0]
+    nf[4, 0] = 1  # root
+    arrays = {
+        "node_feat": nf,
+        "node_opcode": np.array([63, 26, 2, 34, 75], np.uint8),
+        "edge_index": np.array([[1, 0], [2, 1], [3, 2], [4, 3]], np.int64),
+        "config_runtime": np.asarray(runtime, np.int64),
+    }
+    if kind == "tile":
+        arrays["config_feat"] = configs
+        c = configs.shape[0]
+        arrays["config_runtime_normalizers"] = np.asarray(np.ones(c) if normalizers is None else normalizers, np.int64)
+    else:
+        arrays["node_config_ids"] = np.array([1, 3], np.int64)
+        arrays["node_splits"] = np.array([[0, 5]], np.int64)
+        arrays["node_config_feat"] = configs
+    return arrays
+
+
+def layout_configs(*rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """(C, 2, 18) layout configs from per-config (conv output group, dot output group) pairs;
+    input and kernel groups are the default."""
+    out = np.full((len(rows), 2, 18), -1, np.float32)
+    for i, (conv, dot) in enumerate(rows):
+        out[i, 0, :6], out[i, 1, :6] = conv, dot
+    return out
+
+
+def tile_configs(*sizes: int) -> np.ndarray:
+    """(C, 24) tile configs whose output tile is (size, 128)."""
+    out = np.zeros((len(sizes), 24), np.float32)
+    for i, s in enumerate(sizes):
+        out[i, 8:10], out[i, 14], out[i, 15] = [s, 128], s + 128, s * 128
+    return out
+
+
+def write_chain_graph(path: Path, kind: str, configs: np.ndarray, runtime: Sequence[int],
+                      normalizers: Sequence[int] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_graph(path, chain_graph(kind, configs, runtime, normalizers))
+    return path
