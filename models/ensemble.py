@@ -149,3 +149,58 @@ def fit_weights(kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, 
                 if s > best:
                     best_w, best, improved = w, s, True
     return {"weights": {n: float(w) for n, w in zip(names, best_w)}, "score": float(best), "members": single}
+
+
+METHODS = ("search", "shrink", "equal", "best")
+
+
+def method_weights(method: str, kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
+                   steps: int = 10, refine: int = 2, shrink: float = 0.5) -> dict[str, float]:
+    """Blend weights of one fitting method on `runtimes`' graphs:
+    - `search`: `fit_weights` (the in-sample optimum of the grid and coordinate search);
+    - `shrink`: `search`'s weights pulled toward equal weights, `(1 - shrink) w + shrink / m`;
+    - `equal`: 1/m each (rank averaging when normalized by rank; fits nothing);
+    - `best`: all weight on the member that scores best alone (ties: member order).
+    """
+    names = list(members)
+    equal = {n: 1.0 / len(names) for n in names}
+    if method == "equal":
+        return equal
+    if method == "best":
+        alone = {n: collection_score(kind, members[n], runtimes) for n in names}
+        top = max(names, key=lambda n: (alone[n], -names.index(n)))
+        return {n: float(n == top) for n in names}
+    w = fit_weights(kind, members, runtimes, steps, refine)["weights"]
+    if method == "search":
+        return w
+    if method == "shrink":
+        return {n: (1.0 - shrink) * w[n] + shrink * equal[n] for n in names}
+    raise ValueError(f"unknown ensemble method '{method}' (known: {', '.join(METHODS)})")
+
+
+def out_of_fold(method: str, kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
+                steps: int = 10, refine: int = 2, shrink: float = 0.5) -> float:
+    """Leave-one-graph-out score of a method: each graph is scored with the weights the method
+    fits on every other graph; the mean over graphs (nan with fewer than two graphs)."""
+    ids = list(runtimes)
+    if len(ids) < 2:
+        return float("nan")
+    out = []
+    for g in ids:
+        rest = {h: runtimes[h] for h in ids if h != g}
+        w = method_weights(method, kind, members, rest, steps, refine, shrink)
+        out.append(collection_score(kind, blend(members, w, [g]), {g: runtimes[g]}))
+    return float(np.mean(out))
+
+
+def choose_method(kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
+                  methods: Sequence[str] = METHODS, steps: int = 10, refine: int = 2,
+                  shrink: float = 0.5) -> tuple[str, dict[str, float]]:
+    """The method of `methods` with the best out-of-fold score (ties: the earlier one), and
+    every method's out-of-fold score. With fewer than two graphs nothing can be held out:
+    the first method is returned with no scores."""
+    oof = {m: out_of_fold(m, kind, members, runtimes, steps, refine, shrink) for m in methods}
+    if len(runtimes) < 2 or not methods:
+        return (methods[0] if methods else "equal"), {}
+    best = max(methods, key=lambda m: (oof[m], -list(methods).index(m)))
+    return best, oof

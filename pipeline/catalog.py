@@ -121,3 +121,13 @@ def discover(
     if announce and skipped:
         log.info("not present under %s, skipped: %s", base, ", ".join(skipped))
     return found
+
+
+TRUTH = ".truth"  # noiseless costs of a generated root (pipeline.sample_data); a hidden folder no stage discovers
+
+
+def truth_path(root: str | Path, collection: str, split: str, stem: str) -> Path:
+    """Where the noiseless cost of the graph `<root>/<collection dir>/<split>/<stem>.npz` lives
+    (float64 (C,) by original config index; written only by the sample generator, read only by
+    the report's noise ceiling, never by a model)."""
+    return Path(root) / TRUTH / collection_dir(collection) / split / f"{stem}.npy"

@@ -8,20 +8,25 @@ Reads each member's `${paths.predictions}/<member>/<split>.parquet` (a model tra
 several seeds has already averaged them there); members without predictions are left out.
 Scores are normalized per graph (`normalize`) and blended with per-collection weights.
 `mode=fit` (default) reads the `fit_split` runtimes under `data`, fits the weights to maximize
-the competition metric (`models.ensemble.fit_weights`) and writes them with each member's and
+the competition metric (`models.ensemble`, `method` below) and writes them with each member's and
 the blend's score to `weights` (json), then the stamp `.complete` beside it; both modes then
 write `${paths.predictions}/ensemble/<split>.parquet` for `splits`. A collection without fitted
 weights (no `fit_split` graphs, e.g. a root with test files only) is served by the first of
 `members` whose predictions cover it (the training-free baseline at least); `served` in the
 weights file records, per split and collection, the members used and their weights.
 
-The fit scores are in-sample (fitted and scored on the same graphs). `holdout=true` fits each
+How the weights are fitted (`method`, models.ensemble): `search` maximizes the metric on the
+fit graphs, `shrink` pulls those weights toward equal ones, `equal` averages the members,
+`best` takes the member that scores best alone. `method=auto` (default) scores each of
+`methods` leave-one-graph-out (each fit graph scored with the weights fitted on the others)
+and uses the one with the best out-of-fold score; `out_of_fold` in the weights file keeps those
+scores, the estimate of how the blend holds on graphs it was not fitted on. The `scores` entry
+is in-sample (fitted and scored on the same graphs). `holdout=true` fits each
 collection's weights on every other graph of `fit_split` (by ID) and scores those weights, and
 each member alone, on the rest: `collections.<c>.holdout` in the weights file, an
 out-of-sample estimate of what blending adds. The weights applied are then the half's.
-Invariant: on the graphs the weights were fitted on, each collection's blend scores at least as
-well as its best single member (the search starts from each member alone and only accepts
-improvements); every graph of a member gets a blended score for every original config.
+Invariant: every graph of a member gets a blended score for every original config; with
+`method=search` the blend scores at least as well in sample as its best single member.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from models.ensemble import NORMALIZERS, blend, collection_score, fit_weights, normalize_all
+from models.ensemble import METHODS, NORMALIZERS, blend, choose_method, collection_score, method_weights, normalize_all
 from pipeline.catalog import COLLECTIONS, collection_kind, discover, split_id
 from pipeline.cli import stage
 from pipeline.errors import DataError, where
@@ -120,12 +125,21 @@ def fit_collection(cfg: DictConfig, c: str, ids: list[str], members: dict[str, d
     if not avail:
         log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
         return None
-    r = fit_weights(collection_kind(c), {m: members[m] for m in avail}, rt, int(cfg.grid_steps), int(cfg.refine))
-    entry = {"weights": r["weights"], "scores": {**r["members"], NAME: r["score"]}, "graphs": len(ids)}
-    log.info("%s: weights %s -> %.4f (best single %.4f)", c,
-             ", ".join(f"{m}={w:.3f}" for m, w in r["weights"].items()), r["score"], max(r["members"].values()))
+    kind, use = collection_kind(c), {m: members[m] for m in avail}
+    knobs = dict(steps=int(cfg.grid_steps), refine=int(cfg.refine), shrink=float(cfg.shrink))
+    method, oof = str(cfg.method), {}
+    if method == "auto":
+        method, oof = choose_method(kind, use, rt, list(cfg.methods), **knobs)
+    weights = method_weights(method, kind, use, rt, **knobs)
+    alone = {m: collection_score(kind, use[m], rt) for m in use}
+    fitted = collection_score(kind, blend(use, weights, list(rt)), rt)
+    entry = {"method": method, "weights": weights, "scores": {**alone, NAME: fitted}, "graphs": len(ids),
+             "out_of_fold": oof}
+    log.info("%s: %s weights %s -> %.4f in sample (best single %.4f)%s", c, method,
+             ", ".join(f"{m}={w:.3f}" for m, w in weights.items()), fitted, max(alone.values()),
+             "; out of fold " + ", ".join(f"{m} {v:.4f}" for m, v in oof.items()) if oof else "")
     if held:
-        entry["holdout"] = holdout_scores(collection_kind(c), {m: members[m] for m in avail}, r["weights"],
+        entry["holdout"] = holdout_scores(collection_kind(c), {m: members[m] for m in avail}, weights,
                                           {g: runtimes[g] for g in held})
         log.info("%s: %d held-out graphs: %s", c, len(held),
                  ", ".join(f"{m} {v:.4f}" for m, v in entry["holdout"]["scores"].items()))
@@ -203,8 +217,15 @@ def format_table(doc: dict) -> str:
 def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("fit", "apply"):
         raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
+    if cfg.method != "auto" and cfg.method not in METHODS:
+        raise DataError(None, f"method must be auto or one of {', '.join(METHODS)}, got '{cfg.method}'")
+    if cfg.method == "auto" and (not cfg.methods or any(m not in METHODS for m in cfg.methods)):
+        raise DataError(None, f"methods must list some of {', '.join(METHODS)}, got {list(cfg.methods)}")
     if cfg.normalize not in NORMALIZERS:
         raise DataError(None, f"normalize must be one of {', '.join(NORMALIZERS)}, got '{cfg.normalize}'")
+    if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
+        raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
+                                         "(run baseline, train-gbdt or train-gnn first)")
     stamp_dir = Path(cfg.weights).parent
     if cfg.mode == "fit":
         begin_stage(stamp_dir)

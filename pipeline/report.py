@@ -13,7 +13,22 @@ the measured runtimes of the `split` files under `data`. Writes into `out`, atom
 - `validation_topk.png`: best-of-top-K slowdown against K (mean over a collection's graphs of
   min runtime among the model's top K / the true min runtime), one panel per collection;
 - `validation.json`: the same figures for machines (`models.<m>.collections`, `.score`,
-  `.per_graph`, `top_k.slowdown.<m>.<collection>`, `rank_graphs`, `skipped`).
+  `.per_graph`, `top_k.slowdown.<m>.<collection>`, `rank_graphs`, `skipped`, and
+  `noise_ceiling` below when present).
+
+Noise ceiling (`noise_ceiling=true`, when `<data>/.truth/` exists, as on the embedded sample):
+the generator's noiseless cost of every config (`<npz root>/.truth/<collection dir>/<split>/<stem>.npy`,
+see `pipeline.sample_data`) ranks the configs as well as anything can, so its score against the
+measured runtimes is the best reachable under the measurement noise. Per graph: the competition
+metric of the submission ordered by the noiseless cost (ties by config index, as in every
+submission; `ceiling_score`): layout, its Kendall tau against the measured runtimes; tile, the
+tile score of the noiseless top 5. A collection's
+ceiling is the mean over its graphs, only for collections whose every graph has its truth.
+JSON: `noise_ceiling.collections.<c>`, `.score` (mean of the collections, null unless every
+scored collection has a ceiling), `.graphs.<c>`, `.per_graph.<ID>`, `.missing` (IDs without a
+usable truth file) and `.fraction.<m>.<c>` / `.fraction.<m>.overall` (model score / ceiling; null
+where the ceiling is not positive or absent). In `validation.md`: a `noise ceiling` row under
+the scores and a table of the fractions. Without `.truth/` (real data) all of it is absent.
 Invariant: scores are those of `pipeline.evaluate` on the submission `pipeline.submission` would
 write from the same predictions (same rows, same validator, same metric code); a model whose
 predictions do not cover the split is left out with its reason, never scored on a subset.
@@ -34,7 +49,7 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from models import metrics  # noqa: E402
-from pipeline.catalog import COLLECTIONS, GraphFile, discover, split_id  # noqa: E402
+from pipeline.catalog import COLLECTIONS, TRUTH, GraphFile, collection_dir, discover, resolve_root, split_id, truth_path  # noqa: E402
 from pipeline.cli import stage  # noqa: E402
 from pipeline.errors import DataError  # noqa: E402
 from pipeline.evaluate import load_runtimes, score_submission  # noqa: E402
@@ -53,6 +68,7 @@ IN_SAMPLE = {
              "(leaderboard) score is out of sample (`python -m pipeline.ensemble holdout=true` scores the ensemble on valid graphs its weights were not fitted on).",
     "train": "These train scores are in-sample: every model was fitted on these graphs.",
 }
+CEILING_LABEL = "noise ceiling"
 SHORT = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
          "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
 
@@ -93,6 +109,75 @@ def pick_rank_graphs(files: list[GraphFile], runtimes: Mapping[str, np.ndarray],
     return picked
 
 
+def load_truth(root: str | Path, files: list[GraphFile], runtimes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Noiseless cost by graph ID, for the files whose truth exists with one value per config.
+
+    None when the npz root has no `.truth/` folder (real data). A file that is missing, not
+    readable or of the wrong length is left out with a warning.
+    """
+    base = resolve_root(root)
+    if not (base / TRUTH).is_dir():
+        return None
+    out: dict[str, np.ndarray] = {}
+    for f in files:
+        p = truth_path(base, f.collection, f.split, f.stem)
+        if not p.is_file():
+            continue
+        try:
+            t = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            log.warning("noise ceiling: %s unreadable, left out: %s", p, e)
+            continue
+        if t.shape != runtimes[f.id].shape or not np.isfinite(t).all():
+            log.warning("noise ceiling: %s has shape %s (or non-finite values) for %d configs, left out",
+                        p, t.shape, runtimes[f.id].size)
+            continue
+        out[f.id] = t.astype(np.float64)
+    return out
+
+
+def ceiling_score(kind: str, truth: np.ndarray, runtime: np.ndarray, k: int = metrics.TILE_TOP_K) -> float:
+    """One graph's noise ceiling: the score of the noiseless cost `truth` against `runtime`.
+
+    The score a model that knew the noiseless cost would get: the competition metric of the
+    submission ordered by `truth` (ties by config index, as every submission). layout: the
+    Kendall tau of that order against the measured runtimes (configs of equal noiseless cost,
+    e.g. a default layout written out and written as -1, count as the coin flips a strict
+    order makes of them, which tau-b of `truth` itself would leave out); tile: the tile score
+    of the `k` configs of least noiseless cost.
+    """
+    if kind == "tile":
+        return metrics.tile_score(metrics.ranking(truth), runtime, k=k)
+    return metrics.layout_score(metrics.ranking(truth), runtime)
+
+
+def noise_ceiling(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray],
+                  scored: Mapping[str, dict], tile_k: int = metrics.TILE_TOP_K) -> dict | None:
+    """The `noise_ceiling` entry of the report (see the module docstring); None without any truth."""
+    per_graph = {f.id: ceiling_score(f.kind, truth[f.id], runtimes[f.id], tile_k) for f in files if f.id in truth}
+    missing = [f.id for f in files if f.id not in truth]
+    covered = {c for c in COLLECTIONS if any(f.collection == c for f in files)} - {split_id(g)[0] for g in missing}
+    if not covered:
+        return None
+    if missing:
+        log.warning("noise ceiling: %d graphs have no usable truth file; their collections get no ceiling: %s",
+                    len(missing), ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    kept = {g: v for g, v in per_graph.items() if split_id(g)[0] in covered}
+    means = metrics.collection_means(kept, {g: split_id(g)[0] for g in kept})
+    collections = {c: means[c] for c in COLLECTIONS if c in means}
+    graphs = {c: sum(1 for g in kept if split_id(g)[0] == c) for c in collections}
+    all_collections = {f.collection for f in files}
+    score = metrics.overall_score(collections) if set(collections) == all_collections else None
+
+    def frac(v: float, ceiling: float | None) -> float | None:
+        return float(v / ceiling) if ceiling is not None and ceiling > 0 else None
+
+    fraction = {m: {c: frac(s["collections"][c], collections[c]) for c in collections}
+                   | {"overall": frac(s["score"], score)} for m, s in scored.items()}
+    return {"collections": collections, "score": score, "graphs": graphs, "per_graph": kept,
+            "missing": missing, "fraction": fraction}
+
+
 def _colors(models: list[str]) -> dict[str, tuple]:
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(models)}
@@ -104,7 +189,8 @@ def _save(fig, path: Path, dpi: int) -> None:
     plt.close(fig)
 
 
-def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi: int) -> None:
+def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi: int,
+                ceiling: dict | None = None) -> None:
     models = list(scores)
     groups = [c for c in COLLECTIONS if c in graphs] + ["overall"]
     colors = _colors(models)
@@ -115,6 +201,13 @@ def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi
         vals = [scores[m]["collections"][c] if c != "overall" else scores[m]["score"] for c in groups]
         bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=m, color=colors[m])
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=2)
+    if ceiling is not None:  # a dashed line over each group: the best any ranking can reach
+        label = CEILING_LABEL
+        for j, c in enumerate(groups):
+            v = ceiling["score"] if c == "overall" else ceiling["collections"].get(c)
+            if v is not None:
+                ax.hlines(v, j - 0.45, j + 0.45, color="black", lw=1.4, ls="--", label=label)
+                label = None
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(len(groups) - 1.5, color="grey", lw=0.8, ls=":")
     ax.set_xticks(x, [f"{SHORT.get(c, c)}\n({graphs[c]} graphs)" if c in graphs else "overall\n(mean)" for c in groups])
@@ -215,7 +308,28 @@ def _markdown(result: dict, name: str) -> str:
         s = result["models"][m]
         lines.append(f"| {m} | " + " | ".join(cell(s["collections"][c], best[c]) for c in cols)
                      + f" | {cell(s['score'], best_overall)} |")
+    ceiling = result.get("noise_ceiling")
+
+    def num(v: float | None, fmt: str = ".4f") -> str:
+        return "—" if v is None else format(v, fmt)
+
+    if ceiling is not None:
+        lines.append(f"| *{CEILING_LABEL}* | " + " | ".join(f"*{num(ceiling['collections'].get(c))}*" for c in cols)
+                     + f" | *{num(ceiling['score'])}* |")
     lines += ["", IN_SAMPLE.get(result["split"], "")]
+    if ceiling is not None:
+        lines += ["", "## Fraction of the noise ceiling", "",
+                  f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
+                  "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
+                  "the measurement noise. Below, each model's score / that ceiling (1 = as good as the noise allows).",
+                  "",
+                  "| model | " + " | ".join(f"{c}" for c in cols) + " | overall |",
+                  "|---|" + "---:|" * (len(cols) + 1)]
+        for m in models:
+            fr = ceiling["fraction"][m]
+            lines.append(f"| {m} | " + " | ".join(num(fr.get(c), ".3f") for c in cols) + f" | {num(fr['overall'], '.3f')} |")
+        if ceiling["missing"]:
+            lines += ["", f"{len(ceiling['missing'])} graph(s) have no noiseless cost; their collections have no ceiling."]
     for m, why in result["skipped"].items():
         lines.append(f"\nNot scored: **{m}**: {why}")
     lines += ["", f"![Scores per collection and model]({name}_scores.png)", "",
@@ -280,7 +394,15 @@ def run(cfg: DictConfig) -> dict:
     name = cfg.name
     figures = {"scores": f"{name}_scores.png", "topk": f"{name}_topk.png"} | ({"ranks": f"{name}_ranks.png"} if rank_ids else {})
     graphs = next(iter(scored.values()))["graphs"]
-    plot_scores(scored, graphs, out / figures["scores"], cfg.dpi)
+    ceiling = None
+    if cfg.noise_ceiling:
+        truth = load_truth(cfg.data, files, runtimes)
+        if truth is not None:
+            ceiling = noise_ceiling(files, runtimes, truth, scored, min(int(cfg.tile_top), metrics.TILE_TOP_K))
+        if ceiling is not None:
+            log.info("noise ceiling: overall %s (%s)", "n/a" if ceiling["score"] is None else f"{ceiling['score']:.4f}",
+                     ", ".join(f"{c} {v:.4f}" for c, v in ceiling["collections"].items()))
+    plot_scores(scored, graphs, out / figures["scores"], cfg.dpi, ceiling)
     if "ranks" in figures:
         plot_ranks(preds, runtimes, rank_ids, {m: s["per_graph"] for m, s in scored.items()},
                    out / figures["ranks"], cfg.dpi, int(cfg.rank_points))
@@ -296,7 +418,7 @@ def run(cfg: DictConfig) -> dict:
         "top_k": {"k": k, "slowdown": slowdown},
         "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored} for g in rank_ids},
         "figures": figures,
-    }
+    } | ({"noise_ceiling": ceiling} if ceiling is not None else {})
     write_text_atomic(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
     write_text_atomic(out / f"{name}.md", _markdown(result, name))
     log.info("report written to %s (%s.md, %s.json, %d figures)", out, name, name, len(figures))

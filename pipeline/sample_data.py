@@ -8,7 +8,12 @@
 Reads nothing. Writes `<out>/tile/xla/{train,valid,test}/*.npz` and
 `<out>/layout/{xla,nlp}/{default,random}/{train,valid,test}/*.npz` (FORMAT.md), then the stamp
 `<out>/.complete` last; a stale stamp is removed first, so the stamp exists only over a complete
-tree. The default tree builds in seconds; `nodes=`, `config_nodes=`, `configs=` make real-scale
+tree. Beside the data (with `truth=true`, the default), `<out>/.truth/<collection dir>/<split>/<stem>.npy`
+holds each train / valid graph's noiseless cost per config: float64 (C,) by config index, on
+the scale of the file's target (layout: ns; tile: divided by the file's
+`config_runtime_normalizers`). No stage reads it: `pipeline.catalog.discover` lists only
+`<out>/<collection dir>/<split>/*.npz`; only `pipeline.report` looks there, for the noise
+ceiling (the best score a ranking can reach under the measurement noise). Test graphs get none. The default tree builds in seconds; `nodes=`, `config_nodes=`, `configs=` make real-scale
 files with memory bounded by `chunk` configs.
 
 Invariants:
@@ -22,6 +27,8 @@ Invariants:
 - Runtimes come from `pipeline.sample_costmodel`, a hidden analytical model of graph and config
   (padding, layout copies between producers and consumers, compute efficiency, tile count and
   on-chip spills) with ~1% log-normal noise; test runtimes are 0, test tile normalizers 1.
+  Writing the noiseless cost (`.truth`) draws nothing: the `.npz` bytes are the same with
+  `truth=false`.
 - Duplicated configs (identical rows, slightly different runtimes) are common, as in the real
   data. Layout config groups follow the real files: reshapes name a full minor-to-major
   permutation, convolutions and dots of rank >= 3 only their two minor-most dims; all -1 is the
@@ -40,11 +47,12 @@ from typing import Iterator
 
 import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
+from pipeline.progress import tqdm
 
-from pipeline.catalog import SPLITS, check_collection, check_split, collection_dir, collection_kind
+from pipeline.catalog import SPLITS, TRUTH, check_collection, check_split, collection_dir, collection_kind, truth_path
 from pipeline.cli import stage
 from pipeline.errors import DataError
+from pipeline.fsutil import atomic_path
 from pipeline.npz import write_graph
 from pipeline.runner import begin_stage, finish_stage
 from pipeline.sample_costmodel import (
@@ -697,6 +705,14 @@ def _hex(seq: np.random.SeedSequence, salt: int, nbytes: int) -> str:
     return "".join(f"{int(w):08x}" for w in words)
 
 
+def _write_truth(cfg: DictConfig, out: Path, collection: str, split: str, stem: str, cost: np.ndarray) -> None:
+    """Write a graph's (C,) noiseless cost atomically (train and valid only, with `truth`)."""
+    if not cfg.truth or split == "test":
+        return
+    with atomic_path(truth_path(out, collection, split, stem)) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(cost, dtype=np.float64), allow_pickle=False)
+
+
 def _range(cfg: DictConfig, source: str, key: str, rng: np.random.Generator) -> int:
     lo, hi = cfg.sizes[source][key]
     return int(rng.integers(lo, hi + 1))
@@ -716,14 +732,18 @@ def write_tile(cfg: DictConfig, split: str, index: int, out: Path, used: set[str
     if split == "test":
         runtime, norm = np.zeros(c, dtype=np.int64), np.ones(c, dtype=np.int64)
         name = _hex(seq, 1, 16)
+        cost = None
     else:
-        runtime = measure(tile_cost(ctx, feat), _key(seq, 2), np.arange(c), cfg.noise)
+        cost = tile_cost(ctx, feat)
+        runtime = measure(cost, _key(seq, 2), np.arange(c), cfg.noise)
         norm = np.full(c, runtime[at], dtype=np.int64)
         name = f"{rng.choice(TILE_BENCHMARKS)}_{'-' if rng.random() < 0.5 else ''}{_hex(seq, 1, 8)}"
     name = _unique(name, used)
     path = out / collection_dir("tile:xla") / split / f"{name}.npz"
     write_graph(path, {"node_feat": node_feat, "node_opcode": node_opcode, "edge_index": edge_index,
                        "config_feat": feat, "config_runtime": runtime, "config_runtime_normalizers": norm})
+    if cost is not None:
+        _write_truth(cfg, out, "tile:xla", split, name, cost / float(norm[0]))  # the target's scale
     return path
 
 
@@ -769,12 +789,15 @@ def write_layout(cfg: DictConfig, collection: str, split: str, index: int, out: 
     # Two passes: the runtimes are written before node_config_feat, and regenerating the configs
     # (a pure function of their indices) is cheaper than holding GBs of them in between.
     runtime = np.zeros(n_configs, dtype=np.int64)
+    cost = np.zeros(n_configs, dtype=np.float64)
     bars = {"leave": False, "disable": not progress, "mininterval": 2.0, "unit": "cfg", "total": n_configs}
     if split != "test":
         ctx = LayoutContext.from_arrays(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids)
         bar = tqdm(desc="  runtimes", **bars)
         for idx, rows in chunks():
-            runtime[idx] = measure(layout_cost(ctx, rows), noise_key, idx, cfg.noise)
+            c = layout_cost(ctx, rows)
+            cost[idx] = c
+            runtime[idx] = measure(c, noise_key, idx, cfg.noise)
             bar.update(idx.size)
         bar.close()
     path = out / collection_dir(collection) / split / f"{name}.npz"
@@ -790,6 +813,7 @@ def write_layout(cfg: DictConfig, collection: str, split: str, index: int, out: 
                        "config_runtime": runtime},
                 node_config_feat_chunks=rows_only(), node_config_feat_shape=(n_configs, nc, 18))
     bar.close()
+    _write_truth(cfg, out, collection, split, name, cost)
     return path
 
 
@@ -831,6 +855,10 @@ def generate(cfg: DictConfig) -> dict[str, object]:
             if p not in paths:
                 p.unlink()
                 stale += 1
+        truths = {truth_path(out, c, s, p.stem) for p in paths} if cfg.truth and s != "test" else set()
+        for p in truth_path(out, c, s, "-").parent.glob("*.npy"):
+            if p not in truths:
+                p.unlink()
     nbytes = sum(p.stat().st_size for ps in written.values() for p in ps)
     files = sum(len(ps) for ps in written.values())
     finish_stage(out, {"files": files, "bytes": nbytes})

@@ -166,5 +166,32 @@ def test_holdout_scores_the_weights_on_graphs_they_were_not_fitted_on(raw: Path,
 def test_apply_without_weights_or_members_says_so(raw: Path, tmp_path: Path):
     with pytest.raises(DataError, match="weights not found"):
         stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, mode="apply", weights=tmp_path / "w.json"))
-    with pytest.raises(DataError, match="no member has valid predictions"):
+    with pytest.raises(DataError, match="no member of gnn has predictions"):
         stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[gnn]", weights=tmp_path / "w.json"))
+
+
+def test_out_of_fold_scores_each_graph_with_weights_fitted_on_the_others():
+    """Member `a` is right on graphs g0 and g1 and reversed on g2; member `b` the opposite. Left
+    out, each graph is scored with the best member of the other two graphs."""
+    rt = {f"g{i}": np.arange(5.0, 0.0, -1.0) for i in range(3)}
+    right, wrong = rt["g0"].copy(), -rt["g0"]
+    members = {"a": {"g0": right, "g1": right, "g2": wrong}, "b": {"g0": wrong, "g1": wrong, "g2": right}}
+    members = {m: ens.normalize_all(p) for m, p in members.items()}
+    # g0 left out: a wins on {g1, g2}? a: (1 - 1) / 2 = 0, b: 0 -> tie, a (member order): right on g0
+    # g1 left out: same, right; g2 left out: a wins {g0, g1} -> reversed on g2
+    assert ens.out_of_fold("best", "layout", members, rt) == pytest.approx((1 + 1 - 1) / 3)
+    assert ens.out_of_fold("equal", "layout", members, rt) == pytest.approx(-1.0)  # a + b: all tied, index order
+    assert np.isnan(ens.out_of_fold("best", "layout", members, {"g0": rt["g0"]}))
+    method, oof = ens.choose_method("layout", members, rt, ["equal", "best"])
+    assert method == "best" and oof["best"] > oof["equal"]
+    w = ens.method_weights("shrink", "layout", members, rt, shrink=0.5)
+    assert sum(w.values()) == pytest.approx(1.0) and min(w.values()) >= 0.25
+
+
+def test_weights_file_keeps_out_of_fold_scores(raw: Path):
+    doc = stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[oracle,baseline]"))
+    for c, entry in doc["collections"].items():
+        assert set(entry["out_of_fold"]) == {"best", "shrink", "equal", "search"}, c
+        assert entry["method"] == max(entry["out_of_fold"], key=lambda m: (entry["out_of_fold"][m],
+                                      -["best", "shrink", "equal", "search"].index(m)))
+    assert "test" in doc["served"]

@@ -1,16 +1,20 @@
 """Validation report on a tiny embedded sample: files exist, PNGs are real images, figures agree
-with `pipeline.evaluate`, an oracle scores perfectly, a model that misses a graph is left out."""
+with `pipeline.evaluate`, an oracle scores perfectly, a model that misses a graph is left out, and
+the noise ceiling appears exactly when the generator's noiseless costs are there."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import kendalltau
 
+from models import metrics
 from pipeline import baseline, evaluate, report, sample_data, submission
-from pipeline.catalog import discover
+from pipeline.catalog import COLLECTIONS, TRUTH, discover, truth_path
 from pipeline.cli import compose
 from pipeline.errors import DataError
 from pipeline.predictions import write_predictions
@@ -123,3 +127,93 @@ def test_refuses_test_split_and_missing_predictions(sample, tmp_path) -> None:
         report.run(_cfg("report", data=sample["raw"], predictions=tmp_path / "none", out=tmp_path / "b"))
     with pytest.raises(DataError, match="predictions not found"):
         _run(sample, tmp_path / "c", models="[gbdt]")
+
+
+def test_ceiling_score_by_hand() -> None:
+    truth = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 5.0])
+    runtime = np.array([1.1, 1.9, 3.2, 2.9, 5.3, 4.8])
+    # a strict order by truth, ties by index: 15 pairs, (2, 3) discordant and the tied pair (4, 5)
+    # ordered 4 before 5 against its runtimes, so tau = (13 - 2) / 15
+    assert report.ceiling_score("layout", truth, runtime) == pytest.approx(11 / 15, abs=1e-12)
+    assert report.ceiling_score("layout", truth, runtime) == pytest.approx(
+        kendalltau(np.arange(6), runtime).statistic, abs=1e-12)
+    assert report.ceiling_score("layout", truth, runtime) < metrics.kendall_tau(truth, runtime)  # tau-b skips the tie
+    assert report.ceiling_score("layout", np.ones(4), np.ones(4)) == metrics.UNDEFINED_TAU_SCORE
+    # tile: the noiseless top 5 is configs 0..4, the measured best (config 6) is not among them
+    tile_truth = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    tile_runtime = np.array([1.2, 1.1, 3.0, 4.0, 5.0, 6.0, 1.0])
+    assert report.ceiling_score("tile", tile_truth, tile_runtime) == pytest.approx(2 - 1.1 / 1.0)
+    assert report.ceiling_score("tile", tile_truth, tile_runtime, k=1) == pytest.approx(2 - 1.2 / 1.0)
+
+
+def _truth_of(raw: Path) -> tuple[list, dict, dict]:
+    files = discover(raw, splits=["valid"])
+    runtimes = evaluate.load_runtimes(files)
+    truth = {f.id: np.load(truth_path(raw, f.collection, f.split, f.stem)) for f in files}
+    return files, runtimes, truth
+
+
+def test_report_has_the_noise_ceiling_when_truth_exists(sample, tmp_path) -> None:
+    files, runtimes, truth = _truth_of(sample["raw"])
+    pred = tmp_path / "pred"
+    shutil.copytree(sample["pred"], pred)
+    write_predictions(pred / "ensemble" / "valid.parquet", truth)  # ranks by the noiseless cost
+    out = tmp_path / "rep"
+    result = report.run(_cfg("report", data=sample["raw"], predictions=pred, out=out))
+    ceiling = result["noise_ceiling"]
+    assert list(ceiling["collections"]) == list(COLLECTIONS) and ceiling["missing"] == []
+    assert ceiling["graphs"] == result["graphs"]
+    for f in files:
+        r, t = runtimes[f.id], truth[f.id]
+        want = (metrics.tile_score(metrics.ranking(t), r) if f.kind == "tile" else metrics.layout_score(metrics.ranking(t), r))
+        assert ceiling["per_graph"][f.id] == pytest.approx(want, abs=1e-12), f.id
+    for c in COLLECTIONS:
+        ids = [f.id for f in files if f.collection == c]
+        assert ceiling["collections"][c] == pytest.approx(np.mean([ceiling["per_graph"][g] for g in ids]))
+        assert 0.0 < ceiling["collections"][c] <= 1.0
+    assert ceiling["score"] == pytest.approx(np.mean(list(ceiling["collections"].values())))
+    for m, s in result["models"].items():
+        for c in COLLECTIONS:
+            assert ceiling["fraction"][m][c] == pytest.approx(s["collections"][c] / ceiling["collections"][c])
+        assert ceiling["fraction"][m]["overall"] == pytest.approx(s["score"] / ceiling["score"])
+    # a ranking by the noiseless cost is the tile ceiling, exactly
+    assert ceiling["fraction"]["ensemble"]["tile:xla"] == pytest.approx(1.0, abs=1e-12)
+    assert json.loads((out / "validation.json").read_text())["noise_ceiling"] == json.loads(json.dumps(ceiling))
+    md = (out / "validation.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| *noise ceiling* |"))
+    assert f"*{ceiling['collections']['tile:xla']:.4f}*" in row and f"*{ceiling['score']:.4f}*" in row
+    assert "## Fraction of the noise ceiling" in md
+    frac = next(line for line in md.splitlines()[md.splitlines().index("## Fraction of the noise ceiling"):]
+                if line.startswith("| baseline |"))
+    assert f"{ceiling['fraction']['baseline']['overall']:.3f} |" in frac
+    _check_png(out / "validation_scores.png")
+
+
+def test_report_without_truth_has_no_ceiling(sample, tmp_path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(sample["raw"], raw, ignore=shutil.ignore_patterns(TRUTH))
+    assert not (raw / TRUTH).exists()
+    for data, extra in ((raw, {}), (sample["raw"], {"noise_ceiling": "false"})):
+        out = tmp_path / f"rep{len(extra)}"
+        result = report.run(_cfg("report", data=data, predictions=sample["pred"], out=out, **extra))
+        assert "noise_ceiling" not in result and "noise_ceiling" not in json.loads((out / "validation.json").read_text())
+        md = (out / "validation.md").read_text()
+        assert "noise ceiling" not in md and "| baseline |" in md
+
+
+def test_collection_with_a_missing_truth_file_gets_no_ceiling(sample, tmp_path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(sample["raw"], raw)
+    files = discover(raw, splits=["valid"])
+    gone = next(f for f in files if f.collection == "layout:nlp:random")
+    truth_path(raw, gone.collection, gone.split, gone.stem).unlink()
+    short = next(f for f in files if f.collection == "tile:xla")
+    np.save(truth_path(raw, short.collection, short.split, short.stem), np.ones(3))  # wrong length
+    result = report.run(_cfg("report", data=raw, predictions=sample["pred"], out=tmp_path / "rep"))
+    ceiling = result["noise_ceiling"]
+    assert set(ceiling["collections"]) == set(COLLECTIONS) - {"layout:nlp:random", "tile:xla"}
+    assert sorted(ceiling["missing"]) == sorted([gone.id, short.id])
+    assert ceiling["score"] is None and ceiling["fraction"]["baseline"]["overall"] is None
+    row = next(line for line in (tmp_path / "rep" / "validation.md").read_text().splitlines()
+               if line.startswith("| *noise ceiling* |"))
+    assert row.count("*—*") == 3  # tile, nlp:random and overall

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from pipeline.catalog import COLLECTIONS, SPLITS, collection_dir
+from pipeline.catalog import COLLECTIONS, SPLITS, collection_dir, discover
 from pipeline.cli import compose
 from pipeline.errors import DataError
 from pipeline.npz import SCHEMA, read_graph
-from pipeline.sample_costmodel import LayoutContext, layout_terms
-from pipeline.sample_data import generate
+from pipeline.sample_costmodel import LayoutContext, TileContext, layout_cost, layout_terms, tile_cost
+from pipeline.sample_data import TRUTH, generate, truth_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ["graphs.train=8", "graphs.valid=4", "graphs.test=2", "tile_scale=2"]
@@ -64,6 +64,34 @@ def test_tree_has_every_collection_split_and_the_stamp(tree: Path, graphs) -> No
             a, b = graphs[(f"layout:{src}:default", s)], graphs[(f"layout:{src}:random", s)]
             assert [g.path.name for g in a] == [g.path.name for g in b]
             assert all(np.array_equal(x.node_feat, y.node_feat) for x, y in zip(a, b))
+
+
+def test_noiseless_cost_is_written_beside_train_and_valid_graphs(tree: Path, graphs) -> None:
+    """`.truth/` holds the cost model's noiseless cost of every train / valid config, on the
+    target's scale; test graphs get none, and no stage's discovery sees the folder."""
+    assert {f.path for f in discover(tree)} == {g.path for gs in graphs.values() for g in gs}
+    assert not list((tree / TRUTH).rglob("*.npz")) and not (tree / TRUTH / "tile/xla/test").exists()
+    assert not any((tree / TRUTH / collection_dir(c) / "test").exists() for c in COLLECTIONS)
+    written = sorted((tree / TRUTH).rglob("*.npy"))
+    assert len(written) == sum(len(gs) for (c, s), gs in graphs.items() if s != "test")
+    for (c, s), gs in graphs.items():
+        if s == "test":
+            continue
+        for k, g in enumerate(gs):
+            t = np.load(truth_path(tree, c, s, g.path.stem), allow_pickle=False)
+            assert t.dtype == np.float64 and t.shape == (g.num_configs,), g.path
+            target = g.config_runtime / (g.config_runtime_normalizers if g.kind == "tile" else 1)
+            # measured = noiseless x exp(0.01 z), rounded to whole ns
+            assert np.abs(np.log(target / t)).max() < 0.06, g.path
+            assert 0.003 < np.log(target / t).std() < 0.02, g.path
+            if k == 0:  # exactly the cost model's value
+                if g.kind == "tile":
+                    ctx = TileContext.from_arrays(g.node_feat, g.node_opcode, g.edge_index)
+                    want = tile_cost(ctx, g.config_feat) / g.config_runtime_normalizers[0]
+                else:
+                    ctx = LayoutContext.from_arrays(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids)
+                    want = layout_cost(ctx, g.node_config_feat)
+                assert np.allclose(t, want, rtol=1e-12, atol=0), g.path
 
 
 def test_files_match_real_keys_dtypes_and_ndim(tree: Path, samples: Path) -> None:
@@ -252,8 +280,13 @@ def test_deterministic_and_independent_of_chunk_and_subset(tmp_path: Path) -> No
     _generate(tmp_path / "b", TINY)
     _generate(tmp_path / "c", [*TINY, "seed=1"])
     _generate(tmp_path / "d", [*TINY, "chunk=7", "collections=[layout:nlp:random,tile:xla]", "splits=[train]"])
-    a, b, c, d = (_files(tmp_path / k) for k in "abcd")
+    _generate(tmp_path / "e", [*TINY, "truth=false"])
+    a, b, c, d, e = (_files(tmp_path / k) for k in "abcde")
     assert a == b
+    assert e == a and not (tmp_path / "e" / TRUTH).exists()  # writing the noiseless cost draws nothing
+    truth = {str(p.relative_to(tmp_path / "a")): p.read_bytes() for p in (tmp_path / "a" / TRUTH).rglob("*.npy")}
+    chunked = {str(p.relative_to(tmp_path / "d")): p.read_bytes() for p in (tmp_path / "d" / TRUTH).rglob("*.npy")}
+    assert len(truth) == 5 * 3 and chunked and all(truth[k] == v for k, v in chunked.items())
     assert len(a) == len(c) == 5 * 4 and not set(a.items()) & set(c.items())
     assert d and all(a[k] == v for k, v in d.items())
 
@@ -268,8 +301,12 @@ def test_refuses_a_folder_it_did_not_write_and_removes_stale_files(tmp_path: Pat
     _generate(out, [*TINY, "collections=[tile:xla]"])
     stale = out / "tile/xla/train/old_0000000000000000.npz"
     stale.write_bytes(b"")
+    stale_truth = truth_path(out, "tile:xla", "train", "old_0000000000000000")
+    stale_truth.write_bytes(b"")
     _generate(out, [*TINY, "collections=[tile:xla]", "graphs.train=1"])
     assert not stale.exists() and len(list((out / "tile/xla/train").glob("*.npz"))) == 1
+    kept = (out / "tile/xla/train").glob("*.npz")
+    assert [p.stem for p in (out / TRUTH / "tile/xla/train").glob("*.npy")] == [p.stem for p in kept]
 
 
 def test_command_line_writes_the_stamp_last(tmp_path: Path) -> None:
