@@ -317,6 +317,7 @@ def _markdown(result: dict, name: str) -> str:
         lines.append(f"| *{CEILING_LABEL}* | " + " | ".join(f"*{num(ceiling['collections'].get(c))}*" for c in cols)
                      + f" | *{num(ceiling['score'])}* |")
     lines += ["", IN_SAMPLE.get(result["split"], "")]
+    lines += _served_lines(result)
     if ceiling is not None:
         lines += ["", "## Fraction of the noise ceiling", "",
                   f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
@@ -348,6 +349,42 @@ def _markdown(result: dict, name: str) -> str:
                   + ", ".join(f"`{g}`" for g in result["rank_graphs"]) + ".", "",
                   f"![Predicted vs measured rank]({name}_ranks.png)", ""]
     return "\n".join(lines)
+
+
+def ensemble_served(weights: str | Path | None) -> dict:
+    """`{"ensemble": {"served": {split: {collection: {member: weight}}}, "method": {collection:
+    method}, "out_of_fold": {collection: {method: score}}}}` from the ensemble's weights file;
+    empty when there is none."""
+    try:
+        doc = json.loads(Path(weights).read_text()) if weights else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or "served" not in doc:
+        return {}
+    cols = doc.get("collections", {})
+    return {"ensemble": {"served": doc["served"], "method": {c: e.get("method") for c, e in cols.items()},
+                         "out_of_fold": {c: e.get("out_of_fold", {}) for c, e in cols.items()}}}
+
+
+def _served_lines(result: dict) -> list[str]:
+    ens = result.get("ensemble")
+    if not ens:
+        return []
+    lines = ["", "## What the ensemble served", "",
+             "Per collection and split, the members the ensemble used and their weights (a collection "
+             "without fitted weights is served by the first member that covers it), the fitting "
+             "method, and each method's leave-one-graph-out score on the valid graphs.", "",
+             "| collection | " + " | ".join(ens["served"]) + " | method | out of fold |",
+             "|---|" + "---|" * (len(ens["served"]) + 2)]
+    for c in COLLECTIONS:
+        row = [" + ".join(f"{m} {w:.2f}" for m, w in ens["served"][sp][c].items()) if c in ens["served"][sp] else "-"
+               for sp in ens["served"]]
+        if set(row) == {"-"}:
+            continue
+        oof = ens["out_of_fold"].get(c) or {}
+        lines.append(f"| {c} | " + " | ".join(row) + f" | {ens['method'].get(c) or 'first available'} | "
+                     + (", ".join(f"{m} {v:.4f}" for m, v in oof.items()) or "-") + " |")
+    return lines
 
 
 def run(cfg: DictConfig) -> dict:
@@ -418,7 +455,7 @@ def run(cfg: DictConfig) -> dict:
         "top_k": {"k": k, "slowdown": slowdown},
         "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored} for g in rank_ids},
         "figures": figures,
-    } | ({"noise_ceiling": ceiling} if ceiling is not None else {})
+    } | ({"noise_ceiling": ceiling} if ceiling is not None else {}) | ensemble_served(cfg.get("weights"))
     write_text_atomic(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
     write_text_atomic(out / f"{name}.md", _markdown(result, name))
     log.info("report written to %s (%s.md, %s.json, %d figures)", out, name, name, len(figures))

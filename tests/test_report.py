@@ -217,3 +217,14 @@ def test_collection_with_a_missing_truth_file_gets_no_ceiling(sample, tmp_path) 
     row = next(line for line in (tmp_path / "rep" / "validation.md").read_text().splitlines()
                if line.startswith("| *noise ceiling* |"))
     assert row.count("*—*") == 3  # tile, nlp:random and overall
+
+
+def test_the_report_says_what_served_each_collection(tmp_path) -> None:
+    w = tmp_path / "weights.json"
+    assert report.ensemble_served(w) == {}  # no ensemble: no section
+    w.write_text(json.dumps({"collections": {"tile:xla": {"method": "best", "out_of_fold": {"best": 0.9}}},
+                             "served": {"test": {"tile:xla": {"gnn": 1.0}, "layout:nlp:random": {"baseline": 1.0}}}}))
+    got = report.ensemble_served(w)
+    lines = report._served_lines(got)
+    assert any(x.startswith("| tile:xla | gnn 1.00 | best | best 0.9000 |") for x in lines)
+    assert any(x.startswith("| layout:nlp:random | baseline 1.00 | first available | - |") for x in lines)
