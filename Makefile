@@ -106,7 +106,7 @@ SUBMISSION_ARGS := $(STATE)/submission/$(subst /,^,$(SUBMISSION)).args
 $(eval $(call args_file,$(SUBMISSION_ARGS),$(COMMON) predictor=$(MODEL) split=$(SPLIT) keep_copy=$(KEEP_COPY) $(call goal_args,submission)))
 REPORT_ARGS := $(STATE)/evaluate/$(subst /,^,$(REPORT)).args
 # the CSV's checksum, not its rule: evaluating a hand-made CSV never rewrites it
-$(eval $(call args_file,$(REPORT_ARGS),$(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(shell cksum < '$(SUBMISSION)' 2>/dev/null) $(call goal_args,evaluate)))
+$(eval $(call args_file,$(REPORT_ARGS),$(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(shell { cksum < '$(SUBMISSION)'; } 2>/dev/null) $(call goal_args,evaluate)))
 $(eval $(call args_file,$(STATE)/report.args,$(COMMON) $(call goal_args,report)))
 
 .PHONY: help all venv test sample-data inspect prune pad extract baseline train-gbdt train-gnn ensemble submission validate evaluate report download bench clean
@@ -235,3 +235,12 @@ bench-gnn: $(INSTALLED) ## only the GNN training and inference throughput (confi
 
 transductive: $(INSTALLED) ## 50/50 split of one real layout file's configs (FILE=<npz>): GNN vs LightGBM Kendall tau
 	$(PY) -m pipeline.transductive $(COMMON) file=$(FILE) $(ARGS)
+
+# ---- runtime audit (pipeline.audit, features/audit.py) ----
+AUDIT := $(REPORTS)/$(DATASET)/audit.json
+$(eval $(call args_file,$(STATE)/audit.args,$(COMMON) $(call goal_args,audit)))
+.PHONY: audit
+
+audit: $(AUDIT) ## how far each train/valid graph's runtimes can be trusted (noise, spread, ceiling, flags) -> reports/<dataset>/audit.{md,json,png}
+$(AUDIT): $(INSTALLED) $(RAW) conf/audit.yaml $(STATE)/audit.args
+	$(PY) -m pipeline.audit $(COMMON) $(call goal_args,audit)

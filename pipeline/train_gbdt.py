@@ -40,6 +40,7 @@ from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
 from pipeline.errors import DataError, where
 from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.audit import exclusions
 from pipeline.extract import table_path
 from pipeline.predictions import predictions_path, write_predictions
 from pipeline.runner import begin_stage, finish_stage
@@ -164,6 +165,8 @@ def train_collection(collection: str, cfg: DictConfig) -> dict | None:
         log.warning("%s: no %s table at %s; not trained", collection, cfg.train_split, train_path)
         return None
     train = Table(train_path, need_runtime=True)
+    excluded = exclusions(cfg.exclude, cfg.audit)
+    train.set_aside.update({n: excluded[n] for n in train.names if n in excluded and n not in train.set_aside})
     for name, reason in train.set_aside.items():
         log.info("%s: %s set aside from training: %s", collection, name, reason)
     if len(train.set_aside) == len(train.names):

@@ -53,6 +53,7 @@ from models.losses import LOSSES
 from models.metrics import graph_score
 from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.cli import stage
+from pipeline.audit import exclusions
 from pipeline.errors import DataError, where
 from pipeline.fsutil import atomic_path
 from pipeline.gnn_data import GraphData, feature_dims, graph_files, load_graphs, sample_rows
@@ -329,8 +330,9 @@ def epoch_order(n: int, repeats: int, seed: int, epoch: int, dist: Dist) -> np.n
 def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> dict | None:
     out_dir = Path(cfg.out) / collection_dir(collection)
     train = []
+    excluded = exclusions(cfg.exclude, cfg.audit)
     for g in load_graphs(cfg.data, collection, "train"):
-        reason = unlearnable_reason(g.runtime)
+        reason = unlearnable_reason(g.runtime) or excluded.get(g.id)
         if reason is None:
             train.append(g)
         else:
