@@ -285,6 +285,11 @@ def plot_top_k(slowdown: dict[str, dict], collections: list[str], k: int, path: 
     _save(fig, path, dpi)
 
 
+def _table_head(columns: list[str]) -> list[str]:
+    """The two header lines of a model x collection table with an overall column."""
+    return ["| model | " + " | ".join(columns) + " | overall |", "|---|" + "---:|" * (len(columns) + 1)]
+
+
 def _markdown(result: dict, name: str) -> str:
     models = list(result["models"])
     graphs = result["graphs"]
@@ -302,8 +307,7 @@ def _markdown(result: dict, name: str) -> str:
              "(tile: `2 - best-of-top-5 slowdown`; layout: Kendall tau-b; overall: mean of the collections). "
              "Best per column in bold.",
              "",
-             "| model | " + " | ".join(f"{c} ({graphs[c]})" for c in cols) + " | overall |",
-             "|---|" + "---:|" * (len(cols) + 1)]
+             *_table_head([f"{c} ({graphs[c]})" for c in cols])]
     for m in models:
         s = result["models"][m]
         lines.append(f"| {m} | " + " | ".join(cell(s["collections"][c], best[c]) for c in cols)
@@ -324,8 +328,7 @@ def _markdown(result: dict, name: str) -> str:
                   "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
                   "the measurement noise. Below, each model's score / that ceiling (1 = as good as the noise allows).",
                   "",
-                  "| model | " + " | ".join(f"{c}" for c in cols) + " | overall |",
-                  "|---|" + "---:|" * (len(cols) + 1)]
+                  *_table_head(cols)]
         for m in models:
             fr = ceiling["fraction"][m]
             lines.append(f"| {m} | " + " | ".join(num(fr.get(c), ".3f") for c in cols) + f" | {num(fr['overall'], '.3f')} |")
