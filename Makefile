@@ -173,7 +173,7 @@ $(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml $(STATE)/gbdt.args
 	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)
 
 train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions gnn/{valid,test}
-$(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/model/gnn.yaml $(wildcard conf/experiment/*.yaml) $(STATE)/gnn.args
+$(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/arch/gnn.yaml $(wildcard conf/experiment/*.yaml) $(STATE)/gnn.args
 	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)
 
 ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
@@ -244,3 +244,19 @@ $(eval $(call args_file,$(STATE)/audit.args,$(COMMON) $(call goal_args,audit)))
 audit: $(AUDIT) ## how far each train/valid graph's runtimes can be trusted (noise, spread, ceiling, flags) -> reports/<dataset>/audit.{md,json,png}
 $(AUDIT): $(INSTALLED) $(RAW) conf/audit.yaml $(STATE)/audit.args
 	$(PY) -m pipeline.audit $(COMMON) $(call goal_args,audit)
+
+# ---- rank the configs of one program with the trained models (pipeline.rank) ----
+.PHONY: rank
+COLLECTION ?=
+TOP ?= 10
+OUT ?=
+rank: $(INSTALLED) ## rank one program's configs with the models trained on DATA: FILE=<npz> [COLLECTION=] [MODEL=ensemble] [TOP=10] [OUT=<json>]
+	@if [ -z '$(FILE)' ]; then echo "error: give the program to rank: make rank FILE=<npz> [COLLECTION=layout:xla:random]" >&2; exit 2; fi
+	$(PY) -m pipeline.rank $(COMMON) file='$(FILE)' model=$(MODEL) top=$(TOP) \
+	  $(if $(COLLECTION),collection=$(COLLECTION)) $(if $(OUT),out='$(OUT)') $(ARGS)
+
+# ---- hyperparameter sweeps (conf/hparams_search/, hydra-optuna-sweeper) ----
+.PHONY: sweep
+SEARCH ?= gnn_optuna
+sweep: $(EXTRACTED) ## Optuna sweep of a training stage: SEARCH=gnn_optuna|gbdt_optuna ARGS="collections=[...] hydra.sweeper.n_trials=N" -> logs/sweeps/
+	$(PY) -m pipeline.$(if $(filter gbdt%,$(SEARCH)),train_gbdt,train_gnn) -m $(COMMON) hparams_search=$(SEARCH) $(ARGS)

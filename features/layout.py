@@ -21,6 +21,21 @@ TYPE_COLS = slice(2, 21)
 ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], dtype=np.float64)
 
 
+# names of the opcodes that matter most (FORMAT.md); any other id reads as `opcode-<id>`
+OPCODE_NAMES = {
+    2: "add", 13: "broadcast", 20: "compare", 22: "concatenate", 24: "constant", 25: "convert",
+    26: "convolution", 27: "copy", 32: "divide", 34: "dot", 37: "exponential", 41: "fusion",
+    45: "get-tuple-element", 57: "maximum", 59: "multiply", 60: "negate", 63: "parameter",
+    70: "reduce", 75: "reshape", 81: "rsqrt", 83: "select", 92: "slice", 95: "subtract", 96: "tanh",
+    98: "transpose", 100: "tuple", 102: "while",
+}
+
+
+def opcode_name(opcode: int) -> str:
+    """A readable name of an HLO opcode id (`opcode-<id>` for one without a name here)."""
+    return OPCODE_NAMES.get(int(opcode), f"opcode-{int(opcode)}")
+
+
 def node_rank(node_feat: np.ndarray) -> np.ndarray:
     """(N,) number of dimensions of each node's tensor: the count of non-zero shape dims."""
     return (node_feat[:, SHAPE_COLS] > 0).sum(axis=1)

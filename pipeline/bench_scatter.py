@@ -7,7 +7,7 @@ Prints one JSON line per backend and op: gather (K, N, H) -> (K, E, H); scatter 
 max (K, E, H) -> (K, N, H); and one bidirectional SAGE layer of models/gnn.py. Each line has the
 median forward time and the median forward + backward time over `--repeats` runs, in ms. A
 backend that is not installed gets one line saying so. Reads and writes nothing; the default
-backend in conf/model/gnn.yaml was chosen from its output.
+backend in conf/arch/gnn.yaml was chosen from its output.
 """
 
 from __future__ import annotations

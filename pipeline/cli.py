@@ -62,6 +62,9 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callab
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """The same config a stage gets, composed without running it (tests, notebooks)."""
     from hydra import compose as _compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # inside a running stage (e.g. rank runs other stages)
+        return _compose(config_name=config_name, overrides=overrides or [])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return _compose(config_name=config_name, overrides=overrides or [])

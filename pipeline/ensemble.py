@@ -242,9 +242,9 @@ def run(cfg: DictConfig) -> dict:
         if doc.get("normalize", cfg.normalize) != cfg.normalize:
             log.warning("weights were fitted with normalize=%s; using it", doc["normalize"])
             cfg.normalize = doc["normalize"]
-    served = {split: apply(cfg, doc, split) for split in cfg.splits}
+    # split -> collection -> {member: weight}: what served each collection (fit: also saved)
+    doc["served"] = {split: apply(cfg, doc, split) for split in cfg.splits}
     if cfg.mode == "fit":
-        doc["served"] = served  # split -> collection -> {member: weight}: what each collection was served by
         write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
         print(format_table(doc), flush=True)
         finish_stage(stamp_dir, {c: e["weights"] for c, e in doc["collections"].items()})

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import IO
+from contextlib import contextmanager
+from typing import IO, Iterator
 
 from tqdm import tqdm as _tqdm
 
@@ -44,10 +45,26 @@ class LineFile:
         self.stream.flush()
 
 
+_silenced = 0
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No progress bars inside (stages run as parts of another command, e.g. `pipeline.rank`)."""
+    global _silenced
+    _silenced += 1
+    try:
+        yield
+    finally:
+        _silenced -= 1
+
+
 class tqdm(_tqdm):  # noqa: N801  (a drop-in for tqdm.tqdm)
     """tqdm's progress bar; plain, throttled lines when stderr is not a terminal."""
 
     def __init__(self, *args, **kwargs):
+        if _silenced:
+            kwargs["disable"] = True
         stream = kwargs.get("file") or sys.stderr
         self._lines = not getattr(stream, "isatty", lambda: False)()
         if self._lines:

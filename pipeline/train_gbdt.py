@@ -312,9 +312,16 @@ def run(cfg: DictConfig) -> dict:
     return metas
 
 
+def valid_metric(metas: dict[str, dict]) -> float:
+    """The mean valid score over the collections trained, each the mean of its seeds' scores at
+    their best round (what a sweep maximizes); -inf when none was validated."""
+    per = [np.mean(v) for m in metas.values() if (v := [r["valid_score"] for r in m["runs"] if r["valid_score"] is not None])]
+    return float(np.mean(per)) if per else float("-inf")
+
+
 @stage("train_gbdt")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float:
+    return valid_metric(run(cfg))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 
 Reads the extract stage's GNN tensors `data/<collection dir>/<split>/<stem>.npz`
 (`${paths.processed}/gnn`). Per collection (`collections`, default every one with train
-graphs), trains a `models.gnn.GNNRanker` (conf/model/gnn.yaml): each step samples K unique
+graphs), trains a `models.gnn.GNNRanker` (conf/arch/gnn.yaml): each step samples K unique
 configs of one train graph (`k.default`, `k.random`, `k.tile`), ranking loss, AdamW, cosine
 schedule after a linear warmup, gradient clipping, autocast (bf16, else fp16 with a grad
 scaler) on CUDA only; every epoch it scores the valid graphs with the competition metric
@@ -507,15 +507,25 @@ def run(cfg: DictConfig) -> dict:
         for c, s in summary.items():
             log.info("%s: best valid %s at epoch %d (%d steps, %.0f s)", c,
                      "-" if s["best"] is None else f"{s['best']:.4f}", s["best_epoch"] + 1, s["steps"], s["seconds"])
+        # ranks tear the process group down together: a rank that leaves while another still
+        # writes can abort in gloo's teardown (SIGABRT at exit)
+        dist.barrier()
         return summary
     finally:
         if dist.enabled and tdist.is_initialized():
             tdist.destroy_process_group()
 
 
+def valid_metric(summary: dict[str, dict]) -> float:
+    """The mean best valid score over the collections trained (what a sweep maximizes);
+    -inf when none was validated."""
+    best = [s["best"] for s in summary.values() if s.get("best") is not None]
+    return float(np.mean(best)) if best else float("-inf")
+
+
 @stage("train_gnn")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float:
+    return valid_metric(run(cfg))
 
 
 if __name__ == "__main__":

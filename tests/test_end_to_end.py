@@ -45,6 +45,18 @@ def test_make_all_writes_a_valid_submission(tmp_path: Path) -> None:
     assert set(scores["collections"]) == {"tile:xla", "layout:xla:default", "layout:xla:random",
                                           "layout:nlp:default", "layout:nlp:random"}
     assert -1.0 <= scores["score"] <= 2.0
+    # make rank on one test file of each kind gives the order the submission wrote for it
+    by_id = {r["ID"]: [int(v) for v in r["TopConfigs"].split(";")] for r in rows}
+    before = sorted(p.relative_to(data_dir) for p in data_dir.rglob("*") if p.is_file())
+    for f in (next(f for f in files if f.kind == "tile"), next(f for f in files if f.collection == "layout:xla:random")):
+        out = tmp_path / f"rank-{f.stem}.json"
+        proc = subprocess.run(["make", "rank", f"DATA_DIR={data_dir}", f"FILE={f.path}", f"OUT={out}", "TOP=3"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        order = json.loads(out.read_text())["order"]
+        assert order[: len(by_id[f.id])] == by_id[f.id], f.id
+        assert "ranked by ensemble" in proc.stdout and proc.stdout.count("\n") >= 5, proc.stdout
+    assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*") if p.is_file()) == before  # nothing written in data/
 
 
 @pytest.mark.slow

@@ -1,0 +1,353 @@
+"""Rank the configurations of one program with the models trained here.
+
+    python -m pipeline.rank file=<npz> [collection=layout:xla:random] [model=ensemble] [top=10] [out=<json>]
+    make rank FILE=<npz> [COLLECTION=...] [MODEL=ensemble] [TOP=10] [OUT=<json>] [DATA=<training root>]
+
+`file` is one program in the TpuGraphs `.npz` format. Its collection is read from its place in a
+TpuGraphs tree (`.../<kind>/<source>/<search>/<split>/<stem>.npz`); elsewhere `collection=` must
+be given. The models are those trained on `paths.dataset` (make: the dataset of DATA): `model`
+is ensemble, gnn, gbdt (any LightGBM model name) or baseline. The file goes through the same
+code as the pipeline, in a temporary folder: prune, pad with the training run's saved
+statistics, extract, then each model the answer needs in predict-only mode (the ensemble with
+its saved weights, after its members), each stage composed from its own `conf/<stage>.yaml`.
+Nothing is written under `data/`.
+
+Prints the `top` configs predicted fastest, with each config in readable form (tile: the
+kernel / output / input bounds; layout: each configurable node whose layout is not the
+compiler's default, its opcode and its output/input/kernel minor-to-major order) and the
+predicted relative score (0 = the predicted fastest, 1 = the slowest). `out=<json>` also writes
+the full order in original config indices, with the scores.
+
+From Python, for autotuner loops: `rank_file(path, collection, model)` or `rank_arrays(arrays,
+collection, model)` (the arrays of one graph, as in a raw file) return a `Ranking`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+from omegaconf import DictConfig
+
+from features.layout import opcode_name
+from models.metrics import ranking
+from pipeline.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
+from pipeline.cli import compose, stage
+from pipeline.errors import DataError
+from pipeline.fsutil import write_text_atomic
+from pipeline.npz import Graph, iter_node_config_feat, read_graph, write_graph
+from pipeline.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.progress import silenced
+
+log = logging.getLogger(__name__)
+
+TRAINED = ("gnn", "gbdt", "ensemble")
+QUIET = ("pipeline", "features", "models")  # loggers of the stages run inside: warnings only, unless verbose
+
+
+@dataclass
+class Ranking:
+    """The configs of one graph, predicted fastest first."""
+
+    file: str
+    collection: str
+    model: str
+    order: np.ndarray  # (C,) original config indices, predicted fastest first
+    scores: np.ndarray  # (C,) the model's score by original config index (lower = faster)
+    served: dict[str, float] = field(default_factory=dict)  # ensemble: the members and their weights
+
+    def relative(self) -> np.ndarray:
+        """(C,) scores scaled to 0 (predicted fastest) .. 1 (slowest), by original index."""
+        lo, hi = float(self.scores.min()), float(self.scores.max())
+        return np.zeros_like(self.scores) if hi <= lo else (self.scores - lo) / (hi - lo)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "collection": self.collection, "model": self.model, "served": self.served,
+                "num_configs": int(self.order.size), "order": self.order.tolist(), "scores": self.scores.tolist()}
+
+
+def collection_of(path: Path, given: str | None) -> str:
+    """The file's collection: from its place in a TpuGraphs tree, else `given`; both must agree."""
+    parts = path.resolve().parent.parts
+    placed = None
+    if len(parts) >= 2 and parts[-1] in SPLITS:
+        for c in COLLECTIONS:
+            d = collection_dir(c).parts
+            if tuple(parts[-1 - len(d):-1]) == d:
+                placed = c
+    if given:
+        check_collection(given)
+        if placed and placed != given:
+            raise DataError(path, f"lies under {collection_dir(placed)} ({placed}) but collection={given} was given")
+        return given
+    if placed is None:
+        raise DataError(path, "not under <kind>/<source>/<search>/<split>/ of a TpuGraphs tree, so its collection "
+                              f"is unknown: give collection=<one of {', '.join(COLLECTIONS)}>")
+    return placed
+
+
+def check_file(path: Path, collection: str) -> Graph:
+    g = read_graph(path, split="test")
+    if g.kind != collection_kind(collection):
+        raise DataError(path, f"a {g.kind} graph, but {collection} is a {collection_kind(collection)} collection")
+    if g.num_configs == 0:
+        raise DataError(path, "has no configs to rank")
+    return g
+
+
+def model_kind(models: Path, name: str, collection: str) -> str | None:
+    """What stage serves `name` for `collection`: gnn, gbdt, ensemble, baseline; None: not trained."""
+    if name == "baseline":
+        return "baseline"
+    d = models / name
+    if name == "ensemble":
+        return "ensemble" if (d / "weights.json").is_file() else None
+    if (d / collection_dir(collection) / "best.pt").is_file():
+        return "gnn"
+    if any((d / collection_dir(collection)).glob("model*.txt")):
+        return "gbdt"
+    return None
+
+
+def trained_for(models: Path, collection: str) -> list[str]:
+    names = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+    return [n for n in names if n != "ensemble" and model_kind(models, n, collection)]
+
+
+def ensemble_members(weights: Path, collection: str, models: Path) -> list[str]:
+    """The members the ensemble's saved weights use for `collection`."""
+    try:
+        doc = json.loads(weights.read_text())
+        entry = doc["collections"].get(collection)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(weights, "not an ensemble weights file (no 'collections')") from None
+    if entry is not None:
+        return [m for m, w in entry["weights"].items() if w > 0]
+    # no weights for it: the ensemble serves the first member, in its order, that covers the graph
+    order = list(doc.get("members") or compose("ensemble").members)
+    return [next((m for m in order if model_kind(models, m, collection)), "baseline")]
+
+
+@contextmanager
+def quiet(verbose: bool) -> Iterator[None]:
+    levels = {n: logging.getLogger(n).level for n in QUIET}
+    if verbose:
+        yield
+        return
+    for n in QUIET:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        with silenced():
+            yield
+    finally:
+        for n, lvl in levels.items():
+            logging.getLogger(n).setLevel(lvl)
+
+
+def stage_cfg(name: str, paths: Mapping[str, str], *overrides: str) -> DictConfig:
+    """A stage's own config (as make runs it) with this run's paths, one process, no bars."""
+    common = [f"paths.{k}={v}" for k, v in paths.items()] + ["jobs=1"]
+    return compose(name, common + list(overrides))
+
+
+class Ranker:
+    """Runs one file through prune, pad, extract and the models in a temporary folder."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.paths = {k: str(cfg.paths[k]) for k in ("dataset", "data_dir")}
+        self.models = Path(cfg.paths.models)
+        self.stats = Path(cfg.stats)
+
+    def plan(self, collection: str, model: str) -> list[tuple[str, str]]:
+        """[(model name, kind)] to predict, in order (the ensemble's members for an ensemble)."""
+        kind = model_kind(self.models, model, collection)
+        if kind is None:
+            have = trained_for(self.models, collection)
+            where = self.models / model / ("" if model == "ensemble" else collection_dir(collection))
+            raise DataError(where, f"no trained {model} for {collection} (trained for it: "
+                                   f"{', '.join(have) if have else 'none'}; baseline needs no training; train with make all "
+                                   f"DATA=<root>, or pick another model=)")
+        if kind != "ensemble":
+            return [(model, kind)]
+        members = ensemble_members(self.models / "ensemble" / "weights.json", collection, self.models)
+        plan = []
+        for m in members:
+            k = model_kind(self.models, m, collection)
+            if k is None:
+                raise DataError(self.models / m, f"the ensemble's weights use {m} for {collection}, but it is not trained")
+            plan.append((m, k))
+        return plan
+
+    def run(self, path: Path, collection: str, model: str) -> Ranking:
+        check_file(path, collection)
+        plan = self.plan(collection, model)
+        with tempfile.TemporaryDirectory(prefix="rank-", dir=self.cfg.tmp) as tmp:
+            t = Path(tmp)
+            raw = t / "raw" / collection_dir(collection) / "test" / path.name
+            raw.parent.mkdir(parents=True)
+            try:
+                os.symlink(path.resolve(), raw)
+            except OSError:
+                shutil.copyfile(path, raw)
+            gf = GraphFile(collection, "test", raw)
+            pred = t / "predictions"
+            with quiet(bool(self.cfg.verbose)):
+                if any(k in ("gnn", "gbdt") for _, k in plan):
+                    self.features(t, collection)
+                for name, kind in plan:
+                    self.predict(t, gf, name, kind)
+                served = {}
+                if model == "ensemble":
+                    served = self.blend(t, collection, [n for n, _ in plan])
+            scores = read_predictions(predictions_path(pred, plan[0][0] if model != "ensemble" else "ensemble", "test"))
+            s = scores[gf.id]
+        return Ranking(str(path), collection, model, ranking(s), s, served)
+
+    def features(self, t: Path, collection: str) -> None:
+        from pipeline import extract, pad, prune
+
+        if not self.stats.is_file():
+            raise DataError(self.stats, "normalization statistics of the training run not found (run make pad on the "
+                                        "training root first)")
+        only = [f"collections=[{collection}]", "splits=[test]"]
+        prune.run(stage_cfg("prune", self.paths, f"data={t / 'raw'}", f"out={t / 'pruned'}", *only))
+        pad.run(stage_cfg("pad", self.paths, f"data={t / 'pruned'}", f"out={t / 'padded'}", f"stats={t / 'stats.json'}",
+                          f"stats_from={self.stats}", *only))
+        extract.run(stage_cfg("extract", self.paths, f"data={t / 'padded'}", f"out={t / 'processed'}", *only))
+
+    def predict(self, t: Path, gf: GraphFile, name: str, kind: str) -> None:
+        pred = t / "predictions"
+        only = [f"collections=[{gf.collection}]", "splits=[test]"]
+        if kind == "baseline":
+            from pipeline.baseline import baseline_scores
+
+            write_predictions(predictions_path(pred, name, "test"), {gf.id: baseline_scores(gf, int(self.cfg.chunk_configs))})
+        elif kind == "gbdt":
+            from pipeline import train_gbdt
+
+            train_gbdt.run(stage_cfg("train_gbdt", self.paths, f"name={name}", "mode=predict", f"models={self.models / name}",
+                                     f"tables={t / 'processed' / 'tables'}", f"predictions={pred}", *only))
+        else:
+            from pipeline import train_gnn
+
+            train_gnn.run(stage_cfg("train_gnn", self.paths, "mode=predict", f"out={self.models / name}",
+                                    f"data={t / 'processed' / 'gnn'}", f"predictions={pred}", "progress=false",
+                                    f"device={self.cfg.device}", *only))
+        if not predictions_path(pred, name, "test").is_file():
+            raise DataError(self.models / name, f"{name} wrote no predictions for {gf.collection}")
+
+    def blend(self, t: Path, collection: str, members: list[str]) -> dict[str, float]:
+        from pipeline import ensemble
+
+        cfg = stage_cfg("ensemble", self.paths, "mode=apply", "splits=[test]", f"data={t / 'raw'}",
+                        f"predictions={t / 'predictions'}", f"weights={self.models / 'ensemble' / 'weights.json'}",
+                        f"members=[{','.join(members)}]")
+        return {m: float(w) for m, w in ensemble.run(cfg)["served"]["test"][collection].items()}
+
+
+def rank_file(path: str | Path, collection: str | None = None, model: str = "ensemble", **overrides: object) -> Ranking:
+    """Rank the configs of one `.npz` file with the trained `model`; `overrides` are rank
+    config keys (e.g. `paths={"dataset": "kaggle"}` is written `**{"paths.dataset": "kaggle"}`)."""
+    cfg = compose("rank", [f"{k}={v}" for k, v in overrides.items()])
+    path = Path(path)
+    return Ranker(cfg).run(path, collection_of(path, collection), model)
+
+
+def rank_arrays(arrays: Mapping[str, np.ndarray], collection: str, model: str = "ensemble", stem: str = "program",
+                **overrides: object) -> Ranking:
+    """Rank the configs of one graph given as arrays (the keys of a raw file), e.g. inside an
+    autotuner loop; the arrays are written to a temporary `.npz` and ranked like a file."""
+    with tempfile.TemporaryDirectory(prefix="rank-arrays-") as tmp:
+        path = Path(tmp) / f"{stem}.npz"
+        write_graph(path, dict(arrays))
+        return rank_file(path, collection, model, **overrides)
+
+
+def describe_tile(config_feat: np.ndarray) -> str:
+    parts = []
+    for name, lo in (("kernel", 0), ("output", 8), ("input", 16)):
+        dims = [int(v) for v in config_feat[lo:lo + 6] if v > 0]
+        if dims:
+            parts.append(f"{name} {'x'.join(map(str, dims))}")
+    return ", ".join(parts) or "all bounds 0"
+
+
+def _order(group: np.ndarray) -> str:
+    dims = [str(int(v)) for v in group if v >= 0]
+    return "{" + ",".join(dims) + "}" if dims else "-"
+
+
+def describe_layout(config: np.ndarray, node_ids: np.ndarray, opcodes: np.ndarray, max_nodes: int) -> str:
+    """The configurable nodes whose layout is not the compiler's default (a group all -1)."""
+    set_nodes = np.flatnonzero((config >= 0).any(axis=1))
+    if not set_nodes.size:
+        return "compiler default everywhere"
+    items = []
+    for i in set_nodes[:max_nodes]:
+        out, inp, ker = config[i, :6], config[i, 6:12], config[i, 12:]
+        items.append(f"node {int(node_ids[i])} {opcode_name(opcodes[node_ids[i]])} out {_order(out)} in {_order(inp)}"
+                     + (f" ker {_order(ker)}" if (ker >= 0).any() else ""))
+    more = set_nodes.size - max_nodes
+    return "; ".join(items) + (f"; +{more} more nodes" if more > 0 else "")
+
+
+def describe(path: Path, indices: np.ndarray, max_nodes: int, chunk_configs: int) -> dict[int, str]:
+    """A readable form of each config in `indices` (layout configs are streamed, never all read)."""
+    g = read_graph(path, split="test")
+    if g.kind == "tile":
+        return {int(i): describe_tile(g.config_feat[i]) for i in indices}
+    want = {int(i) for i in indices}
+    out = {}
+    for start, chunk in iter_node_config_feat(g, chunk_configs):
+        for i in want.intersection(range(start, start + len(chunk))):
+            out[i] = describe_layout(chunk[i - start], g.node_config_ids, g.node_opcode, max_nodes)
+        if len(out) == len(want):
+            break
+    return out
+
+
+def format_ranking(r: Ranking, text: Mapping[int, str], top: int) -> str:
+    rel = r.relative()
+    served = f" ({' + '.join(f'{m} {w:.2f}' for m, w in r.served.items())})" if r.served else ""
+    lines = [f"{r.file}: {r.collection}, {r.order.size} configs, ranked by {r.model}{served}; "
+             f"top {min(top, r.order.size)}, predicted fastest first (score 0 = fastest, 1 = slowest)",
+             f"{'rank':>4} {'config':>7} {'score':>6}  config"]
+    for k, i in enumerate(r.order[:top]):
+        lines.append(f"{k + 1:>4} {int(i):>7} {rel[i]:>6.3f}  {text.get(int(i), '')}")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> Ranking:
+    if not cfg.file:
+        raise DataError(None, "give the program to rank: file=<npz> (make rank FILE=<npz>)")
+    path = Path(cfg.file)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if int(cfg.top) < 1:
+        raise DataError(None, f"top must be at least 1, got {cfg.top}")
+    collection = collection_of(path, cfg.collection)
+    r = Ranker(cfg).run(path, collection, str(cfg.model))
+    shown = r.order[: int(cfg.top)]
+    print(format_ranking(r, describe(path, shown, int(cfg.max_nodes), int(cfg.chunk_configs)), int(cfg.top)), flush=True)
+    if cfg.out:
+        write_text_atomic(cfg.out, json.dumps(r.to_dict()) + "\n")
+        log.info("wrote %s (the full order of %d configs)", cfg.out, r.order.size)
+    return r
+
+
+@stage("rank")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""`pipeline.rank`: the collection of a file, clear refusals, readable configs, and the order of
+the training-free baseline (the trained models' order is checked against `make submission` in
+test_end_to_end)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import COL_MAJOR, DEFAULT, ROW_MAJOR, layout_configs, tile_configs, write_chain_graph
+from pipeline.baseline import baseline_scores
+from pipeline.catalog import GraphFile
+from pipeline.errors import DataError
+from pipeline.rank import collection_of, describe, describe_layout, describe_tile, rank_arrays, rank_file
+
+from conftest import ROOT
+
+
+def layout_file(path: Path) -> Path:
+    configs = layout_configs((ROW_MAJOR, DEFAULT), (COL_MAJOR, ROW_MAJOR), (DEFAULT, COL_MAJOR), (COL_MAJOR, COL_MAJOR))
+    return write_chain_graph(path, "layout", configs, [40, 10, 30, 20])
+
+
+def test_collection_from_the_tree_or_given(tmp_path: Path) -> None:
+    placed = layout_file(tmp_path / "npz/layout/nlp/random/test/g.npz")
+    assert collection_of(placed, None) == "layout:nlp:random"
+    assert collection_of(placed, "layout:nlp:random") == "layout:nlp:random"
+    with pytest.raises(DataError, match="lies under layout/nlp/random"):
+        collection_of(placed, "layout:xla:random")
+    loose = layout_file(tmp_path / "mine/g.npz")
+    with pytest.raises(DataError, match="give collection="):
+        collection_of(loose, None)
+    assert collection_of(loose, "layout:xla:default") == "layout:xla:default"
+    with pytest.raises(DataError, match="unknown collection"):
+        collection_of(loose, "layout:xla")
+
+
+def test_readable_configs() -> None:
+    assert describe_tile(tile_configs(16)[0]) == "output 16x128"
+    cfg = np.full((2, 18), -1, np.float32)
+    assert describe_layout(cfg, np.array([1, 3]), np.array([63, 26, 2, 34, 75]), 4) == "compiler default everywhere"
+    cfg[1, :2], cfg[1, 12:14] = [0, 1], [1, 0]
+    assert describe_layout(cfg, np.array([1, 3]), np.array([63, 26, 2, 34, 75]), 4) == "node 3 dot out {0,1} in - ker {1,0}"
+    cfg[0, 6:8] = [1, 0]
+    text = describe_layout(cfg, np.array([1, 3]), np.array([63, 26, 2, 34, 75]), 1)
+    assert text == "node 1 convolution out - in {1,0}; +1 more nodes"
+
+
+def test_describe_streams_only_the_configs_asked(tmp_path: Path) -> None:
+    f = layout_file(tmp_path / "g.npz")
+    text = describe(f, np.array([3, 0]), max_nodes=4, chunk_configs=1)
+    assert text == {3: "node 1 convolution out {0,1} in -; node 3 dot out {0,1} in -",
+                    0: "node 1 convolution out {1,0} in -"}
+
+
+def _rank_cfg(tmp_path: Path) -> dict:
+    return {"paths.data_dir": str(tmp_path / "data"), "hydra.run.dir": str(tmp_path / "h")}
+
+
+def test_baseline_order_needs_no_training(tmp_path: Path) -> None:
+    f = layout_file(tmp_path / "npz/layout/xla/random/test/g.npz")
+    r = rank_file(f, model="baseline", **{"paths.data_dir": str(tmp_path / "data")})
+    want = baseline_scores(GraphFile("layout:xla:random", "test", f), 1024)
+    assert np.array_equal(r.scores, want)
+    assert sorted(r.order.tolist()) == [0, 1, 2, 3]
+    assert all(want[a] <= want[b] for a, b in zip(r.order[:-1], r.order[1:]))
+    assert not (tmp_path / "data").exists()  # nothing written under data/
+    # the same graph handed over as arrays, for an autotuner loop
+    from pipeline.npz import read_graph
+
+    g = read_graph(f, split="test", config_feat=True)
+    again = rank_arrays(g.arrays(), "layout:xla:random", "baseline", **{"paths.data_dir": str(tmp_path / "data")})
+    assert np.array_equal(again.order, r.order)
+
+
+def test_refusals_are_one_clear_line(tmp_path: Path) -> None:
+    tile = write_chain_graph(tmp_path / "t.npz", "tile", tile_configs(8, 16), [2, 1])
+    with pytest.raises(DataError, match="a tile graph, but layout:xla:random is a layout collection"):
+        rank_file(tile, "layout:xla:random", "baseline", **_rank_cfg(tmp_path))
+    empty = write_chain_graph(tmp_path / "e.npz", "tile", np.zeros((0, 24), np.float32), [])
+    with pytest.raises(DataError, match="no configs"):
+        rank_file(empty, "tile:xla", "baseline", **_rank_cfg(tmp_path))
+    f = layout_file(tmp_path / "g.npz")
+    with pytest.raises(DataError, match="no trained gnn for layout:xla:random"):
+        rank_file(f, "layout:xla:random", "gnn", **_rank_cfg(tmp_path))
+    with pytest.raises(DataError, match="no trained ensemble for layout:xla:random"):
+        rank_file(f, "layout:xla:random", "ensemble", **_rank_cfg(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.rank", f"file={f}", "model=gbdt",
+                           f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'h'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "give collection=" in lines[0], proc.stderr
+
+
+def test_command_prints_the_top_and_writes_the_full_order(tmp_path: Path) -> None:
+    f = layout_file(tmp_path / "npz/layout/xla/default/test/g.npz")
+    out = tmp_path / "order.json"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.rank", f"file={f}", "model=baseline", "top=2", f"out={out}",
+                           f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'h'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["collection"] == "layout:xla:default" and sorted(doc["order"]) == [0, 1, 2, 3]
+    table = [ln for ln in proc.stdout.splitlines() if ln[:4].strip().isdigit()]
+    assert [int(ln.split()[1]) for ln in table] == doc["order"][:2]
+    assert float(table[0].split()[2]) == 0.0  # the predicted fastest scores 0
