@@ -13,7 +13,7 @@ Design (the 1st place solution's, see ../shared/FORMAT.md "What the top teams di
   the same thing in both.
 - Layout collections: a configurable node's configured output layout stands in for its own
   layout; its configured input and kernel layouts add a further term. The groups arrive
-  completed (`pipeline.gnn_data` fills each group's unset positions with
+  completed (`pipeline.io.gnn_tensors` fills each group's unset positions with
   `features.pad.complete_layout`: output from the node's own layout, input from its
   producer's). With `layout_given_flag`, a learned "filled" vector is added to the symbol
   embedding at the positions the config did not set (`GraphBatch.config_given`), so "the
@@ -522,7 +522,7 @@ def predict_scores(
     Args:
         model: put in eval mode for the call (its mode is restored after).
         batch: one graph with all K configs to score: a GraphBatch, or anything with
-            `num_configs`, `device` and `select(idx) -> GraphBatch` (pipeline.gnn_data's
+            `num_configs`, `device` and `select(idx) -> GraphBatch` (pipeline.io.gnn_tensors's
             GraphData builds each group from packed configs, so all K need not be in memory).
         k: configs per forward pass (memory bound; train with the same K).
         permutations: passes to average (>= 1).

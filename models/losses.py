@@ -1,6 +1,6 @@
 """Ranking losses over the K configs of one graph.
 
-Every loss takes `scores` (K,) with LOWER = predicted faster (pipeline.predictions' convention)
+Every loss takes `scores` (K,) with LOWER = predicted faster (pipeline.io.predictions' convention)
 and `runtimes` (K,) measured (any positive scale: only their order matters), and returns a
 scalar. Configs with equal runtime are never pushed apart.
 

@@ -101,7 +101,7 @@ for m in present:
     stage(manifest["inference"][m])
 
 sys.path.insert(0, str(code))  # the project's own helpers, from the code copy
-from pipeline.predictions import predictions_path  # noqa: E402
+from pipeline.io.predictions import predictions_path  # noqa: E402
 
 pred_dir = data_dir / "predictions" / DATASET
 predictor = next((m for m in manifest["predictor_order"] if predictions_path(pred_dir, m, "test").is_file()), None)
@@ -116,8 +116,8 @@ print("submitting the predictions of:", predictor)
 # %%
 stage("pipeline.submission", f"predictor={predictor}", "split=test", f"submission={SUBMISSION}", "keep_copy=false")
 
-from pipeline.catalog import discover  # noqa: E402
-from pipeline.submission_csv import validate_submission  # noqa: E402
+from pipeline.io.catalog import discover  # noqa: E402
+from pipeline.io.submission_csv import validate_submission  # noqa: E402
 
 files = discover(DATA, splits=["test"])
 report = validate_submission(SUBMISSION, files)

@@ -37,12 +37,12 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from features.audit import FLAGS, audit_graph, flag_graph  # noqa: E402
 from features.configs import ConfigDeduper, pack_layout  # noqa: E402
-from pipeline.catalog import COLLECTIONS, discover  # noqa: E402
-from pipeline.cli import stage  # noqa: E402
-from pipeline.errors import DataError  # noqa: E402
-from pipeline.fsutil import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.npz import iter_node_config_feat, read_graph  # noqa: E402
-from pipeline.runner import Task, chunk_bar, config_hash, rel_path, run_tasks  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, discover  # noqa: E402
+from pipeline.core.cli import stage  # noqa: E402
+from pipeline.core.errors import DataError  # noqa: E402
+from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.io.npz import iter_node_config_feat, read_graph  # noqa: E402
+from pipeline.core.runner import Task, chunk_bar, config_hash, rel_path, run_tasks  # noqa: E402
 
 log = logging.getLogger(__name__)
 

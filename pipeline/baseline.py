@@ -4,7 +4,7 @@
     make baseline
 
 Reads the raw npz files; writes `<predictions>/<name>/<split>.parquet` (see
-pipeline.predictions), then the stamp `<predictions>/<name>/.complete` (make's file target).
+pipeline.io.predictions), then the stamp `<predictions>/<name>/.complete` (make's file target).
 It needs no training, so it serves every collection, including those no model could train on. Layout configs are streamed in chunks, so memory is bounded by
 `chunk_configs`, not by the file. Scores are indexed by original config, as in the raw file.
 """
@@ -15,15 +15,15 @@ import logging
 
 import numpy as np
 from omegaconf import DictConfig
-from pipeline.progress import tqdm
+from pipeline.core.progress import tqdm
 
 from models.baseline import LayoutCopyCost, tile_padding_cost
-from pipeline.catalog import GraphFile, discover
-from pipeline.cli import stage
-from pipeline.npz import iter_node_config_feat, read_graph
-from pipeline.errors import where
-from pipeline.predictions import predictions_path, write_predictions
-from pipeline.runner import begin_stage, finish_stage
+from pipeline.io.catalog import GraphFile, discover
+from pipeline.core.cli import stage
+from pipeline.io.npz import iter_node_config_feat, read_graph
+from pipeline.core.errors import where
+from pipeline.io.predictions import predictions_path, write_predictions
+from pipeline.core.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
 

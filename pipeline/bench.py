@@ -32,11 +32,11 @@ from typing import Iterator
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.catalog import collection_dir
-from pipeline.cli import stage
-from pipeline.errors import DataError
-from pipeline.npz import LAZY_KEY, write_graph
-from pipeline.runner import MANIFEST
+from pipeline.io.catalog import collection_dir
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.io.npz import LAZY_KEY, write_graph
+from pipeline.core.runner import MANIFEST
 
 log = logging.getLogger(__name__)
 COLLECTION = "layout:nlp:random"

@@ -7,7 +7,7 @@ built-in generator (`synthetic_layout`: `nodes` nodes, `config_nodes` configurab
 prunes it as the prune stage would (`features.prune.prune`, `hops`), gives it
 normalized-looking node features and the node layouts of the pad stage
 (`features.layout.node_layout`), and `configs` packed configs of its configurable nodes, loaded
-as `pipeline.gnn_data.GraphData` like an extracted file. Then, per device (`devices`; default:
+as `pipeline.io.gnn_tensors.GraphData` like an extracted file. Then, per device (`devices`; default:
 cpu, plus cuda when available), times `train_steps` steps of the training stage's own
 `train_step` on K configs (unpack and complete + forward + backward + clipping + AdamW +
 scheduler; autocast on CUDA as in train_gnn) and one permutation of `predict_scores` over all
@@ -31,8 +31,8 @@ from features.layout import node_layout
 from features.prune import prune
 from models.gnn import predict_scores
 from pipeline.bench import COLLECTION, synthetic_configs, synthetic_layout
-from pipeline.cli import stage
-from pipeline.gnn_data import GraphData, graph_data
+from pipeline.core.cli import stage
+from pipeline.io.gnn_tensors import GraphData, graph_data
 from pipeline.train_gnn import Precision, check_choices, make_optimizer, make_scheduler, model_config, train_step
 
 log = logging.getLogger(__name__)

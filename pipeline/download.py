@@ -11,7 +11,6 @@ it says in one message what to do and exits 1; nothing is written.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import zipfile
@@ -19,17 +18,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.cli import stage
-from pipeline.errors import DataError
+from pipeline.core.cli import stage
+from pipeline.core.environment import credentials_present
+from pipeline.core.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def credentials_present() -> bool:
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return True
-    cfg_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
-    return (cfg_dir / "kaggle.json").is_file()
 
 
 @stage("download")

@@ -40,13 +40,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from models.ensemble import METHODS, NORMALIZERS, blend, choose_method, collection_score, method_weights, normalize_all
-from pipeline.catalog import COLLECTIONS, collection_kind, discover, split_id
-from pipeline.cli import stage
-from pipeline.errors import DataError, where
-from pipeline.evaluate import load_runtimes
-from pipeline.fsutil import write_text_atomic
-from pipeline.predictions import predictions_path, read_predictions, write_predictions
-from pipeline.runner import begin_stage, finish_stage
+from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError, where
+from pipeline.io.runtimes import load_runtimes
+from pipeline.core.fsutil import write_text_atomic
+from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.core.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
 NAME = "ensemble"

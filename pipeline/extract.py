@@ -41,12 +41,13 @@ from omegaconf import DictConfig
 from features.configs import ConfigDeduper, dedup_configs, pack_layout
 from features.pad import effective_output_layout
 from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
-from pipeline.catalog import collection_dir, discover
-from pipeline.cli import stage
-from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path
-from pipeline.npz import Stream, iter_node_config_feat, read_graph, read_members, write_npz
-from pipeline.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
+from pipeline.io.catalog import discover
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import atomic_path
+from pipeline.io.npz import Stream, iter_node_config_feat, read_graph, read_members, write_npz
+from pipeline.io.tables import table_path
+from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
 VERSION = 2
@@ -165,11 +166,6 @@ def extract_tile(src: str, gnn: str, part: str | None, gid: str, split: str, pol
         df = df.with_columns(pl.Series("normalizer", g.config_runtime_normalizers[d.first]))
         _write_parquet(df, part)
     return {"configs": g.num_configs, "unique": d.num_unique}
-
-
-def table_path(tables: str | Path, collection: str, split: str) -> Path:
-    """Where the GBDT table of a collection and split lives under `<out>/tables`."""
-    return Path(tables) / collection_dir(collection) / f"{split}.parquet"
 
 
 def combine_tables(parts: list[Path], dst: Path) -> None:

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-from pipeline.progress import tqdm
+from pipeline.core.progress import tqdm
 
-from pipeline.catalog import COLLECTIONS, discover
-from pipeline.cli import stage
-from pipeline.errors import DataError
-from pipeline.npz import Graph, iter_node_config_feat, read_graph
+from pipeline.io.catalog import COLLECTIONS, discover
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.io.npz import Graph, iter_node_config_feat, read_graph
 
 log = logging.getLogger(__name__)
 

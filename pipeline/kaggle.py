@@ -36,12 +36,11 @@ from pathlib import Path
 import nbformat
 from omegaconf import DictConfig
 
-from pipeline.cli import stage
-from pipeline.download import credentials_present
-from pipeline.errors import DataError
-from pipeline.fsutil import write_text_atomic
-from pipeline.runner import finish_stage
-from pipeline.submission import git_commit
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import write_text_atomic
+from pipeline.core.runner import finish_stage
+from pipeline.core.environment import credentials_present, git_commit
 
 log = logging.getLogger(__name__)
 

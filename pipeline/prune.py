@@ -4,7 +4,7 @@
 
 Reads the raw tree under `data` (every collection and split present; absent ones are named as
 skipped). Writes the same tree under `out` (`<collection dir>/<split>/<stem>.npz`, raw format,
-readable by `pipeline.npz.read_graph`), then `out/.complete`. Each file keeps the raw keys,
+readable by `pipeline.io.npz.read_graph`), then `out/.complete`. Each file keeps the raw keys,
 remapped (`edge_index`, `node_config_ids`, `node_splits`), and adds `node_ids` (N',) original id
 of each kept node, `original_size` [N, E], and for layout files `config_pairs` (P, 2)
 producer-consumer pairs among configurable nodes through chains of at most `pair_depth` other
@@ -25,11 +25,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from features.prune import config_node_pairs, prune
-from pipeline.catalog import discover
-from pipeline.cli import stage
-from pipeline.errors import DataError
-from pipeline.npz import LAZY_KEY, read_graph, write_npz
-from pipeline.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
+from pipeline.io.catalog import discover
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.io.npz import LAZY_KEY, read_graph, write_npz
+from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
 VERSION = 2  # bump when the output format changes, so finished outputs are redone

@@ -39,13 +39,13 @@ from omegaconf import DictConfig
 
 from features.layout import opcode_name
 from models.metrics import ranking
-from pipeline.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
-from pipeline.cli import compose, stage
-from pipeline.errors import DataError
-from pipeline.fsutil import write_text_atomic
-from pipeline.npz import Graph, iter_node_config_feat, read_graph, write_graph
-from pipeline.predictions import predictions_path, read_predictions, write_predictions
-from pipeline.progress import silenced
+from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
+from pipeline.core.cli import compose, stage
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import write_text_atomic
+from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
+from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.core.progress import silenced
 
 log = logging.getLogger(__name__)
 

@@ -49,13 +49,13 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from models import metrics  # noqa: E402
-from pipeline.catalog import COLLECTIONS, TRUTH, GraphFile, collection_dir, discover, resolve_root, split_id, truth_path  # noqa: E402
-from pipeline.cli import stage  # noqa: E402
-from pipeline.errors import DataError  # noqa: E402
-from pipeline.evaluate import load_runtimes, score_submission  # noqa: E402
-from pipeline.fsutil import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.predictions import predictions_path, read_predictions  # noqa: E402
-from pipeline.submission import rows_from_predictions  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, TRUTH, GraphFile, discover, resolve_root, split_id, truth_path  # noqa: E402
+from pipeline.core.cli import stage  # noqa: E402
+from pipeline.core.errors import DataError  # noqa: E402
+from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
+from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
+from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
 

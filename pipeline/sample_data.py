@@ -11,7 +11,7 @@ Reads nothing. Writes `<out>/tile/xla/{train,valid,test}/*.npz` and
 tree. Beside the data (with `truth=true`, the default), `<out>/.truth/<collection dir>/<split>/<stem>.npy`
 holds each train / valid graph's noiseless cost per config: float64 (C,) by config index, on
 the scale of the file's target (layout: ns; tile: divided by the file's
-`config_runtime_normalizers`). No stage reads it: `pipeline.catalog.discover` lists only
+`config_runtime_normalizers`). No stage reads it: `pipeline.io.catalog.discover` lists only
 `<out>/<collection dir>/<split>/*.npz`; only `pipeline.report` looks there, for the noise
 ceiling (the best score a ranking can reach under the measurement noise). Test graphs get none. The default tree builds in seconds; `nodes=`, `config_nodes=`, `configs=` make real-scale
 files with memory bounded by `chunk` configs.
@@ -24,7 +24,7 @@ Invariants:
 - Graphs look like XLA programs (conv nets for xla, transformers for nlp, small fusions for
   tile): topological order, every edge [u, v] with u > v, node_feat columns as in the real
   files; the real dataset's opcode ids.
-- Runtimes come from `pipeline.sample_costmodel`, a hidden analytical model of graph and config
+- Runtimes come from `pipeline.sample.costmodel`, a hidden analytical model of graph and config
   (padding, layout copies between producers and consumers, compute efficiency, tile count and
   on-chip spills) with ~1% log-normal noise; test runtimes are 0, test tile normalizers 1.
   Writing the noiseless cost (`.truth`) draws nothing: the `.npz` bytes are the same with
@@ -47,15 +47,15 @@ from typing import Iterator
 
 import numpy as np
 from omegaconf import DictConfig
-from pipeline.progress import tqdm
+from pipeline.core.progress import tqdm
 
-from pipeline.catalog import SPLITS, TRUTH, check_collection, check_split, collection_dir, collection_kind, truth_path
-from pipeline.cli import stage
-from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path
-from pipeline.npz import write_graph
-from pipeline.runner import begin_stage, finish_stage
-from pipeline.sample_costmodel import (
+from pipeline.io.catalog import SPLITS, check_collection, check_split, collection_dir, collection_kind, truth_path
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import atomic_path
+from pipeline.io.npz import write_graph
+from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.sample.costmodel import (
     LayoutContext,
     Op,
     TileContext,

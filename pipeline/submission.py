@@ -16,40 +16,20 @@ from __future__ import annotations
 import filecmp
 import logging
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.catalog import GraphFile, discover
-from pipeline.cli import stage
-from models.metrics import ranking
-from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path
-from pipeline.predictions import read_predictions
-from pipeline.submission_csv import write_submission
+from pipeline.io.catalog import discover
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import atomic_path
+from pipeline.io.predictions import read_predictions
+from pipeline.core.environment import git_commit
+from pipeline.io.submission_csv import rows_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
-
-
-def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: int = 5) -> dict[str, list[int]]:
-    """`{id: config indices fastest first}` for the files that have predictions."""
-    rows = {}
-    for f in files:
-        if f.id in predictions:
-            order = ranking(predictions[f.id])
-            rows[f.id] = order[:tile_top].tolist() if f.kind == "tile" else order.tolist()
-    return rows
-
-
-def git_commit() -> str:
-    """The short hash of the checked-out commit, or "nogit" outside a git checkout (Kaggle)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "nogit"
-    except (OSError, subprocess.SubprocessError):
-        return "nogit"
 
 
 @stage("submission")

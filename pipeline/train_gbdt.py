@@ -31,19 +31,19 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
-from pipeline.progress import tqdm
+from pipeline.core.progress import tqdm
 
 from models import gbdt
 from features.configs import unlearnable_reason
 from models.ensemble import average_seeds
-from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
-from pipeline.cli import stage
-from pipeline.errors import DataError, where
-from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError, where
+from pipeline.core.fsutil import atomic_path, write_text_atomic
 from pipeline.audit import exclusions
-from pipeline.extract import table_path
-from pipeline.predictions import predictions_path, write_predictions
-from pipeline.runner import begin_stage, finish_stage
+from pipeline.io.tables import table_path
+from pipeline.io.predictions import predictions_path, write_predictions
+from pipeline.core.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
 

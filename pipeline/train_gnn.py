@@ -43,7 +43,7 @@ import torch.distributed as tdist
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from pipeline.progress import tqdm
+from pipeline.core.progress import tqdm
 
 from features.configs import unlearnable_reason
 from models import gnn
@@ -51,14 +51,15 @@ from models import scatter as sc
 from models.gnn import GNNRanker, predict_scores
 from models.losses import LOSSES
 from models.metrics import graph_score
-from pipeline.catalog import COLLECTIONS, collection_dir, collection_kind
-from pipeline.cli import stage
+from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.core.cli import stage
 from pipeline.audit import exclusions
-from pipeline.errors import DataError, where
-from pipeline.fsutil import atomic_path
-from pipeline.gnn_data import GraphData, feature_dims, graph_files, load_graphs, sample_rows
-from pipeline.predictions import predictions_path, ranking, write_predictions
-from pipeline.runner import begin_stage, finish_stage
+from pipeline.core.errors import DataError, where
+from pipeline.core.fsutil import atomic_path
+from pipeline.io.gnn_tensors import GraphData, feature_dims, graph_files, load_graphs, sample_rows
+from models.metrics import ranking
+from pipeline.io.predictions import predictions_path, write_predictions
+from pipeline.core.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
 LAST, BEST = "last.pt", "best.pt"
@@ -486,7 +487,7 @@ def run(cfg: DictConfig) -> dict:
                     predictions_path(cfg.predictions, "gnn", split).unlink(missing_ok=True)
             dist.barrier()
             logger = hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False) if dist.main else None
-            logger = logger or hydra.utils.instantiate({"_target_": "pipeline.logger.NullLogger"})
+            logger = logger or hydra.utils.instantiate({"_target_": "pipeline.core.logger.NullLogger"})
             try:
                 for c in collections:
                     with where(c):

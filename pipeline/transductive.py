@@ -30,20 +30,20 @@ from omegaconf import DictConfig, OmegaConf
 from features.configs import ConfigDeduper, pack_layout, unpack_layout
 from models.metrics import kendall_tau
 from pipeline import extract, pad, prune, train_gnn
-from pipeline.catalog import COLLECTIONS, graph_id
-from pipeline.cli import compose, stage
-from pipeline.errors import DataError
-from pipeline.fsutil import write_text_atomic
-from pipeline.npz import iter_node_config_feat, read_graph, write_graph
-from pipeline.predictions import predictions_path, read_predictions
-from pipeline.runner import rel_path
+from pipeline.io.catalog import COLLECTIONS, graph_id
+from pipeline.core.cli import compose, stage
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import write_text_atomic
+from pipeline.io.npz import iter_node_config_feat, read_graph, write_graph
+from pipeline.io.predictions import predictions_path, read_predictions
+from pipeline.core.runner import rel_path
 
 log = logging.getLogger(__name__)
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:
     """A stage's config, also from inside this stage's own hydra run (which holds hydra's
-    global state, so `pipeline.cli.compose` cannot initialize it again)."""
+    global state, so `pipeline.core.cli.compose` cannot initialize it again)."""
     from hydra import compose as hydra_compose
     from hydra.core.global_hydra import GlobalHydra
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.catalog import discover
-from pipeline.cli import stage
-from pipeline.errors import DataError
-from pipeline.submission_csv import Report, validate_submission
+from pipeline.io.catalog import discover
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError
+from pipeline.io.submission_csv import Report, validate_submission
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.npz import write_graph
+from pipeline.io.npz import write_graph
 
 
 def tiny_graph(kind: str, runtime: Sequence[int], normalizers: Sequence[int] | None = None) -> dict[str, np.ndarray]:
@@ -36,7 +36,7 @@ def write_tiny_graph(path: Path, kind: str, runtime: Sequence[int], normalizers:
 
 def cfg(name: str, *overrides: str, **kw):
     """A stage's composed config with `key=value` overrides (`kw` values are formatted as is)."""
-    from pipeline.cli import compose
+    from pipeline.core.cli import compose
 
     return compose(name, list(overrides) + [f"{k}={v}" for k, v in kw.items()])
 

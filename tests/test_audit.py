@@ -14,9 +14,9 @@ import pytest
 
 from features import audit as fa
 from pipeline import audit
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.npz import write_graph
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.io.npz import write_graph
 from tests.builders import tiny_graph, write_tiny_graph
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,9 @@ import pytest
 
 from features.layout import node_layout, node_rank, tensor_bytes
 from models.baseline import LayoutCopyCost, tile_padding_cost
-from pipeline.errors import DataError
-from pipeline.predictions import ranking, read_predictions, write_predictions
+from pipeline.core.errors import DataError
+from models.metrics import ranking
+from pipeline.io.predictions import read_predictions, write_predictions
 
 
 def _node(shape: tuple[int, ...], layout: tuple[int, ...], f32: bool = True) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pipeline.cli import CONF_DIR, compose
+from pipeline.core.cli import CONF_DIR, compose
 
 STAGES = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "common")
 

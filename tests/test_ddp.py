@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.catalog import discover
-from pipeline.npz import read_graph
-from pipeline.predictions import read_predictions
+from pipeline.io.catalog import discover
+from pipeline.io.npz import read_graph
+from pipeline.io.predictions import read_predictions
 
 from conftest import ROOT
 from test_gnn_data import build_tiny_tree

@@ -19,10 +19,10 @@ from features.configs import unlearnable_reason
 from features.pad import Moments, fit_normalizer
 from models.gnn import predict_scores
 from pipeline import extract, pad, prune, train_gbdt, train_gnn
-from pipeline.cli import run_guarded
-from pipeline.errors import describe, where
-from pipeline.gnn_data import GroupCompleter, load_graph
-from pipeline.progress import LineFile, tqdm
+from pipeline.core.cli import run_guarded
+from pipeline.core.errors import describe, where
+from pipeline.io.gnn_tensors import GroupCompleter, load_graph
+from pipeline.core.progress import LineFile, tqdm
 
 
 def test_unlearnable_graphs_are_named_with_their_reason() -> None:
@@ -101,7 +101,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "gnn"
     bad.mkdir()
     (bad / "x").write_text("")
-    code = ("import sys; from pipeline.cli import run_guarded, compose\n"
+    code = ("import sys; from pipeline.core.cli import run_guarded, compose\n"
             "def f(c): raise RuntimeError('deep inside a library')\n"
             "run_guarded(f, compose('prune', sys.argv[1:]), 'prune')\n")
     quiet = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import discover
-from pipeline.submission_csv import validate_submission
+from pipeline.io.catalog import discover
+from pipeline.io.submission_csv import validate_submission
 
 from conftest import ROOT
 
@@ -65,7 +65,7 @@ def test_submission_refuses_a_graph_without_predictions(tmp_path: Path) -> None:
     import numpy as np
 
     from builders import write_tiny_graph
-    from pipeline.predictions import write_predictions
+    from pipeline.io.predictions import write_predictions
 
     root = tmp_path / "raw"
     for stem in ("a", "b"):

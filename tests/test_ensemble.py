@@ -12,12 +12,12 @@ import pytest
 from models import ensemble as ens
 from pipeline import ensemble as stage, sample_data
 from pipeline.baseline import baseline_scores
-from pipeline.catalog import discover, split_id
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.evaluate import load_runtimes, score_rows
-from pipeline.predictions import read_predictions, write_predictions
-from pipeline.submission import rows_from_predictions
+from pipeline.io.catalog import discover, split_id
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.io.runtimes import load_runtimes, score_rows
+from pipeline.io.predictions import read_predictions, write_predictions
+from pipeline.io.submission_csv import rows_from_predictions
 
 
 def test_normalize_rank_and_minmax():

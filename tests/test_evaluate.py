@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.catalog import discover
-from pipeline.errors import DataError
-from pipeline.evaluate import load_runtimes, score_rows, score_submission
+from pipeline.io.catalog import discover
+from pipeline.core.errors import DataError
+from pipeline.io.runtimes import load_runtimes, score_rows, score_submission
 from builders import write_tiny_graph
-from pipeline.submission_csv import write_submission
+from pipeline.io.submission_csv import write_submission
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -99,7 +99,7 @@ def test_tile_runtimes_are_normalized(root):
 def test_runtimes_read_alone_and_checked(tmp_path):
     """Only the runtime members are read (a file lacking the graph still gives its runtimes);
     a non-positive runtime or normalizer, or a missing one, is a one-sentence DataError."""
-    from pipeline.catalog import GraphFile
+    from pipeline.io.catalog import GraphFile
 
     def npz(name: str, **arrays) -> GraphFile:
         p = tmp_path / f"{name}.npz"

@@ -13,11 +13,12 @@ import pytest
 from models import ensemble as ens
 from models import gbdt
 from pipeline import extract, pad, prune, sample_data, train_gbdt
-from pipeline.catalog import discover
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.npz import read_graph
-from pipeline.predictions import read_predictions
+from pipeline.io.catalog import discover
+from pipeline.io.tables import table_path
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.io.npz import read_graph
+from pipeline.io.predictions import read_predictions
 
 # Two graphs, rows contiguous: a has four unique configs, b two with equal runtimes.
 IDS = np.array(["a", "a", "a", "a", "b", "b"])
@@ -149,7 +150,7 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
     assert all(np.array_equal(before[k], after[k]) for k in before)
     # the seeds' rank average is the model's only predictions (the ensemble reads nothing else)
     assert sorted(p.name for p in preds.iterdir()) == ["test.parquet", "test.yaml", "valid.parquet", "valid.yaml"]
-    table = train_gbdt.Table(extract.table_path(tiny / "processed/sample/tables", "tile:xla", "test"), False)
+    table = train_gbdt.Table(table_path(tiny / "processed/sample/tables", "tile:xla", "test"), False)
     per_seed = train_gbdt.predict_table(table, train_gbdt.load_models("tile:xla", models), 1)
     assert sorted(per_seed) == ["model_seed0", "model_seed1"]
     for gid in per_seed["model_seed0"]:

@@ -178,7 +178,7 @@ def test_config_change_at_a_configurable_node_changes_its_score(node_slot: int, 
 
 
 def test_config_layouts_are_read_as_given() -> None:
-    # completing -1 positions is the data's job (pipeline.gnn_data, features.pad.complete_layout);
+    # completing -1 positions is the data's job (pipeline.io.gnn_tensors, features.pad.complete_layout);
     # the model must not fill them a second way
     m = model()
     default = torch.full((3, 2, 18), -1, dtype=torch.long)
@@ -278,7 +278,7 @@ def test_predict_scores_without_cross_attention_is_one_exact_pass() -> None:
 
 
 def test_hydra_config_builds_the_model() -> None:
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "gnn.yaml")
+    cfg = OmegaConf.load(ROOT / "conf" / "arch" / "gnn.yaml")
     m = hydra.utils.instantiate(cfg, node_feat_dim=F)
     assert isinstance(m, GNNRanker) and m.kind == "layout" and m.loss.name == "hinge"
     assert m(layout_batch(3)).shape == (3,)

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from pipeline import extract, pad, prune
-from pipeline.catalog import discover
-from pipeline.cli import compose
-from pipeline.errors import DataError
+from pipeline.io.catalog import discover
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
 from features.configs import pack_layout, unpack_layout
 from features.pad import complete_layout
 from models.gnn import GNNRanker
-from pipeline.gnn_data import GroupCompleter, feature_dims, graph_data, group_defaults, load_graph, load_graphs, sample_rows
-from pipeline.npz import read_graph, write_npz
-from pipeline.runner import rel_path
+from pipeline.io.gnn_tensors import GroupCompleter, feature_dims, graph_data, group_defaults, load_graph, load_graphs, sample_rows
+from pipeline.io.npz import read_graph, write_npz
+from pipeline.core.runner import rel_path
 from pipeline.sample_data import generate
 
 TINY = ["graphs.train=2", "graphs.valid=1", "graphs.test=1", "tile_scale=1"]

@@ -13,9 +13,9 @@ import pytest
 from models.metrics import graph_score, ranking
 from pipeline import extract, pad, prune, train_gnn
 from pipeline.baseline import baseline_scores
-from pipeline.catalog import discover
-from pipeline.cli import compose
-from pipeline.npz import read_graph
+from pipeline.io.catalog import discover
+from pipeline.core.cli import compose
+from pipeline.io.npz import read_graph
 from pipeline.sample_data import generate
 
 TILE_SET = ["collections=[tile:xla]", "splits=[train,valid]", "graphs.train=5", "graphs.valid=2", "tile_scale=4"]

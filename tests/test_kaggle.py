@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from pipeline import kaggle, pad, prune, sample_data
-from pipeline.catalog import discover
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.runner import rel_path
-from pipeline.submission_csv import validate_submission
+from pipeline.io.catalog import discover
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.core.runner import rel_path
+from pipeline.io.submission_csv import validate_submission
 
 from conftest import ROOT
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.catalog import discover, graph_id, split_id
-from pipeline.errors import DataError
-from pipeline.npz import iter_node_config_feat, read_graph, write_graph
+from pipeline.io.catalog import discover, graph_id, split_id
+from pipeline.core.errors import DataError
+from pipeline.io.npz import iter_node_config_feat, read_graph, write_graph
 
 from conftest import ROOT
 

@@ -13,11 +13,11 @@ import pytest
 from features.configs import unpack_layout
 from features.pad import complete_layout, tensor_rank
 from pipeline import extract, pad, prune
-from pipeline.catalog import discover
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.npz import Stream, read_graph, write_npz
-from pipeline.runner import Task, rel_path, run_tasks
+from pipeline.io.catalog import discover
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.io.npz import Stream, read_graph, write_npz
+from pipeline.core.runner import Task, rel_path, run_tasks
 
 
 def _cfg(name: str, **kw):

@@ -14,8 +14,8 @@ import pytest
 
 from builders import COL_MAJOR, DEFAULT, ROW_MAJOR, layout_configs, tile_configs, write_chain_graph
 from pipeline.baseline import baseline_scores
-from pipeline.catalog import GraphFile
-from pipeline.errors import DataError
+from pipeline.io.catalog import GraphFile
+from pipeline.core.errors import DataError
 from pipeline.rank import collection_of, describe, describe_layout, describe_tile, rank_arrays, rank_file
 
 from conftest import ROOT
@@ -71,7 +71,7 @@ def test_baseline_order_needs_no_training(tmp_path: Path) -> None:
     assert all(want[a] <= want[b] for a, b in zip(r.order[:-1], r.order[1:]))
     assert not (tmp_path / "data").exists()  # nothing written under data/
     # the same graph handed over as arrays, for an autotuner loop
-    from pipeline.npz import read_graph
+    from pipeline.io.npz import read_graph
 
     g = read_graph(f, split="test", config_feat=True)
     again = rank_arrays(g.arrays(), "layout:xla:random", "baseline", **{"paths.data_dir": str(tmp_path / "data")})

@@ -12,8 +12,8 @@ import pytest
 
 from builders import DEFAULT, COL_MAJOR, ROW_MAJOR, layout_configs, tile_configs, write_chain_graph
 from conftest import ROOT
-from pipeline.catalog import discover
-from pipeline.submission_csv import validate_submission
+from pipeline.io.catalog import discover
+from pipeline.io.submission_csv import validate_submission
 
 QUICK_GNN = "experiment=gnn_quick model.hidden=16 model.layers=2"
 

@@ -14,10 +14,11 @@ from scipy.stats import kendalltau
 
 from models import metrics
 from pipeline import baseline, evaluate, report, sample_data, submission
-from pipeline.catalog import COLLECTIONS, TRUTH, discover, truth_path
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.predictions import write_predictions
+from pipeline.io.catalog import COLLECTIONS, TRUTH, discover, truth_path
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.io.predictions import write_predictions
+from pipeline.io.runtimes import load_runtimes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -90,7 +91,7 @@ def test_json_matches_pipeline_evaluate(sample, tmp_path) -> None:
 
 def test_oracle_and_incomplete_models(sample, tmp_path) -> None:
     files = discover(sample["raw"], splits=["valid"])
-    runtimes = evaluate.load_runtimes(files)
+    runtimes = load_runtimes(files)
     pred = tmp_path / "pred"
     (pred / "baseline").mkdir(parents=True)
     for f in (sample["pred"] / "baseline").iterdir():
@@ -148,7 +149,7 @@ def test_ceiling_score_by_hand() -> None:
 
 def _truth_of(raw: Path) -> tuple[list, dict, dict]:
     files = discover(raw, splits=["valid"])
-    runtimes = evaluate.load_runtimes(files)
+    runtimes = load_runtimes(files)
     truth = {f.id: np.load(truth_path(raw, f.collection, f.split, f.stem)) for f in files}
     return files, runtimes, truth
 

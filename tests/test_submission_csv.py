@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.catalog import discover
-from pipeline.errors import DataError
+from pipeline.io.catalog import discover
+from pipeline.core.errors import DataError
 from builders import write_tiny_graph
-from pipeline.submission_csv import (
+from pipeline.io.submission_csv import (
     HEADER,
     read_submission,
     validate_submission,
@@ -23,7 +23,7 @@ from pipeline.submission_csv import (
 def test_read_predictions_refuses_foreign_files_in_one_sentence(tmp_path: Path):
     import polars as pl
 
-    from pipeline.predictions import predictions_path, read_predictions, write_predictions
+    from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
 
     good = predictions_path(tmp_path, "m", "valid")
     assert good == tmp_path / "m" / "valid.parquet"
@@ -222,7 +222,7 @@ def test_in_memory_rows_validated(tiny_root):
 
 def test_large_rows_are_fast(tmp_path):
     """894 rows of 1000 indices, and one valid layout row of 100,000 configs."""
-    from pipeline.catalog import GraphFile
+    from pipeline.io.catalog import GraphFile
 
     big = tmp_path / "layout" / "nlp" / "random" / "test" / "big.npz"
     big.parent.mkdir(parents=True)

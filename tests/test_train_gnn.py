@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from pipeline import train_gnn
-from pipeline.catalog import discover
-from pipeline.cli import compose
-from pipeline.errors import DataError
-from pipeline.logger import NullLogger
-from pipeline.npz import read_graph
-from pipeline.predictions import read_predictions
+from pipeline.io.catalog import discover
+from pipeline.core.cli import compose
+from pipeline.core.errors import DataError
+from pipeline.core.logger import NullLogger
+from pipeline.io.npz import read_graph
+from pipeline.io.predictions import read_predictions
 
 from test_gnn_data import build_tiny_tree
 

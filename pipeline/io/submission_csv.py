@@ -10,7 +10,8 @@ that list at least min(C, 1000) but fewer than C configs are accepted with a war
 competition's own sample submission lists 1000 of 1001 configs for some graphs.
 
 `write_submission` validates first and refuses (raises `DataError`, writes nothing) when
-there is any error; the file appears atomically.
+there is any error; the file appears atomically. `rows_from_predictions` turns a model's
+scores into those rows.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from pipeline.catalog import COLLECTIONS, GraphFile, split_id
-from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path
-from pipeline.npz import read_member
+from models.metrics import ranking
+from pipeline.io.catalog import COLLECTIONS, GraphFile, split_id
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import atomic_path
+from pipeline.io.npz import read_member
 
 HEADER = "ID,TopConfigs"
 TILE_TOP_K = 5
@@ -310,3 +312,13 @@ def write_submission(
             fp.write(f"{gid},{';'.join(map(str, rep.rows[gid].tolist()))}\n")
     rep.source = str(path)
     return rep
+
+
+def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: int = 5) -> dict[str, list[int]]:
+    """`{id: config indices fastest first}` for the files that have predictions."""
+    rows = {}
+    for f in files:
+        if f.id in predictions:
+            order = ranking(predictions[f.id])
+            rows[f.id] = order[:tile_top].tolist() if f.kind == "tile" else order.tolist()
+    return rows

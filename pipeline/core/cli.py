@@ -19,9 +19,9 @@ from typing import Callable
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.errors import DEBUG_ENV, DataError, debug_enabled, describe
+from pipeline.core.errors import DEBUG_ENV, DataError, debug_enabled, describe
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 log = logging.getLogger("pipeline")
 
 

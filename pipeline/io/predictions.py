@@ -15,9 +15,8 @@ import numpy as np
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
-from models.metrics import ranking  # noqa: F401  (re-exported: callers import it from here)
-from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.core.errors import DataError
+from pipeline.core.fsutil import atomic_path, write_text_atomic
 
 
 COLUMNS = ("id", "config", "score")

@@ -46,9 +46,9 @@ from torch import Tensor
 from features.configs import NUM_CODES, pack_layout, unpack_layout
 from features.pad import complete_layout
 from models.gnn import GraphBatch
-from pipeline.catalog import collection_dir, collection_kind, graph_id
-from pipeline.errors import DataError
-from pipeline.npz import read_members
+from pipeline.io.catalog import collection_dir, collection_kind, graph_id
+from pipeline.core.errors import DataError
+from pipeline.io.npz import read_members
 
 LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
                "config_runtime", "config_node_ids", "config_codes")

@@ -2,7 +2,7 @@
 
 `DataError` is bad input (a file that does not follow the TpuGraphs format, a bad submission,
 a missing artifact): one sentence naming the file and the problem. Any other exception raised
-inside a stage is reported the same way by `pipeline.cli`, with the place it happened: code
+inside a stage is reported the same way by `pipeline.core.cli`, with the place it happened: code
 that works on a collection or a graph wraps that work in `where(...)`, which labels an escaping
 exception (outermost label first) without catching it.
 """

@@ -8,7 +8,7 @@ A worker's failure stops the stage with one sentence naming the file (`debug=tru
 traceback).
 `begin_stage` / `finish_stage` remove and write the `.complete` stamp that make uses as the
 stage's file target. `rel_path` is where a graph lives under any stage's output folder (the raw
-layout, so IDs never carry a stage name). Writing `.npz` files lives in `pipeline.npz`.
+layout, so IDs never carry a stage name). Writing `.npz` files lives in `pipeline.io.npz`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
-from pipeline.progress import tqdm
+from pipeline.core.progress import tqdm
 
-from pipeline.catalog import collection_dir
-from pipeline.errors import DataError, debug_enabled, describe
-from pipeline.fsutil import write_text_atomic
+from pipeline.io.catalog import collection_dir
+from pipeline.core.errors import DataError, debug_enabled, describe
+from pipeline.core.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 
