@@ -18,7 +18,7 @@ are cached under `cache` (one JSON per graph, the raw layout), so a rerun with t
 per-graph knobs only re-reads changed files; thresholds apply afterwards and never invalidate it.
 Memory per graph is bounded by one chunk of configs plus O(configs) runtimes.
 
-Training stages leave flagged graphs out with `flagged_graphs(<out>/audit.json)`.
+Training stages leave flagged graphs out with `pipeline.io.audit_json.exclusions` (`exclude=audit`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import matplotlib
 
@@ -85,33 +85,6 @@ def per_graph_params(cfg: DictConfig) -> dict:
     return {**{k: cfg[k] for k in PER_GRAPH_KEYS}, **{k: cfg.thresholds[k] for k in PER_GRAPH_THRESHOLDS}}
 
 
-def flagged_graphs(audit_json: str | Path, flags: Iterable[str] = FLAGS) -> dict[str, str]:
-    """Kaggle graph ID -> reason, for every graph of an audit carrying any of `flags`.
-
-    The reason joins each matching flag with its one-line explanation, e.g.
-    `degenerate: one unique config (all 2 configs identical); inconsistent: ...`. Graphs not
-    audited (test files, or absent from the audit) are never returned.
-    """
-    flags = tuple(flags)
-    unknown = [f for f in flags if f not in FLAGS]
-    if unknown:
-        raise DataError(None, f"unknown audit flag '{unknown[0]}' (known: {', '.join(FLAGS)})")
-    path = Path(audit_json)
-    try:
-        audit = json.loads(path.read_text())
-        graphs = audit["graphs"]
-    except FileNotFoundError:
-        raise DataError(path, "audit not found (run `make audit DATA=<npz root>` first)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(path, f"not an audit JSON written by pipeline.audit ({type(e).__name__}: {e})") from None
-    out: dict[str, str] = {}
-    for gid, g in graphs.items():
-        hit = [f"{f}: {g['flags'][f]}" for f in flags if f in g["flags"]]
-        if hit:
-            out[gid] = "; ".join(hit)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -157,7 +130,7 @@ def _markdown(result: dict, name: str) -> str:
         f"{th['outlier_min_log_range']} in log), noise over {th['max_noise']}, or tile normalizers that differ among "
         f"themselves or from every config's runtime by over {th['normalizer_tolerance']} in log (the normalizer is "
         "the default config's runtime). Reasons are in `audit.json`; training stages leave flagged graphs out "
-        "with `pipeline.audit.flagged_graphs`.",
+        "with `pipeline.io.audit_json.flagged_graphs`.",
         "",
         "**What tiny noise implies.** Duplicate configs of real files differ by a few parts per million, so the "
         "noise column reads 1e-6 to 1e-5 and the ratio is huge; yet many distinct configs also run within a few "
@@ -295,13 +268,3 @@ def main(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     main()
-
-
-def exclusions(exclude: str | None, audit_json: str | Path) -> dict[str, str]:
-    """The graphs a training stage leaves out, by ID with the reason: none for `exclude=null`,
-    the audit's flagged graphs for `exclude=audit` (run `make audit` first)."""
-    if exclude in (None, "", "none"):
-        return {}
-    if exclude != "audit":
-        raise DataError(None, f"exclude must be null or audit, got '{exclude}'")
-    return {gid: f"flagged by the audit ({why})" for gid, why in flagged_graphs(audit_json).items()}

@@ -33,7 +33,8 @@ from models.gnn import predict_scores
 from pipeline.bench import COLLECTION, synthetic_configs, synthetic_layout
 from pipeline.core.cli import stage
 from pipeline.io.gnn_tensors import GraphData, graph_data
-from pipeline.train_gnn import Precision, check_choices, make_optimizer, make_scheduler, model_config, train_step
+from pipeline.core.gnn_steps import check_choices, model_config, train_step
+from pipeline.core.training import Precision, make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 

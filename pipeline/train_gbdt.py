@@ -40,7 +40,7 @@ from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.fsutil import atomic_path, write_text_atomic
-from pipeline.audit import exclusions
+from pipeline.io.audit_json import exclusions
 from pipeline.io.tables import table_path
 from pipeline.io.predictions import predictions_path, write_predictions
 from pipeline.core.runner import begin_stage, finish_stage

@@ -26,246 +26,38 @@ sampling derives from (seed, epoch, rank) only, ends where an uninterrupted run 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra.utils
 import numpy as np
-import torch
 import torch.distributed as tdist
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from pipeline.core.progress import tqdm
 
 from features.configs import unlearnable_reason
-from models import gnn
-from models import scatter as sc
-from models.gnn import GNNRanker, predict_scores
-from models.losses import LOSSES
-from models.metrics import graph_score
-from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
+from models.gnn import GNNRanker
+from models.metrics import graph_score, ranking
+from pipeline.io.audit_json import exclusions
 from pipeline.core.cli import stage
-from pipeline.audit import exclusions
 from pipeline.core.errors import DataError, where
-from pipeline.core.fsutil import atomic_path
-from pipeline.io.gnn_tensors import GraphData, feature_dims, graph_files, load_graphs, sample_rows
-from models.metrics import ranking
-from pipeline.io.predictions import predictions_path, write_predictions
+from pipeline.core.gnn_steps import build_model, check_choices, configs_per_step, load_model, model_config, score_graph, train_step
+from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.core.training import (Dist, Precision, epoch_order, load_checkpoint, make_optimizer, make_scheduler,
+                                    rng_states, save_checkpoint, seed_everything, set_rng_states, setup_dist, shard)
+from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.io.gnn_tensors import GraphData, feature_dims, graph_files, load_graphs, sample_rows
+from pipeline.io.predictions import predictions_path, write_predictions
 
 log = logging.getLogger(__name__)
 LAST, BEST = "last.pt", "best.pt"
 
 
-# ---------------------------------------------------------------------------- processes and devices
-
-
-@dataclass
-class Dist:
-    """Where this process stands: rank of world (1 without torchrun) and its device."""
-
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            tdist.barrier()
-
-    def gather(self, obj: Any) -> list[Any]:
-        """Every rank's `obj`, in rank order, on every rank."""
-        if not self.enabled:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        tdist.all_gather_object(out, obj)
-        return out
-
-    def mean(self, value: float) -> float:
-        return float(np.mean(self.gather(value)))
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DataError(None, f"device={name} asked for but CUDA is not available here (use device=cpu or auto)")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-    return dev
-
-
-def setup_dist(cfg: DictConfig) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(str(cfg.device), local)
-    threads = int(cfg.threads)
-    if threads <= 0 and world > 1 and device.type == "cpu":
-        # ranks of one machine share its cores: oversubscription slows every rank down
-        threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if world > 1 and not tdist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local, device)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_states() -> dict[str, Any]:
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_states(s: dict[str, Any]) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def check_choices(cfg: DictConfig) -> None:
-    """Fail with one sentence on a config choice the model or the stage does not know, before
-    anything is loaded or built."""
-    choices = {"cross": gnn.CROSS, "norm": gnn.NORMS, "aggr": sc.REDUCTIONS, "channel_attention": gnn.CHANNEL_ATTENTION,
-               "tile_join": gnn.TILE_JOINS, "loss": LOSSES, "scatter_backend": tuple(sc.BACKENDS)}
-    for key, known in choices.items():
-        value = cfg.model.get(key)
-        if value not in known:
-            raise DataError(None, f"model.{key}={value} is not one of {', '.join(known)}")
-    backend = cfg.model.get("scatter_backend")
-    if not sc.BACKENDS[backend]:
-        raise DataError(None, f"model.scatter_backend={backend} is not installed here (pip install torch-scatter, or use native)")
-    if cfg.get("amp_dtype") is not None and str(cfg.amp_dtype) not in AMP_DTYPES:
-        raise DataError(None, f"amp_dtype={cfg.amp_dtype} is not one of {', '.join(AMP_DTYPES)}")
-
-
-@dataclass
-class Precision:
-    """Autocast on CUDA only (CPU autocast is slower than fp32 for these ops); fp16 needs a scaler."""
-
-    device: torch.device
-    dtype: torch.dtype | None
-
-    @classmethod
-    def make(cls, device: torch.device, amp: bool, dtype: str) -> "Precision":
-        if not amp or device.type != "cuda":
-            return cls(device, None)
-        want = AMP_DTYPES[str(dtype)]
-        if want == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            want = torch.float16
-        return cls(device, want)
-
-    def autocast(self):
-        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
-
-    def scaler(self) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-
-
-# ---------------------------------------------------------------------------- model, optimizer, checkpoints
-
-
-def configs_per_step(cfg: DictConfig, collection: str) -> int:
-    """K for a collection: by search (`default`, `random`) or `tile`."""
-    key = "tile" if collection_kind(collection) == "tile" else collection.split(":")[2]
-    return int(cfg.k[key])
-
-
-def model_config(cfg: DictConfig, dims: dict[str, int], kind: str) -> dict:
-    """The resolved model config with the data-dependent widths filled in (stored in checkpoints,
-    so `mode=predict` rebuilds exactly the trained architecture whatever conf/ says now)."""
-    m = OmegaConf.to_container(cfg.model, resolve=True)
-    m.update(dims, kind=kind)
-    return m
-
-
-def build_model(mcfg: dict) -> GNNRanker:
-    return hydra.utils.instantiate(OmegaConf.create(mcfg))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
-
-
-def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over `warmup` steps, then cosine from lr down to lr * min_ratio at `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def save_checkpoint(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found (train first: make train-gnn, or python -m pipeline.train_gnn)")
-    try:
-        # our own files; they hold numpy and python RNG states, which weights_only refuses
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise DataError(path, f"cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
-
-
-def load_model(path: Path, device: torch.device) -> tuple[GNNRanker, dict]:
-    ck = load_checkpoint(path)
-    model = build_model(ck["model_config"])
-    model.load_state_dict(ck["model"])
-    return model.to(device).eval(), ck
-
-
 # ---------------------------------------------------------------------------- scoring
-
-
-def shard(items: list, dist: Dist) -> list:
-    return items[dist.rank :: dist.world]
-
-
-def score_graph(model: GNNRanker, g: GraphData, k: int, permutations: int, seed: int, prec: Precision) -> np.ndarray:
-    """(C,) scores of every original config of `g` (lower = predicted faster)."""
-    gen = torch.Generator().manual_seed(seed)
-    with prec.autocast():
-        unique = predict_scores(model, g, k=k, permutations=permutations, generator=gen)
-    return g.to_original(unique)
 
 
 def validate(model: GNNRanker, graphs: list[GraphData], k: int, permutations: int, seed: int, prec: Precision,
@@ -295,37 +87,6 @@ def validation_view(graphs: list[GraphData], max_configs: int | None, seed: int)
 
 
 # ---------------------------------------------------------------------------- training
-
-
-def train_step(net: torch.nn.Module, model: GNNRanker, g: GraphData, rows: np.ndarray, opt: torch.optim.Optimizer,
-               sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, prec: Precision,
-               grad_clip: float) -> Tensor:
-    """One optimizer step on the unique configs `rows` of `g`: forward under autocast (`net`:
-    the model, or its DDP wrapper), ranking loss in fp32, scaled backward, gradient clipping
-    (`grad_clip` > 0), optimizer and scheduler step. Returns the detached loss."""
-    target = torch.from_numpy(g.runtime[rows]).to(g.device)
-    with prec.autocast():
-        scores = net(g.select(rows))
-    loss = model.loss(scores.float(), target)
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(opt)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt)
-    scaler.update()
-    sched.step()
-    return loss.detach()
-
-
-def epoch_order(n: int, repeats: int, seed: int, epoch: int, dist: Dist) -> np.ndarray:
-    """This rank's graph indices for one epoch: every graph `repeats` times, shuffled the same
-    way on every rank, padded by wrapping so every rank takes the same number of steps (DDP
-    needs that), then dealt round-robin."""
-    order = np.random.default_rng([seed, 1, epoch]).permutation(np.repeat(np.arange(n), repeats))
-    steps = -(-order.size // dist.world)
-    order = np.resize(order, steps * dist.world)
-    return order[dist.rank :: dist.world]
 
 
 def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> dict | None:

@@ -14,6 +14,7 @@ import pytest
 
 from features import audit as fa
 from pipeline import audit
+from pipeline.io import audit_json
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.io.npz import write_graph
@@ -332,15 +333,15 @@ def test_report_json_markdown_and_plot_are_written(faults) -> None:
 
 def test_flagged_graphs_lists_the_flagged_ids_with_reasons(faults) -> None:
     path = faults["out"] / "audit.json"
-    every = audit.flagged_graphs(path)
+    every = audit_json.flagged_graphs(path)
     assert set(every) == {gid for gid, f in EXPECTED.items() if f}
     assert every["tile:xla:tile_one_config"].startswith("degenerate: ")
-    only = audit.flagged_graphs(path, flags=("degenerate",))
+    only = audit_json.flagged_graphs(path, flags=("degenerate",))
     assert set(only) == {"layout:xla:default:frozen", "tile:xla:tile_one_config"}
     with pytest.raises(DataError, match="unknown audit flag"):
-        audit.flagged_graphs(path, flags=("slow",))
+        audit_json.flagged_graphs(path, flags=("slow",))
     with pytest.raises(DataError, match="run `make audit"):
-        audit.flagged_graphs(faults["root"] / "missing.json")
+        audit_json.flagged_graphs(faults["root"] / "missing.json")
 
 
 def test_changing_a_flag_threshold_reuses_the_cached_per_graph_numbers(faults) -> None:
@@ -386,9 +387,9 @@ def test_real_samples_audit(samples, tmp_path) -> None:
 
 def test_training_exclusions_follow_the_audit(faults) -> None:
     path = faults["out"] / "audit.json"
-    assert audit.exclusions(None, path) == {}
-    left_out = audit.exclusions("audit", path)
-    assert set(left_out) == set(audit.flagged_graphs(path))
+    assert audit_json.exclusions(None, path) == {}
+    left_out = audit_json.exclusions("audit", path)
+    assert set(left_out) == set(audit_json.flagged_graphs(path))
     assert all(why.startswith("flagged by the audit (") for why in left_out.values())
     with pytest.raises(DataError, match="exclude must be null or audit"):
-        audit.exclusions("everything", path)
+        audit_json.exclusions("everything", path)

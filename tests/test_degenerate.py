@@ -18,6 +18,7 @@ from conftest import ROOT
 from features.configs import unlearnable_reason
 from features.pad import Moments, fit_normalizer
 from models.gnn import predict_scores
+from pipeline.core import gnn_steps
 from pipeline import extract, pad, prune, train_gbdt, train_gnn
 from pipeline.core.cli import run_guarded
 from pipeline.core.errors import describe, where
@@ -67,7 +68,7 @@ def extracted(tmp_path_factory) -> Path:
 def test_extract_writes_graphs_without_varying_nodes_and_the_gnn_scores_them(extracted: Path) -> None:
     g = load_graph(extracted / "processed/gnn/layout/xla/default/valid/fixed.npz", "layout:xla:default", "valid")
     assert g.codes.shape == (1, 0, 3) and g.num_original == 6
-    model = train_gnn.build_model(train_gnn.model_config(
+    model = gnn_steps.build_model(gnn_steps.model_config(
         cfg("train_gnn", "model.hidden=8", "model.layers=1"), {"node_feat_dim": int(g.graph.node_feat.shape[1])}, "layout"))
     scores = g.to_original(predict_scores(model, g, k=4, permutations=2, generator=torch.Generator().manual_seed(0)))
     assert scores.shape == (6,) and np.isfinite(scores).all()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.core import gnn_steps, training
 from pipeline import train_gnn
 from pipeline.io.catalog import discover
 from pipeline.core.cli import compose
@@ -108,11 +109,11 @@ def test_bad_requests_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
 
 
 def test_epochs_are_sharded_evenly_over_ranks() -> None:
-    ranks = [train_gnn.epoch_order(5, 3, seed=0, epoch=2, dist=train_gnn.Dist(r, 2, r, torch.device("cpu"))) for r in range(2)]
+    ranks = [training.epoch_order(5, 3, seed=0, epoch=2, dist=training.Dist(r, 2, r, torch.device("cpu"))) for r in range(2)]
     assert ranks[0].size == ranks[1].size == 8  # 15 samples padded to 16 by wrapping
     counts = np.bincount(np.concatenate(ranks), minlength=5)
     assert counts.sum() == 16 and (counts >= 3).all()  # every graph 3 times, one drawn again
-    again = train_gnn.epoch_order(5, 3, seed=0, epoch=2, dist=train_gnn.Dist(0, 2, 0, torch.device("cpu")))
+    again = training.epoch_order(5, 3, seed=0, epoch=2, dist=training.Dist(0, 2, 0, torch.device("cpu")))
     assert np.array_equal(again, ranks[0])  # a resumed run draws the same epoch
 
 
@@ -173,12 +174,12 @@ def test_train_step_clips_and_advances_the_schedule() -> None:
     g, _ = synthetic_graph(nodes=300, config_nodes=10, configs=20, hops=1, feat_dim=8, seed=0)
     c = compose("train_gnn", ["model.hidden=8", "model.layers=1"])
     torch.manual_seed(0)
-    model = train_gnn.build_model(train_gnn.model_config(c, {"node_feat_dim": 8}, "layout"))
-    opt = train_gnn.make_optimizer(model, DictConfig({"lr": 1e-2, "weight_decay": 0.0}))
-    sched = train_gnn.make_scheduler(opt, total=10, warmup=4, min_ratio=0.1)
-    prec = train_gnn.Precision.make(torch.device("cpu"), True, "bfloat16")
+    model = gnn_steps.build_model(gnn_steps.model_config(c, {"node_feat_dim": 8}, "layout"))
+    opt = training.make_optimizer(model, DictConfig({"lr": 1e-2, "weight_decay": 0.0}))
+    sched = training.make_scheduler(opt, total=10, warmup=4, min_ratio=0.1)
+    prec = training.Precision.make(torch.device("cpu"), True, "bfloat16")
     before = [p.detach().clone() for p in model.parameters()]
-    loss = train_gnn.train_step(model, model, g, np.arange(8), opt, sched, prec.scaler(), prec, grad_clip=1e-3)
+    loss = gnn_steps.train_step(model, model, g, np.arange(8), opt, sched, prec.scaler(), prec, grad_clip=1e-3)
     assert not loss.requires_grad and loss.item() > 0
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
     assert norm <= 1e-3 * 1.01  # the step's gradients were clipped
