@@ -1,6 +1,6 @@
 """Node tensor facts read off node_feat: rank, bytes, the node's own layout, the graph's root.
 
-node_feat columns (FORMAT.md): 0 is_root, 2-20 element type one-hot, 21-26 shape dims, 28 dims product,
+node_feat columns (docs/FORMAT.md): 0 is_root, 2-20 element type one-hot, 21-26 shape dims, 28 dims product,
 134-139 layout minor_to_major padded with 0 beyond the rank.
 """
 
@@ -15,13 +15,16 @@ NUM_OPCODES = 121  # opcode ids 1..120; an embedding of 121 rows covers all
 SHAPE_COLS = slice(21, 27)
 PRODUCT_COL = 28
 LAYOUT_COLS = slice(134, 140)
+SHAPE0, LAYOUT0 = SHAPE_COLS.start, LAYOUT_COLS.start  # first shape dim, first layout column
 TYPE_COLS = slice(2, 21)
 # bytes per element for the one-hot element types of columns 2-20, in order:
 # invalid, pred, s8, s16, s32, s64, u8, u16, u32, u64, f16, f32, f64, bf16, c64, c128, tuple, opaque, token
 ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], dtype=np.float64)
 
 
-# names of the opcodes that matter most (FORMAT.md); any other id reads as `opcode-<id>`
+CONVOLUTION, DOT, RESHAPE = 26, 34, 75  # the opcodes of most configurable layout nodes
+KERNEL_OPCODES = (CONVOLUTION, DOT)  # operand 1 is the kernel
+# names of the opcodes that matter most (docs/FORMAT.md); any other id reads as `opcode-<id>`
 OPCODE_NAMES = {
     2: "add", 13: "broadcast", 20: "compare", 22: "concatenate", 24: "constant", 25: "convert",
     26: "convolution", 27: "copy", 32: "divide", 34: "dot", 37: "exponential", 41: "fusion",

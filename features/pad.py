@@ -34,37 +34,6 @@ def pad_layout(node_feat: np.ndarray) -> np.ndarray:
     return out
 
 
-def complete_layout(group: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """A config layout group completed from the node's own layout.
-
-    Real config groups often set only a prefix (the minor-most dims; e.g. `[4, 0, -1, ...]` for
-    a rank-5 convolution) or nothing (all -1: the compiler's default). The completed layout is
-    the group's prefix followed by the node's own dims in their own order, less those already
-    placed, so a prefix of 0 entries gives the node's own layout.
-    Shapes: group (..., 6) and own (..., 6), int with -1 padding; returns (..., 6) int8.
-    """
-    group = np.asarray(group, dtype=np.int8)
-    own = np.broadcast_to(np.asarray(own, dtype=np.int8), group.shape)
-    k = (group >= 0).sum(-1, keepdims=True)  # (..., 1) prefix length
-    placed = (own[..., :, None] == group[..., None, :]).any(-1)  # (..., 6) own dim already in the prefix
-    keep = (own >= 0) & ~placed
-    order = np.argsort(~keep, axis=-1, kind="stable")  # kept own dims first, in their order
-    rest = np.where(np.take_along_axis(keep, order, -1), np.take_along_axis(own, order, -1), -1)
-    pos = np.arange(6)
-    shifted = np.take_along_axis(rest, np.clip(pos - k, 0, 5), -1)
-    return np.where(pos < k, group, shifted).astype(np.int8)
-
-
-def effective_output_layout(node_layout_: np.ndarray, node_config_ids: np.ndarray, configs: np.ndarray) -> np.ndarray:
-    """The output layout each configurable node has under each config (`complete_layout` of
-    its output group, columns 0-5, with the node's own layout).
-    Shapes: node_layout_ (N, 6) int; node_config_ids (NC,); configs (c, NC, 18);
-    returns (c, NC, 6) int8.
-    """
-    own = node_layout_[node_config_ids].astype(np.int8)  # (NC, 6)
-    return complete_layout(configs[..., 0:6], own[None])
-
-
 def signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 

@@ -30,14 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.configs import NUM_CODES, pack_layout, unpack_layout
-from features.layout import ELEMENT_BYTES, SHAPE_COLS, TYPE_COLS, node_layout, root_node, tensor_bytes
-from features.pad import complete_layout
+from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, RESHAPE, SHAPE_COLS, TYPE_COLS, node_layout, root_node, tensor_bytes
+from features.completion import complete_layout
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
 
 KINDS = ("conv", "dot", "reshape", "other")
 _KIND_OF_OPCODE = np.full(256, 3, dtype=np.int64)
-_KIND_OF_OPCODE[[26, 34, 75]] = [0, 1, 2]
+_KIND_OF_OPCODE[[CONVOLUTION, DOT, RESHAPE]] = [0, 1, 2]
 GROUPS = ("out", "in", "kernel")
 CATS = ("def",) + tuple(f"m{d}" for d in range(6))
 COUNT_NAMES = tuple(f"cnt_{g}_{k}_{c}" for g in GROUPS for k in KINDS for c in CATS)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.layout import SHAPE_COLS, node_layout, root_node, tensor_bytes
-from features.pad import complete_layout
+from features.completion import complete_layout
 from features.tabular import tile_padding
 
 MINOR = 2  # layout positions compared: the minor-most and second-minor dimensions

@@ -6,7 +6,7 @@ live in pipeline/).
     loss = model.loss(scores, runtimes)    # the configured ranking loss
     scores = predict_scores(model, batch, k=64, permutations=10, generator=g)   # inference
 
-Design (the 1st place solution's, see ../shared/FORMAT.md "What the top teams did"):
+Design (after the competition's 1st place solution):
 - Node inputs: opcode embedding + a projection of the (normalized) node features + the node's
   own output layout. Layout symbols -1..5 have ONE embedding table shared by node layouts and
   config layouts, embedded per position and flattened, so "dimension 2 is minor-most" means

@@ -1,4 +1,4 @@
-"""The competition metric, in pure numpy (FORMAT.md, "Metric").
+"""The competition metric, in pure numpy (docs/FORMAT.md, "Metric").
 
 Per graph:
 - tile:xla: `2 - min(runtime[top5_predicted]) / min(runtime[all])`, runtime =

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 from omegaconf import DictConfig
 
+from features.layout import LAYOUT0, NODE_FEAT_DIM, SHAPE_COLS
 from pipeline.io.catalog import collection_dir
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
@@ -53,16 +54,16 @@ def synthetic_layout(nodes: int, config_nodes: int, seed: int) -> tuple[dict[str
     the palette (NC, 8, 18) float32 for `synthetic_configs`, and the generator to draw them with.
     """
     rng = np.random.default_rng(seed)
-    nf = np.zeros((nodes, 140), dtype=np.float32)
+    nf = np.zeros((nodes, NODE_FEAT_DIM), dtype=np.float32)
     rank = rng.integers(1, 5, nodes)
     dims = rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], size=(nodes, 6)).astype(np.float32)
     dims[np.arange(6)[None] >= rank[:, None]] = 0
-    nf[:, 21:27] = dims
+    nf[:, SHAPE_COLS] = dims
     nf[:, 27] = dims.sum(1)
     nf[:, 28] = np.where(dims > 0, dims, 1).prod(1)
     nf[:, 13] = 1  # f32
     for i in range(nodes):
-        nf[i, 134 : 134 + rank[i]] = np.arange(rank[i])[::-1]
+        nf[i, LAYOUT0 : LAYOUT0 + rank[i]] = np.arange(rank[i])[::-1]
     nf[-1, 0] = 1
     opcode = rng.choice([2, 13, 41, 45, 57, 59, 63, 70, 83, 98], nodes).astype(np.uint8)
     ids = np.sort(rng.choice(np.arange(1, nodes), config_nodes, replace=False)).astype(np.int64)
@@ -195,6 +196,37 @@ def stage_code(name: str, overrides: list[str]) -> str:
             f"runpy.run_module('pipeline.{name}', run_name='__main__', alter_sys=True)\n")
 
 
+def format_figures(tmp: Path, seed: int = 0) -> list[dict]:
+    """Seconds for the metric and the submission CSV at full size: Kendall tau over 100k
+    configs, and writing + validating a 100k-config layout row and 894 rows of 1000 configs."""
+    from models.metrics import kendall_tau
+    from pipeline.io.catalog import GraphFile
+    from pipeline.io.npz import write_graph
+    from pipeline.io.submission_csv import validate_submission, write_submission
+
+    rng = np.random.default_rng(seed)
+    runtime = rng.integers(0, 5000, 100_000)
+    t = time.perf_counter()
+    kendall_tau(runtime + rng.integers(-2000, 2000, runtime.size), runtime)
+    out = [{"stage": "kendall-tau-100k", "wall_s": round(time.perf_counter() - t, 3)}]
+    big = tmp / "layout" / "nlp" / "random" / "test" / "big.npz"
+    arrays, _, _ = synthetic_layout(50, 2, seed)
+    arrays.update(config_runtime=np.zeros(100_000, np.int64), node_config_feat=np.full((100_000, 2, 18), -1, np.float32))
+    big.parent.mkdir(parents=True, exist_ok=True)
+    write_graph(big, arrays)
+    files = [GraphFile("layout:nlp:random", "test", big)]
+    t = time.perf_counter()
+    write_submission(tmp / "big.csv", {files[0].id: rng.permutation(100_000)}, files)
+    validate_submission(tmp / "big.csv", files)
+    out.append({"stage": "submission-csv-100k-row", "wall_s": round(time.perf_counter() - t, 3)})
+    rows = {f"layout:xla:random:g{i}": rng.permutation(1000) for i in range(894)}
+    t = time.perf_counter()
+    write_submission(tmp / "many.csv", rows, None)
+    validate_submission(tmp / "many.csv")
+    out.append({"stage": "submission-csv-894x1000", "wall_s": round(time.perf_counter() - t, 3)})
+    return out
+
+
 @stage("bench")
 def main(cfg: DictConfig) -> list[dict]:
     path = ensure_graph(cfg)
@@ -211,6 +243,11 @@ def main(cfg: DictConfig) -> list[dict]:
         extra = [f"chunk_configs={cfg.chunk_configs}"] if name == "extract" else []
         lines.append(measure(name, stage_code(name, common + extra), mb))
         print(json.dumps(lines[-1]), flush=True)
+    if cfg.formats:
+        with tempfile.TemporaryDirectory() as tmp:
+            for line in format_figures(Path(tmp)):
+                lines.append(line)
+                print(json.dumps(line), flush=True)
     return lines
 
 

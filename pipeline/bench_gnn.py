@@ -62,7 +62,7 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     g = g.to(device)
     prec = Precision.make(device, True, str(cfg.amp_dtype))
     steps = int(cfg.train_steps)
-    opt = make_optimizer(model, DictConfig({"lr": 1e-3, "weight_decay": 1e-4}))
+    opt = make_optimizer(model, DictConfig({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}))
     sched = make_scheduler(opt, steps + 1, 1, 0.05)
     scaler = prec.scaler()
     rng = np.random.default_rng(int(cfg.seed))

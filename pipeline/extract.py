@@ -39,7 +39,7 @@ import polars as pl
 from omegaconf import DictConfig
 
 from features.configs import ConfigDeduper, dedup_configs, pack_layout
-from features.pad import effective_output_layout
+from features.completion import effective_output_layout
 from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
 from pipeline.io.catalog import discover
 from pipeline.core.cli import stage

@@ -6,7 +6,7 @@
         splits=[train] graphs.train=1 nodes=20000 config_nodes=1000 configs=100000   # full size
 
 Reads nothing. Writes `<out>/tile/xla/{train,valid,test}/*.npz` and
-`<out>/layout/{xla,nlp}/{default,random}/{train,valid,test}/*.npz` (FORMAT.md), then the stamp
+`<out>/layout/{xla,nlp}/{default,random}/{train,valid,test}/*.npz` (docs/FORMAT.md), then the stamp
 `<out>/.complete` last; a stale stamp is removed first, so the stamp exists only over a complete
 tree. Beside the data (with `truth=true`, the default), `<out>/.truth/<collection dir>/<split>/<stem>.npy`
 holds each train / valid graph's noiseless cost per config: float64 (C,) by config index, on
@@ -47,8 +47,9 @@ from typing import Iterator
 
 import numpy as np
 from omegaconf import DictConfig
-from pipeline.core.progress import tqdm
 
+from features.layout import LAYOUT0, NODE_FEAT_DIM, SHAPE0, SHAPE_COLS
+from pipeline.core.progress import tqdm
 from pipeline.io.catalog import SPLITS, check_collection, check_split, collection_dir, collection_kind, truth_path
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 MARKER = ".sample_data"  # says the folder is a generated tree, so stale files may be removed
 
-# node_feat columns (FORMAT.md)
+# node_feat columns (docs/FORMAT.md)
 ETYPE_COL = {"pred": 3, "s32": 6, "u32": 10, "f32": 13, "bf16": 15, "tuple": 18}
 EMPTY_PRODUCT_COLS = [44, 52, 60, 68, 76, 84, 112, 116, 120, 124, 128, 132]
 WINDOW_SIZE, WINDOW_STRIDE, PAD_LOW, PAD_HIGH, WIN_DILATION, BASE_DILATION = 37, 45, 53, 61, 69, 77
@@ -124,18 +125,18 @@ class Hlo:
 
     def add(self, opcode: int, shape: tuple[int, ...], dtype: str, operands: tuple[int, ...] = (),
             layout: tuple[int, ...] | None = None, root: bool = False) -> int:
-        row = np.zeros(140, dtype=np.float32)
+        row = np.zeros(NODE_FEAT_DIM, dtype=np.float32)
         row[EMPTY_PRODUCT_COLS] = 1.0
         row[ETYPE_COL[dtype]] = 1.0
         shape = tuple(int(d) for d in shape)
         r = len(shape)
-        row[21 : 21 + r] = shape
+        row[SHAPE0 : SHAPE0 + r] = shape
         row[27] = sum(shape)
         row[28] = math.prod(shape)
         if layout is None:
             layout = tuple(range(r - 1, -1, -1))  # XLA's default: row-major
         if r:
-            row[134 : 134 + r] = layout
+            row[LAYOUT0 : LAYOUT0 + r] = layout
         row[0] = float(root)
         i = len(self.ops)
         self.rows.append(row)
@@ -557,12 +558,12 @@ class ConfigSpace:
                 di, lo, cnt = 0, 0, 1
                 if s < len(slots) and 0 <= slots[s] < n:
                     row = g.node_feat[slots[s]]
-                    r = int((row[21:27] > 0).sum())
+                    r = int((row[SHAPE_COLS] > 0).sum())
                     length = r if op == Op.RESHAPE else min(r, 2)
                     if length:
                         # lexicographic: the layouts sharing a minor-most dim are contiguous
                         opts += list(itertools.permutations(range(r), length))
-                        m2m = tuple(int(v) for v in row[134 : 134 + r])
+                        m2m = tuple(int(v) for v in row[LAYOUT0 : LAYOUT0 + r])
                         di = opts.index(m2m[:length])
                         cnt = (len(opts) - 1) // r
                         lo = 1 + m2m[0] * cnt

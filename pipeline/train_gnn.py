@@ -115,7 +115,7 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
     epochs = int(cfg.epochs)
     total = epochs * steps_per_epoch
     warmup = max(1, int(float(cfg.warmup) * total))
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg.optimizer)
     sched = make_scheduler(opt, total, warmup, float(cfg.min_lr_ratio))
     scaler = prec.scaler()
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "history": []}

@@ -98,3 +98,22 @@ def write_chain_graph(path: Path, kind: str, configs: np.ndarray, runtime: Seque
     path.parent.mkdir(parents=True, exist_ok=True)
     write_graph(path, chain_graph(kind, configs, runtime, normalizers))
     return path
+
+
+# the embedded sample at its smallest
+TINY = ["graphs.train=2", "graphs.valid=1", "graphs.test=1", "tile_scale=1"]
+
+
+def build_tiny_tree(root: Path) -> dict[str, Path]:
+    """The embedded sample at its smallest, through prune, pad and extract (about a second)."""
+    from pipeline import extract, pad, prune
+    from pipeline.core.cli import compose
+    from pipeline.sample_data import generate
+
+    d = {"raw": root / "raw", "pruned": root / "pruned", "padded": root / "padded", "processed": root / "processed"}
+    generate(compose("sample_data", [f"out={d['raw']}", *TINY]))
+    prune.run(compose("prune", [f"data={d['raw']}", f"out={d['pruned']}", "jobs=1"]))
+    pad.run(compose("pad", [f"data={d['pruned']}", f"out={d['padded']}", "jobs=1"]))
+    extract.run(compose("extract", [f"data={d['padded']}", f"out={d['processed']}", "jobs=1", "tables=false", "chunk_configs=64"]))
+    d["gnn"] = d["processed"] / "gnn"
+    return d

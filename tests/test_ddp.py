@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
 
 from conftest import ROOT
-from test_gnn_data import build_tiny_tree
+from builders import build_tiny_tree
 
-TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
+TORCHRUN = Path(sys.executable).parent / "torchrun"  # beside the interpreter running the tests
 
 
 @pytest.mark.slow

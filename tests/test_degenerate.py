@@ -22,7 +22,8 @@ from pipeline.core import gnn_steps
 from pipeline import extract, pad, prune, train_gbdt, train_gnn
 from pipeline.core.cli import run_guarded
 from pipeline.core.errors import describe, where
-from pipeline.io.gnn_tensors import GroupCompleter, load_graph
+from features.completion import GroupCompleter
+from pipeline.io.gnn_tensors import load_graph
 from pipeline.core.progress import LineFile, tqdm
 
 

@@ -13,11 +13,11 @@ from models import ensemble as ens
 from pipeline import ensemble as stage, sample_data
 from pipeline.baseline import baseline_scores
 from pipeline.io.catalog import discover, split_id
-from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.io.runtimes import load_runtimes, score_rows
 from pipeline.io.predictions import read_predictions, write_predictions
 from pipeline.io.submission_csv import rows_from_predictions
+from builders import cfg as stage_cfg
 
 
 def test_normalize_rank_and_minmax():
@@ -89,17 +89,13 @@ def test_average_seeds_means_normalized_runs():
         ens.average_seeds([a, {"y": np.zeros(3)}])
 
 
-def _cfg(name: str, **kw):
-    return compose(name, [f"{k}={v}" for k, v in kw.items()])
-
-
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     """Tiny valid and test raw files plus two members: baseline, and `oracle` (valid runtimes
     plus noise) that should earn most of the weight. Stale `oracle/seed*/` predictions of the
     reverse order lie beside it: the ensemble must read `oracle/<split>.parquet` only."""
     d = tmp_path_factory.mktemp("ens") / "data"
-    sample_data.generate(_cfg("sample_data", **{"paths.data_dir": d, "graphs.valid": 3, "graphs.test": 2},
+    sample_data.generate(stage_cfg("sample_data", **{"paths.data_dir": d, "graphs.valid": 3, "graphs.test": 2},
                               splits="[valid,test]", tile_scale=1))
     rng = np.random.default_rng(0)
     pred = d / "predictions/sample"
@@ -116,7 +112,7 @@ def raw(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_ensemble_stage_fits_applies_and_beats_every_member(raw: Path):
     over = {"paths.data_dir": raw, "members": "[gnn,oracle,baseline]"}
-    doc = stage.run(_cfg("ensemble", **over))
+    doc = stage.run(stage_cfg("ensemble", **over))
     weights = json.loads((raw / "models/sample/ensemble/weights.json").read_text())
     assert weights == json.loads(json.dumps(doc)) and (raw / "models/sample/ensemble/.complete").is_file()
     assert set(weights["members"]) == {"oracle", "baseline"}  # gnn has no predictions: left out
@@ -135,7 +131,7 @@ def test_ensemble_stage_fits_applies_and_beats_every_member(raw: Path):
     # mode=apply on test reuses the saved weights and reproduces the fit run's test blend
     fitted = read_predictions(raw / "predictions/sample/ensemble/test.parquet")
     (raw / "predictions/sample/ensemble/test.parquet").unlink()
-    stage.run(_cfg("ensemble", **over, mode="apply", splits="[test]"))
+    stage.run(stage_cfg("ensemble", **over, mode="apply", splits="[test]"))
     applied = read_predictions(raw / "predictions/sample/ensemble/test.parquet")
     assert set(applied) == set(fitted) and all(np.array_equal(applied[g], fitted[g]) for g in fitted)
 
@@ -146,7 +142,7 @@ def test_holdout_scores_the_weights_on_graphs_they_were_not_fitted_on(raw: Path,
     for m in ("oracle", "baseline"):
         (pred / m).mkdir(parents=True)
         (pred / m / "valid.parquet").write_bytes((raw / "predictions/sample" / m / "valid.parquet").read_bytes())
-    doc = stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[oracle,baseline]", holdout=True,
+    doc = stage.run(stage_cfg("ensemble", **{"paths.data_dir": raw}, members="[oracle,baseline]", holdout=True,
                          predictions=pred, weights=tmp_path / "w.json", splits="[valid]"))
     files = discover(raw / "raw/sample", splits=["valid"])
     rt = load_runtimes(files)
@@ -165,9 +161,9 @@ def test_holdout_scores_the_weights_on_graphs_they_were_not_fitted_on(raw: Path,
 
 def test_apply_without_weights_or_members_says_so(raw: Path, tmp_path: Path):
     with pytest.raises(DataError, match="weights not found"):
-        stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, mode="apply", weights=tmp_path / "w.json"))
+        stage.run(stage_cfg("ensemble", **{"paths.data_dir": raw}, mode="apply", weights=tmp_path / "w.json"))
     with pytest.raises(DataError, match="no member of gnn has predictions"):
-        stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[gnn]", weights=tmp_path / "w.json"))
+        stage.run(stage_cfg("ensemble", **{"paths.data_dir": raw}, members="[gnn]", weights=tmp_path / "w.json"))
 
 
 def test_out_of_fold_scores_each_graph_with_weights_fitted_on_the_others():
@@ -189,7 +185,7 @@ def test_out_of_fold_scores_each_graph_with_weights_fitted_on_the_others():
 
 
 def test_weights_file_keeps_out_of_fold_scores(raw: Path):
-    doc = stage.run(_cfg("ensemble", **{"paths.data_dir": raw}, members="[oracle,baseline]"))
+    doc = stage.run(stage_cfg("ensemble", **{"paths.data_dir": raw}, members="[oracle,baseline]"))
     for c, entry in doc["collections"].items():
         assert set(entry["out_of_fold"]) == {"best", "shrink", "equal", "search"}, c
         assert entry["method"] == max(entry["out_of_fold"], key=lambda m: (entry["out_of_fold"][m],

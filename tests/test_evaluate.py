@@ -17,9 +17,7 @@ from builders import write_tiny_graph
 from pipeline.io.submission_csv import write_submission
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
-if not PYTHON.exists():
-    PYTHON = Path(sys.executable)
+PYTHON = Path(sys.executable)
 
 # (collection dir, name, runtimes, tile normalizers)
 GRAPHS = [

@@ -15,10 +15,10 @@ from models import gbdt
 from pipeline import extract, pad, prune, sample_data, train_gbdt
 from pipeline.io.catalog import discover
 from pipeline.io.tables import table_path
-from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
+from builders import cfg as stage_cfg
 
 # Two graphs, rows contiguous: a has four unique configs, b two with equal runtimes.
 IDS = np.array(["a", "a", "a", "a", "b", "b"])
@@ -109,28 +109,24 @@ def test_feature_selection_drops_meta_and_excluded_columns():
     assert gbdt.select_features(cols, ["g_*"], numeric=cols) == ["cfg_0"]
 
 
-def _cfg(name: str, **kw):
-    return compose(name, [f"{k}={v}" for k, v in kw.items()])
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A tiny generated sample taken through prune, pad and extract: `<root>/data` layout."""
     root = tmp_path_factory.mktemp("gbdt")
     d = root / "data"
     over = dict(**{"paths.data_dir": d}, jobs=1)
-    sample_data.generate(_cfg("sample_data", **over, **{"graphs.train": 3, "graphs.valid": 2, "graphs.test": 2},
+    sample_data.generate(stage_cfg("sample_data", **over, **{"graphs.train": 3, "graphs.valid": 2, "graphs.test": 2},
                               tile_scale=1))
-    prune.run(_cfg("prune", **over))
-    pad.run(_cfg("pad", **over))
-    extract.run(_cfg("extract", **over))
+    prune.run(stage_cfg("prune", **over))
+    pad.run(stage_cfg("pad", **over))
+    extract.run(stage_cfg("extract", **over))
     return d
 
 
 @pytest.mark.slow
 def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(tiny: Path):
     over = {"paths.data_dir": tiny, "num_boost_round": 20, "early_stopping_rounds": 5}
-    train_gbdt.run(_cfg("train_gbdt", **over, seeds="[0,1]"))
+    train_gbdt.run(stage_cfg("train_gbdt", **over, seeds="[0,1]"))
     models = tiny / "models/sample/gbdt"
     assert (models / ".complete").is_file()
     assert sorted(p.name for p in (models / "layout/xla/random").iterdir()) == \
@@ -145,7 +141,7 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
         for f in files:
             assert p[f.id].size == read_graph(f.path, split=split).num_configs
     before = read_predictions(preds / "test.parquet")
-    train_gbdt.run(_cfg("train_gbdt", **over, mode="predict", splits="[test]"))
+    train_gbdt.run(stage_cfg("train_gbdt", **over, mode="predict", splits="[test]"))
     after = read_predictions(preds / "test.parquet")
     assert all(np.array_equal(before[k], after[k]) for k in before)
     # the seeds' rank average is the model's only predictions (the ensemble reads nothing else)
@@ -156,7 +152,7 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
     for gid in per_seed["model_seed0"]:
         assert np.allclose(after[gid], np.mean([ens.normalize(per_seed[n][gid]) for n in per_seed], axis=0))
     # a retrain with one seed leaves no model of the other seed for mode=predict to average in
-    train_gbdt.run(_cfg("train_gbdt", **over, objective="regression", splits="[test]"))
+    train_gbdt.run(stage_cfg("train_gbdt", **over, objective="regression", splits="[test]"))
     assert not (models / "tile/xla/model_seed1.txt").exists()
 
 
@@ -165,10 +161,10 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
                                                  ("objective", "rank", "objective must be one of lambdarank")])
 def test_config_mistakes_fail_in_one_sentence(tmp_path: Path, knob, value, message):
     with pytest.raises(DataError, match=message) as e:
-        train_gbdt.run(_cfg("train_gbdt", **{"paths.data_dir": tmp_path, knob: value}))
+        train_gbdt.run(stage_cfg("train_gbdt", **{"paths.data_dir": tmp_path, knob: value}))
     assert e.value.path is None and "\n" not in str(e.value)
 
 
 def test_predict_without_models_or_tables_says_so(tmp_path: Path):
     with pytest.raises(DataError, match="no GBDT tables"):
-        train_gbdt.run(_cfg("train_gbdt", **{"paths.data_dir": tmp_path}, mode="predict"))
+        train_gbdt.run(stage_cfg("train_gbdt", **{"paths.data_dir": tmp_path}, mode="predict"))

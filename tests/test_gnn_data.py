@@ -11,31 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import extract, pad, prune
 from pipeline.io.catalog import discover
-from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from features.configs import pack_layout, unpack_layout
-from features.pad import complete_layout
+from features.completion import complete_layout
 from models.gnn import GNNRanker
-from pipeline.io.gnn_tensors import GroupCompleter, feature_dims, graph_data, group_defaults, load_graph, load_graphs, sample_rows
+from features.completion import GroupCompleter, group_defaults
+from pipeline.io.gnn_tensors import feature_dims, graph_data, load_graph, load_graphs, sample_rows
 from pipeline.io.npz import read_graph, write_npz
 from pipeline.core.runner import rel_path
-from pipeline.sample_data import generate
 
-TINY = ["graphs.train=2", "graphs.valid=1", "graphs.test=1", "tile_scale=1"]
-
-
-def build_tiny_tree(root: Path) -> dict[str, Path]:
-    """The embedded sample at its smallest, through prune, pad and extract (about a second)."""
-    d = {"raw": root / "raw", "pruned": root / "pruned", "padded": root / "padded", "processed": root / "processed"}
-    generate(compose("sample_data", [f"out={d['raw']}", *TINY]))
-    prune.run(compose("prune", [f"data={d['raw']}", f"out={d['pruned']}", "jobs=1"]))
-    pad.run(compose("pad", [f"data={d['pruned']}", f"out={d['padded']}", "jobs=1"]))
-    extract.run(compose("extract", [f"data={d['padded']}", f"out={d['processed']}", "jobs=1", "tables=false", "chunk_configs=64"]))
-    d["gnn"] = d["processed"] / "gnn"
-    return d
-
+from builders import build_tiny_tree
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:

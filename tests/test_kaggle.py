@@ -16,19 +16,15 @@ import pytest
 
 from pipeline import kaggle, pad, prune, sample_data
 from pipeline.io.catalog import discover
-from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.core.runner import rel_path
 from pipeline.io.submission_csv import validate_submission
 
 from conftest import ROOT
+from builders import cfg as stage_cfg
 
 KERNEL_FIELDS = {"id", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu",
                  "enable_internet", "dataset_sources", "competition_sources", "kernel_sources"}
-
-
-def _cfg(name: str, **kw):
-    return compose(name, [f"{k}={v}" for k, v in kw.items()])
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +33,17 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("kaggle")
     d = {"raw": root / "raw", "pruned": root / "interim" / "pruned", "padded": root / "interim" / "padded",
          "models": root / "models", "root": root}
-    sample_data.generate(_cfg("sample_data", out=d["raw"], **{"graphs.train": 2, "graphs.valid": 1, "graphs.test": 1,
+    sample_data.generate(stage_cfg("sample_data", out=d["raw"], **{"graphs.train": 2, "graphs.valid": 1, "graphs.test": 1,
                                                                  "tile_scale": 1}))
-    prune.run(_cfg("prune", data=d["raw"], out=d["pruned"], jobs=1))
-    pad.run(_cfg("pad", data=d["pruned"], out=d["padded"], jobs=1))
+    prune.run(stage_cfg("prune", data=d["raw"], out=d["pruned"], jobs=1))
+    pad.run(stage_cfg("pad", data=d["pruned"], out=d["padded"], jobs=1))
     d["stats"] = d["padded"] / "stats.json"
     return d
 
 
 def _build(trained: dict[str, Path], out: Path, **kw) -> dict:
     kw = {"models_dir": trained["models"], "stats": trained["stats"], "owner": "someone", "wheels.download": False, **kw}
-    cfg = _cfg("kaggle", out=out, **kw)
+    cfg = stage_cfg("kaggle", out=out, **kw)
     return kaggle.build(cfg)
 
 
@@ -101,7 +97,7 @@ def test_wheels_are_bundled_from_the_cache(trained, tmp_path) -> None:
 def test_pad_applies_saved_statistics(trained, tmp_path) -> None:
     """Padding test files alone with `stats_from` gives the same tensors as the training run."""
     out = tmp_path / "padded"
-    pad.run(_cfg("pad", data=trained["pruned"], out=out, splits="[test]", stats_from=trained["stats"], jobs=1))
+    pad.run(stage_cfg("pad", data=trained["pruned"], out=out, splits="[test]", stats_from=trained["stats"], jobs=1))
     saved = json.loads(trained["stats"].read_text())["collections"]
     assert json.loads((out / "stats.json").read_text())["collections"] == saved
     files = discover(trained["pruned"], splits=["test"])
@@ -112,12 +108,12 @@ def test_pad_applies_saved_statistics(trained, tmp_path) -> None:
             np.testing.assert_array_equal(a["node_feat_norm"], b["node_feat_norm"])
     # fitting on the test files would differ: the knob is what makes them equal
     refit = tmp_path / "refit"
-    pad.run(_cfg("pad", data=trained["pruned"], out=refit, splits="[test]", fit_split="test", jobs=1))
+    pad.run(stage_cfg("pad", data=trained["pruned"], out=refit, splits="[test]", fit_split="test", jobs=1))
     assert json.loads((refit / "stats.json").read_text())["collections"] != saved
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"collections": {"tile:xla": saved["tile:xla"]}}))
     with pytest.raises(DataError, match="no normalization statistics for layout"):
-        pad.run(_cfg("pad", data=trained["pruned"], out=tmp_path / "p2", splits="[test]", stats_from=partial, jobs=1))
+        pad.run(stage_cfg("pad", data=trained["pruned"], out=tmp_path / "p2", splits="[test]", stats_from=partial, jobs=1))
 
 
 def _execute(nb_path: Path, workdir: Path, **params) -> nbformat.NotebookNode:
@@ -220,9 +216,9 @@ def test_notebook_with_a_trained_gbdt(trained, tmp_path) -> None:
     from pipeline import extract, train_gbdt
 
     processed = tmp_path / "processed"
-    extract.run(_cfg("extract", data=trained["padded"], out=processed, jobs=1))
+    extract.run(stage_cfg("extract", data=trained["padded"], out=processed, jobs=1))
     models = tmp_path / "models"
-    train_gbdt.run(_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=tmp_path / "pred",
+    train_gbdt.run(stage_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=tmp_path / "pred",
                         num_boost_round=10, splits="[valid]"))
     out = tmp_path / "build"
     assert _build(trained, out, models_dir=models)["models"] == ["gbdt"]

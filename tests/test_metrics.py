@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -65,16 +64,12 @@ def test_kendall_tau_perfect_reversed_constant():
     assert np.isnan(_scipy_tau(r, np.ones_like(r)))
 
 
-def test_kendall_tau_100k_fast_and_exact():
+def test_kendall_tau_100k_exact():  # its speed: `make bench` (kendall-tau-100k)
     rng = np.random.default_rng(3)
     n = 100_000
     runtime = rng.integers(0, 5000, n)
     pred = runtime + rng.integers(-2000, 2000, n)
-    t = time.perf_counter()
-    tau = kendall_tau(pred, runtime)
-    elapsed = time.perf_counter() - t
-    assert _same(tau, _scipy_tau(pred, runtime))
-    assert elapsed < 1.0, f"kendall_tau took {elapsed:.2f} s for 100k configs"
+    assert _same(kendall_tau(pred, runtime), _scipy_tau(pred, runtime))
 
 
 def test_tile_score_hand_worked():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.pad import Moments, Normalizer, complete_layout, effective_output_layout, fit_normalizer, node_layout, pad_layout, tensor_rank
+from features.completion import complete_layout, effective_output_layout
+from features.pad import Moments, Normalizer, fit_normalizer, node_layout, pad_layout, tensor_rank
 
 
 def _node(dims, layout):

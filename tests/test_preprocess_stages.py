@@ -11,26 +11,23 @@ import polars as pl
 import pytest
 
 from features.configs import unpack_layout
-from features.pad import complete_layout, tensor_rank
+from features.completion import complete_layout
+from features.pad import tensor_rank
 from pipeline import extract, pad, prune
 from pipeline.io.catalog import discover
-from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.io.npz import Stream, read_graph, write_npz
 from pipeline.core.runner import Task, rel_path, run_tasks
-
-
-def _cfg(name: str, **kw):
-    return compose(name, [f"{k}={v}" for k, v in kw.items()])
+from builders import cfg as stage_cfg
 
 
 @pytest.fixture(scope="module")
 def stages(samples: Path, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pre")
     d = {"raw": samples, "pruned": root / "pruned", "padded": root / "padded", "processed": root / "processed"}
-    prune.run(_cfg("prune", data=samples, out=d["pruned"], jobs=1))
-    pad.run(_cfg("pad", data=d["pruned"], out=d["padded"], jobs=1, fit_fallback="true"))  # no train split in some collections
-    extract.run(_cfg("extract", data=d["padded"], out=d["processed"], jobs=1, chunk_configs=64))
+    prune.run(stage_cfg("prune", data=samples, out=d["pruned"], jobs=1))
+    pad.run(stage_cfg("pad", data=d["pruned"], out=d["padded"], jobs=1, fit_fallback="true"))  # no train split in some collections
+    extract.run(stage_cfg("extract", data=d["padded"], out=d["processed"], jobs=1, chunk_configs=64))
     return d
 
 
@@ -133,21 +130,21 @@ def test_tables_cover_every_config_once(stages):
 
 
 def test_dedup_none_keeps_every_config(stages, tmp_path):
-    extract.run(_cfg("extract", data=stages["padded"], out=tmp_path, jobs=1, dedup="none",
+    extract.run(stage_cfg("extract", data=stages["padded"], out=tmp_path, jobs=1, dedup="none",
                      collections="[layout:xla:default]", splits="[train]"))
     z = np.load(tmp_path / "gnn/layout/xla/default/train/unet3d.npz")
     assert np.array_equal(z["config_map"], np.arange(1159)) and np.array_equal(z["runtime"], z["config_runtime"])
 
 
 def test_rerun_skips_and_config_change_redoes(stages, tmp_path):
-    cfg = _cfg("prune", data=stages["raw"], out=tmp_path, jobs=1, collections="[layout:xla:random]")
+    cfg = stage_cfg("prune", data=stages["raw"], out=tmp_path, jobs=1, collections="[layout:xla:random]")
     prune.run(cfg)
     out = tmp_path / "layout/xla/random/train/openai_v0_rnn_optimized.npz"
     t0 = out.stat().st_mtime_ns
     prune.run(cfg)
     assert out.stat().st_mtime_ns == t0  # skipped
     assert (tmp_path / ".complete").is_file()
-    prune.run(_cfg("prune", data=stages["raw"], out=tmp_path, jobs=1, collections="[layout:xla:random]", hops=0))
+    prune.run(stage_cfg("prune", data=stages["raw"], out=tmp_path, jobs=1, collections="[layout:xla:random]", hops=0))
     assert out.stat().st_mtime_ns > t0  # redone: the config changed
 
 
@@ -210,7 +207,7 @@ def test_extract_refuses_unpadded_input(samples, tmp_path):
 
 @pytest.mark.slow
 def test_parallel_run_matches_serial_and_reports_bad_files(stages, tmp_path):
-    prune.run(_cfg("prune", data=stages["raw"], out=tmp_path / "p", jobs=2))
+    prune.run(stage_cfg("prune", data=stages["raw"], out=tmp_path / "p", jobs=2))
     for f, rel in _pairs(stages):
         assert (tmp_path / "p" / rel).read_bytes() == (stages["pruned"] / rel).read_bytes()
     bad = tmp_path / "bad" / "layout/xla/random/train"
@@ -218,7 +215,7 @@ def test_parallel_run_matches_serial_and_reports_bad_files(stages, tmp_path):
     (bad / "broken.npz").write_bytes(b"not a zip")
     (bad / "ok.npz").write_bytes((stages["raw"] / "layout/xla/random/train/openai_v0_rnn_optimized.npz").read_bytes())
     with pytest.raises(DataError, match="broken.npz.*not a readable"):
-        prune.run(_cfg("prune", data=tmp_path / "bad", out=tmp_path / "bo", jobs=2))
+        prune.run(stage_cfg("prune", data=tmp_path / "bad", out=tmp_path / "bo", jobs=2))
     assert not (tmp_path / "bo" / ".complete").exists()
 
 

@@ -15,16 +15,12 @@ from scipy.stats import kendalltau
 from models import metrics
 from pipeline import baseline, evaluate, report, sample_data, submission
 from pipeline.io.catalog import COLLECTIONS, TRUTH, discover, truth_path
-from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.io.predictions import write_predictions
 from pipeline.io.runtimes import load_runtimes
+from builders import cfg as stage_cfg
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _cfg(name: str, **kw):
-    return compose(name, [f"{k}={v}" for k, v in kw.items()])
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +28,13 @@ def sample(tmp_path_factory) -> dict[str, Path]:
     """A tiny raw tree (valid split only) and the baseline's predictions on it."""
     root = tmp_path_factory.mktemp("report")
     d = {"raw": root / "raw", "pred": root / "pred", "root": root}
-    sample_data.generate(_cfg("sample_data", out=d["raw"], splits="[valid]", **{"graphs.valid": 2, "tile_scale": 2}))
-    baseline.main(_cfg("baseline", data=d["raw"], splits="[valid]", predictions=d["pred"]))
+    sample_data.generate(stage_cfg("sample_data", out=d["raw"], splits="[valid]", **{"graphs.valid": 2, "tile_scale": 2}))
+    baseline.main(stage_cfg("baseline", data=d["raw"], splits="[valid]", predictions=d["pred"]))
     return d
 
 
 def _run(sample: dict[str, Path], out: Path, **kw) -> dict:
-    return report.run(_cfg("report", data=sample["raw"], predictions=sample["pred"], out=out, **kw))
+    return report.run(stage_cfg("report", data=sample["raw"], predictions=sample["pred"], out=out, **kw))
 
 
 def _check_png(path: Path) -> None:
@@ -79,7 +75,7 @@ def test_json_matches_pipeline_evaluate(sample, tmp_path) -> None:
     _run(sample, out)
     got = json.loads((out / "validation.json").read_text())["models"]["baseline"]
     csv = tmp_path / "valid.csv"
-    submission.main(_cfg("submission", data=sample["raw"], split="valid", submission=csv, keep_copy=False,
+    submission.main(stage_cfg("submission", data=sample["raw"], split="valid", submission=csv, keep_copy=False,
                          predictions=sample["pred"] / "baseline" / "valid.parquet"))
     want = evaluate.run(csv, sample["raw"], "valid", None)
     assert set(got["collections"]) == set(want["collections"]) and len(want["collections"]) == 5
@@ -100,7 +96,7 @@ def test_oracle_and_incomplete_models(sample, tmp_path) -> None:
     missing = dict(list(runtimes.items())[1:])
     write_predictions(pred / "gnn" / "valid.parquet", missing)
     out = tmp_path / "rep"
-    result = report.run(_cfg("report", data=sample["raw"], predictions=pred, out=out, top_k=10))
+    result = report.run(stage_cfg("report", data=sample["raw"], predictions=pred, out=out, top_k=10))
     assert list(result["models"]) == ["baseline", "ensemble"]
     assert "gnn" in result["skipped"] and next(iter(runtimes)) in result["skipped"]["gnn"]
     oracle = result["models"]["ensemble"]
@@ -125,7 +121,7 @@ def test_refuses_test_split_and_missing_predictions(sample, tmp_path) -> None:
     with pytest.raises(DataError, match="test split"):
         _run(sample, tmp_path / "a", split="test")
     with pytest.raises(DataError, match="no <model>/valid.parquet"):
-        report.run(_cfg("report", data=sample["raw"], predictions=tmp_path / "none", out=tmp_path / "b"))
+        report.run(stage_cfg("report", data=sample["raw"], predictions=tmp_path / "none", out=tmp_path / "b"))
     with pytest.raises(DataError, match="predictions not found"):
         _run(sample, tmp_path / "c", models="[gbdt]")
 
@@ -160,7 +156,7 @@ def test_report_has_the_noise_ceiling_when_truth_exists(sample, tmp_path) -> Non
     shutil.copytree(sample["pred"], pred)
     write_predictions(pred / "ensemble" / "valid.parquet", truth)  # ranks by the noiseless cost
     out = tmp_path / "rep"
-    result = report.run(_cfg("report", data=sample["raw"], predictions=pred, out=out))
+    result = report.run(stage_cfg("report", data=sample["raw"], predictions=pred, out=out))
     ceiling = result["noise_ceiling"]
     assert list(ceiling["collections"]) == list(COLLECTIONS) and ceiling["missing"] == []
     assert ceiling["graphs"] == result["graphs"]
@@ -196,7 +192,7 @@ def test_report_without_truth_has_no_ceiling(sample, tmp_path) -> None:
     assert not (raw / TRUTH).exists()
     for data, extra in ((raw, {}), (sample["raw"], {"noise_ceiling": "false"})):
         out = tmp_path / f"rep{len(extra)}"
-        result = report.run(_cfg("report", data=data, predictions=sample["pred"], out=out, **extra))
+        result = report.run(stage_cfg("report", data=data, predictions=sample["pred"], out=out, **extra))
         assert "noise_ceiling" not in result and "noise_ceiling" not in json.loads((out / "validation.json").read_text())
         md = (out / "validation.md").read_text()
         assert "noise ceiling" not in md and "| baseline |" in md
@@ -210,7 +206,7 @@ def test_collection_with_a_missing_truth_file_gets_no_ceiling(sample, tmp_path) 
     truth_path(raw, gone.collection, gone.split, gone.stem).unlink()
     short = next(f for f in files if f.collection == "tile:xla")
     np.save(truth_path(raw, short.collection, short.split, short.stem), np.ones(3))  # wrong length
-    result = report.run(_cfg("report", data=raw, predictions=sample["pred"], out=tmp_path / "rep"))
+    result = report.run(stage_cfg("report", data=raw, predictions=sample["pred"], out=tmp_path / "rep"))
     ceiling = result["noise_ceiling"]
     assert set(ceiling["collections"]) == set(COLLECTIONS) - {"layout:nlp:random", "tile:xla"}
     assert sorted(ceiling["missing"]) == sorted([gone.id, short.id])

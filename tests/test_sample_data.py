@@ -20,9 +20,10 @@ from pipeline.sample.costmodel import LayoutContext, TileContext, layout_cost, l
 from pipeline.io.catalog import TRUTH, truth_path
 from pipeline.sample_data import generate
 
+from builders import TINY
+
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ["graphs.train=8", "graphs.valid=4", "graphs.test=2", "tile_scale=2"]
-TINY = ["graphs.train=2", "graphs.valid=1", "graphs.test=1", "tile_scale=1"]
 
 
 def _generate(out: Path, overrides: list[str]) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -220,8 +219,9 @@ def test_in_memory_rows_validated(tiny_root):
     assert got == {(2, "tile:xla:t7"), (3, "tile:xla:t3"), (None, "layout:xla:default:l6")}
 
 
-def test_large_rows_are_fast(tmp_path):
-    """894 rows of 1000 indices, and one valid layout row of 100,000 configs."""
+def test_large_rows_round_trip(tmp_path):
+    """894 rows of 1000 indices, and one valid layout row of 100,000 configs (their speed: `make
+    bench`, submission-csv-*)."""
     from pipeline.io.catalog import GraphFile
 
     big = tmp_path / "layout" / "nlp" / "random" / "test" / "big.npz"
@@ -229,15 +229,10 @@ def test_large_rows_are_fast(tmp_path):
     _graph(big, "layout", 100_000)
     files = [GraphFile("layout:nlp:random", "test", big)]
     rng = np.random.default_rng(0)
-    t = time.perf_counter()
     write_submission(tmp_path / "big.csv", {files[0].id: rng.permutation(100_000)}, files)
     rep = validate_submission(tmp_path / "big.csv", files)
-    t_big = time.perf_counter() - t
     assert rep.ok and rep.rows[files[0].id].size == 100_000
     rows = {f"layout:xla:random:g{i}": rng.permutation(1000) for i in range(894)}
-    t = time.perf_counter()
     write_submission(tmp_path / "many.csv", rows, None)
     rep = validate_submission(tmp_path / "many.csv")
-    t_many = time.perf_counter() - t
     assert rep.ok and len(rep.rows) == 894
-    assert t_big < 2.0 and t_many < 3.0, (t_big, t_many)

@@ -14,7 +14,7 @@ import yaml
 from pipeline import train_gbdt, train_gnn
 
 from conftest import ROOT
-from test_gnn_data import build_tiny_tree
+from builders import build_tiny_tree
 
 
 def test_valid_metric_is_the_mean_over_collections() -> None:

@@ -20,7 +20,7 @@ from pipeline.core.logger import NullLogger
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
 
-from test_gnn_data import build_tiny_tree
+from builders import build_tiny_tree
 
 SMALL = ["model.hidden=16", "model.layers=2", "k.default=16", "k.random=24", "k.tile=16", "valid_permutations=1",
          "infer_permutations=2", "progress=false", "lr=3e-3"]
@@ -175,7 +175,7 @@ def test_train_step_clips_and_advances_the_schedule() -> None:
     c = compose("train_gnn", ["model.hidden=8", "model.layers=1"])
     torch.manual_seed(0)
     model = gnn_steps.build_model(gnn_steps.model_config(c, {"node_feat_dim": 8}, "layout"))
-    opt = training.make_optimizer(model, DictConfig({"lr": 1e-2, "weight_decay": 0.0}))
+    opt = training.make_optimizer(model, DictConfig({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.0}))
     sched = training.make_scheduler(opt, total=10, warmup=4, min_ratio=0.1)
     prec = training.Precision.make(torch.device("cpu"), True, "bfloat16")
     before = [p.detach().clone() for p in model.parameters()]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 import numpy as np
 import torch
 import torch.distributed as tdist
@@ -132,8 +133,10 @@ class Precision:
         return torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
+def make_optimizer(model: torch.nn.Module, optimizer: DictConfig) -> torch.optim.Optimizer:
+    """The optimizer of a config's `optimizer` node (a `_partial_` hydra target) over `model`'s
+    parameters (conf/train_gnn.yaml: AdamW)."""
+    return hydra.utils.instantiate(optimizer)(model.parameters())
 
 
 def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:

@@ -15,7 +15,7 @@ every config and keep their own layout, like any other node.
 
 Config groups are completed here, not in the model: a group sets only a prefix of its
 minor-to-major order (often nothing: -1 everywhere is the compiler's default), and
-`features.pad.complete_layout` fills the rest from the layout the group defaults to:
+`features.completion.complete_layout` fills the rest from the layout the group defaults to:
 - output group: the node's own layout;
 - input group: the layout of operand 0 (the producer it reads), the tensor the group lays out;
   operand 0 is the node's first edge row (raw files list a node's operands in order, and
@@ -27,7 +27,7 @@ Completing erases which positions the config set and which are the compiler's de
 batch also carries `config_given` (k, NV, 18) bool, True where the file's group had a value
 (>= 0); the model reads it only with `layout_given_flag`.
 The completion of every prefix-form group under each distinct default layout of a graph is
-tabulated once per graph (`GroupCompleter`), so `select` pays two gathers per batch, not the
+tabulated once per graph (`features.completion.GroupCompleter`), so `select` pays two gathers per batch, not the
 (k, NV, 3, 6, 6) comparisons of `complete_layout`.
 Invariant: `to_original` maps unique-row scores back through `config_map`, so every original
 config index of the raw file gets a score.
@@ -35,7 +35,6 @@ config index of the raw file gets a score.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from features.configs import NUM_CODES, pack_layout, unpack_layout
-from features.pad import complete_layout
+from features.configs import unpack_layout
+from features.completion import GroupCompleter, group_defaults
 from models.gnn import GraphBatch
 from pipeline.io.catalog import collection_dir, collection_kind, graph_id
 from pipeline.core.errors import DataError
@@ -54,74 +53,6 @@ LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_
                "config_runtime", "config_node_ids", "config_codes")
 TILE_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
              "config_runtime", "config_feat_norm", "config_runtime_normalizers")
-KERNEL_OPCODES = (26, 34)  # convolution, dot: operand 1 is the kernel
-
-
-def _prefix_groups() -> np.ndarray:
-    """(P, 6) every prefix-form group (distinct dims, then -1): the only groups the data has."""
-    rows = [list(p) + [-1] * (6 - r) for r in range(7) for p in itertools.permutations(range(6), r)]
-    return np.asarray(rows, dtype=np.int8)
-
-
-_PREFIX = _prefix_groups()  # (1957, 6)
-_PREFIX_ROW = np.full(NUM_CODES, -1, dtype=np.int32)  # code -> row of _PREFIX, -1 for other codes
-_PREFIX_ROW[pack_layout(_PREFIX)[:, 0]] = np.arange(_PREFIX.shape[0], dtype=np.int32)
-
-
-def group_defaults(node_layout: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
-                   config_nodes: np.ndarray) -> np.ndarray:
-    """The layout each config group of each configurable node completes from (see the module
-    docstring): own layout, operand 0's (else own), operand 1's for convolution and dot (else
-    all -1, which leaves the group as given).
-    Shapes: node_layout (N, 6); node_opcode (N,); edge_index (E, 2) rows [consumer, producer];
-    config_nodes (M,) -> (M, 3, 6) int8.
-    """
-    lay = np.asarray(node_layout, dtype=np.int8)
-    nodes = np.asarray(config_nodes, dtype=np.int64)
-    e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
-    order = np.argsort(e[:, 0], kind="stable")  # by consumer, operand order kept
-    consumer, producer = e[order, 0], e[order, 1]
-    first = np.searchsorted(consumer, nodes, "left")
-    count = np.searchsorted(consumer, nodes, "right") - first
-    out = np.full((nodes.size, 3, 6), -1, dtype=np.int8)
-    out[:, 0] = lay[nodes]
-    op0 = producer[np.minimum(first, max(producer.size - 1, 0))] if producer.size else np.zeros_like(nodes)
-    out[:, 1] = np.where((count > 0)[:, None], lay[op0], lay[nodes])
-    if producer.size:
-        op1 = producer[np.minimum(first + 1, producer.size - 1)]
-        kernel = (count > 1) & np.isin(np.asarray(node_opcode)[nodes], KERNEL_OPCODES)
-        out[kernel, 2] = lay[op1[kernel]]
-    return out
-
-
-class GroupCompleter:
-    """Completes packed config groups (`features.configs` codes) from their default layouts
-    with `features.pad.complete_layout`, through a table per distinct default layout.
-
-    Args:
-        defaults: (M, 3, 6) int8, what each group of each configurable node completes from
-            (`group_defaults`).
-
-    Shapes: codes (..., M, 3) int32 -> (..., M, 3) int32. A code that is not a prefix-form
-    group passes unchanged.
-    """
-
-    def __init__(self, defaults: np.ndarray):
-        d = np.asarray(defaults, dtype=np.int8)
-        uniq, inv = np.unique(d.reshape(-1, 6), axis=0, return_inverse=True)
-        self.column = inv.reshape(d.shape[:-1]).astype(np.int64)  # (M, 3) table of each group
-        if uniq.shape[0] == 0:  # no configurable node varies: nothing to complete
-            self.table = np.zeros((0, _PREFIX.shape[0]), dtype=np.int32)
-            return
-        done = complete_layout(np.broadcast_to(_PREFIX, (uniq.shape[0], *_PREFIX.shape)), uniq[:, None])  # (T, P, 6)
-        self.table = pack_layout(done)[..., 0]  # (T, P) completed code of each prefix-form group
-
-    def __call__(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes)
-        row = _PREFIX_ROW[codes]  # (..., M, 3)
-        return np.where(row >= 0, self.table[self.column, np.maximum(row, 0)], codes).astype(np.int32)
-
-
 @dataclass
 class GraphData:
     """One graph of a collection and all its unique configs.

@@ -1,4 +1,4 @@
-"""Reading, validating and writing raw TpuGraphs `.npz` files (FORMAT.md is the schema).
+"""Reading, validating and writing raw TpuGraphs `.npz` files (docs/FORMAT.md is the schema).
 
 `read_graph` loads and validates every key of a file except the layout `node_config_feat`,
 which can inflate to several GB: it is validated from its header, and read either whole
@@ -214,7 +214,7 @@ def read_graph(
 
 
 def validate(g: Graph, split: str | None = None) -> None:
-    """Check the cross-key invariants of FORMAT.md; raise `DataError` on the first violation."""
+    """Check the cross-key invariants of docs/FORMAT.md; raise `DataError` on the first violation."""
     p = g.path
 
     def fail(key: str, problem: str) -> None:

@@ -1,4 +1,4 @@
-"""Submission CSVs: read, validate and write (FORMAT.md, "Submission CSV").
+"""Submission CSVs: read, validate and write (docs/FORMAT.md, "Submission CSV").
 
 A submission is `ID,TopConfigs`, one row per test file; TopConfigs are config indices joined by
 `;`, fastest first: 5 for a tile row (all C if C < 5), every config for a layout row.

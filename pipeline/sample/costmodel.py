@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from features import layout
+
 
 class Op:
     """HLO opcode ids of the dataset (XLA's opcode list in alphabetical order)."""
@@ -43,10 +45,10 @@ class Op:
     CONCATENATE = 22
     CONSTANT = 24
     CONVERT = 25
-    CONVOLUTION = 26
+    CONVOLUTION = layout.CONVOLUTION
     COPY = 27
     DIVIDE = 32
-    DOT = 34
+    DOT = layout.DOT
     EXPONENTIAL = 37
     FUSION = 41
     GET_TUPLE_ELEMENT = 45
@@ -55,7 +57,7 @@ class Op:
     NEGATE = 60
     PARAMETER = 63
     REDUCE = 70
-    RESHAPE = 75
+    RESHAPE = layout.RESHAPE
     RSQRT = 81
     SELECT = 83
     SLICE = 92
@@ -73,18 +75,16 @@ TRANSPARENT = frozenset({Op.ADD, Op.COMPARE, Op.CONVERT, Op.DIVIDE, Op.EXPONENTI
 # Sources that can be materialized in any layout for free.
 LAYOUT_FREE = frozenset({Op.BROADCAST, Op.CONSTANT})
 
-# node_feat columns (FORMAT.md)
+# node_feat columns (docs/FORMAT.md; the shared ones live in features.layout)
 IS_ROOT = 0
-TYPE_COLS = slice(2, 21)
-SHAPE_COLS = slice(21, 27)
-LAYOUT_COLS = slice(134, 140)
+TYPE_COLS = layout.TYPE_COLS
+SHAPE_COLS = layout.SHAPE_COLS
+LAYOUT_COLS = layout.LAYOUT_COLS
 CONV_INPUT_FEATURE = 94
 CONV_KERNEL_IN_FEATURE = 99
 CONV_KERNEL_OUT_FEATURE = 100
 CONV_OUTPUT_FEATURE = 106
-# bytes per element of the one-hot types in columns 2-20: invalid, pred, s8, s16, s32, s64, u8,
-# u16, u32, u64, f16, f32, f64, bf16, c64, c128, tuple, opaque, token
-ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], dtype=np.int64)
+ELEMENT_BYTES = layout.ELEMENT_BYTES.astype(np.int64)  # bytes per element of the one-hot types in columns 2-20
 
 # A TPU-like chip, loosely: only ratios matter for rankings.
 HBM_BYTES_PER_NS = 1200.0        # ~1.2 TB/s

@@ -1,0 +1,118 @@
+"""Completing config layout groups: a group sets only a prefix of its minor-to-major order
+(often nothing: all -1 is the compiler's default) and the rest comes from the layout it defaults
+to (docs/FORMAT.md, "Config columns").
+
+- `complete_layout(group, own)`: one group completed from a default layout;
+- `effective_output_layout`: each configurable node's output layout under each config;
+- `group_defaults`: what each group of a configurable node completes from (output: the node's
+  own layout; input: operand 0's; kernel: operand 1's for convolution and dot);
+- `GroupCompleter`: completion of packed groups through a table per distinct default layout,
+  computed once per graph (the GNN's batches pay two gathers, not the comparisons).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from features.configs import NUM_CODES, pack_layout
+from features.layout import KERNEL_OPCODES
+
+
+def complete_layout(group: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """A config layout group completed from the node's own layout.
+
+    Real config groups often set only a prefix (the minor-most dims; e.g. `[4, 0, -1, ...]` for
+    a rank-5 convolution) or nothing (all -1: the compiler's default). The completed layout is
+    the group's prefix followed by the node's own dims in their own order, less those already
+    placed, so a prefix of 0 entries gives the node's own layout.
+    Shapes: group (..., 6) and own (..., 6), int with -1 padding; returns (..., 6) int8.
+    """
+    group = np.asarray(group, dtype=np.int8)
+    own = np.broadcast_to(np.asarray(own, dtype=np.int8), group.shape)
+    k = (group >= 0).sum(-1, keepdims=True)  # (..., 1) prefix length
+    placed = (own[..., :, None] == group[..., None, :]).any(-1)  # (..., 6) own dim already in the prefix
+    keep = (own >= 0) & ~placed
+    order = np.argsort(~keep, axis=-1, kind="stable")  # kept own dims first, in their order
+    rest = np.where(np.take_along_axis(keep, order, -1), np.take_along_axis(own, order, -1), -1)
+    pos = np.arange(6)
+    shifted = np.take_along_axis(rest, np.clip(pos - k, 0, 5), -1)
+    return np.where(pos < k, group, shifted).astype(np.int8)
+
+
+def effective_output_layout(node_layout_: np.ndarray, node_config_ids: np.ndarray, configs: np.ndarray) -> np.ndarray:
+    """The output layout each configurable node has under each config (`complete_layout` of
+    its output group, columns 0-5, with the node's own layout).
+    Shapes: node_layout_ (N, 6) int; node_config_ids (NC,); configs (c, NC, 18);
+    returns (c, NC, 6) int8.
+    """
+    own = node_layout_[node_config_ids].astype(np.int8)  # (NC, 6)
+    return complete_layout(configs[..., 0:6], own[None])
+
+
+
+
+def _prefix_groups() -> np.ndarray:
+    """(P, 6) every prefix-form group (distinct dims, then -1): the only groups the data has."""
+    rows = [list(p) + [-1] * (6 - r) for r in range(7) for p in itertools.permutations(range(6), r)]
+    return np.asarray(rows, dtype=np.int8)
+
+
+_PREFIX = _prefix_groups()  # (1957, 6)
+_PREFIX_ROW = np.full(NUM_CODES, -1, dtype=np.int32)  # code -> row of _PREFIX, -1 for other codes
+_PREFIX_ROW[pack_layout(_PREFIX)[:, 0]] = np.arange(_PREFIX.shape[0], dtype=np.int32)
+
+
+def group_defaults(node_layout: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
+                   config_nodes: np.ndarray) -> np.ndarray:
+    """The layout each config group of each configurable node completes from (see the module
+    docstring): own layout, operand 0's (else own), operand 1's for convolution and dot (else
+    all -1, which leaves the group as given).
+    Shapes: node_layout (N, 6); node_opcode (N,); edge_index (E, 2) rows [consumer, producer];
+    config_nodes (M,) -> (M, 3, 6) int8.
+    """
+    lay = np.asarray(node_layout, dtype=np.int8)
+    nodes = np.asarray(config_nodes, dtype=np.int64)
+    e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
+    order = np.argsort(e[:, 0], kind="stable")  # by consumer, operand order kept
+    consumer, producer = e[order, 0], e[order, 1]
+    first = np.searchsorted(consumer, nodes, "left")
+    count = np.searchsorted(consumer, nodes, "right") - first
+    out = np.full((nodes.size, 3, 6), -1, dtype=np.int8)
+    out[:, 0] = lay[nodes]
+    op0 = producer[np.minimum(first, max(producer.size - 1, 0))] if producer.size else np.zeros_like(nodes)
+    out[:, 1] = np.where((count > 0)[:, None], lay[op0], lay[nodes])
+    if producer.size:
+        op1 = producer[np.minimum(first + 1, producer.size - 1)]
+        kernel = (count > 1) & np.isin(np.asarray(node_opcode)[nodes], KERNEL_OPCODES)
+        out[kernel, 2] = lay[op1[kernel]]
+    return out
+
+
+class GroupCompleter:
+    """Completes packed config groups (`features.configs` codes) from their default layouts
+    with `features.pad.complete_layout`, through a table per distinct default layout.
+
+    Args:
+        defaults: (M, 3, 6) int8, what each group of each configurable node completes from
+            (`group_defaults`).
+
+    Shapes: codes (..., M, 3) int32 -> (..., M, 3) int32. A code that is not a prefix-form
+    group passes unchanged.
+    """
+
+    def __init__(self, defaults: np.ndarray):
+        d = np.asarray(defaults, dtype=np.int8)
+        uniq, inv = np.unique(d.reshape(-1, 6), axis=0, return_inverse=True)
+        self.column = inv.reshape(d.shape[:-1]).astype(np.int64)  # (M, 3) table of each group
+        if uniq.shape[0] == 0:  # no configurable node varies: nothing to complete
+            self.table = np.zeros((0, _PREFIX.shape[0]), dtype=np.int32)
+            return
+        done = complete_layout(np.broadcast_to(_PREFIX, (uniq.shape[0], *_PREFIX.shape)), uniq[:, None])  # (T, P, 6)
+        self.table = pack_layout(done)[..., 0]  # (T, P) completed code of each prefix-form group
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes)
+        row = _PREFIX_ROW[codes]  # (..., M, 3)
+        return np.where(row >= 0, self.table[self.column, np.maximum(row, 0)], codes).astype(np.int32)
