@@ -208,7 +208,7 @@ class Ranker:
                 served = {}
                 if model == "ensemble":
                     served = self.blend(t, collection, [n for n, _ in plan])
-            scores = read_predictions(predictions_path(pred, plan[0][0] if model != "ensemble" else "ensemble", "test"))
+            scores = read_predictions(predictions_path(pred, model, "test"))
             s = scores[gf.id]
         return Ranking(str(path), collection, model, ranking(s), s, served)
 
@@ -300,7 +300,7 @@ def describe_layout(config: np.ndarray, node_ids: np.ndarray, opcodes: np.ndarra
     return "; ".join(items) + (f"; +{more} more nodes" if more > 0 else "")
 
 
-def describe(path: Path, indices: np.ndarray, max_nodes: int, chunk_configs: int) -> dict[int, str]:
+def describe_configs(path: Path, indices: np.ndarray, max_nodes: int, chunk_configs: int) -> dict[int, str]:
     """A readable form of each config in `indices` (layout configs are streamed, never all read)."""
     g = read_graph(path, split="test")
     if g.kind == "tile":
@@ -337,7 +337,7 @@ def run(cfg: DictConfig) -> Ranking:
     collection = collection_of(path, cfg.collection)
     r = Ranker(cfg).run(path, collection, str(cfg.model))
     shown = r.order[: int(cfg.top)]
-    print(format_ranking(r, describe(path, shown, int(cfg.max_nodes), int(cfg.chunk_configs)), int(cfg.top)), flush=True)
+    print(format_ranking(r, describe_configs(path, shown, int(cfg.max_nodes), int(cfg.chunk_configs)), int(cfg.top)), flush=True)
     if cfg.out:
         write_text_atomic(cfg.out, json.dumps(r.to_dict()) + "\n")
         log.info("wrote %s (the full order of %d configs)", cfg.out, r.order.size)

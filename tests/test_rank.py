@@ -16,7 +16,7 @@ from builders import COL_MAJOR, DEFAULT, ROW_MAJOR, layout_configs, tile_configs
 from pipeline.baseline import baseline_scores
 from pipeline.io.catalog import GraphFile
 from pipeline.core.errors import DataError
-from pipeline.rank import collection_of, describe, describe_layout, describe_tile, rank_arrays, rank_file
+from pipeline.rank import collection_of, describe_configs, describe_layout, describe_tile, rank_arrays, rank_file
 
 from conftest import ROOT
 
@@ -53,7 +53,7 @@ def test_readable_configs() -> None:
 
 def test_describe_streams_only_the_configs_asked(tmp_path: Path) -> None:
     f = layout_file(tmp_path / "g.npz")
-    text = describe(f, np.array([3, 0]), max_nodes=4, chunk_configs=1)
+    text = describe_configs(f, np.array([3, 0]), max_nodes=4, chunk_configs=1)
     assert text == {3: "node 1 convolution out {0,1} in -; node 3 dot out {0,1} in -",
                     0: "node 1 convolution out {1,0} in -"}
 
