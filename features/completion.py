@@ -6,8 +6,9 @@ to (docs/FORMAT.md, "Config columns").
 - `effective_output_layout`: each configurable node's output layout under each config;
 - `group_defaults`: what each group of a configurable node completes from (output: the node's
   own layout; input: operand 0's; kernel: operand 1's for convolution and dot);
-- `GroupCompleter`: completion of packed groups through a table per distinct default layout,
-  computed once per graph (the GNN's batches pay two gathers, not the comparisons).
+- `CompletionTable`: completion of packed groups through a table per distinct default layout,
+  computed once per graph (the GNN's batches and the GBDT features pay gathers, not the
+  comparisons); `GroupCompleter` applies it to each group of a graph's configurable nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import itertools
 
 import numpy as np
 
-from features.configs import NUM_CODES, pack_layout
+from features.configs import NUM_CODES, pack_layout, unpack_layout
 from features.layout import KERNEL_OPCODES
 
 
@@ -90,29 +91,53 @@ def group_defaults(node_layout: np.ndarray, node_opcode: np.ndarray, edge_index:
     return out
 
 
-class GroupCompleter:
-    """Completes packed config groups (`features.configs` codes) from their default layouts
-    with `features.pad.complete_layout`, through a table per distinct default layout.
+class CompletionTable:
+    """Completes packed config groups (`features.configs` codes) from a set of default layouts,
+    through a table of every prefix-form group under each default, computed once.
 
     Args:
-        defaults: (M, 3, 6) int8, what each group of each configurable node completes from
-            (`group_defaults`).
+        defaults: (T, 6) int8, the distinct layouts groups complete from.
 
-    Shapes: codes (..., M, 3) int32 -> (..., M, 3) int32. A code that is not a prefix-form
-    group passes unchanged.
+    Shapes: codes (...) int and default_idx (...) int into `defaults`, broadcast together ->
+    (...) int32 completed codes (`complete_layout`). The data's groups are prefix-form; any
+    other code is completed directly.
+    """
+
+    def __init__(self, defaults: np.ndarray):
+        self.defaults = np.asarray(defaults, dtype=np.int8).reshape(-1, 6)
+        if not len(self.defaults):  # no configurable node varies: nothing to complete
+            self.table = np.zeros((0, _PREFIX.shape[0]), dtype=np.int32)
+            return
+        done = complete_layout(np.broadcast_to(_PREFIX, (len(self.defaults), *_PREFIX.shape)), self.defaults[:, None])
+        self.table = pack_layout(done)[..., 0]  # (T, P) completed code of each prefix-form group
+
+    def __call__(self, codes: np.ndarray, default_idx: np.ndarray) -> np.ndarray:
+        codes, default_idx = np.broadcast_arrays(np.asarray(codes), np.asarray(default_idx))
+        row = _PREFIX_ROW[codes]
+        out = self.table[default_idx, np.maximum(row, 0)] if self.table.size else np.zeros(codes.shape, np.int32)
+        odd = row < 0
+        if odd.any():
+            groups = unpack_layout(codes[odd][:, None])  # (n, 6)
+            out = out.copy()
+            out[odd] = pack_layout(complete_layout(groups, self.defaults[default_idx[odd]]))[:, 0]
+        return out.astype(np.int32)
+
+
+class GroupCompleter:
+    """Completes the packed config groups of a graph's configurable nodes from their default
+    layouts (`group_defaults`), through a `CompletionTable` of the distinct defaults.
+
+    Args:
+        defaults: (M, 3, 6) int8, what each group of each configurable node completes from.
+
+    Shapes: codes (..., M, 3) int32 -> (..., M, 3) int32.
     """
 
     def __init__(self, defaults: np.ndarray):
         d = np.asarray(defaults, dtype=np.int8)
         uniq, inv = np.unique(d.reshape(-1, 6), axis=0, return_inverse=True)
-        self.column = inv.reshape(d.shape[:-1]).astype(np.int64)  # (M, 3) table of each group
-        if uniq.shape[0] == 0:  # no configurable node varies: nothing to complete
-            self.table = np.zeros((0, _PREFIX.shape[0]), dtype=np.int32)
-            return
-        done = complete_layout(np.broadcast_to(_PREFIX, (uniq.shape[0], *_PREFIX.shape)), uniq[:, None])  # (T, P, 6)
-        self.table = pack_layout(done)[..., 0]  # (T, P) completed code of each prefix-form group
+        self.column = inv.reshape(d.shape[:-1]).astype(np.int64)  # (M, 3) default of each group
+        self.table = CompletionTable(uniq)
 
     def __call__(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes)
-        row = _PREFIX_ROW[codes]  # (..., M, 3)
-        return np.where(row >= 0, self.table[self.column, np.maximum(row, 0)], codes).astype(np.int32)
+        return self.table(codes, self.column)

@@ -3,7 +3,7 @@
 Everything is vectorized over a chunk of configs and works on packed groups (one int32 per
 6-value layout group, `features.configs.pack_layout`). Config groups often set only a prefix
 (the minor-most dims) or nothing; every comparison below is between COMPLETED layouts
-(`features.pad.complete_layout`: the group's prefix, then the node's own dims): a node's
+(`features.completion.complete_layout`: the group's prefix, then the node's own dims): a node's
 effective output layout is its output group completed from its own layout, and a consumer's
 wanted input layout is its input group completed from the producer's own layout. Layout
 features (per config):
@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.configs import NUM_CODES, pack_layout, unpack_layout
 from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, RESHAPE, SHAPE_COLS, TYPE_COLS, node_layout, root_node, tensor_bytes
-from features.completion import complete_layout
+from features.completion import CompletionTable
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
 
@@ -52,7 +51,8 @@ class LayoutContext:
 
     kind (NC,) 0..3; own (NC, 6) int8 node layout (-1 padded); dims (NC, 6) shape dims;
     nbytes (NC,) tensor bytes; pairs (P, 2) `[consumer_pos, producer_pos]`; graph (dict) size
-    stats; own_idx (NC,) index of each node's own layout in `owns` (K, 6), its distinct values.
+    stats; own_idx (NC,) index of each node's own layout among its distinct values, the
+defaults of `complete`.
     """
 
     kind: np.ndarray
@@ -62,28 +62,7 @@ class LayoutContext:
     pairs: np.ndarray
     graph: dict[str, float]
     own_idx: np.ndarray
-    owns: np.ndarray
-    # memo of completed codes, 1 + code at own_idx * NUM_CODES + group code (0: not computed yet);
-    # np.zeros leaves untouched pages unmapped, so it costs only the (own, group) pairs seen
-    _done: np.ndarray | None = None
-
-    def complete(self, codes: np.ndarray, own_idx: np.ndarray) -> np.ndarray:
-        """Packed completed layouts (`features.pad.complete_layout`) of packed groups `codes`
-        completed from own layouts `self.owns[own_idx]` (broadcast against codes).
-
-        The (own, group) pairs of a graph are few, so each is completed once and looked up after.
-        """
-        if self._done is None:
-            self._done = np.zeros(len(self.owns) * NUM_CODES, dtype=np.int32)
-        key = own_idx.astype(np.int64) * NUM_CODES + codes
-        out = self._done[key]
-        miss = out == 0
-        if miss.any():
-            new = np.unique(key[miss])
-            done = complete_layout(unpack_layout(new[:, None] % NUM_CODES), self.owns[new // NUM_CODES])
-            self._done[new] = pack_layout(done)[:, 0] + 1
-            out = self._done[key]
-        return out - 1
+    complete: CompletionTable  # packed groups completed from own layouts: complete(codes, own_idx)
 
 
 def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_ids: np.ndarray,
@@ -99,7 +78,7 @@ def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_i
     owns, own_idx = np.unique(own.reshape(-1, 6), axis=0, return_inverse=True)
     return LayoutContext(kind, own, nf[:, SHAPE_COLS].astype(np.float64), nb,
                          np.asarray(pairs, dtype=np.int64).reshape(-1, 2), stats,
-                         own_idx.reshape(-1).astype(np.int64), owns.astype(np.int8))
+                         own_idx.reshape(-1).astype(np.int64), CompletionTable(owns))
 
 
 def _tile_padding(size: np.ndarray, tile: int) -> np.ndarray:

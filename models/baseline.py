@@ -3,7 +3,7 @@
 Layout: a config costs the bytes copied where a producer's output layout and its consumer's
 expected layout disagree in the two minor-most dimensions (the ones TPU tiling depends on; real
 config groups often set only those two). A configurable node's output layout is its config's
-output group completed from its own node_feat layout (`features.pad.complete_layout`; all -1 is
+output group completed from its own node_feat layout (`features.completion.complete_layout`; all -1 is
 the compiler default); a consumer expects its configured input group, completed from the
 producer's own layout, when it is configurable, and the producer's own layout otherwise. Every edge touching a configurable node contributes
 `bytes(producer) * [mismatch]`.

@@ -14,15 +14,11 @@ Design (after the competition's 1st place solution):
 - Layout collections: a configurable node's configured output layout stands in for its own
   layout; its configured input and kernel layouts add a further term. The groups arrive
   completed (`pipeline.io.gnn_tensors` fills each group's unset positions with
-  `features.pad.complete_layout`: output from the node's own layout, input from its
-  producer's). With `layout_given_flag`, a learned "filled" vector is added to the symbol
-  embedding at the positions the config did not set (`GraphBatch.config_given`), so "the
-  compiler's default" stays visible next to what that default completes to; node layouts are
-  all given and never get it. Everything that does not depend on the
-  config is encoded once as (N, H) and broadcast to (K, N, H).
-- Tile collection: the config is graph-level (24 numbers). By default the graph is encoded
-  once, (1, N, H), pooled, and joined with each config's embedding at the readout
-  (`tile_join=readout`); `tile_join=nodes` adds the config embedding to every node instead.
+  `features.completion.complete_layout`: output from the node's own layout, input from its
+  producer's). Everything that does not depend on the config is encoded once as (N, H) and
+  broadcast to (K, N, H).
+- Tile collection: the config is graph-level (24 numbers). The graph is encoded once,
+  (1, N, H), pooled, and joined with each config's embedding at the readout.
 - Message passing: GraphSAGE with both edge directions, separate weights for
   producer -> consumer and consumer -> producer, residual, normalization, channel attention.
 - Cross-configuration attention: the K configs of one graph attend to each other (softmax over
@@ -52,9 +48,8 @@ LAYOUT_SYMBOLS = 7  # layout values -1..5 -> embedding rows 0..6
 LAYOUT_WIDTH = 6  # positions in one minor-to-major group
 KINDS = ("layout", "tile")
 CROSS = ("softmax", "mha", "none")
-NORMS = ("instance", "layer", "none")
-CHANNEL_ATTENTION = ("se", "gate", "none")
-TILE_JOINS = ("readout", "nodes")
+NORMS = ("instance", "none")
+CHANNEL_ATTENTION = ("se", "none")
 
 
 @dataclass
@@ -74,9 +69,6 @@ class GraphBatch:
         config_layout: (K, M, 18) long in [-1, 5]: output (0-5), input (6-11) and kernel (12-17)
             layout groups of each configurable node under each config, completed (layout; see
             the module docstring: -1 is read as a symbol, never filled in here).
-        config_given: (K, M, 18) bool or None (layout): True where the config itself set the
-            position, False where the completion filled it in (or it stayed -1). Read only by
-            a model with `layout_given_flag`; None = every position given.
         config_feat: (K, F') float32, graph-level tile config, already normalized (tile); F' is
             24 raw, fewer after the padding stage drops constant columns (the model's
             `config_feat_dim`).
@@ -89,7 +81,6 @@ class GraphBatch:
     config_nodes: Tensor | None = None
     config_layout: Tensor | None = None
     config_feat: Tensor | None = None
-    config_given: Tensor | None = None
 
     @property
     def kind(self) -> str:
@@ -112,8 +103,7 @@ class GraphBatch:
         """The same graph with only the configs at `configs` ((k,) long), in that order."""
         if self.config_feat is not None:
             return replace(self, config_feat=self.config_feat[configs])
-        given = None if self.config_given is None else self.config_given[configs]
-        return replace(self, config_layout=self.config_layout[configs], config_given=given)
+        return replace(self, config_layout=self.config_layout[configs])
 
     def to(self, device: torch.device | str) -> "GraphBatch":
         return GraphBatch(**{f.name: None if (t := getattr(self, f.name)) is None else t.to(device) for f in fields(self)})
@@ -140,7 +130,7 @@ class GraphBatch:
         if e.numel() and (int(e.min()) < 0 or int(e.max()) >= n):
             fail(f"edge_index refers to nodes outside [0, {n})")
         if self.config_feat is not None:
-            if self.config_layout is not None or self.config_nodes is not None or self.config_given is not None:
+            if self.config_layout is not None or self.config_nodes is not None:
                 fail("a batch has either config_feat (tile) or config_nodes + config_layout (layout), not both")
             c = self.config_feat
             if c.dim() != 2 or c.shape[1] < 1 or not c.is_floating_point():
@@ -159,9 +149,6 @@ class GraphBatch:
         if cl.dim() != 3:
             fail(f"config_layout must be (K, M, {LAYOUT_CONFIG_DIM}), got {tuple(cl.shape)}")
         _check_layout(cl, (cl.shape[0], nodes.numel(), LAYOUT_CONFIG_DIM), "config_layout", fail)
-        g = self.config_given
-        if g is not None and (g.shape != cl.shape or g.dtype != torch.bool):
-            fail(f"config_given must be {tuple(cl.shape)} bool like config_layout, got {tuple(g.shape)} {g.dtype}")
 
 
 def _check_layout(t: Tensor, shape: tuple[int, ...], name: str, fail) -> None:
@@ -172,30 +159,23 @@ def _check_layout(t: Tensor, shape: tuple[int, ...], name: str, fail) -> None:
 
 
 class ChannelAttention(nn.Module):
-    """Channel attention: each channel is rescaled by a learned sigmoid gate.
-
-    `se` (squeeze-excitation): the gate is computed from the mean over nodes, one per config
-    and channel. `gate`: computed per node from the node's own state (the 1st place's
-    ChannelAttention). Neither mixes configs.
+    """Squeeze-excitation: each channel is rescaled by a learned sigmoid gate computed from
+    the mean over nodes, one per config and channel (it never mixes configs).
 
     Args:
         hidden: H.
-        mode: `se` (default) or `gate`.
         reduction: bottleneck factor of the gate MLP (4).
 
     Shapes: (K, N, H) -> (K, N, H).
     """
 
-    def __init__(self, hidden: int, mode: str = "se", reduction: int = 4):
+    def __init__(self, hidden: int, reduction: int = 4):
         super().__init__()
-        if mode not in CHANNEL_ATTENTION[:-1]:
-            raise ValueError(f"unknown channel attention '{mode}' (one of {CHANNEL_ATTENTION})")
-        self.mode = mode
         mid = max(1, hidden // reduction)
         self.fc = nn.Sequential(nn.Linear(hidden, mid), nn.ReLU(), nn.Linear(mid, hidden))
 
     def forward(self, x: Tensor) -> Tensor:
-        squeezed = x.mean(dim=-2, keepdim=True) if self.mode == "se" else x  # (K, 1, H) or (K, N, H)
+        squeezed = x.mean(dim=-2, keepdim=True)  # (K, 1, H)
         return x * torch.sigmoid(self.fc(squeezed))
 
 
@@ -259,7 +239,7 @@ class NodeNorm(nn.Module):
     """Normalization that never mixes configs.
 
     `instance`: per config and channel over the nodes (the 1st and 6th places' choice);
-    `layer`: per node over the channels; `none`: identity.
+    `none`: identity.
 
     Shapes: (K, N, H) -> (K, N, H).
     """
@@ -269,14 +249,13 @@ class NodeNorm(nn.Module):
         if mode not in NORMS:
             raise ValueError(f"unknown norm '{mode}' (one of {NORMS})")
         self.mode, self.eps = mode, eps
-        self.weight = nn.Parameter(torch.ones(hidden))
-        self.bias = nn.Parameter(torch.zeros(hidden))
+        if mode != "none":  # the identity has nothing to learn
+            self.weight = nn.Parameter(torch.ones(hidden))
+            self.bias = nn.Parameter(torch.zeros(hidden))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "none":
             return x
-        if self.mode == "layer":
-            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         if x.shape[-2] == 1:  # one node: the fused kernel refuses it in training; the answer is the bias
             return (x - x.detach()) + self.bias
         # the fused kernel keeps only its input for backward (a hand-written one keeps three)
@@ -297,7 +276,7 @@ class SAGEBlock(nn.Module):
         hidden: H.
         aggr: `mean` (default, SAGEConv's), `sum` or `max`.
         norm: see NodeNorm (`instance`).
-        channel_attention: `se`, `gate` or `none`.
+        channel_attention: `se` (squeeze-excitation) or `none`.
         se_reduction: see ChannelAttention.
         cross: a CrossConfigSoftmax, or None for no cross-config attention in this layer.
         dropout: on the residual branch.
@@ -324,7 +303,9 @@ class SAGEBlock(nn.Module):
         self.lin_fwd = nn.Linear(hidden, hidden, bias=False)  # producer -> consumer
         self.lin_bwd = nn.Linear(hidden, hidden, bias=False)  # consumer -> producer
         self.norm = NodeNorm(hidden, norm)
-        self.channel = ChannelAttention(hidden, channel_attention, se_reduction) if channel_attention != "none" else nn.Identity()
+        if channel_attention not in CHANNEL_ATTENTION:
+            raise ValueError(f"unknown channel attention '{channel_attention}' (one of {CHANNEL_ATTENTION})")
+        self.channel = ChannelAttention(hidden, se_reduction) if channel_attention == "se" else nn.Identity()
         self.cross = cross if cross is not None else nn.Identity()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -346,21 +327,15 @@ class GNNRanker(nn.Module):
         hidden: H (64).
         layers: message-passing layers (4).
         layout_embed_dim: width of one layout symbol's embedding (8).
-        layout_given_flag: add a learned "filled" vector to the symbol embedding at the config
-            layout positions the config did not set (`GraphBatch.config_given` False), so the
-            model sees both the completed layout and which of it is the compiler's default
-            (False: the completed layout only).
         aggr: neighbour aggregation, `mean`, `sum` or `max`.
-        norm: `instance`, `layer` or `none` (NodeNorm).
-        channel_attention: `se`, `gate` or `none`.
+        norm: `instance` or `none` (NodeNorm).
+        channel_attention: `se` or `none`.
         se_reduction: channel-attention bottleneck factor (4).
         cross: cross-config attention, `softmax` (default), `mha` or `none`.
         cross_nodes: with `softmax`, also apply it to the node states in every layer (True);
             otherwise only at the readout.
         cross_temperature: initial softmax temperature (1.0).
         heads: attention heads of `mha` (4; must divide H).
-        tile_join: `readout` (the graph is encoded once and joined with the config at the
-            readout) or `nodes` (the config embedding is added to every node).
         dropout: residual-branch and readout dropout (0).
         scatter_backend: models.scatter backend (`native`; `torch_scatter` where installed).
         checkpoint: recompute each layer during backward instead of keeping its activations
@@ -371,8 +346,8 @@ class GNNRanker(nn.Module):
             passes the padded width).
 
     Shapes: GraphBatch with K configs -> (K,) scores. Config layout groups (K, M, 6) are
-    embedded per position as (K, M, 6, d) (+ the filled vector where not given, with
-    `layout_given_flag`) and flattened to (K, M, 6d) before their projection to H.
+    embedded per position as (K, M, 6, d) and flattened to (K, M, 6d) before their projection
+    to H.
     """
 
     def __init__(
@@ -382,7 +357,6 @@ class GNNRanker(nn.Module):
         hidden: int = 64,
         layers: int = 4,
         layout_embed_dim: int = 8,
-        layout_given_flag: bool = False,
         aggr: str = "mean",
         norm: str = "instance",
         channel_attention: str = "se",
@@ -391,7 +365,6 @@ class GNNRanker(nn.Module):
         cross_nodes: bool = True,
         cross_temperature: float = 1.0,
         heads: int = 4,
-        tile_join: str = "readout",
         dropout: float = 0.0,
         scatter_backend: str = "native",
         checkpoint: bool = False,
@@ -404,20 +377,15 @@ class GNNRanker(nn.Module):
             raise ValueError(f"unknown kind '{kind}' (layout or tile)")
         if cross not in CROSS:
             raise ValueError(f"unknown cross-config attention '{cross}' (one of {CROSS})")
-        if tile_join not in TILE_JOINS:
-            raise ValueError(f"unknown tile_join '{tile_join}' (one of {TILE_JOINS})")
         if aggr not in sc.REDUCTIONS:
             raise ValueError(f"unknown aggregation '{aggr}' (one of {sc.REDUCTIONS})")
         sc.check_backend(scatter_backend)
-        self.kind, self.cross_kind, self.tile_join = kind, cross, tile_join
+        self.kind, self.cross_kind = kind, cross
         self.hidden, self.checkpoint = hidden, checkpoint
 
         self.opcode_embed = nn.Embedding(NUM_OPCODES, hidden)
         self.feat_proj = nn.Linear(node_feat_dim, hidden)
         self.layout_embed = nn.Embedding(LAYOUT_SYMBOLS, layout_embed_dim)  # shared: node and config layouts
-        # the scale of a symbol embedding (N(0, 1), like nn.Embedding's rows): a zero start would
-        # make the flag invisible until the loss happened to push it away from zero
-        self.filled_embed = nn.Parameter(torch.randn(layout_embed_dim)) if layout_given_flag and kind == "layout" else None
         self.out_layout_proj = nn.Linear(LAYOUT_WIDTH * layout_embed_dim, hidden)  # a node's (effective) output layout
         if kind == "layout":
             # configured input + kernel groups; its bias doubles as a "configurable" marker
@@ -432,7 +400,7 @@ class GNNRanker(nn.Module):
             SAGEBlock(hidden, aggr, norm, channel_attention, se_reduction, node_cross(), dropout, scatter_backend)
             for _ in range(layers)
         )
-        joined = 2 * hidden + (hidden if kind == "tile" and tile_join == "readout" else 0)
+        joined = 2 * hidden + (hidden if kind == "tile" else 0)  # tile: pooled graph + config embedding
         self.readout_in = nn.Sequential(nn.Linear(joined, hidden), nn.ReLU())
         if cross == "softmax":
             self.readout_cross: nn.Module = CrossConfigSoftmax(hidden, cross_temperature)
@@ -448,35 +416,27 @@ class GNNRanker(nn.Module):
         """True when a config's score depends on the other configs of its batch."""
         return self.cross_kind != "none"
 
-    def _embed_layout(self, layout: Tensor, given: Tensor | None = None) -> Tensor:
-        """(..., G*6) long in [-1, 5] -> (..., G*6*d): per-position embeddings, flattened; with
-        `given` ((..., G*6) bool) and `layout_given_flag`, the filled vector where not given."""
-        e = self.layout_embed(layout + 1)  # (..., G*6, d)
-        if self.filled_embed is not None and given is not None:
-            e = e + (~given).unsqueeze(-1).to(e.dtype) * self.filled_embed
-        return e.flatten(-2)
+    def _embed_layout(self, layout: Tensor) -> Tensor:
+        """(..., G*6) long in [-1, 5] -> (..., G*6*d): per-position embeddings, flattened."""
+        return self.layout_embed(layout + 1).flatten(-2)  # (..., G*6, d) -> (..., G*6*d)
 
     def encode_inputs(self, b: GraphBatch) -> tuple[Tensor, Tensor | None]:
         """Input node states and the per-config embedding of tile configs.
 
-        Returns x (K, N, H), or (1, N, H) when nothing at node level depends on the config
-        (tile with `tile_join=readout`), and cfg (K, H) for tile, else None.
+        Returns x (K, N, H), or (1, N, H) for tile (nothing at node level depends on its
+        config), and cfg (K, H) for tile, else None.
         """
         own = self.out_layout_proj(self._embed_layout(b.node_layout))  # (N, H)
         base = self.opcode_embed(b.opcode) + self.feat_proj(b.node_feat) + own  # (N, H), config-independent
         n, h = base.shape
         if self.kind == "tile":
-            cfg = self.config_mlp(b.config_feat)  # (K, H)
-            if self.tile_join == "nodes":
-                return base.unsqueeze(0) + cfg.unsqueeze(1), cfg  # (K, N, H)
-            return base.unsqueeze(0), cfg  # (1, N, H)
+            return base.unsqueeze(0), self.config_mlp(b.config_feat)  # (1, N, H), (K, H)
         k = b.config_layout.shape[0]
-        cl, given = b.config_layout, b.config_given  # (K, M, 18), (K, M, 18) bool or None
-        out_given, in_given = (None, None) if given is None else (given[..., :LAYOUT_WIDTH], given[..., LAYOUT_WIDTH:])
+        cl = b.config_layout  # (K, M, 18)
         delta = (
-            self.out_layout_proj(self._embed_layout(cl[..., :LAYOUT_WIDTH], out_given))  # (K, M, H)
+            self.out_layout_proj(self._embed_layout(cl[..., :LAYOUT_WIDTH]))  # (K, M, H)
             - own[b.config_nodes]  # the configured output layout replaces the own one
-            + self.cfg_layout_proj(self._embed_layout(cl[..., LAYOUT_WIDTH:], in_given))
+            + self.cfg_layout_proj(self._embed_layout(cl[..., LAYOUT_WIDTH:]))
         )
         x = base.unsqueeze(0).repeat(k, 1, 1)  # (K, N, H): the only per-config copy of the inputs
         return x.index_add_(1, b.config_nodes, delta), None
@@ -497,7 +457,7 @@ class GNNRanker(nn.Module):
     def forward(self, b: GraphBatch) -> Tensor:
         x, cfg = self.node_states(b)  # (K|1, N, H)
         pooled = torch.cat([x.mean(dim=1), x.amax(dim=1)], dim=-1)  # (K|1, 2H)
-        if self.kind == "tile" and self.tile_join == "readout":
+        if self.kind == "tile":
             pooled = torch.cat([pooled.expand(cfg.shape[0], -1), cfg], dim=-1)  # (K, 3H)
         z = self.readout_cross(self.readout_in(pooled))  # (K, H)
         return self.head(z).squeeze(-1)  # (K,)

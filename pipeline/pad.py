@@ -13,7 +13,7 @@ own layout and the config layouts share the vocabulary -1..5), and adds:
 - `node_feat_norm` (N, K) float32: constant columns dropped, wide-range columns log-transformed,
   standardized (layout columns excluded: they are categorical);
 - `node_layout` (N, 6) int8: the node's own layout, -1 padded (the extract stage and the models
-  let a configurable node's chosen layout stand in for it: `features.pad.complete_layout`);
+  let a configurable node's chosen layout stand in for it: `features.completion.complete_layout`);
 - tile: `config_feat_norm` (C, K') float32.
 With `stats_from=<stats.json>` nothing is fitted: the statistics saved by an earlier run (the
 training run's `stats`) are applied as they are, and copied to `stats` (inference on test files

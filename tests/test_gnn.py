@@ -86,14 +86,13 @@ def test_layout_shapes() -> None:
     assert s.shape == (7,) and torch.isfinite(s).all()
 
 
-@pytest.mark.parametrize("join", ["readout", "nodes"])
-def test_tile_shapes(join: str) -> None:
+def test_tile_shapes() -> None:
     b = tile_batch(5)
     b.check()
-    m = model(kind="tile", tile_join=join)
+    m = model(kind="tile")
     x, cfg = m.node_states(b)
-    # readout join: the graph is encoded once, shared by every config
-    assert x.shape == ((1 if join == "readout" else 5), 6, H) and cfg.shape == (5, H)
+    # the graph is encoded once, shared by every config; the config joins at the readout
+    assert x.shape == (1, 6, H) and cfg.shape == (5, H)
     s = m(b)
     assert s.shape == (5,) and torch.isfinite(s).all()
     changed = b.config_feat.clone()
@@ -114,50 +113,12 @@ def test_check_rejects_what_the_contract_cannot_express() -> None:
         "edge_index refers": GraphBatch(**{**b.__dict__, "edge_index": torch.tensor([[0, 6]])}),
         "not both": GraphBatch(**{**b.__dict__, "config_feat": torch.zeros(3, 24)}),
         "node_layout must be": GraphBatch(**{**b.__dict__, "node_layout": b.node_layout[:, :5]}),
-        "config_given must be": GraphBatch(**{**b.__dict__, "config_given": torch.ones(3, 2, 17, dtype=torch.bool)}),
     }
     for message, bad in cases.items():
         with pytest.raises(ValueError, match=message):
             bad.check()
     with pytest.raises(ValueError, match="tile batch given to a layout model"):
         model()(tile_batch(2))
-
-
-@pytest.mark.parametrize("group", [0, 6])
-def test_given_flag_tells_a_set_group_from_the_same_layout_filled_in(group: int) -> None:
-    # configs 0 and 1 have the same completed layout at the convolution; only 0's config set it
-    cfg = torch.full((2, 2, 18), -1, dtype=torch.long)
-    cfg[:, 0, group : group + 2] = torch.tensor([1, 0])
-    given = torch.zeros(2, 2, 18, dtype=torch.bool)
-    given[0, 0, group : group + 2] = True
-    b = GraphBatch(**{**graph(cfg).__dict__, "config_given": given})
-    b.check()
-    on = model(cross="none", layout_given_flag=True)
-    x, _ = on.encode_inputs(b)
-    assert not torch.allclose(x[0, CONV], x[1, CONV]), "flag on: given and filled must read differently"
-    torch.testing.assert_close(x[0, RESHAPE], x[1, RESHAPE])  # only the node whose group changed
-    s = on(b)
-    assert not torch.isclose(s[0], s[1])
-    # no mask reads as all given
-    x_none, _ = on.encode_inputs(GraphBatch(**{**b.__dict__, "config_given": None}))
-    x_all, _ = on.encode_inputs(GraphBatch(**{**b.__dict__, "config_given": torch.ones_like(given)}))
-    torch.testing.assert_close(x_none, x_all, rtol=0, atol=0)
-    assert not torch.allclose(x_all[1, CONV], x[1, CONV])
-    off = model(cross="none")
-    x, _ = off.encode_inputs(b)
-    torch.testing.assert_close(x[0], x[1], rtol=0, atol=0)
-    assert "filled_embed" not in dict(off.named_parameters())
-    assert "filled_embed" in dict(on.named_parameters())
-
-
-def test_given_flag_is_trained() -> None:
-    cfg = torch.full((2, 2, 18), -1, dtype=torch.long)
-    cfg[:, 0, :2] = torch.tensor([1, 0])
-    given = torch.zeros(2, 2, 18, dtype=torch.bool)
-    given[0, 0, :2] = True
-    m = model(cross="none", layout_given_flag=True).train()
-    m.loss(m(GraphBatch(**{**graph(cfg).__dict__, "config_given": given})), torch.tensor([1.0, 2.0])).backward()
-    assert m.filled_embed.grad is not None and m.filled_embed.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------- masks
@@ -178,7 +139,7 @@ def test_config_change_at_a_configurable_node_changes_its_score(node_slot: int, 
 
 
 def test_config_layouts_are_read_as_given() -> None:
-    # completing -1 positions is the data's job (pipeline.io.gnn_tensors, features.pad.complete_layout);
+    # completing -1 positions is the data's job (pipeline.io.gnn_tensors, features.completion.complete_layout);
     # the model must not fill them a second way
     m = model()
     default = torch.full((3, 2, 18), -1, dtype=torch.long)
@@ -192,8 +153,9 @@ def test_config_layouts_are_read_as_given() -> None:
 
 @pytest.mark.parametrize("cross", ["none", "softmax", "mha"])
 def test_unconnected_node_is_the_same_under_every_config(cross: str) -> None:
-    # node-local norm and channel gate: only edges carry config information to a node
-    x, _ = model(cross=cross, norm="layer", channel_attention="gate").node_states(layout_batch(5))
+    # without the per-config pooling of norm and channel attention, only edges carry config
+    # information to a node
+    x, _ = model(cross=cross, norm="none", channel_attention="none").node_states(layout_batch(5))
     iso = x[:, ISOLATED]  # (K, H)
     torch.testing.assert_close(iso, iso[:1].expand_as(iso), rtol=0, atol=1e-6)
     add = x[:, 4]  # consumer of the configurable reshape: sees the configs
@@ -286,7 +248,7 @@ def test_hydra_config_builds_the_model() -> None:
     assert t(tile_batch(3)).shape == (3,) and t.loss.name == "listmle"
 
 
-@pytest.mark.parametrize("kw", [{}, {"kind": "tile"}, {"cross": "mha", "channel_attention": "gate", "norm": "layer"}])
+@pytest.mark.parametrize("kw", [{}, {"kind": "tile"}, {"cross": "mha"}, {"cross": "none", "channel_attention": "none", "norm": "none"}])
 def test_every_parameter_gets_a_gradient(kw: dict) -> None:
     b = tile_batch(5) if kw.get("kind") == "tile" else layout_batch(5)
     m = model(**kw).train()

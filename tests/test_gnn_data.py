@@ -16,7 +16,7 @@ from pipeline.core.errors import DataError
 from features.configs import pack_layout, unpack_layout
 from features.completion import complete_layout
 from models.gnn import GNNRanker
-from features.completion import GroupCompleter, group_defaults
+from features.completion import CompletionTable, GroupCompleter, group_defaults
 from pipeline.io.gnn_tensors import feature_dims, graph_data, load_graph, load_graphs, sample_rows
 from pipeline.io.npz import read_graph, write_npz
 from pipeline.core.runner import rel_path
@@ -102,26 +102,21 @@ def test_config_groups_are_completed_from_their_default_layouts() -> None:
     assert got.tolist() == want
 
 
-def test_config_given_marks_what_the_file_set_not_what_was_completed() -> None:
+def test_a_set_group_and_the_default_it_completes_to_read_alike() -> None:
     groups = [
         [_g([4, 3, 2, 1, 0], [], []), _g([1, 0], [1], [])],  # the convolution's own layout, set
         [_g([], [], []), _g([1], [1, 0], [])],  # nothing set: completes to the same output layout
     ]
     b = graph_data(hand_graph(groups), "layout:xla:default", "train").select(np.array([1, 0]))
     b.check()
-    assert b.config_given.tolist() == (np.array(groups)[[1, 0]] >= 0).tolist()
     lay = b.config_layout
     assert lay[0, :, :6].tolist() == lay[1, :, :6].tolist(), "both output groups complete alike"
-    x = {}
-    for flag in (True, False):
-        torch.manual_seed(0)
-        m = GNNRanker(node_feat_dim=3, hidden=8, layers=1, cross="none", layout_given_flag=flag).eval()
-        with torch.no_grad():
-            x[flag], _ = m.encode_inputs(b)
-    # flag off: the given-vs-default difference of the output groups is invisible, only the
-    # input groups differ (the reshape's input group went from [1] to [1, 0])
-    torch.testing.assert_close(x[False][0, 2], x[False][1, 2], rtol=0, atol=0)
-    assert not torch.allclose(x[True][0, 2], x[True][1, 2])
+    torch.manual_seed(0)
+    m = GNNRanker(node_feat_dim=3, hidden=8, layers=1, cross="none").eval()
+    with torch.no_grad():
+        x, _ = m.encode_inputs(b)
+    # the convolution's set group and the default it completes to are the same input to the model
+    torch.testing.assert_close(x[0, 2], x[1, 2], rtol=0, atol=0)
 
 
 def test_completion_tables_agree_with_complete_layout() -> None:
@@ -137,6 +132,11 @@ def test_completion_tables_agree_with_complete_layout() -> None:
     codes = pack_layout(groups.reshape(50, 40, 18))
     got = unpack_layout(GroupCompleter(defaults)(codes)).reshape(groups.shape)
     assert np.array_equal(got, complete_layout(groups, defaults[None]))
+    # any other group (a repeated dim) is completed directly, from the default it is paired with
+    odd = np.array([[1, 1, -1, -1, -1, -1], [0, -1, -1, -1, -1, -1]], dtype=np.int8)
+    table = CompletionTable(defaults[:2, 0])
+    got = unpack_layout(table(pack_layout(odd)[:, 0], np.array([1, 0]))[:, None])
+    assert np.array_equal(got, complete_layout(odd, defaults[[1, 0], 0]))
     # a node without a producer in the graph completes its input group from its own layout
     d = group_defaults(np.array([[1, 0, -1, -1, -1, -1]] * 2), np.array([26, 26]), np.zeros((0, 2)), np.array([0, 1]))
     assert d[:, 1].tolist() == [[1, 0, -1, -1, -1, -1]] * 2 and (d[:, 2] == -1).all()

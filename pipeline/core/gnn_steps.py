@@ -27,7 +27,7 @@ def check_choices(cfg: DictConfig) -> None:
     """Fail with one sentence on a config choice the model or the stage does not know, before
     anything is loaded or built."""
     choices = {"cross": gnn.CROSS, "norm": gnn.NORMS, "aggr": sc.REDUCTIONS, "channel_attention": gnn.CHANNEL_ATTENTION,
-               "tile_join": gnn.TILE_JOINS, "loss": LOSSES, "scatter_backend": tuple(sc.BACKENDS)}
+               "loss": LOSSES, "scatter_backend": tuple(sc.BACKENDS)}
     for key, known in choices.items():
         value = cfg.model.get(key)
         if value not in known:

@@ -23,9 +23,6 @@ minor-to-major order (often nothing: -1 everywhere is the compiler's default), a
   a producer in the graph falls back to its own layout;
 - kernel group: the layout of operand 1 of a convolution or dot (the kernel); other nodes have
   no kernel, and their kernel group stays as given.
-Completing erases which positions the config set and which are the compiler's default, so each
-batch also carries `config_given` (k, NV, 18) bool, True where the file's group had a value
-(>= 0); the model reads it only with `layout_given_flag`.
 The completion of every prefix-form group under each distinct default layout of a graph is
 tabulated once per graph (`features.completion.GroupCompleter`), so `select` pays two gathers per batch, not the
 (k, NV, 3, 6, 6) comparisons of `complete_layout`.
@@ -105,16 +102,13 @@ class GraphData:
 
     def select(self, rows: Tensor | np.ndarray) -> GraphBatch:
         """The graph with the unique configs at `rows` ((k,) ints), in that order, on its device;
-        layout groups completed, with `config_given` marking what the configs set (module
-        docstring)."""
+        layout groups completed (module docstring)."""
         idx = torch.as_tensor(rows, dtype=torch.long)
         if self.config_feat is not None:
             return replace(self.graph, config_feat=self.config_feat[idx.to(self.config_feat.device)])
         codes = self.codes[idx.cpu().numpy()]  # (k, NV, 3)
         layout = unpack_layout(self.complete(codes))  # (k, NV, 18) int8
-        given = unpack_layout(codes) >= 0  # (k, NV, 18): set by the config, not by the completion
-        return replace(self.graph, config_layout=torch.from_numpy(layout).long().to(self.device),
-                       config_given=torch.from_numpy(given).to(self.device))
+        return replace(self.graph, config_layout=torch.from_numpy(layout).long().to(self.device))
 
     def subset(self, rows: np.ndarray) -> "GraphData":
         """The same graph with only the unique rows `rows` and the original configs that map to
@@ -179,8 +173,7 @@ def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str 
         nodes = a["config_node_ids"].astype(np.int64)
         if codes.ndim != 3 or codes.shape[0] != u or codes.shape[1:] != (nodes.size, 3):
             raise DataError(path, f"config_codes has shape {codes.shape}, expected ({u}, {nodes.size}, 3)", "config_codes")
-        graph = replace(graph, config_nodes=torch.from_numpy(nodes), config_layout=torch.zeros(0, nodes.size, 18, dtype=torch.long),
-                        config_given=torch.zeros(0, nodes.size, 18, dtype=torch.bool))
+        graph = replace(graph, config_nodes=torch.from_numpy(nodes), config_layout=torch.zeros(0, nodes.size, 18, dtype=torch.long))
     else:
         norm = a["config_runtime_normalizers"].astype(np.float64)
         if norm.shape != (u,) or a["config_feat_norm"].shape[0] != u:
