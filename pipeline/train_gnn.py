@@ -1,6 +1,7 @@
 """Train the cross-configuration-attention GNN per collection, then score valid and test.
 
     python -m pipeline.train_gnn [collections=[layout:xla:random]] [epochs=20] [resume=true]
+    python -m pipeline.train_gnn time_budget=60 [resume=true]       # at most an hour per collection
     python -m pipeline.train_gnn mode=predict [splits=[test]]       # best checkpoints, no training
     torchrun --nproc_per_node=N -m pipeline.train_gnn ...            # DDP, graphs sharded over ranks
     make train-gnn
@@ -18,22 +19,32 @@ config); then `predictions/<split>.parquet` (+ `.yaml`, the resolved config) for
 collections of the run merged, from each collection's best.pt; in train mode finally the stamp
 `out/.complete`. Under torchrun (gloo on CPU, nccl on GPU) each rank trains on its shard of the
 graphs and DDP averages the gradients; validation and inference are sharded and gathered; rank
-0 writes every file.
+0 writes every file. On CPU without torchrun, `jobs` collections train at once, one process
+each (`auto`: as many as the cores hold at `threads` each), with the results of a sequential
+run. After a collection's first epoch the log says how long the rest will take;
+`time_budget` (minutes per collection) stops training at a step boundary, saves last.pt there
+and predicts with best.pt.
 Invariants: every ORIGINAL config index of every graph gets a score (through `config_map`);
-a run with `resume=true` continues from last.pt at the next epoch and, because every epoch's
-sampling derives from (seed, epoch, rank) only, ends where an uninterrupted run would.
+a run with `resume=true` continues from last.pt at the next epoch (or at the step where a
+time budget stopped it) and, because every epoch's sampling derives from (seed, epoch, rank)
+only, ends where an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import hydra.utils
 import numpy as np
+import torch
 import torch.distributed as tdist
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
@@ -44,6 +55,7 @@ from models.metrics import graph_score, ranking
 from pipeline.io.audit_json import exclusions
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
+from pipeline.core.logger import NullLogger
 from pipeline.core.gnn_steps import build_model, check_choices, configs_per_step, load_model, model_config, score_graph, train_step
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
@@ -89,8 +101,40 @@ def validation_view(graphs: list[GraphData], max_configs: int | None, seed: int)
 # ---------------------------------------------------------------------------- training
 
 
-def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> dict | None:
-    out_dir = Path(cfg.out) / collection_dir(collection)
+@dataclass
+class Training:
+    """One collection's training run: the model, its optimizer state and where it stands."""
+
+    collection: str
+    out_dir: Path
+    model: GNNRanker
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    prec: Precision
+    model_config: dict
+    k: int
+    infer_k: int
+    epochs: int
+    steps_per_epoch: int
+    train: list[GraphData]
+    valid: list[GraphData]
+    # epoch to run next, steps already done in it (a run stopped by time_budget), global step,
+    # best valid score and its epoch, one record per finished epoch
+    state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "epoch_step": 0, "step": 0, "best": -math.inf,
+                                                            "best_epoch": -1, "history": []})
+
+    def checkpoint(self, cfg: DictConfig) -> dict:
+        return {"collection": self.collection, "model_config": self.model_config,
+                "config": OmegaConf.to_container(cfg, resolve=True), "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_states(), **self.state}
+
+
+def training_graphs(cfg: DictConfig, collection: str) -> list[GraphData]:
+    """The collection's train graphs, less those without an order to learn and those the audit
+    excludes (each logged with the reason)."""
     train = []
     excluded = exclusions(cfg.exclude, cfg.audit)
     for g in load_graphs(cfg.data, collection, "train"):
@@ -99,133 +143,280 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
             train.append(g)
         else:
             log.info("%s: %s set aside from training: %s", collection, g.id, reason)
+    return train
+
+
+def prepare(cfg: DictConfig, collection: str, train: list[GraphData], valid: list[GraphData], dist: Dist) -> Training:
+    """Build the model, optimizer, schedule and scaler (seeded), resumed from last.pt if asked."""
+    mcfg = model_config(cfg, feature_dims(train + valid), collection_kind(collection))
+    seed_everything(int(cfg.seed))
+    model = build_model(mcfg).to(dist.device)
+    k = configs_per_step(cfg, collection)
+    steps_per_epoch = -(-len(train) * int(cfg.samples_per_graph) // dist.world)
+    total = int(cfg.epochs) * steps_per_epoch
+    opt = make_optimizer(model, cfg.optimizer)
+    sched = make_scheduler(opt, total, max(1, int(float(cfg.warmup) * total)), float(cfg.min_lr_ratio))
+    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
+    run = Training(collection, Path(cfg.out) / collection_dir(collection), model,
+                   DistributedDataParallel(model) if dist.enabled else model, opt, sched, prec.scaler(), prec, mcfg, k,
+                   int(cfg.infer_k or k), int(cfg.epochs), steps_per_epoch, [g.to(dist.device) for g in train],
+                   [g.to(dist.device) for g in validation_view(valid, cfg.valid_max_configs, int(cfg.seed))])
+    if cfg.resume:
+        resume(run)
+    return run
+
+
+def resume(run: Training) -> None:
+    """Continue from last.pt: the next epoch, or the rest of the epoch a time budget cut short."""
+    last = run.out_dir / LAST
+    if not last.is_file():
+        log.info("%s: resume=true but no %s yet; starting from scratch", run.collection, last)
+        return
+    ck = load_checkpoint(last)
+    if ck["collection"] != run.collection or ck["model_config"] != run.model_config:
+        raise DataError(last, "was trained with another model config or collection; resume=false starts over")
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])  # its lambda is rebuilt above: a longer run stretches the cosine
+    run.scaler.load_state_dict(ck["scaler"])
+    set_rng_states(ck["rng"])
+    run.state = {key: ck.get(key, 0) for key in run.state}
+    if not run.state["epoch_step"]:  # last.pt of a finished epoch
+        run.state["epoch"] += 1
+    log.info("%s: resuming from %s at epoch %d, step %d", run.collection, last, run.state["epoch"] + 1, run.state["step"])
+
+
+def run_epoch(cfg: DictConfig, run: Training, epoch: int, dist: Dist, deadline: float) -> list[float]:
+    """The epoch's steps from `state.epoch_step` on; stops early at the step boundary where
+    `deadline` (time.monotonic()) passes, with `state.epoch_step` the steps done. Steps skipped on
+    resume still draw their configs, so the rest of the epoch samples what it would have."""
+    run.model.train()
+    rng = np.random.default_rng([int(cfg.seed), 2, epoch, dist.rank])
+    order = epoch_order(len(run.train), int(cfg.samples_per_graph), int(cfg.seed), epoch, dist)
+    skip, losses = run.state["epoch_step"], []
+    bar = tqdm(order, desc=f"{run.collection} {epoch + 1}/{run.epochs}", unit="step", leave=False,
+               disable=not (cfg.progress and dist.main), dynamic_ncols=True)
+    for i, gi in enumerate(bar):
+        rows = sample_rows(run.train[gi].num_configs, run.k, rng)
+        if i < skip:
+            continue
+        with where(run.train[gi].id):
+            loss = train_step(run.net, run.model, run.train[gi], rows, run.opt, run.sched, run.scaler, run.prec,
+                              float(cfg.grad_clip or 0))
+        run.state["step"] += 1
+        run.state["epoch_step"] = i + 1
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if past(deadline, dist) and i + 1 < len(order):
+            break
+    else:
+        run.state["epoch_step"] = 0
+    return losses
+
+
+def past(deadline: float, dist: Dist) -> bool:
+    """Whether the deadline has passed, agreed by every rank (rank 0's clock decides)."""
+    if deadline == math.inf:
+        return False
+    now = time.monotonic() > deadline
+    return bool(dist.gather(now)[0]) if dist.enabled else now
+
+
+def close_epoch(cfg: DictConfig, run: Training, epoch: int, losses: list[float], dist: Dist, logger, t0: float) -> None:
+    """Validate, record, log and checkpoint a finished epoch (last.pt, and best.pt when it improved)."""
+    train_loss = dist.mean(float(np.mean(losses))) if losses else float("nan")
+    if run.valid:
+        metric, _ = validate(run.model, run.valid, run.infer_k, int(cfg.valid_permutations), int(cfg.seed), run.prec, dist)
+        improved = metric > run.state["best"]
+    else:
+        metric, improved = float("nan"), True  # nothing to validate on: the latest model is the best
+    if improved:
+        run.state["best"], run.state["best_epoch"] = metric, epoch
+    rec = {"epoch": epoch, "step": run.state["step"], "train_loss": train_loss, "valid": metric if run.valid else None,
+           "lr": run.sched.get_last_lr()[0], "seconds": time.monotonic() - t0}
+    run.state["history"].append(rec)
+    c = run.collection
+    logger.log({f"{c}/train_loss": train_loss, f"{c}/valid": metric, f"{c}/lr": rec["lr"]}, step=run.state["step"])
+    log.info("%s epoch %d/%d: loss %.4f, valid %s%s", c, epoch + 1, run.epochs, train_loss,
+             f"{metric:.4f}" if run.valid else "-", " (best)" if improved else "")
+    if dist.main:
+        ck = {**run.checkpoint(cfg), "epoch": epoch}
+        save_checkpoint(run.out_dir / LAST, ck)
+        if improved:
+            save_checkpoint(run.out_dir / BEST, ck)
+    dist.barrier()
+
+
+def save_interrupted(cfg: DictConfig, run: Training, epoch: int, dist: Dist) -> None:
+    """last.pt in the middle of `epoch` (resume=true runs the rest of it); best.pt too when no
+    epoch has finished yet, so the collection still predicts."""
+    if dist.main:
+        ck = {**run.checkpoint(cfg), "epoch": epoch}
+        save_checkpoint(run.out_dir / LAST, ck)
+        if not (run.out_dir / BEST).is_file():
+            save_checkpoint(run.out_dir / BEST, ck)
+    dist.barrier()
+
+
+def log_estimate(run: Training, first_epoch: int, epoch: int, t0: float) -> None:
+    """After the first epoch of this invocation: the time per epoch and what is left."""
+    per_epoch = (time.monotonic() - t0) / (epoch + 1 - first_epoch)
+    left = run.epochs - epoch - 1
+    log.info("%s: %.1f min per epoch (validation included); about %.1f min left for %d epochs",
+             run.collection, per_epoch / 60, per_epoch * left / 60, left)
+
+
+def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> dict | None:
+    """Train one collection for `epochs` (less `stop_after` epochs, or within `time_budget`
+    minutes); returns its summary, or None when no train graph has an order to learn."""
+    train = training_graphs(cfg, collection)
     if not train:
         log.warning("%s: no train graph has an order to learn under %s; not trained", collection, cfg.data)
         return None
-    valid = load_graphs(cfg.data, collection, "valid")
-    kind = collection_kind(collection)
-    dims = feature_dims(train + valid)
-    mcfg = model_config(cfg, dims, kind)
-    seed = int(cfg.seed)
-    seed_everything(seed)
-    device, prec = dist.device, Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
-    model = build_model(mcfg).to(device)
-    k = configs_per_step(cfg, collection)
-    steps_per_epoch = -(-len(train) * int(cfg.samples_per_graph) // dist.world)
-    epochs = int(cfg.epochs)
-    total = epochs * steps_per_epoch
-    warmup = max(1, int(float(cfg.warmup) * total))
-    opt = make_optimizer(model, cfg.optimizer)
-    sched = make_scheduler(opt, total, warmup, float(cfg.min_lr_ratio))
-    scaler = prec.scaler()
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "history": []}
-    last = out_dir / LAST
-    if cfg.resume and last.is_file():
-        ck = load_checkpoint(last)
-        if ck["collection"] != collection or ck["model_config"] != mcfg:
-            raise DataError(last, "was trained with another model config or collection; resume=false starts over")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])  # its lambda is rebuilt above: a longer run stretches the cosine
-        scaler.load_state_dict(ck["scaler"])
-        set_rng_states(ck["rng"])
-        state = {key: ck[key] for key in state}
-        state["epoch"] = ck["epoch"] + 1
-        log.info("%s: resuming from %s at epoch %d, step %d", collection, last, state["epoch"], state["step"])
-    elif cfg.resume:
-        log.info("%s: resume=true but no %s yet; starting from scratch", collection, last)
-    net = DistributedDataParallel(model) if dist.enabled else model
-    train = [g.to(device) for g in train]
-    valid_v = [g.to(device) for g in validation_view(valid, cfg.valid_max_configs, seed)]
-    infer_k = int(cfg.infer_k or k)
-    log.info("%s: %d train graphs, %d valid, K=%d, %d epochs x %d steps, %d parameters, device %s%s",
-             collection, len(train), len(valid), k, epochs, steps_per_epoch,
-             sum(p.numel() for p in model.parameters()), device, f", {dist.world} ranks" if dist.enabled else "")
+    run = prepare(cfg, collection, train, load_graphs(cfg.data, collection, "valid"), dist)
+    log.info("%s: %d train graphs, %d valid, K=%d, %d epochs x %d steps, %d parameters, device %s%s", collection,
+             len(run.train), len(run.valid), run.k, run.epochs, run.steps_per_epoch,
+             sum(p.numel() for p in run.model.parameters()), dist.device, f", {dist.world} ranks" if dist.enabled else "")
     t0 = time.monotonic()
-    ran = 0
-    for epoch in range(state["epoch"], epochs):
-        if cfg.stop_after is not None and ran >= int(cfg.stop_after):
-            log.info("%s: stopping after %d epochs as asked (stop_after); resume=true continues", collection, ran)
+    deadline = t0 + 60 * float(cfg.time_budget) if cfg.time_budget is not None else math.inf
+    first, stopped = run.state["epoch"], None
+    for epoch in range(first, run.epochs):
+        if cfg.stop_after is not None and epoch - first >= int(cfg.stop_after):
+            stopped = "stop_after"
+            log.info("%s: stopping after %d epochs as asked (stop_after); resume=true continues", collection, epoch - first)
             break
-        model.train()
-        rng = np.random.default_rng([seed, 2, epoch, dist.rank])
-        losses = []
-        bar = tqdm(epoch_order(len(train), int(cfg.samples_per_graph), seed, epoch, dist), desc=f"{collection} {epoch + 1}/{epochs}",
-                   unit="step", leave=False, disable=not (cfg.progress and dist.main), dynamic_ncols=True)
-        for gi in bar:
-            with where(train[gi].id):
-                loss = train_step(net, model, train[gi], sample_rows(train[gi].num_configs, k, rng), opt, sched, scaler,
-                                  prec, float(cfg.grad_clip or 0))
-            state["step"] += 1
-            losses.append(float(loss))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        train_loss = dist.mean(float(np.mean(losses)))
-        if valid_v:
-            metric, _ = validate(model, valid_v, infer_k, int(cfg.valid_permutations), seed, prec, dist)
-            improved = metric > state["best"]
-        else:
-            metric, improved = float("nan"), True  # nothing to validate on: the latest model is the best
-        if improved:
-            state["best"], state["best_epoch"] = metric, epoch
-        rec = {"epoch": epoch, "step": state["step"], "train_loss": train_loss, "valid": metric if valid_v else None,
-               "lr": sched.get_last_lr()[0], "seconds": time.monotonic() - t0}
-        state["history"].append(rec)
-        logger.log({f"{collection}/train_loss": train_loss, f"{collection}/valid": metric, f"{collection}/lr": rec["lr"]}, step=state["step"])
-        log.info("%s epoch %d/%d: loss %.4f, valid %s%s", collection, epoch + 1, epochs, train_loss,
-                 f"{metric:.4f}" if valid_v else "-", " (best)" if improved else "")
-        if dist.main:
-            ck = {"collection": collection, "model_config": mcfg, "config": OmegaConf.to_container(cfg, resolve=True),
-                  "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                  "scaler": scaler.state_dict(), "rng": rng_states(), **state, "epoch": epoch}
-            save_checkpoint(last, ck)
-            if improved:
-                save_checkpoint(out_dir / BEST, ck)
-        dist.barrier()
-        ran += 1
-    if not (out_dir / BEST).is_file():
-        raise DataError(out_dir, "no epoch finished, so there is no best checkpoint (epochs must be >= 1)")
-    return {"best": state["best"] if valid_v else None, "best_epoch": state["best_epoch"], "epochs": len(state["history"]),
-            "steps": state["step"], "seconds": round(time.monotonic() - t0, 1),
-            "train_loss": [h["train_loss"] for h in state["history"]]}
+        losses = run_epoch(cfg, run, epoch, dist, deadline)
+        if run.state["epoch_step"]:
+            stopped = "time_budget"
+            save_interrupted(cfg, run, epoch, dist)
+            log.warning("%s: time_budget=%s min reached at step %d of epoch %d; predicting with the best checkpoint "
+                        "(resume=true continues)", collection, cfg.time_budget, run.state["epoch_step"], epoch + 1)
+            break
+        close_epoch(cfg, run, epoch, losses, dist, logger, t0)
+        run.state["epoch"] = epoch + 1
+        if epoch == first and epoch + 1 < run.epochs:
+            log_estimate(run, first, epoch, t0)
+    if not (run.out_dir / BEST).is_file():
+        raise DataError(run.out_dir, "no epoch finished, so there is no best checkpoint (epochs must be >= 1)")
+    history = run.state["history"]
+    return {"best": run.state["best"] if run.valid else None, "best_epoch": run.state["best_epoch"],
+            "epochs": len(history), "steps": run.state["step"], "seconds": round(time.monotonic() - t0, 1),
+            "stopped": stopped, "train_loss": [h["train_loss"] for h in history], "history": history}
 
 
 # ---------------------------------------------------------------------------- inference
 
 
+def score_split(cfg: DictConfig, collection: str, split: str, dist: Dist, prec: Precision) -> dict[str, np.ndarray]:
+    """Scores of every original config of every `split` graph of `collection` (this rank's
+    shard gathered on every rank), from the collection's best.pt."""
+    model, ck = load_model(Path(cfg.out) / collection_dir(collection) / BEST, dist.device)
+    k = int(cfg.infer_k or configs_per_step(OmegaConf.create(ck["config"]), collection))
+    paths = graph_files(cfg.data, collection, split)
+    mine: dict[str, np.ndarray] = {}
+    bar = tqdm(shard(paths, dist), desc=f"predict {collection} {split}", unit="graph", leave=False,
+               disable=not (cfg.progress and dist.main))
+    for p in bar:
+        with where(f"{collection}: {p}"):
+            g = load_graphs(cfg.data, collection, split, [p])[0].to(dist.device)
+            mine[g.id] = score_graph(model, g, k, int(cfg.infer_permutations), int(cfg.seed), prec)
+    return {gid: s for d in dist.gather(mine) for gid, s in d.items()}
+
+
+def collection_scores(cfg: DictConfig, collection: str, dist: Dist) -> dict[str, dict[str, np.ndarray]]:
+    """{split: {graph id: scores}} of one collection over `splits`."""
+    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
+    return {split: score_split(cfg, collection, split, dist, prec) for split in cfg.splits}
+
+
+def write_predictions_files(cfg: DictConfig, scores: dict[str, dict[str, np.ndarray]], collections: list[str]) -> dict[str, int]:
+    """One predictions file per split, every collection merged; {split: graphs written}."""
+    written = {}
+    for split in cfg.splits:
+        merged = scores.get(split) or {}
+        if not merged:
+            log.info("no %s graphs under %s for %s, skipped", split, cfg.data, ", ".join(collections))
+            continue
+        out = predictions_path(cfg.predictions, "gnn", split)
+        write_predictions(out, dict(sorted(merged.items())), cfg)
+        log.info("wrote %s (%d graphs, %d configs)", out, len(merged), sum(v.size for v in merged.values()))
+        written[split] = len(merged)
+    return written
+
+
+def merge_scores(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    merged: dict[str, dict[str, np.ndarray]] = {}
+    for part in parts:
+        for split, scores in part.items():
+            merged.setdefault(split, {}).update(scores)
+    return merged
+
+
 def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, int]:
     """Score every original config of every graph of `splits` with each collection's best.pt;
     one predictions file per split (all collections merged), written by rank 0."""
-    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
-    models: dict[str, tuple[GNNRanker, int]] = {}
-    for c in collections:
-        model, ck = load_model(Path(cfg.out) / collection_dir(c) / BEST, dist.device)
-        models[c] = (model, int(cfg.infer_k or configs_per_step(OmegaConf.create(ck["config"]), c)))
-    written = {}
-    for split in cfg.splits:
-        jobs = [(c, p) for c in collections for p in graph_files(cfg.data, c, split)]
-        if not jobs:
-            log.info("no %s graphs under %s for %s, skipped", split, cfg.data, ", ".join(collections))
-            continue
-        mine: dict[str, np.ndarray] = {}
-        for c, p in tqdm(shard(jobs, dist), desc=f"predict {split}", unit="graph", disable=not (cfg.progress and dist.main)):
-            with where(f"{c}: {p}"):
-                g = load_graphs(cfg.data, c, split, [p])[0].to(dist.device)
-                model, k = models[c]
-                mine[g.id] = score_graph(model, g, k, int(cfg.infer_permutations), int(cfg.seed), prec)
-        parts = dist.gather(mine)
-        if dist.main:
-            scores = {gid: s for d in parts for gid, s in d.items()}
-            out = predictions_path(cfg.predictions, "gnn", split)
-            write_predictions(out, dict(sorted(scores.items())), cfg)
-            log.info("wrote %s (%d graphs, %d configs)", out, len(scores), sum(s.size for s in scores.values()))
-            written[split] = len(scores)
-        dist.barrier()
+    scores = merge_scores([collection_scores(cfg, c, dist) for c in collections])
+    written = write_predictions_files(cfg, scores, collections) if dist.main else {}
+    dist.barrier()
     return written
 
 
 def wanted_collections(cfg: DictConfig) -> list[str]:
     """`collections`, or every collection when null."""
     return list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
+
+
+# ---------------------------------------------------------------------------- collections at once
+
+
+def parallel_jobs(cfg: DictConfig, collections: int, dist: Dist) -> int:
+    """Collections trained at once, each in its own process: `jobs`, or with `auto` as many as
+    the CPU cores hold at `threads` each; 1 on a GPU or under torchrun."""
+    if dist.enabled or dist.device.type != "cpu":
+        return 1
+    if str(cfg.jobs) == "auto":
+        threads = int(cfg.threads)
+        jobs = (os.cpu_count() or 1) // threads if threads > 0 else 1
+    else:
+        jobs = int(cfg.jobs)
+    return max(1, min(jobs, collections))
+
+
+def _init_worker() -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def _train_and_score(config: dict, collection: str) -> tuple[dict | None, dict[str, dict[str, np.ndarray]]]:
+    """One collection in a worker process: train it, then score its splits."""
+    cfg = OmegaConf.create(config)
+    dist = setup_dist(cfg)
+    with where(collection):
+        summary = train_collection(cfg, collection, dist, NullLogger())
+        scores = collection_scores(cfg, collection, dist) if summary is not None and summary["stopped"] != "stop_after" else {}
+    return summary, scores
+
+
+def train_in_parallel(cfg: DictConfig, collections: list[str], jobs: int, logger) -> tuple[dict[str, dict], dict]:
+    """Train and score `collections` in `jobs` processes, the largest first; epoch records
+    reach the logger when a collection finishes. Results are those of a sequential run: each
+    collection seeds itself."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["progress"] = False  # bars of several processes would interleave on one terminal
+    size = {c: sum(p.stat().st_size for p in graph_files(cfg.data, c, "train")) for c in collections}
+    log.info("training %d collections, %d at a time (jobs=%s; one process each, %s threads)", len(collections), jobs,
+             cfg.jobs, cfg.threads)
+    summary, parts = {}, []
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {c: pool.submit(_train_and_score, config, c) for c in sorted(collections, key=lambda c: -size[c])}
+        for c in collections:
+            s, scores = futures[c].result()
+            if s is None:
+                continue
+            for rec in s["history"]:
+                logger.log({f"{c}/train_loss": rec["train_loss"], f"{c}/valid": rec["valid"], f"{c}/lr": rec["lr"]}, step=rec["step"])
+            summary[c] = s
+            parts.append(scores)
+    return summary, merge_scores(parts)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -248,13 +439,18 @@ def run(cfg: DictConfig) -> dict:
                     predictions_path(cfg.predictions, "gnn", split).unlink(missing_ok=True)
             dist.barrier()
             logger = hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False) if dist.main else None
-            logger = logger or hydra.utils.instantiate({"_target_": "pipeline.core.logger.NullLogger"})
+            logger = logger or NullLogger()
+            jobs = parallel_jobs(cfg, len(collections), dist)
             try:
-                for c in collections:
-                    with where(c):
-                        s = train_collection(cfg, c, dist, logger)
-                    if s is not None:
-                        summary[c] = s
+                if jobs > 1:
+                    summary, scores = train_in_parallel(cfg, collections, jobs, logger)
+                else:
+                    for c in collections:
+                        with where(c):
+                            s = train_collection(cfg, c, dist, logger)
+                        if s is not None:
+                            summary[c] = s
+                    scores = None
             finally:
                 logger.finish()
             trained = list(summary)
@@ -262,13 +458,19 @@ def run(cfg: DictConfig) -> dict:
             trained = [c for c in wanted_collections(cfg) if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
             if not trained:
                 raise DataError(cfg.out, "no best.pt checkpoints for the requested collections (train first: make train-gnn)")
-        if cfg.stop_after is None or all(s["epochs"] >= int(cfg.epochs) for s in summary.values()):
-            predict(cfg, trained, dist)
+            scores = None
+        if not any(s["stopped"] == "stop_after" for s in summary.values()):
+            if scores is None:
+                predict(cfg, trained, dist)
+            elif dist.main:
+                write_predictions_files(cfg, scores, trained)
             if cfg.mode == "train" and dist.main:
-                finish_stage(cfg.out, {c: {k: v for k, v in s.items() if k != "train_loss"} for c, s in summary.items()})
+                finish_stage(cfg.out, {c: {k: v for k, v in s.items() if k not in ("train_loss", "history")}
+                                       for c, s in summary.items()})
         for c, s in summary.items():
-            log.info("%s: best valid %s at epoch %d (%d steps, %.0f s)", c,
-                     "-" if s["best"] is None else f"{s['best']:.4f}", s["best_epoch"] + 1, s["steps"], s["seconds"])
+            log.info("%s: best valid %s at epoch %d (%d steps, %.0f s)%s", c,
+                     "-" if s["best"] is None else f"{s['best']:.4f}", s["best_epoch"] + 1, s["steps"], s["seconds"],
+                     f", stopped by {s['stopped']}" if s["stopped"] else "")
         # ranks tear the process group down together: a rank that leaves while another still
         # writes can abort in gloo's teardown (SIGABRT at exit)
         dist.barrier()

@@ -75,6 +75,43 @@ def test_resume_continues_at_the_next_epoch_and_ends_where_an_uninterrupted_run_
         np.testing.assert_allclose(pa[gid], pb[gid], rtol=1e-5, atol=1e-6)
 
 
+def test_a_time_budget_stops_at_a_step_predicts_and_resume_ends_where_an_uninterrupted_run_ends(
+        tiny, tmp_path: Path, caplog) -> None:
+    one = ["collections=[layout:nlp:random]", "epochs=3", "samples_per_graph=2", "model.dropout=0.1"]
+    # a budget of 0 minutes runs out after the first step
+    cut = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "time_budget=0"))["layout:nlp:random"]
+    assert cut["stopped"] == "time_budget" and cut["steps"] == 1 and cut["epochs"] == 0
+    assert (tmp_path / "a/models/layout/nlp/random/best.pt").is_file(), "a cut run still has a model to predict with"
+    assert (tmp_path / "a/pred/gnn/valid.parquet").is_file() and (tmp_path / "a/models/.complete").is_file()
+    with caplog.at_level("INFO", logger="pipeline.train_gnn"):
+        resumed = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "resume=true"))["layout:nlp:random"]
+    assert "min left for 2 epochs" in caplog.text
+    assert resumed["stopped"] is None and resumed["steps"] == 12 and resumed["epochs"] == 3
+    whole = train_gnn.run(cfg(tiny, tmp_path / "b", *one))["layout:nlp:random"]
+    # the cut epoch's mean loss lacks its first step; every later epoch is the same
+    np.testing.assert_allclose(resumed["train_loss"][1:], whole["train_loss"][1:], rtol=1e-6)
+    a = torch.load(tmp_path / "a/models/layout/nlp/random/last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b/models/layout/nlp/random/last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 12
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
+
+
+def test_collections_trained_at_once_match_one_after_another(tiny, tmp_path: Path) -> None:
+    two = ["collections=[tile:xla,layout:xla:default]", "epochs=2", "samples_per_graph=2"]
+    apart = train_gnn.run(cfg(tiny, tmp_path / "a", *two, "jobs=2"))
+    serial = train_gnn.run(cfg(tiny, tmp_path / "b", *two, "jobs=1"))
+    assert list(apart) == list(serial) == ["tile:xla", "layout:xla:default"]
+    for c in serial:
+        assert apart[c]["train_loss"] == serial[c]["train_loss"] and apart[c]["best"] == serial[c]["best"]
+    for split in ("valid", "test"):
+        pa = read_predictions(tmp_path / f"a/pred/gnn/{split}.parquet")
+        pb = read_predictions(tmp_path / f"b/pred/gnn/{split}.parquet")
+        assert list(pa) == list(pb)
+        for gid in pb:
+            np.testing.assert_array_equal(pa[gid], pb[gid])
+
+
 def test_predict_mode_uses_the_best_checkpoints_only(tiny, tmp_path: Path) -> None:
     one = ["collections=[layout:xla:default]", "epochs=1", "samples_per_graph=1"]
     with pytest.raises(DataError, match="no best.pt"):
