@@ -12,11 +12,15 @@ collection mean of the competition metric (`models.metrics`): first a grid with 
 search moving weight between pairs of members with ever finer steps, taking only strict
 improvements. Hence the fitted blend scores at least as well as the best single member on the
 data it was fitted on, by construction.
+
+`Blender` holds one choice of all this (normalization, method, search knobs): the object a config
+builds (conf/ensemble.yaml `blender`).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -204,3 +208,51 @@ def choose_method(kind: str, members: Mapping[str, Preds], runtimes: Mapping[str
         return (methods[0] if methods else "equal"), {}
     best = max(methods, key=lambda m: (oof[m], -list(methods).index(m)))
     return best, oof
+
+
+@dataclass(frozen=True)
+class Blender:
+    """How members are blended per collection: their scores normalized per graph, then weighted
+    with the weights of a fitting method.
+
+    Args:
+        method: `auto` (the method of `methods` with the best out-of-fold score, `choose_method`)
+            or one of `METHODS` (`method_weights`).
+        methods: candidates of `auto`, in tie-break order.
+        shrink: `shrink`'s weight of equal weights.
+        normalize: per-graph score normalization, one of `NORMALIZERS`.
+        grid_steps: weights searched on a simplex grid of step 1/grid_steps.
+        refine: rounds of coordinate search after the grid, each halving the step.
+
+    Raises ValueError (one sentence) for an unknown method or normalization.
+    """
+
+    method: str = "auto"
+    methods: Sequence[str] = METHODS
+    shrink: float = 0.5
+    normalize: str = "rank"
+    grid_steps: int = 10
+    refine: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(self.methods))
+        if self.method != "auto" and self.method not in METHODS:
+            raise ValueError(f"method must be auto or one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.method == "auto" and (not self.methods or any(m not in METHODS for m in self.methods)):
+            raise ValueError(f"methods must list some of {', '.join(METHODS)}, got {list(self.methods)}")
+        if self.normalize not in NORMALIZERS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZERS)}, got '{self.normalize}'")
+
+    def normalize_all(self, preds: Preds) -> dict[str, np.ndarray]:
+        """A member's per-graph scores, normalized for blending."""
+        return normalize_all(preds, self.normalize)
+
+    def weights(self, kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray]
+                ) -> tuple[str, dict[str, float], dict[str, float]]:
+        """(method used, {member: weight}, out-of-fold score per candidate method: empty unless
+        `auto` chose) on `runtimes`' graphs; `members` normalized (`normalize_all`)."""
+        knobs = dict(steps=int(self.grid_steps), refine=int(self.refine), shrink=float(self.shrink))
+        method, oof = self.method, {}
+        if method == "auto":
+            method, oof = choose_method(kind, members, runtimes, list(self.methods), **knobs)
+        return method, method_weights(method, kind, members, runtimes, **knobs), oof

@@ -1,4 +1,5 @@
-"""LightGBM rankers on the extract stage's config tables: labels, query groups, params (pure).
+"""LightGBM rankers on the extract stage's config tables: labels, query groups, params, and
+`GBDTRanker`, the model a config builds (conf/arch/gbdt.yaml). No file I/O.
 
 One row of a table is one UNIQUE config of one graph (`id`, `configs` = its original indices,
 `runtime`, features). Training treats each graph as a query (optionally split into several,
@@ -25,8 +26,10 @@ higher-is-more-relevant output).
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
 
+import lightgbm as lgb
 import numpy as np
 
 from models import metrics
@@ -240,3 +243,60 @@ def expand_to_configs(ids: np.ndarray, lengths: np.ndarray, flat_configs: np.nda
             raise ValueError(f"{ids[s]}: configs are not each of 0..{c - 1} exactly once")
         out[str(ids[s])] = scores
     return out
+
+
+@dataclass(frozen=True)
+class GBDTRanker:
+    """One LightGBM ranker's settings, and the labels, parameters and training they imply.
+
+    Args:
+        objective: `lambdarank` (one query per graph) or `regression` (within-graph
+            standardized log runtime), see the module docstring.
+        num_labels: lambdarank relevance levels (quantile bins of the within-graph rank), >= 2.
+        label_gain: lambdarank gain per level, `linear` or `exponential`.
+        num_boost_round: boosting rounds at most (early stopping picks the best).
+        early_stopping_rounds: rounds without a better valid metric before stopping.
+        params: LightGBM booster knobs (None values are left out).
+
+    Raises ValueError (one sentence) for an unknown objective or gain, or too few labels.
+    """
+
+    objective: str = "lambdarank"
+    num_labels: int = 32
+    label_gain: str = "linear"
+    num_boost_round: int = 600
+    early_stopping_rounds: int = 50
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
+        if self.label_gain not in GAINS:
+            raise ValueError(f"label_gain must be one of {', '.join(GAINS)}, got '{self.label_gain}'")
+        if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 2:
+            raise ValueError(f"num_labels must be an integer of at least 2 (lambdarank relevance levels), got '{self.num_labels}'")
+        object.__setattr__(self, "params", {str(k): v for k, v in dict(self.params).items()})
+
+    def lgb_params(self, seed: int, num_threads: int) -> dict:
+        """The booster parameters of one run (`lgb_params`)."""
+        return lgb_params(self.objective, self.params, seed, num_threads, self.num_labels, self.label_gain)
+
+    def labels(self, sizes: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """(n,) the training label of each row (`training_target`); `sizes` are the query sizes."""
+        return training_target(self.objective, sizes, target, self.num_labels)
+
+    def to_score(self, raw: np.ndarray) -> np.ndarray:
+        """Booster output -> predictions-contract score (lower = predicted faster)."""
+        return to_score(raw, self.objective)
+
+    def fit(self, params: Mapping[str, object], train: lgb.Dataset, valid: lgb.Dataset | None = None,
+            feval: Callable | None = None, callbacks: Sequence[Callable] = ()) -> lgb.Booster:
+        """A booster of at most `num_boost_round` rounds; with `valid`, scored there as `valid` by
+        `feval` (its first metric) and stopped after `early_stopping_rounds` without a better one
+        (`best_iteration`, `best_score["valid"]`)."""
+        callbacks = list(callbacks)
+        kwargs: dict = {}
+        if valid is not None:
+            callbacks.append(lgb.early_stopping(int(self.early_stopping_rounds), first_metric_only=True, verbose=False))
+            kwargs = dict(valid_sets=[valid], valid_names=["valid"], feval=feval)
+        return lgb.train(dict(params), train, num_boost_round=int(self.num_boost_round), callbacks=callbacks, **kwargs)

@@ -34,7 +34,7 @@ from pipeline.bench import COLLECTION, synthetic_configs, synthetic_layout
 from pipeline.core.cli import stage
 from pipeline.io.gnn_tensors import GraphData, graph_data
 from pipeline.core.gnn_steps import check_choices, model_config, train_step
-from pipeline.core.training import Precision, make_optimizer, make_scheduler
+from pipeline.core.training import Precision, make_optimizer, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     prec = Precision.make(device, True, str(cfg.amp_dtype))
     steps = int(cfg.train_steps)
     opt = make_optimizer(model, DictConfig({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}))
-    sched = make_scheduler(opt, steps + 1, 1, 0.05)
+    sched = warmup_cosine(opt, steps + 1, warmup=0.0, min_lr_ratio=0.05)  # one warmup step
     scaler = prec.scaler()
     rng = np.random.default_rng(int(cfg.seed))
     k = int(cfg.k)

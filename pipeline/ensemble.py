@@ -1,24 +1,25 @@
 """Blend the available models' predictions per collection with weights fitted on valid.
 
-    python -m pipeline.ensemble [members=[gnn,gbdt,baseline]] [normalize=rank|minmax]
+    python -m pipeline.ensemble [members=[gnn,gbdt,baseline]] [blender.normalize=rank|minmax]
     python -m pipeline.ensemble mode=apply splits=[test]      # saved weights (Kaggle notebook)
     make ensemble
 
 Reads each member's `${paths.predictions}/<member>/<split>.parquet` (a model trained with
 several seeds has already averaged them there); members without predictions are left out.
-Scores are normalized per graph (`normalize`) and blended with per-collection weights.
+The `blender` node builds the `models.ensemble.Blender` that says how: scores are normalized per
+graph (`blender.normalize`) and blended with per-collection weights.
 `mode=fit` (default) reads the `fit_split` runtimes under `data`, fits the weights to maximize
-the competition metric (`models.ensemble`, `method` below) and writes them with each member's and
+the competition metric (`blender.method` below) and writes them with each member's and
 the blend's score to `weights` (json), then the stamp `.complete` beside it; both modes then
 write `${paths.predictions}/ensemble/<split>.parquet` for `splits`. A collection without fitted
 weights (no `fit_split` graphs, e.g. a root with test files only) is served by the first of
 `members` whose predictions cover it (the training-free baseline at least); `served` in the
 weights file records, per split and collection, the members used and their weights.
 
-How the weights are fitted (`method`, models.ensemble): `search` maximizes the metric on the
-fit graphs, `shrink` pulls those weights toward equal ones, `equal` averages the members,
-`best` takes the member that scores best alone. `method=auto` (default) scores each of
-`methods` leave-one-graph-out (each fit graph scored with the weights fitted on the others)
+How the weights are fitted (`blender.method`, models.ensemble): `search` maximizes the metric on
+the fit graphs, `shrink` pulls those weights toward equal ones, `equal` averages the members,
+`best` takes the member that scores best alone. `auto` (default) scores each of
+`blender.methods` leave-one-graph-out (each fit graph scored with the weights fitted on the others)
 and uses the one with the best out-of-fold score; `out_of_fold` in the weights file keeps those
 scores, the estimate of how the blend holds on graphs it was not fitted on. The `scores` entry
 is in-sample (fitted and scored on the same graphs). `holdout=true` fits each
@@ -26,11 +27,12 @@ collection's weights on every other graph of `fit_split` (by ID) and scores thos
 each member alone, on the rest: `collections.<c>.holdout` in the weights file, an
 out-of-sample estimate of what blending adds. The weights applied are then the half's.
 Invariant: every graph of a member gets a blended score for every original config; with
-`method=search` the blend scores at least as well in sample as its best single member.
+`blender.method=search` the blend scores at least as well in sample as its best single member.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import defaultdict
@@ -39,9 +41,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from models.ensemble import METHODS, NORMALIZERS, blend, choose_method, collection_score, method_weights, normalize_all
+from models.ensemble import Blender, blend, collection_score
 from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
-from pipeline.core.cli import stage
+from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.io.runtimes import load_runtimes
 from pipeline.core.fsutil import write_text_atomic
@@ -52,18 +54,18 @@ log = logging.getLogger(__name__)
 NAME = "ensemble"
 
 
-def load_member(predictions: str | Path, member: str, split: str, how: str) -> dict[str, np.ndarray] | None:
+def load_member(predictions: str | Path, member: str, split: str, blender: Blender) -> dict[str, np.ndarray] | None:
     """A member's per-graph normalized scores on `split`, None if it has no predictions there."""
     path = predictions_path(predictions, member, split)
-    return normalize_all(read_predictions(path), how) if path.is_file() else None
+    return blender.normalize_all(read_predictions(path)) if path.is_file() else None
 
 
-def load_members(cfg: DictConfig, split: str) -> dict[str, dict[str, np.ndarray]]:
+def load_members(cfg: DictConfig, blender: Blender, split: str) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for m in cfg.members:
         if m == NAME:
             raise DataError(None, "the ensemble cannot be its own member (remove 'ensemble' from members)")
-        p = load_member(cfg.predictions, m, split, cfg.normalize)
+        p = load_member(cfg.predictions, m, split, blender)
         if p is None:
             log.info("%s: no %s predictions; left out", m, split)
         else:
@@ -83,14 +85,14 @@ def covers(preds: dict[str, np.ndarray], sizes: dict[str, int]) -> bool:
     return all(g in preds and preds[g].size == n for g, n in sizes.items())
 
 
-def fit(cfg: DictConfig) -> dict:
+def fit(cfg: DictConfig, blender: Blender) -> dict:
     """Fit per-collection weights on `fit_split`; returns (and writes) the weights document.
     A collection without `fit_split` graphs (or predictions on them) gets no weights: `apply`
     serves it with its first available member."""
     files = discover(cfg.data, splits=[cfg.fit_split], announce=True)
     runtimes = load_runtimes(files) if files else {}
-    members = load_members(cfg, cfg.fit_split) if files else {}
-    doc = {"normalize": cfg.normalize, "fit_split": cfg.fit_split, "holdout": bool(cfg.holdout),
+    members = load_members(cfg, blender, cfg.fit_split) if files else {}
+    doc = {"normalize": blender.normalize, "fit_split": cfg.fit_split, "holdout": bool(cfg.holdout),
            "members": list(members), "collections": {}}
     if not files:
         log.warning("no %s files under %s: no weights fitted; each collection is served by its first available "
@@ -99,7 +101,7 @@ def fit(cfg: DictConfig) -> dict:
         log.warning("no member has %s predictions: no weights fitted", cfg.fit_split)
     for c, ids in (by_collection(runtimes).items() if members else ()):
         with where(c):
-            entry = fit_collection(cfg, c, ids, members, runtimes)
+            entry = fit_collection(cfg, blender, c, ids, members, runtimes)
         if entry is not None:
             doc["collections"][c] = entry
     write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
@@ -107,7 +109,7 @@ def fit(cfg: DictConfig) -> dict:
     return doc
 
 
-def fit_collection(cfg: DictConfig, c: str, ids: list[str], members: dict[str, dict[str, np.ndarray]],
+def fit_collection(cfg: DictConfig, blender: Blender, c: str, ids: list[str], members: dict[str, dict[str, np.ndarray]],
                    runtimes: dict[str, np.ndarray]) -> dict | None:
     """The weights entry of one collection (None when no member covers its graphs)."""
     held: list[str] = []
@@ -126,11 +128,7 @@ def fit_collection(cfg: DictConfig, c: str, ids: list[str], members: dict[str, d
         log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
         return None
     kind, use = collection_kind(c), {m: members[m] for m in avail}
-    knobs = dict(steps=int(cfg.grid_steps), refine=int(cfg.refine), shrink=float(cfg.shrink))
-    method, oof = str(cfg.method), {}
-    if method == "auto":
-        method, oof = choose_method(kind, use, rt, list(cfg.methods), **knobs)
-    weights = method_weights(method, kind, use, rt, **knobs)
+    method, weights, oof = blender.weights(kind, use, rt)
     alone = {m: collection_score(kind, use[m], rt) for m in use}
     fitted = collection_score(kind, blend(use, weights, list(rt)), rt)
     entry = {"method": method, "weights": weights, "scores": {**alone, NAME: fitted}, "graphs": len(ids),
@@ -159,10 +157,10 @@ def holdout_scores(kind: str, members: dict[str, dict[str, np.ndarray]], weights
     return {"graphs": len(runtimes), "scores": scores}
 
 
-def apply(cfg: DictConfig, doc: dict, split: str) -> dict[str, dict[str, float]]:
+def apply(cfg: DictConfig, blender: Blender, doc: dict, split: str) -> dict[str, dict[str, float]]:
     """Blend `split` with the weights of `doc` and write the ensemble's predictions; returns
     what served each collection ({collection: {member: weight}})."""
-    members = load_members(cfg, split)
+    members = load_members(cfg, blender, split)
     ids = set().union(*(set(p) for p in members.values())) if members else set()
     if not ids:
         log.warning("no member has %s predictions; nothing written", split)
@@ -217,19 +215,14 @@ def format_table(doc: dict) -> str:
 def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("fit", "apply"):
         raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
-    if cfg.method != "auto" and cfg.method not in METHODS:
-        raise DataError(None, f"method must be auto or one of {', '.join(METHODS)}, got '{cfg.method}'")
-    if cfg.method == "auto" and (not cfg.methods or any(m not in METHODS for m in cfg.methods)):
-        raise DataError(None, f"methods must list some of {', '.join(METHODS)}, got {list(cfg.methods)}")
-    if cfg.normalize not in NORMALIZERS:
-        raise DataError(None, f"normalize must be one of {', '.join(NORMALIZERS)}, got '{cfg.normalize}'")
+    blender: Blender = instantiate(cfg.blender, "blender")
     if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
         raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
                                          "(run baseline, train-gbdt or train-gnn first)")
     stamp_dir = Path(cfg.weights).parent
     if cfg.mode == "fit":
         begin_stage(stamp_dir)
-        doc = fit(cfg)
+        doc = fit(cfg, blender)
     else:
         path = Path(cfg.weights)
         if not path.is_file():
@@ -239,11 +232,12 @@ def run(cfg: DictConfig) -> dict:
             doc["collections"]
         except (ValueError, KeyError, TypeError):
             raise DataError(path, "not an ensemble weights file (no 'collections')") from None
-        if doc.get("normalize", cfg.normalize) != cfg.normalize:
-            log.warning("weights were fitted with normalize=%s; using it", doc["normalize"])
-            cfg.normalize = doc["normalize"]
+        if doc.get("normalize", blender.normalize) != blender.normalize:
+            log.warning("weights were fitted with blender.normalize=%s; using it", doc["normalize"])
+            blender = dataclasses.replace(blender, normalize=doc["normalize"])
+            cfg.blender.normalize = doc["normalize"]  # as saved beside the predictions
     # split -> collection -> {member: weight}: what served each collection (fit: also saved)
-    doc["served"] = {split: apply(cfg, doc, split) for split in cfg.splits}
+    doc["served"] = {split: apply(cfg, blender, doc, split) for split in cfg.splits}
     if cfg.mode == "fit":
         write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
         print(format_table(doc), flush=True)

@@ -1,7 +1,11 @@
 """Train LightGBM rankers per collection on the GBDT tables; predict every original config.
 
-    python -m pipeline.train_gbdt [objective=lambdarank|regression] [seeds=[0,1,2]] [mode=train|predict]
+    python -m pipeline.train_gbdt [model.objective=lambdarank|regression] [seeds=[0,1,2]] [mode=train|predict]
     make train-gbdt [ARGS="key=value ..."]
+
+The ranker is a `models.gbdt.GBDTRanker` built from the `model` node (conf/arch/gbdt.yaml:
+objective, labels, boosting rounds, booster params); the rest of the config says what it is
+trained on and where its outputs go.
 
 Reads `${paths.processed}/tables/<collection dir>/<split>.parquet` (extract stage: one row per
 unique config, `configs` = its original indices): `train` to fit, `valid` for early stopping
@@ -30,14 +34,14 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pipeline.core.progress import tqdm
 
 from models import gbdt
 from features.configs import unlearnable_reason
 from models.ensemble import average_seeds
 from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
-from pipeline.core.cli import stage
+from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.fsutil import atomic_path, write_text_atomic
 from pipeline.io.audit_json import exclusions
@@ -123,17 +127,17 @@ def _progress_callback(bar: tqdm):
     return cb
 
 
-def _metric(kind: str, table: Table, objective: str):
+def _metric(kind: str, table: Table, model: gbdt.GBDTRanker):
     def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
-        return "competition", gbdt.validation_score(kind, table.sizes, table.target, gbdt.to_score(preds, objective)), True
+        return "competition", gbdt.validation_score(kind, table.sizes, table.target, model.to_score(preds)), True
     return feval
 
 
-def _dataset(table: Table, features: list[str], cfg: DictConfig, params: dict, reference: lgb.Dataset | None,
-             sample: bool) -> lgb.Dataset:
+def _dataset(table: Table, features: list[str], cfg: DictConfig, model: gbdt.GBDTRanker, params: dict,
+             reference: lgb.Dataset | None, sample: bool) -> lgb.Dataset:
     """Binned LightGBM dataset of a table; the float32 matrix is freed once binned."""
-    objective = str(cfg.objective)
-    label = gbdt.training_target(objective, table.sizes, table.target, int(cfg.num_labels))
+    objective = model.objective
+    label = model.labels(table.sizes, table.target)
     groups = None  # a valid set needs none: the competition metric is computed on table.sizes
     rows = None
     if sample:
@@ -153,8 +157,8 @@ def _dataset(table: Table, features: list[str], cfg: DictConfig, params: dict, r
     return ds
 
 
-def train_collection(collection: str, cfg: DictConfig) -> dict | None:
-    """Fit one model per seed for `collection`; returns its meta (None when it has no train table)."""
+def train_collection(collection: str, cfg: DictConfig, model: gbdt.GBDTRanker) -> dict | None:
+    """Fit one `model` per seed for `collection`; returns its meta (None when it has no train table)."""
     kind = collection_kind(collection)
     out = Path(cfg.models) / collection_dir(collection)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,26 +183,21 @@ def train_collection(collection: str, cfg: DictConfig) -> dict | None:
     valid_path = table_path(cfg.tables, collection, cfg.valid_split)
     valid = Table(valid_path, need_runtime=False) if valid_path.is_file() else None
     if valid is not None and not valid.has_runtime:
-        log.warning("%s: %s has no runtimes; training %d rounds without early stopping", collection, valid_path, cfg.num_boost_round)
+        log.warning("%s: %s has no runtimes; training %d rounds without early stopping", collection, valid_path, model.num_boost_round)
         valid = None
     elif valid is None:
-        log.warning("%s: no %s table; training %d rounds without early stopping", collection, cfg.valid_split, cfg.num_boost_round)
-    base = gbdt.lgb_params(str(cfg.objective), OmegaConf.to_container(cfg.params), int(cfg.seeds[0]),
-                           int(cfg.num_threads), int(cfg.num_labels), str(cfg.label_gain))
-    dtrain = _dataset(train, features, cfg, base, None, sample=True)
-    dvalid = _dataset(valid, features, cfg, base, dtrain, sample=False) if valid is not None else None
+        log.warning("%s: no %s table; training %d rounds without early stopping", collection, cfg.valid_split, model.num_boost_round)
+    base = model.lgb_params(int(cfg.seeds[0]), int(cfg.num_threads))
+    dtrain = _dataset(train, features, cfg, model, base, None, sample=True)
+    dvalid = _dataset(valid, features, cfg, model, base, dtrain, sample=False) if valid is not None else None
     gain = np.zeros(len(features))
     split = np.zeros(len(features))
     runs = []
     for seed in cfg.seeds:
         params = dict(base, seed=int(seed))
-        with tqdm(total=int(cfg.num_boost_round), desc=f"{collection} seed {seed}", unit="round", leave=False) as bar:
-            callbacks = [_progress_callback(bar)]
-            kwargs = {}
-            if dvalid is not None:
-                callbacks.append(lgb.early_stopping(int(cfg.early_stopping_rounds), first_metric_only=True, verbose=False))
-                kwargs = dict(valid_sets=[dvalid], valid_names=["valid"], feval=_metric(kind, valid, str(cfg.objective)))
-            booster = lgb.train(params, dtrain, num_boost_round=int(cfg.num_boost_round), callbacks=callbacks, **kwargs)
+        with tqdm(total=model.num_boost_round, desc=f"{collection} seed {seed}", unit="round", leave=False) as bar:
+            booster = model.fit(params, dtrain, dvalid, feval=_metric(kind, valid, model) if dvalid is not None else None,
+                                callbacks=[_progress_callback(bar)])
         best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
         score = booster.best_score.get("valid", {}).get("competition") if dvalid is not None else None
         with atomic_path(out / f"model_seed{seed}.txt") as tmp:
@@ -211,7 +210,7 @@ def train_collection(collection: str, cfg: DictConfig) -> dict | None:
     imp = pl.DataFrame({"feature": features, "gain": gain / len(cfg.seeds), "split": split / len(cfg.seeds)})
     with atomic_path(out / "importance.csv") as tmp:
         imp.sort("gain", descending=True).write_csv(tmp)
-    meta = {"collection": collection, "objective": str(cfg.objective), "features": features,
+    meta = {"collection": collection, "objective": model.objective, "features": features,
             "train_rows": train.rows, "train_graphs": len(train.names), "set_aside": train.set_aside, "runs": runs,
             "params": {k: v for k, v in base.items() if k != "seed"}}
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -263,14 +262,9 @@ def predict_table(table: Table, models: list[tuple[str, lgb.Booster, str]], num_
 def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("train", "predict"):
         raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
-    if cfg.objective not in gbdt.OBJECTIVES:
-        raise DataError(None, f"objective must be one of {', '.join(gbdt.OBJECTIVES)}, got '{cfg.objective}'")
+    model: gbdt.GBDTRanker = instantiate(cfg.model, "model")
     if not cfg.seeds:
         raise DataError(None, "seeds must list at least one seed")
-    if cfg.label_gain not in gbdt.GAINS:
-        raise DataError(None, f"label_gain must be one of {', '.join(gbdt.GAINS)}, got '{cfg.label_gain}'")
-    if not isinstance(cfg.num_labels, int) or cfg.num_labels < 2:
-        raise DataError(None, f"num_labels must be an integer of at least 2 (lambdarank relevance levels), got '{cfg.num_labels}'")
     wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
     if not Path(cfg.tables).is_dir():
         raise DataError(cfg.tables, "no GBDT tables found (run the extract stage first)")
@@ -284,7 +278,7 @@ def run(cfg: DictConfig) -> dict:
             predictions_path(cfg.predictions, cfg.name, split).unlink(missing_ok=True)
         for c in tqdm(present, desc="train-gbdt", unit="collection"):
             with where(c):
-                m = train_collection(c, cfg)
+                m = train_collection(c, cfg, model)
             if m is not None:
                 metas[c] = m
     for split in cfg.splits:

@@ -155,7 +155,7 @@ def prepare(cfg: DictConfig, collection: str, train: list[GraphData], valid: lis
     steps_per_epoch = -(-len(train) * int(cfg.samples_per_graph) // dist.world)
     total = int(cfg.epochs) * steps_per_epoch
     opt = make_optimizer(model, cfg.optimizer)
-    sched = make_scheduler(opt, total, max(1, int(float(cfg.warmup) * total)), float(cfg.min_lr_ratio))
+    sched = make_scheduler(opt, cfg.scheduler, total)
     prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
     run = Training(collection, Path(cfg.out) / collection_dir(collection), model,
                    DistributedDataParallel(model) if dist.enabled else model, opt, sched, prec.scaler(), prec, mcfg, k,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from models import ensemble as ens
 from pipeline import ensemble as stage, sample_data
@@ -164,6 +165,34 @@ def test_apply_without_weights_or_members_says_so(raw: Path, tmp_path: Path):
         stage.run(stage_cfg("ensemble", **{"paths.data_dir": raw}, mode="apply", weights=tmp_path / "w.json"))
     with pytest.raises(DataError, match="no member of gnn has predictions"):
         stage.run(stage_cfg("ensemble", **{"paths.data_dir": raw}, members="[gnn]", weights=tmp_path / "w.json"))
+
+
+@pytest.mark.parametrize("knob,value,message", [("blender.method", "vote", "method must be auto or one of search"),
+                                                 ("blender.methods", "[best,vote]", "methods must list some of search"),
+                                                 ("blender.normalize", "zscore", "normalize must be one of rank, minmax")])
+def test_blender_mistakes_fail_in_one_sentence(tmp_path: Path, knob, value, message):
+    with pytest.raises(DataError, match=message) as e:
+        stage.run(stage_cfg("ensemble", **{"paths.data_dir": tmp_path, knob: value}))
+    assert e.value.path is None and e.value.key == "blender" and "\n" not in str(e.value)
+
+
+def test_apply_blends_with_the_normalization_the_weights_were_fitted_with(raw: Path, tmp_path: Path):
+    pred = tmp_path / "pred"
+    for m in ("oracle", "baseline"):
+        for split in ("valid", "test"):
+            (pred / m).mkdir(parents=True, exist_ok=True)
+            (pred / m / f"{split}.parquet").write_bytes((raw / "predictions/sample" / m / f"{split}.parquet").read_bytes())
+    over = {"paths.data_dir": raw, "members": "[oracle,baseline]", "predictions": pred, "weights": tmp_path / "w.json"}
+    stage.run(stage_cfg("ensemble", **over, **{"blender.normalize": "minmax", "blender.method": "equal"}))
+    fitted = read_predictions(pred / "ensemble/test.parquet")
+    stage.run(stage_cfg("ensemble", **over, mode="apply", splits="[test]"))  # blender.normalize=rank unless told
+    applied = read_predictions(pred / "ensemble/test.parquet")
+    assert fitted.keys() == applied.keys() and all(np.array_equal(fitted[g], applied[g]) for g in fitted)
+    members = {m: read_predictions(pred / m / "test.parquet") for m in ("oracle", "baseline")}
+    by_rank = ens.blend({m: ens.normalize_all(p, "rank") for m, p in members.items()}, {"oracle": 0.5, "baseline": 0.5}, list(fitted))
+    assert any(not np.allclose(by_rank[g], applied[g]) for g in fitted)  # minmax, not the default rank
+    saved = yaml.safe_load((pred / "ensemble/test.yaml").read_text())
+    assert saved["blender"]["normalize"] == "minmax"
 
 
 def test_out_of_fold_scores_each_graph_with_weights_fitted_on_the_others():

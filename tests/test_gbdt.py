@@ -88,6 +88,45 @@ def test_lightgbm_accepts_labels_gain_and_groups_and_learns_the_order():
     assert gbdt.validation_score("layout", sizes, runtime, -score) < -0.9  # the sign matters
 
 
+def test_ranker_fits_the_functions_settings_and_stops_early_on_valid():
+    """GBDTRanker gives the module functions' labels and parameters, and its booster equals a plain
+    `lgb.train` of them; on a valid set whose order is the reverse of train's, early stopping
+    keeps an early round."""
+    rng = np.random.default_rng(0)
+    sizes = np.array([40] * 10)
+    runtime = rng.random(400) + 0.1
+    x = np.c_[runtime, rng.random(400)].astype(np.float32)
+    model = gbdt.GBDTRanker(num_labels=16, num_boost_round=30, early_stopping_rounds=3,
+                            params={"min_data_in_leaf": 5, "num_leaves": 7, "learning_rate": None})
+    assert np.array_equal(model.labels(sizes, runtime), gbdt.lambdarank_labels(sizes, runtime, 16))
+    params = model.lgb_params(seed=0, num_threads=1)
+    assert params == gbdt.lgb_params("lambdarank", {"min_data_in_leaf": 5, "num_leaves": 7}, 0, 1, 16, "linear")
+    label = model.labels(sizes, runtime)
+    train = lgb.Dataset(x, label=label, group=sizes, params=params)
+    alone = model.fit(params, train)
+    plain = lgb.train(params, lgb.Dataset(x, label=label, group=sizes, params=params), num_boost_round=30)
+    assert alone.current_iteration() == 30 and np.array_equal(alone.predict(x), plain.predict(x))
+    valid = lgb.Dataset(x, label=label, group=sizes, params=params, reference=train)
+
+    def reversed_order(preds, _data):
+        return "competition", gbdt.validation_score("layout", sizes, -runtime, model.to_score(preds)), True
+
+    rounds = []
+    stopped = model.fit(params, train, valid, feval=reversed_order, callbacks=[lambda env: rounds.append(env.iteration)])
+    assert len(rounds) == stopped.best_iteration + 3 < 30  # 3 rounds without a better valid score
+    assert stopped.best_score["valid"]["competition"] == pytest.approx(
+        gbdt.validation_score("layout", sizes, -runtime, model.to_score(stopped.predict(x))))
+
+
+@pytest.mark.parametrize("knob,value,message", [("objective", "rank", "objective must be one of lambdarank, regression"),
+                                                 ("label_gain", "log", "label_gain must be one of exponential, linear"),
+                                                 ("num_labels", 1, "num_labels must be an integer of at least 2"),
+                                                 ("num_labels", 8.0, "num_labels must be an integer")])
+def test_ranker_refuses_unknown_settings(knob, value, message):
+    with pytest.raises(ValueError, match=message):
+        gbdt.GBDTRanker(**{knob: value})
+
+
 def test_predictions_map_back_to_original_indices_through_dedup():
     # graph g: originals 0 and 3 are one unique config, 1 and 2 others; graph h: one row
     ids = np.array(["g", "g", "g", "h"])
@@ -125,7 +164,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(tiny: Path):
-    over = {"paths.data_dir": tiny, "num_boost_round": 20, "early_stopping_rounds": 5}
+    over = {"paths.data_dir": tiny, "model.num_boost_round": 20, "model.early_stopping_rounds": 5}
     train_gbdt.run(stage_cfg("train_gbdt", **over, seeds="[0,1]"))
     models = tiny / "models/sample/gbdt"
     assert (models / ".complete").is_file()
@@ -152,13 +191,14 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
     for gid in per_seed["model_seed0"]:
         assert np.allclose(after[gid], np.mean([ens.normalize(per_seed[n][gid]) for n in per_seed], axis=0))
     # a retrain with one seed leaves no model of the other seed for mode=predict to average in
-    train_gbdt.run(stage_cfg("train_gbdt", **over, objective="regression", splits="[test]"))
+    train_gbdt.run(stage_cfg("train_gbdt", **over, **{"model.objective": "regression"}, splits="[test]"))
     assert not (models / "tile/xla/model_seed1.txt").exists()
 
 
-@pytest.mark.parametrize("knob,value,message", [("label_gain", "exponentail", "label_gain must be one of exponential, linear"),
-                                                 ("num_labels", 1, "num_labels must be an integer of at least 2"),
-                                                 ("objective", "rank", "objective must be one of lambdarank")])
+@pytest.mark.parametrize("knob,value,message", [("model.label_gain", "exponentail", "label_gain must be one of exponential, linear"),
+                                                 ("model.num_labels", 1, "num_labels must be an integer of at least 2"),
+                                                 ("model.objective", "rank", "objective must be one of lambdarank"),
+                                                 ("seeds", "[]", "seeds must list at least one seed")])
 def test_config_mistakes_fail_in_one_sentence(tmp_path: Path, knob, value, message):
     with pytest.raises(DataError, match=message) as e:
         train_gbdt.run(stage_cfg("train_gbdt", **{"paths.data_dir": tmp_path, knob: value}))

@@ -219,7 +219,7 @@ def test_notebook_with_a_trained_gbdt(trained, tmp_path) -> None:
     extract.run(stage_cfg("extract", data=trained["padded"], out=processed, jobs=1))
     models = tmp_path / "models"
     train_gbdt.run(stage_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=tmp_path / "pred",
-                        num_boost_round=10, splits="[valid]"))
+                        splits="[valid]", **{"model.num_boost_round": 10}))
     out = tmp_path / "build"
     assert _build(trained, out, models_dir=models)["models"] == ["gbdt"]
     sub = tmp_path / "submission.csv"

@@ -213,7 +213,7 @@ def test_train_step_clips_and_advances_the_schedule() -> None:
     torch.manual_seed(0)
     model = gnn_steps.build_model(gnn_steps.model_config(c, {"node_feat_dim": 8}, "layout"))
     opt = training.make_optimizer(model, DictConfig({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.0}))
-    sched = training.make_scheduler(opt, total=10, warmup=4, min_ratio=0.1)
+    sched = training.warmup_cosine(opt, 10, warmup=0.4, min_lr_ratio=0.1)
     prec = training.Precision.make(torch.device("cpu"), True, "bfloat16")
     before = [p.detach().clone() for p in model.parameters()]
     loss = gnn_steps.train_step(model, model, g, np.arange(8), opt, sched, prec.scaler(), prec, grad_clip=1e-3)

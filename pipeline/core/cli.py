@@ -1,6 +1,7 @@
 """Hydra entry points for the stages, with one-line errors for every failure.
 
-Each stage module does `@stage("<config name>")` on its `main(cfg)`. A `DataError` raised
+Each stage module does `@stage("<config name>")` on its `main(cfg)`, and builds the objects its
+config describes (`_target_` nodes) with `instantiate`. A `DataError` raised
 anywhere below prints `error: <file>: <problem>` on stderr and exits 1; any other exception
 (LightGBM, torch, numpy, ...) prints `error: <stage>: <collection or graph, where known>:
 <type>: <message>` and exits 1. `debug=true` (or HYDRA_FULL_ERROR=1) shows the traceback
@@ -14,9 +15,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import hydra
+import hydra.utils
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from pipeline.core.errors import DEBUG_ENV, DataError, debug_enabled, describe
@@ -57,6 +60,20 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callab
         return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
 
     return deco
+
+
+def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """The object of the config node `key` (a `_target_` with its arguments, plain Python values:
+    lists and dicts, not OmegaConf nodes), logged as built. A constructor's ValueError (a bad
+    knob) becomes a one-sentence `DataError` naming the key."""
+    try:
+        obj = hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ValueError):
+            raise DataError(None, str(e.__cause__), key=key) from None
+        raise
+    log.info("%s: %r", key, obj)
+    return obj
 
 
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:

@@ -1,6 +1,7 @@
 """Training machinery shared by the training stages and their benchmarks: the torchrun process
 group and device (`Dist`, `setup_dist`), RNG seeding and states, mixed precision (`Precision`),
-AdamW with a warmup-cosine schedule, checkpoints, and dealing work out to ranks.
+the optimizer and the LR schedule built from config nodes (`warmup_cosine`), checkpoints, and
+dealing work out to ranks.
 """
 
 from __future__ import annotations
@@ -139,16 +140,27 @@ def make_optimizer(model: torch.nn.Module, optimizer: DictConfig) -> torch.optim
     return hydra.utils.instantiate(optimizer)(model.parameters())
 
 
-def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over `warmup` steps, then cosine from lr down to lr * min_ratio at `total`."""
+def make_scheduler(opt: torch.optim.Optimizer, scheduler: DictConfig, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule of a config's `scheduler` node (a `_partial_` hydra target) over `opt` for a
+    run of `total` steps (conf/train_gnn.yaml: `warmup_cosine`)."""
+    return hydra.utils.instantiate(scheduler)(opt, total)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.05,
+                  min_lr_ratio: float = 0.05) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over the first `warmup` fraction of `total_steps` (at least one step), then
+    cosine from lr down to lr * min_lr_ratio at `total_steps`. The factor is a closure, so a
+    checkpoint keeps only the step count: resuming rebuilds it for the new run's length."""
+    warm = max(1, int(float(warmup) * total_steps))
+    total, floor = int(total_steps), float(min_lr_ratio)
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
