@@ -11,26 +11,41 @@ as `pipeline.io.gnn_tensors.GraphData` like an extracted file. Then, per device 
 cpu, plus cuda when available), times `train_steps` steps of the training stage's own
 `train_step` on K configs (unpack and complete + forward + backward + clipping + AdamW +
 scheduler; autocast on CUDA as in train_gnn) and one permutation of `predict_scores` over all
-configs, and prints one JSON line each: configs_per_s, s_per_step, the graph's kept size, and
-the peak GPU memory on CUDA.
+configs, and prints one JSON line each: configs_per_s, s_per_step, the graph's kept size, the
+peak GPU memory on CUDA and the process's peak RSS so far, its user and system CPU seconds.
+
+The machine's limit is measured in the same run: `matmul_gflops` is the dense matmul rate at the
+model's shapes (a (K x kept nodes, H) by (H, H) product, the SAGE layers' linear maps, in the
+step's dtype), `model_gflop` the matmul FLOPs of one step (`torch.utils.flop_counter`: forward
+and backward for training; forward over every config for inference), and `of_matmul_rate` their
+ratio to the time taken: the fraction of the machine's matmul rate the step achieves. Gathers,
+scatters and elementwise work count as time, not FLOPs, so the fraction is below 1 by what they
+cost. `step_tensors_mb` (and `checkpointed_mb`) are the step's tensor peak as `memory_budget`
+estimates it (pipeline.core.memory). `malloc` sets the C allocator first (`pipeline.core.allocator`; `malloc=system` for
+glibc's defaults).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import resource
+import sys
 import time
 
 import hydra.utils
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
 
 from features.configs import pack_layout
 from features.layout import node_layout
 from features.prune import prune
 from models.gnn import predict_scores
 from pipeline.bench import COLLECTION, synthetic_configs, synthetic_layout
+from pipeline.core.allocator import set_malloc
+from pipeline.core.memory import measure
 from pipeline.core.cli import stage
 from pipeline.io.gnn_tensors import GraphData, graph_data
 from pipeline.core.gnn_steps import check_choices, model_config, train_step
@@ -56,52 +71,98 @@ def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat
                "config_nodes": config_nodes, "configs": configs}
 
 
+def process_usage() -> dict:
+    """Peak RSS (MB) of this process so far and its user and system CPU seconds."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    peak = u.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # bytes on macOS, KB on Linux
+    return {"peak_rss_mb": round(peak), "user_s": round(u.ru_utime, 1), "sys_s": round(u.ru_stime, 1)}
+
+
+def matmul_gflops(rows: int, hidden: int, device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """The dense matmul rate (GFLOP/s) of a (rows, hidden) by (hidden, hidden) product on
+    `device`, best of repeated timings over about `seconds`."""
+    a = torch.randn(rows, hidden, device=device, dtype=dtype)
+    w = torch.randn(hidden, hidden, device=device, dtype=dtype)
+    out = torch.empty(rows, hidden, device=device, dtype=dtype)
+    torch.mm(a, w, out=out)  # warm-up
+    best, spent = float("inf"), 0.0
+    while spent < seconds or best == float("inf"):
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, w, out=out)
+        _sync(device)
+        dt = time.perf_counter() - t
+        best, spent = min(best, dt), spent + dt
+    return 2 * rows * hidden * hidden / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.device) -> list[dict]:
+    """The training and inference records of one device (see the module docstring)."""
     torch.manual_seed(int(cfg.seed))
     model = hydra.utils.instantiate(model_config(cfg, {"node_feat_dim": g.graph.node_feat.shape[1]}, "layout")).to(device)
     g = g.to(device)
     prec = Precision.make(device, True, str(cfg.amp_dtype))
     steps = int(cfg.train_steps)
     opt = make_optimizer(model, DictConfig({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}))
-    sched = warmup_cosine(opt, steps + 1, warmup=0.0, min_lr_ratio=0.05)  # one warmup step
+    sched = warmup_cosine(opt, steps + 2, warmup=0.0, min_lr_ratio=0.05)  # one warmup step
     scaler = prec.scaler()
     rng = np.random.default_rng(int(cfg.seed))
-    k = int(cfg.k)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    k, infer_k = int(cfg.k), int(cfg.infer_k)
+    dtype = (prec.dtype or torch.float32) if device.type == "cuda" else torch.float32
+    limit = {"matmul_gflops": round(matmul_gflops(k * g.graph.node_feat.shape[0], int(cfg.model.hidden), device, dtype), 1)}
 
     def step() -> None:
         train_step(model, model, g, rng.choice(g.num_configs, k, replace=False), opt, sched, scaler, prec, 1.0)
 
+    footprint = measure(model, g, prec.autocast)  # what memory_budget plans with (pipeline.core.memory)
+    planned = {"step_tensors_mb": round(footprint.train.at(k) / 2**20), "checkpointed_mb": round(footprint.checkpointed.at(k) / 2**20)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
-    step()  # warm-up: allocator, kernels
-    sync()
+    step_flops = _flops(step)  # also the warm-up: allocator, kernels
+    _sync(device)
     t = time.perf_counter()
     for _ in range(steps):
         step()
-    sync()
+    _sync(device)
     dt = time.perf_counter() - t
     mem = {"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20)} if device.type == "cuda" else {}
     train = {"bench": "gnn_train", "device": str(device), **shape, "k": k, "steps": steps,
              "s_per_step": round(dt / steps, 4), "configs_per_s": round(k * steps / dt, 1),
-             "threads": torch.get_num_threads(), **mem}
+             "model_gflop": float(f"{step_flops / 1e9:.4g}"), **limit,
+             "of_matmul_rate": float(f"{step_flops * steps / dt / 1e9 / limit['matmul_gflops']:.3g}"),
+             "threads": torch.get_num_threads(), "malloc": str(cfg.malloc), **planned, **mem, **process_usage()}
+    model.eval()
+    with torch.no_grad(), prec.autocast():
+        group = torch.arange(min(infer_k, g.num_configs), device=device)
+        infer_flops = _flops(lambda: model(g.select(group))) * g.num_configs / group.numel()  # linear in configs
     t = time.perf_counter()
     with prec.autocast():
-        predict_scores(model, g, k=int(cfg.infer_k), permutations=1, generator=torch.Generator().manual_seed(0))
-    sync()
+        predict_scores(model, g, k=infer_k, permutations=1, generator=torch.Generator().manual_seed(0))
+    _sync(device)
     dt = time.perf_counter() - t
-    infer = {"bench": "gnn_infer", "device": str(device), **shape, "k": int(cfg.infer_k), "s": round(dt, 3),
-             "configs_per_s": round(g.num_configs / dt, 1), "threads": torch.get_num_threads()}
+    infer = {"bench": "gnn_infer", "device": str(device), **shape, "k": infer_k, "s": round(dt, 3),
+             "configs_per_s": round(g.num_configs / dt, 1), "model_gflop": float(f"{infer_flops / 1e9:.4g}"), **limit,
+             "of_matmul_rate": float(f"{infer_flops / dt / 1e9 / limit['matmul_gflops']:.3g}"),
+             "threads": torch.get_num_threads(), "malloc": str(cfg.malloc), **process_usage()}
     return [train, infer]
 
 
 @stage("bench_gnn")
 def main(cfg: DictConfig) -> list[dict]:
     check_choices(cfg)
+    set_malloc(str(cfg.malloc))
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
     g, shape = synthetic_graph(int(cfg.nodes), int(cfg.config_nodes), int(cfg.configs), int(cfg.hops), int(cfg.feat_dim), int(cfg.seed))

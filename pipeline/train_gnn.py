@@ -53,6 +53,8 @@ from features.configs import unlearnable_reason
 from models.gnn import GNNRanker
 from models.metrics import graph_score, ranking
 from pipeline.io.audit_json import exclusions
+from pipeline.core import memory
+from pipeline.core.allocator import set_malloc
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.logger import NullLogger
@@ -124,6 +126,7 @@ class Training:
     # best valid score and its epoch, one record per finished epoch
     state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "epoch_step": 0, "step": 0, "best": -math.inf,
                                                             "best_epoch": -1, "history": []})
+    memory: dict | None = None  # what memory_budget chose (fit_memory)
 
     def checkpoint(self, cfg: DictConfig) -> dict:
         return {"collection": self.collection, "model_config": self.model_config,
@@ -147,23 +150,46 @@ def training_graphs(cfg: DictConfig, collection: str) -> list[GraphData]:
 
 
 def prepare(cfg: DictConfig, collection: str, train: list[GraphData], valid: list[GraphData], dist: Dist) -> Training:
-    """Build the model, optimizer, schedule and scaler (seeded), resumed from last.pt if asked."""
+    """Build the model, optimizer, schedule and scaler (seeded), fitted to `memory_budget`,
+    resumed from last.pt if asked."""
     mcfg = model_config(cfg, feature_dims(train + valid), collection_kind(collection))
     seed_everything(int(cfg.seed))
     model = build_model(mcfg).to(dist.device)
+    train = [g.to(dist.device) for g in train]
+    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
     k = configs_per_step(cfg, collection)
+    k, infer_k, plan = fit_memory(cfg, collection, model, train, k, int(cfg.infer_k or k), prec)
     steps_per_epoch = -(-len(train) * int(cfg.samples_per_graph) // dist.world)
     total = int(cfg.epochs) * steps_per_epoch
     opt = make_optimizer(model, cfg.optimizer)
     sched = make_scheduler(opt, cfg.scheduler, total)
-    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
     run = Training(collection, Path(cfg.out) / collection_dir(collection), model,
                    DistributedDataParallel(model) if dist.enabled else model, opt, sched, prec.scaler(), prec, mcfg, k,
-                   int(cfg.infer_k or k), int(cfg.epochs), steps_per_epoch, [g.to(dist.device) for g in train],
-                   [g.to(dist.device) for g in validation_view(valid, cfg.valid_max_configs, int(cfg.seed))])
+                   infer_k, int(cfg.epochs), steps_per_epoch, train,
+                   [g.to(dist.device) for g in validation_view(valid, cfg.valid_max_configs, int(cfg.seed))], memory=plan)
     if cfg.resume:
         resume(run)
     return run
+
+
+def fit_memory(cfg: DictConfig, collection: str, model: GNNRanker, train: list[GraphData], k: int, infer_k: int,
+               prec: Precision) -> tuple[int, int, dict | None]:
+    """(K, inference group size, what was chosen) within `memory_budget` GB on the largest
+    train graph (pipeline.core.memory; sets `model.checkpoint`), logged; unchanged without a
+    budget. Every rank plans the same."""
+    if cfg.memory_budget is None:
+        return k, infer_k, None
+    budget = float(cfg.memory_budget) * memory.GB
+    g = max(train, key=lambda g: g.graph.num_nodes + g.graph.edge_index.shape[0])
+    footprint = memory.measure(model, g, prec.autocast)
+    try:
+        chosen = memory.plan(budget, k, infer_k, footprint, model.checkpoint)
+    except ValueError as e:
+        raise DataError(None, f"{e} on {g.id} ({g.graph.num_nodes} nodes)", key="memory_budget") from None
+    model.checkpoint = chosen.checkpoint
+    log.info("%s: %s (largest train graph %s: %d nodes)", collection, chosen.describe(budget), g.id, g.graph.num_nodes)
+    return chosen.k, chosen.infer_k, {"k": chosen.k, "checkpoint": chosen.checkpoint, "infer_k": chosen.infer_k,
+                                      "train_gb": round(chosen.train_bytes / memory.GB, 3), "graph": g.id}
 
 
 def resume(run: Training) -> None:
@@ -301,7 +327,7 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
     history = run.state["history"]
     return {"best": run.state["best"] if run.valid else None, "best_epoch": run.state["best_epoch"],
             "epochs": len(history), "steps": run.state["step"], "seconds": round(time.monotonic() - t0, 1),
-            "stopped": stopped, "train_loss": [h["train_loss"] for h in history], "history": history}
+            "stopped": stopped, "memory": run.memory, "train_loss": [h["train_loss"] for h in history], "history": history}
 
 
 # ---------------------------------------------------------------------------- inference
@@ -319,8 +345,20 @@ def score_split(cfg: DictConfig, collection: str, split: str, dist: Dist, prec: 
     for p in bar:
         with where(f"{collection}: {p}"):
             g = load_graphs(cfg.data, collection, split, [p])[0].to(dist.device)
-            mine[g.id] = score_graph(model, g, k, int(cfg.infer_permutations), int(cfg.seed), prec)
+            mine[g.id] = score_graph(model, g, infer_group(cfg, model, g, k, prec), int(cfg.infer_permutations), int(cfg.seed), prec)
     return {gid: s for d in dist.gather(mine) for gid, s in d.items()}
+
+
+def infer_group(cfg: DictConfig, model: GNNRanker, g: GraphData, k: int, prec: Precision) -> int:
+    """Configs per inference pass on `g`: `k`, or fewer where `memory_budget` says so (logged)."""
+    if cfg.memory_budget is None:
+        return k
+    budget = float(cfg.memory_budget) * memory.GB
+    group = memory.infer_group(budget, k, memory.measure(model, g, prec.autocast, train=False).infer)
+    if group < k:
+        log.info("%s: inference in groups of %d configs instead of %d to fit memory_budget=%s GB", g.id, group, k,
+                 cfg.memory_budget)
+    return group
 
 
 def collection_scores(cfg: DictConfig, collection: str, dist: Dist) -> dict[str, dict[str, np.ndarray]]:
@@ -386,10 +424,17 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
 
 
+def use_malloc(cfg: DictConfig, dist: Dist) -> None:
+    """The C allocator policy `malloc` for CPU training (pipeline.core.allocator)."""
+    if dist.device.type == "cpu" and set_malloc(str(cfg.malloc)):
+        log.info("malloc=%s: freed memory is kept for the next steps (malloc=system for glibc's defaults)", cfg.malloc)
+
+
 def _train_and_score(config: dict, collection: str) -> tuple[dict | None, dict[str, dict[str, np.ndarray]]]:
     """One collection in a worker process: train it, then score its splits."""
     cfg = OmegaConf.create(config)
     dist = setup_dist(cfg)
+    use_malloc(cfg, dist)
     with where(collection):
         summary = train_collection(cfg, collection, dist, NullLogger())
         scores = collection_scores(cfg, collection, dist) if summary is not None and summary["stopped"] != "stop_after" else {}
@@ -427,6 +472,7 @@ def run(cfg: DictConfig) -> dict:
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "GNN tensors not found (run the extract stage first: make extract)")
     dist = setup_dist(cfg)
+    use_malloc(cfg, dist)
     try:
         summary: dict[str, dict] = {}
         if cfg.mode == "train":

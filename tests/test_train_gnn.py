@@ -14,6 +14,7 @@ import torch
 from pipeline.core import gnn_steps, training
 from pipeline import train_gnn
 from pipeline.io.catalog import discover
+from pipeline.io.gnn_tensors import feature_dims
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.core.logger import NullLogger
@@ -112,6 +113,33 @@ def test_collections_trained_at_once_match_one_after_another(tiny, tmp_path: Pat
             np.testing.assert_array_equal(pa[gid], pb[gid])
 
 
+def test_a_memory_budget_checkpoints_then_lowers_k_and_a_roomy_one_changes_nothing(tiny, tmp_path: Path, caplog) -> None:
+    from pipeline.core import memory
+
+    one = ["collections=[layout:nlp:random]", "epochs=1", "samples_per_graph=2", "model.dropout=0.1"]
+    plain = train_gnn.run(cfg(tiny, tmp_path / "a", *one))["layout:nlp:random"]
+    roomy = train_gnn.run(cfg(tiny, tmp_path / "b", *one, "memory_budget=16"))["layout:nlp:random"]
+    assert plain["memory"] is None and roomy["memory"]["k"] == 24 and not roomy["memory"]["checkpoint"]
+    assert roomy["train_loss"] == plain["train_loss"]  # measuring drew no random numbers
+    # a budget between the checkpointed and the plain step's need (measured on the largest graph)
+    c = cfg(tiny, tmp_path / "c", *one)
+    train = train_gnn.training_graphs(c, "layout:nlp:random")
+    g = max(train, key=lambda g: g.graph.num_nodes + g.graph.edge_index.shape[0])
+    model = gnn_steps.build_model(gnn_steps.model_config(c, feature_dims(train), "layout"))
+    fp = memory.measure(model, g, training.Precision.make(torch.device("cpu"), False, "bfloat16").autocast)
+    between = (fp.train.at(24) + fp.checkpointed.at(24)) / 2 / memory.GB
+    with caplog.at_level("INFO", logger="pipeline.train_gnn"):
+        tight = train_gnn.run(cfg(tiny, tmp_path / "c", *one, f"memory_budget={between:.9f}"))["layout:nlp:random"]
+    assert tight["memory"]["checkpoint"] and tight["memory"]["k"] == 24 and "with activation checkpointing at K=24" in caplog.text
+    np.testing.assert_allclose(tight["train_loss"], plain["train_loss"], rtol=1e-5)  # the same step, recomputed
+    fewer = fp.checkpointed.at(10) / memory.GB
+    lowered = train_gnn.run(cfg(tiny, tmp_path / "d", *one, f"memory_budget={fewer:.9f}"))["layout:nlp:random"]
+    assert lowered["memory"]["checkpoint"] and lowered["memory"]["k"] == 10
+    assert (tmp_path / "d/pred/gnn/test.parquet").is_file()
+    with pytest.raises(DataError, match="memory_budget.*too small: 2 configs with checkpointing need"):
+        train_gnn.run(cfg(tiny, tmp_path / "e", *one, "memory_budget=1e-9"))
+
+
 def test_predict_mode_uses_the_best_checkpoints_only(tiny, tmp_path: Path) -> None:
     one = ["collections=[layout:xla:default]", "epochs=1", "samples_per_graph=1"]
     with pytest.raises(DataError, match="no best.pt"):
@@ -135,7 +163,9 @@ def test_bad_requests_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
     for choice, sentence in [("model.cross=attention", "model.cross=attention is not one of softmax, mha, none"),
                              ("model.norm=batch", "model.norm=batch is not one of"),
                              ("model.aggr=min", "model.aggr=min is not one of sum, mean, max"),
-                             ("amp_dtype=float8", "amp_dtype=float8 is not one of")]:
+                             ("amp_dtype=float8", "amp_dtype=float8 is not one of"),
+                             ("malloc=jemalloc", "malloc=jemalloc is not one of reuse, system"),
+                             ("memory_budget=0", "memory_budget=0 must be a positive number of GB")]:
         with pytest.raises(DataError, match=sentence):
             train_gnn.run(cfg(tiny, tmp_path, choice))
     bad = tmp_path / "models/layout/xla/default/best.pt"
@@ -201,6 +231,19 @@ def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
     train, infer = bench_device(c, g, shape, torch.device("cpu"))
     assert train["bench"] == "gnn_train" and train["configs_per_s"] > 0 and train["k"] == 8
     assert infer["bench"] == "gnn_infer" and infer["configs_per_s"] > 0
+    # FLOPs: training counts forward and backward of K=8 configs, inference a forward of all 40
+    per_config = infer["model_gflop"] / 40
+    assert 2 * per_config < train["model_gflop"] / 8 < 4 * per_config
+    for rec in (train, infer):
+        assert rec["matmul_gflops"] > 0 and 0 < rec["of_matmul_rate"] and rec["peak_rss_mb"] > 0
+
+
+def test_matmul_rate_counts_two_flops_a_multiply_add(monkeypatch) -> None:
+    from pipeline import bench_gnn
+
+    clock = iter(range(100))
+    monkeypatch.setattr(bench_gnn.time, "perf_counter", lambda: next(clock) * 0.5)  # every product takes 0.5 s
+    assert bench_gnn.matmul_gflops(1000, 10, torch.device("cpu"), torch.float32, seconds=1.0) == pytest.approx(2 * 1000 * 10 * 10 / 0.5 / 1e9)
 
 
 def test_train_step_clips_and_advances_the_schedule() -> None:

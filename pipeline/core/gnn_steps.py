@@ -17,6 +17,7 @@ from models import gnn
 from models import scatter as sc
 from models.gnn import GNNRanker, predict_scores
 from models.losses import LOSSES
+from pipeline.core.allocator import POLICIES
 from pipeline.core.errors import DataError
 from pipeline.core.training import AMP_DTYPES, Precision, load_checkpoint
 from pipeline.io.catalog import collection_kind
@@ -35,6 +36,11 @@ def check_choices(cfg: DictConfig) -> None:
     backend = cfg.model.get("scatter_backend")
     if not sc.BACKENDS[backend]:
         raise DataError(None, f"model.scatter_backend={backend} is not installed here (pip install torch-scatter, or use native)")
+    budget = cfg.get("memory_budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise DataError(None, f"memory_budget={budget} must be a positive number of GB (or null)")
+    if cfg.get("malloc") is not None and str(cfg.malloc) not in POLICIES:
+        raise DataError(None, f"malloc={cfg.malloc} is not one of {', '.join(POLICIES)}")
     if cfg.get("amp_dtype") is not None and str(cfg.amp_dtype) not in AMP_DTYPES:
         raise DataError(None, f"amp_dtype={cfg.amp_dtype} is not one of {', '.join(AMP_DTYPES)}")
 
