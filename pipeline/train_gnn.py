@@ -68,6 +68,7 @@ from pipeline.io.gnn_tensors import GraphData, feature_dims, graph_files, load_g
 from pipeline.io.predictions import predictions_path, write_predictions
 
 log = logging.getLogger(__name__)
+ESTIMATE_AFTER = 20  # steps before the first time estimate
 LAST, BEST = "last.pt", "best.pt"
 
 
@@ -127,6 +128,7 @@ class Training:
     state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "epoch_step": 0, "step": 0, "best": -math.inf,
                                                             "best_epoch": -1, "history": []})
     memory: dict | None = None  # what memory_budget chose (fit_memory)
+    started: tuple[float, int] = (0.0, 0)  # time.monotonic() and global step when this invocation began
 
     def checkpoint(self, cfg: DictConfig) -> dict:
         return {"collection": self.collection, "model_config": self.model_config,
@@ -231,6 +233,8 @@ def run_epoch(cfg: DictConfig, run: Training, epoch: int, dist: Dist, deadline: 
                               float(cfg.grad_clip or 0))
         run.state["step"] += 1
         run.state["epoch_step"] = i + 1
+        if run.state["step"] - run.started[1] == ESTIMATE_AFTER and dist.main:
+            log_step_estimate(run)
         losses.append(float(loss))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if past(deadline, dist) and i + 1 < len(order):
@@ -284,6 +288,16 @@ def save_interrupted(cfg: DictConfig, run: Training, epoch: int, dist: Dist) -> 
     dist.barrier()
 
 
+def log_step_estimate(run: Training) -> None:
+    """After the first ESTIMATE_AFTER steps of this invocation: the time per step and the
+    training time left at that pace (validation not counted)."""
+    t0, step0 = run.started
+    per_step = (time.monotonic() - t0) / (run.state["step"] - step0)
+    left = run.epochs * run.steps_per_epoch - run.state["step"]
+    log.info("%s: %.2f s per step; about %.1f min for the %d steps left (validation not counted)",
+             run.collection, per_step, per_step * left / 60, left)
+
+
 def log_estimate(run: Training, first_epoch: int, epoch: int, t0: float) -> None:
     """After the first epoch of this invocation: the time per epoch and what is left."""
     per_epoch = (time.monotonic() - t0) / (epoch + 1 - first_epoch)
@@ -304,6 +318,7 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
              len(run.train), len(run.valid), run.k, run.epochs, run.steps_per_epoch,
              sum(p.numel() for p in run.model.parameters()), dist.device, f", {dist.world} ranks" if dist.enabled else "")
     t0 = time.monotonic()
+    run.started = (t0, run.state["step"])
     deadline = t0 + 60 * float(cfg.time_budget) if cfg.time_budget is not None else math.inf
     first, stopped = run.state["epoch"], None
     for epoch in range(first, run.epochs):

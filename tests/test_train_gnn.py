@@ -77,15 +77,17 @@ def test_resume_continues_at_the_next_epoch_and_ends_where_an_uninterrupted_run_
 
 
 def test_a_time_budget_stops_at_a_step_predicts_and_resume_ends_where_an_uninterrupted_run_ends(
-        tiny, tmp_path: Path, caplog) -> None:
+        tiny, tmp_path: Path, caplog, monkeypatch) -> None:
     one = ["collections=[layout:nlp:random]", "epochs=3", "samples_per_graph=2", "model.dropout=0.1"]
     # a budget of 0 minutes runs out after the first step
     cut = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "time_budget=0"))["layout:nlp:random"]
     assert cut["stopped"] == "time_budget" and cut["steps"] == 1 and cut["epochs"] == 0
     assert (tmp_path / "a/models/layout/nlp/random/best.pt").is_file(), "a cut run still has a model to predict with"
     assert (tmp_path / "a/pred/gnn/valid.parquet").is_file() and (tmp_path / "a/models/.complete").is_file()
+    monkeypatch.setattr(train_gnn, "ESTIMATE_AFTER", 3)
     with caplog.at_level("INFO", logger="pipeline.train_gnn"):
         resumed = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "resume=true"))["layout:nlp:random"]
+    assert "min for the 8 steps left" in caplog.text  # 3 steps after the resumed step 1, of 12
     assert "min left for 2 epochs" in caplog.text
     assert resumed["stopped"] is None and resumed["steps"] == 12 and resumed["epochs"] == 3
     whole = train_gnn.run(cfg(tiny, tmp_path / "b", *one))["layout:nlp:random"]
