@@ -228,10 +228,13 @@ kaggle-push: $(INSTALLED) ## rebuild the Kaggle bundles and upload them (ARGS="o
 
 # ---- GNN benchmarks and the transductive check ----
 FILE ?= ../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz
-.PHONY: bench-gnn transductive
+.PHONY: bench-gnn gpu-check transductive
 
 bench-gnn: $(INSTALLED) ## only the GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
 	$(PY) -m pipeline.bench_gnn $(ARGS)
+
+gpu-check: $(INSTALLED) ## on a CUDA machine: the GPU tests (bf16/fp16 training, checkpoint reload, 1-rank nccl) and bench-gnn on cuda, one summary; elsewhere says there is no GPU (exit 0)
+	$(PY) -m pipeline.gpu_check $(if $(ARGS),--bench-args $(ARGS))
 
 transductive: $(INSTALLED) ## 50/50 split of one real layout file's configs (FILE=<npz>): GNN vs LightGBM Kendall tau
 	$(PY) -m pipeline.transductive $(COMMON) file=$(FILE) $(ARGS)

@@ -316,7 +316,7 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
     run = prepare(cfg, collection, train, load_graphs(cfg.data, collection, "valid"), dist)
     log.info("%s: %d train graphs, %d valid, K=%d, %d epochs x %d steps, %d parameters, device %s%s", collection,
              len(run.train), len(run.valid), run.k, run.epochs, run.steps_per_epoch,
-             sum(p.numel() for p in run.model.parameters()), dist.device, f", {dist.world} ranks" if dist.enabled else "")
+             sum(p.numel() for p in run.model.parameters()), dist.device, f", {dist.world} rank{'s' if dist.world > 1 else ''} on {tdist.get_backend()}" if dist.enabled else "")
     t0 = time.monotonic()
     run.started = (t0, run.state["step"])
     deadline = t0 + 60 * float(cfg.time_budget) if cfg.time_budget is not None else math.inf

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.core import gnn_steps, training
 from pipeline import train_gnn
-from pipeline.io.catalog import discover
+from pipeline.io.catalog import collection_dir, discover
 from pipeline.io.gnn_tensors import feature_dims
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
@@ -113,6 +113,32 @@ def test_collections_trained_at_once_match_one_after_another(tiny, tmp_path: Pat
         assert list(pa) == list(pb)
         for gid in pb:
             np.testing.assert_array_equal(pa[gid], pb[gid])
+
+
+def test_submitit_local_jobs_train_one_collection_each_and_predict_mode_merges_them(tiny, tmp_path: Path) -> None:
+    """The cluster recipe (README) on the local launcher: one job per collection trains without
+    predicting, then one predict run writes every collection's predictions."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    two = ["tile:xla", "layout:nlp:random"]
+    common = [f"data={tiny['gnn']}", f"out={tmp_path / 'models'}", f"predictions={tmp_path / 'pred'}", *SMALL,
+              "epochs=2", "samples_per_graph=2"]
+    sweep = [sys.executable, "-m", "pipeline.train_gnn", "-m", f"collections=[{two[0]}],[{two[1]}]",
+             "hydra/launcher=submitit_local", "splits=[]", *common, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = subprocess.run(sweep, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    job_logs = sorted((tmp_path / "sweep/.submitit").glob("*/*_log.err"))
+    assert len(job_logs) == 2 and all("Job completed successfully" in p.read_text() for p in job_logs)
+    for c in two:
+        assert (tmp_path / "models" / collection_dir(c) / "best.pt").is_file()
+    assert not (tmp_path / "pred").exists()
+    train_gnn.run(cfg(tiny, tmp_path, "mode=predict"))
+    pred = read_predictions(tmp_path / "pred/gnn/valid.parquet")
+    assert set(pred) == {
+        f.id for f in discover(tiny["raw"], collections=two, splits=["valid"])}
 
 
 def test_a_memory_budget_checkpoints_then_lowers_k_and_a_roomy_one_changes_nothing(tiny, tmp_path: Path, caplog) -> None:

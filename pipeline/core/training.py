@@ -33,9 +33,11 @@ class Dist:
     local_rank: int
     device: torch.device
 
+    launched: bool = False  # started by torchrun: a process group even with one rank
+
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.launched
 
     @property
     def main(self) -> bool:
@@ -70,7 +72,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def setup_dist(cfg: DictConfig) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Join the torchrun process group when launched by torchrun (nccl on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(str(cfg.device), local)
@@ -80,11 +82,12 @@ def setup_dist(cfg: DictConfig) -> Dist:
         threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if threads > 0:
         torch.set_num_threads(threads)
-    if world > 1 and not tdist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it, even for --nproc_per_node=1
+    if (world > 1 or launched) and not tdist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local, device)
+    return Dist(rank, world, local, device, launched)
 
 
 def seed_everything(seed: int) -> None:
