@@ -202,6 +202,47 @@ def noise_ceiling(truth: np.ndarray, sigma: float | None, metric: str, draws: in
     raise ValueError(f"unknown metric '{metric}' (known: tau, top5)")
 
 
+def _positive_target(target: np.ndarray) -> np.ndarray:
+    """The target as float64; raises `ValueError` unless it is non-empty, positive and finite."""
+    target = np.asarray(target, dtype=np.float64)
+    if target.size == 0 or (target <= 0).any() or not np.isfinite(target).all():
+        raise ValueError("the target must be positive and finite for every config")
+    return target
+
+
+def _worst_group(g: Groups, sigma: float | None) -> dict | None:
+    """The duplicate group of the widest scatter (std of its log target), None without noise."""
+    dup = np.flatnonzero(g.dup)
+    if sigma is None or not dup.size:
+        return None
+    sd = np.sqrt(g.ss[dup] / (g.count[dup] - 1))
+    i = int(np.argmax(sd))
+    return {"unique": int(dup[i]), "configs": int(g.count[dup[i]]), "std": float(sd[i]),
+            "log_range": float(g.hi[dup[i]] - g.lo[dup[i]]),
+            "std_over_noise": float(sd[i] / sigma) if sigma > 0 else None}
+
+
+def _spread_stats(target: np.ndarray, g: Groups, noise: Noise, outlier_factor: float,
+                  outlier_min_log_range: float, near_tie_widths: float) -> dict:
+    """How far the target spreads (over the unique configs, and overall) against the noise."""
+    sigma = noise.sigma
+    spread_std = float(g.mean.std()) if g.count.size > 1 else 0.0
+    log_range = float(np.log(target.max() / target.min()))
+    outliers = outlier_groups(g, sigma, outlier_factor, outlier_min_log_range)
+    return {
+        "spread": float(target.max() / target.min()),
+        "log_range": log_range,
+        "spread_std": spread_std,
+        "noise": sigma,
+        "noise_pooled": noise.pooled,
+        "ratio": spread_std / sigma if sigma else None,  # null: noise unknown (no duplicates) or zero
+        "range_ratio": log_range / sigma if sigma else None,
+        "outlier_groups": int(outliers.size),
+        "worst_group": _worst_group(g, sigma),
+        "near_tie_share": near_tie_share(g.mean, sigma, near_tie_widths),
+    }
+
+
 def audit_graph(config_map: np.ndarray, target: np.ndarray, varying: np.ndarray | None, metric: str, *,
                 outlier_factor: float, outlier_min_log_range: float, ceiling_draws: int,
                 ceiling_max_configs: int, near_tie_widths: float, seed: int,
@@ -216,46 +257,23 @@ def audit_graph(config_map: np.ndarray, target: np.ndarray, varying: np.ndarray 
         metric: `tau` (layout) or `top5` (tile), the ceiling's metric.
         runtime, normalizers: (C,) tile only, for `normalizer_check`.
     """
-    target = np.asarray(target, dtype=np.float64)
-    if target.size == 0 or (target <= 0).any() or not np.isfinite(target).all():
-        raise ValueError("the target must be positive and finite for every config")
+    target = _positive_target(target)
     g = group_stats(config_map, np.log(target))
     noise = estimate_noise(g)
-    u = int(g.count.size)
-    spread_std = float(g.mean.std()) if u > 1 else 0.0
-    log_range = float(np.log(target.max() / target.min()))
-    out = outlier_groups(g, noise.sigma, outlier_factor, outlier_min_log_range)
-    dup = np.flatnonzero(g.dup)
-    worst = None
-    if noise.sigma is not None and dup.size:
-        sd = np.sqrt(g.ss[dup] / (g.count[dup] - 1))
-        i = int(np.argmax(sd))
-        worst = {"unique": int(dup[i]), "configs": int(g.count[dup[i]]), "std": float(sd[i]),
-                 "log_range": float(g.hi[dup[i]] - g.lo[dup[i]]),
-                 "std_over_noise": float(sd[i] / noise.sigma) if noise.sigma > 0 else None}
-    sigma = noise.sigma
+    num_unique = int(g.count.size)
     stats = {
         "configs": int(target.size),
-        "unique": u,
+        "unique": num_unique,
         "duplicate_groups": noise.groups,
         "duplicate_dof": noise.dof,
         "varying": None if varying is None else int(np.count_nonzero(varying)),
         "width": None if varying is None else int(np.size(varying)),
-        "spread": float(target.max() / target.min()),
-        "log_range": log_range,
-        "spread_std": spread_std,
-        "noise": sigma,
-        "noise_pooled": noise.pooled,
-        "ratio": spread_std / sigma if sigma else None,  # null: noise unknown (no duplicates) or zero
-        "range_ratio": log_range / sigma if sigma else None,
-        "outlier_groups": int(out.size),
-        "worst_group": worst,
-        "near_tie_share": near_tie_share(g.mean, sigma, near_tie_widths),
-        "ceiling": noise_ceiling(g.mean[np.asarray(config_map, dtype=np.int64)], sigma, metric,
-                                 ceiling_draws, seed, ceiling_max_configs) if u > 1 else None,
-        "ceiling_metric": metric,
-        "ceiling_gaussian": gaussian_ceiling(spread_std, sigma),
+        **_spread_stats(target, g, noise, outlier_factor, outlier_min_log_range, near_tie_widths),
     }
+    stats["ceiling"] = noise_ceiling(g.mean[np.asarray(config_map, dtype=np.int64)], noise.sigma, metric,
+                                     ceiling_draws, seed, ceiling_max_configs) if num_unique > 1 else None
+    stats["ceiling_metric"] = metric
+    stats["ceiling_gaussian"] = gaussian_ceiling(stats["spread_std"], noise.sigma)
     if normalizers is not None:
         stats.update(normalizer_check(runtime, normalizers))
     return stats

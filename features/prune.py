@@ -8,6 +8,7 @@ topological order stays topological and configurable nodes keep their relative o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -57,6 +58,80 @@ def _producer_order(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     return np.asarray(out)
 
 
+def _producer_lookup(edge_index: np.ndarray, num_nodes: int) -> Callable[[int], np.ndarray]:
+    """A function giving a node's producers (original ids, in edge order) in O(its degree)."""
+    consumer, producer = edge_index[:, 0], edge_index[:, 1]
+    by_consumer = np.argsort(consumer, kind="stable")
+    starts = np.searchsorted(consumer[by_consumer], np.arange(num_nodes + 1))
+
+    def producers(node: int) -> np.ndarray:
+        return producer[by_consumer[starts[node] : starts[node + 1]]]
+
+    return producers
+
+
+def _bounded_producer_pairs(producers: Callable[[int], np.ndarray], keep: np.ndarray, direct: bool,
+                            max_depth: int) -> list[tuple[int, int]]:
+    """`nearest_kept_producers` pairs through at most `max_depth` removed nodes.
+
+    Per kept consumer, a breadth-first walk down through the removed nodes.
+    """
+    pairs: list[tuple[int, int]] = []
+    for node in np.flatnonzero(keep):
+        node = int(node)
+        direct_producers = producers(node)
+        if direct:
+            pairs.extend((node, int(p)) for p in direct_producers[keep[direct_producers]])
+        frontier, seen = set(direct_producers[~keep[direct_producers]].tolist()), set()
+        for _ in range(max_depth):
+            if not frontier:
+                break
+            seen |= frontier
+            next_frontier: set[int] = set()
+            for removed in frontier:
+                below = producers(removed)
+                pairs.extend((node, int(p)) for p in below[keep[below]])
+                next_frontier.update(below[~keep[below]].tolist())
+            frontier = next_frontier - seen
+    return pairs
+
+
+def _kept_below_removed(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray,
+                        producers: Callable[[int], np.ndarray]) -> dict[int, frozenset[int]]:
+    """Per removed node, the kept nodes reachable below it through removed nodes only."""
+    reach: dict[int, frozenset[int]] = {}
+    empty: frozenset[int] = frozenset()
+    for node in _producer_order(edge_index, num_nodes):
+        node = int(node)
+        if keep[node]:
+            continue
+        sets = [frozenset((int(p),)) if keep[p] else reach[int(p)] for p in producers(node)]
+        if not sets:
+            reach[node] = empty
+        elif len(sets) == 1:
+            reach[node] = sets[0]  # shared, not copied: chains cost nothing
+        else:
+            reach[node] = frozenset().union(*sets)
+    return reach
+
+
+def _unbounded_producer_pairs(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool,
+                              producers: Callable[[int], np.ndarray]) -> list[tuple[int, int]]:
+    """`nearest_kept_producers` pairs through removed chains of any length."""
+    reach = _kept_below_removed(edge_index, num_nodes, keep, producers)
+    pairs: list[tuple[int, int]] = []
+    for node in np.flatnonzero(keep):
+        node = int(node)
+        for p in producers(node):
+            p = int(p)
+            if keep[p]:
+                if direct:
+                    pairs.append((node, p))
+            else:
+                pairs.extend((node, w) for w in reach[p])
+    return pairs
+
+
 def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool = False,
                            max_depth: int | None = None) -> np.ndarray:
     """Pairs `[u, w]` of kept nodes where w is a nearest kept producer of u through removed nodes.
@@ -67,56 +142,11 @@ def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndar
     `max_depth` bounds the removed nodes on a path (None: unbounded).
     Returns (B, 2) int64, unique rows, original ids.
     """
-    u, v = edge_index[:, 0], edge_index[:, 1]
-    by_consumer = np.argsort(u, kind="stable")
-    starts = np.searchsorted(u[by_consumer], np.arange(num_nodes + 1))
-
-    def producers(n: int) -> np.ndarray:
-        return v[by_consumer[starts[n] : starts[n + 1]]]
-
-    pairs: list[tuple[int, int]] = []
+    producers = _producer_lookup(edge_index, num_nodes)
     if max_depth is not None:
-        # per kept consumer, a breadth-first walk down through at most max_depth removed nodes
-        for n in np.flatnonzero(keep):
-            n = int(n)
-            ps = producers(n)
-            if direct:
-                pairs.extend((n, int(p)) for p in ps[keep[ps]])
-            frontier, seen = set(ps[~keep[ps]].tolist()), set()
-            for _ in range(max_depth):
-                if not frontier:
-                    break
-                seen |= frontier
-                nxt: set[int] = set()
-                for r in frontier:
-                    rp = producers(r)
-                    pairs.extend((n, int(p)) for p in rp[keep[rp]])
-                    nxt.update(rp[~keep[rp]].tolist())
-                frontier = nxt - seen
+        pairs = _bounded_producer_pairs(producers, keep, direct, max_depth)
     else:
-        # reach[n] for a removed node: the kept nodes reachable below it through removed nodes only
-        reach: dict[int, frozenset[int]] = {}
-        empty: frozenset[int] = frozenset()
-        for n in _producer_order(edge_index, num_nodes):
-            n = int(n)
-            if keep[n]:
-                continue
-            sets = [frozenset((int(p),)) if keep[p] else reach[int(p)] for p in producers(n)]
-            if not sets:
-                reach[n] = empty
-            elif len(sets) == 1:
-                reach[n] = sets[0]  # shared, not copied: chains cost nothing
-            else:
-                reach[n] = frozenset().union(*sets)
-        for n in np.flatnonzero(keep):
-            n = int(n)
-            for p in producers(n):
-                p = int(p)
-                if keep[p]:
-                    if direct:
-                        pairs.append((n, p))
-                else:
-                    pairs.extend((n, w) for w in reach[p])
+        pairs = _unbounded_producer_pairs(edge_index, num_nodes, keep, direct, producers)
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     return np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
@@ -145,6 +175,19 @@ def remap_splits(node_splits: np.ndarray, node_ids: np.ndarray) -> np.ndarray:
     new = np.searchsorted(node_ids, node_splits[0])
     new = np.unique(np.concatenate([[0], new]))
     return new.astype(np.int64)[None, :]
+
+
+def _add_bridges(edges: np.ndarray, edge_index: np.ndarray, num_nodes: int,
+                 keep: np.ndarray) -> tuple[np.ndarray, int]:
+    """The kept edges plus a bridge per kept consumer and nearest kept producer through removed
+    nodes; returns them (original ids) and the number of bridges added."""
+    extra = nearest_kept_producers(edge_index, num_nodes, keep, direct=False)
+    if not extra.size:
+        return edges, 0
+    # a bridge may duplicate a direct edge when both paths exist; keep one copy
+    seen = set(map(tuple, edges.tolist()))
+    extra = np.asarray([e for e in extra.tolist() if tuple(e) not in seen], dtype=np.int64).reshape(-1, 2)
+    return np.concatenate([edges, extra]), int(extra.shape[0])
 
 
 def prune(
@@ -177,13 +220,7 @@ def prune(
     edges = edge_index[both]
     n_bridges = 0
     if bridge and not keep.all():
-        extra = nearest_kept_producers(edge_index, num_nodes, keep, direct=False)
-        if extra.size:
-            # a bridge may duplicate a direct edge when both paths exist; keep one copy
-            seen = set(map(tuple, edges.tolist()))
-            extra = np.asarray([e for e in extra.tolist() if tuple(e) not in seen], dtype=np.int64).reshape(-1, 2)
-            n_bridges = int(extra.shape[0])
-            edges = np.concatenate([edges, extra])
+        edges, n_bridges = _add_bridges(edges, edge_index, num_nodes, keep)
     return Pruned(
         node_ids=node_ids,
         edge_index=new_id[edges].astype(np.int64).reshape(-1, 2),

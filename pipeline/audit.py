@@ -152,6 +152,59 @@ def _markdown(result: dict, name: str) -> str:
     return "\n".join(lines)
 
 
+def _scatter_collections(ax, pts: list[tuple[str, Mapping]], noise: np.ndarray, spread: np.ndarray,
+                         floor: float) -> None:
+    """One marker style per collection, flagged or not, with spread or not (drawn at `floor`)."""
+    cmap = plt.get_cmap("tab10")
+    for i, c in enumerate(COLLECTIONS):
+        in_collection = np.array([g["collection"] == c for _, g in pts])
+        if not in_collection.any():
+            continue
+        is_flagged = np.array([bool(g["flags"]) for _, g in pts])
+        for flat in (False, True):
+            for flagged in (False, True):
+                m = in_collection & (is_flagged == flagged) & ((spread == 0) == flat)
+                if not m.any():
+                    continue
+                y = np.full(m.sum(), floor) if flat else spread[m]
+                label = SHORT[c] + (" (flagged)" if flagged else "") + (", no spread" if flat else "")
+                ax.scatter(noise[m], y, s=60 if flagged else 22, marker="v" if flat else "o", label=label,
+                           facecolors="none" if flagged else cmap(i), edgecolors=cmap(i),
+                           linewidths=1.4 if flagged else 0, alpha=1.0 if flagged else 0.8)
+
+
+def _annotate_flags(ax, pts: list[tuple[str, Mapping]], noise: np.ndarray, spread: np.ndarray,
+                    floor: float) -> None:
+    """Name the flags beside each flagged graph (only when there are few graphs)."""
+    if len(pts) > 40:
+        return
+    for (_, g), x, y in zip(pts, noise, spread):
+        if g["flags"]:
+            ax.annotate(", ".join(g["flags"]), (x, y if y > 0 else floor), fontsize=7, xytext=(6, 4),
+                        textcoords="offset points")
+
+
+def _draw_audit_points(ax, pts: list[tuple[str, Mapping]], thresholds: Mapping) -> None:
+    """The graphs' spread against noise on log axes, with the noise-dominated threshold lines."""
+    noise = np.array([g["noise"] for _, g in pts])
+    spread = np.array([g["spread_std"] for _, g in pts])
+    positive = spread[spread > 0]
+    floor = min(noise.min(), positive.min(initial=np.inf)) / 10  # where graphs without spread are drawn
+    lo, hi = floor / 2, max(noise.max(), spread.max()) * 3  # one range on both axes: the diagonal is at 45 degrees
+    _scatter_collections(ax, pts, noise, spread, floor)
+    _annotate_flags(ax, pts, noise, spread, floor)
+    grid = np.array([lo, hi])
+    k = float(thresholds["noise_dominated"])
+    ax.plot(grid, grid, color="grey", lw=0.8, ls="--", label="spread = noise")
+    ax.plot(grid, k * grid, color="grey", lw=0.8, ls=":", label=f"spread = {k:g} x noise (noise-dominated below)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
+    ax.grid(alpha=0.3, which="both")
+
+
 def plot_audit(graphs: Mapping[str, Mapping], thresholds: Mapping, path: Path, dpi: int) -> int:
     """Spread (std of log runtime across unique configs) against noise per graph, log axes.
 
@@ -165,42 +218,7 @@ def plot_audit(graphs: Mapping[str, Mapping], thresholds: Mapping, path: Path, d
         ax.text(0.5, 0.5, "no graph has a noise estimate (no duplicate configs)", ha="center", transform=ax.transAxes)
         ax.set_axis_off()
     else:
-        xs = np.array([g["noise"] for _, g in pts])
-        ys = np.array([g["spread_std"] for _, g in pts])
-        pos = ys[ys > 0]
-        floor = min(xs.min(), pos.min(initial=np.inf)) / 10  # where graphs without spread are drawn
-        lo, hi = floor / 2, max(xs.max(), ys.max()) * 3  # one range on both axes: the diagonal is at 45 degrees
-        cmap = plt.get_cmap("tab10")
-        for i, c in enumerate(COLLECTIONS):
-            sel = np.array([g["collection"] == c for _, g in pts])
-            if not sel.any():
-                continue
-            bad = np.array([bool(g["flags"]) for _, g in pts])
-            for flat in (False, True):
-                for flagged in (False, True):
-                    m = sel & (bad == flagged) & ((ys == 0) == flat)
-                    if not m.any():
-                        continue
-                    y = np.full(m.sum(), floor) if flat else ys[m]
-                    label = SHORT[c] + (" (flagged)" if flagged else "") + (", no spread" if flat else "")
-                    ax.scatter(xs[m], y, s=60 if flagged else 22, marker="v" if flat else "o", label=label,
-                               facecolors="none" if flagged else cmap(i), edgecolors=cmap(i),
-                               linewidths=1.4 if flagged else 0, alpha=1.0 if flagged else 0.8)
-        if len(pts) <= 40:
-            for (gid, g), x, y in zip(pts, xs, ys):
-                if g["flags"]:
-                    ax.annotate(", ".join(g["flags"]), (x, y if y > 0 else floor), fontsize=7, xytext=(6, 4),
-                                textcoords="offset points")
-        grid = np.array([lo, hi])
-        k = float(thresholds["noise_dominated"])
-        ax.plot(grid, grid, color="grey", lw=0.8, ls="--", label="spread = noise")
-        ax.plot(grid, k * grid, color="grey", lw=0.8, ls=":", label=f"spread = {k:g} x noise (noise-dominated below)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
-        ax.grid(alpha=0.3, which="both")
+        _draw_audit_points(ax, pts, thresholds)
     ax.set_xlabel("noise: std of log runtime among identical configs")
     ax.set_ylabel("spread: std of log runtime across unique configs")
     ax.set_title(f"Runtime audit: spread against noise ({len(pts)} of {len(graphs)} graphs drawn; "

@@ -66,14 +66,15 @@ def _members_column(config_map: np.ndarray, n_unique: int) -> pl.Series:
     return g["i"].alias("configs")
 
 
-def _table(gid: str, dd, feats: dict[str, np.ndarray], stats: dict[str, float]) -> pl.DataFrame:
-    cols: dict[str, object] = {"id": pl.Series("id", [gid] * dd.num_unique, dtype=pl.String)}
-    cols["configs"] = _members_column(dd.config_map, dd.num_unique)
-    cols["runtime"] = dd.runtime
+def _table(gid: str, dedup, feats: dict[str, np.ndarray], stats: dict[str, float]) -> pl.DataFrame:
+    """A graph's table part: one row per unique config (`dedup`), its features and graph stats."""
+    cols: dict[str, object] = {"id": pl.Series("id", [gid] * dedup.num_unique, dtype=pl.String)}
+    cols["configs"] = _members_column(dedup.config_map, dedup.num_unique)
+    cols["runtime"] = dedup.runtime
     for k, v in feats.items():
         cols[k] = np.asarray(v, dtype=np.float32 if v.dtype == np.float32 else np.float64)
     for k, v in stats.items():
-        cols[f"g_{k}"] = np.full(dd.num_unique, v, dtype=np.float64)
+        cols[f"g_{k}"] = np.full(dedup.num_unique, v, dtype=np.float64)
     return pl.DataFrame(cols)
 
 
@@ -82,68 +83,92 @@ def _write_parquet(df: pl.DataFrame, dst: str | Path) -> None:
         df.write_parquet(tmp)
 
 
+def _spool_unique_codes(
+    src: str, g, ctx, deduper: ConfigDeduper, spool: Path, part: str | None, chunk_configs: int, feature_batch: int,
+) -> tuple[np.ndarray | None, dict[str, list[np.ndarray]]]:
+    """Stream a graph's configs chunk by chunk into `deduper`, appending each chunk's new unique
+    packed rows (int32 bytes) to the file `spool`.
+
+    Returns the first config ((NC, 18) float32, None without configs) and, when `part` is set,
+    the table features of the unique rows as per-batch pieces by name.
+    """
+    num_pairs = ctx.pairs.shape[0]
+    # temporaries ~ batch x pairs
+    batch = max(1, min(feature_batch, (1 << 22) // max(1, g.num_config_nodes, num_pairs)))
+    feats: dict[str, list[np.ndarray]] = defaultdict(list)
+    first = None  # (NC, 18) the first config: the fixed config of the nodes that never vary
+    with open(spool, "wb") as fp:
+        chunks = iter_node_config_feat(g, chunk_configs)
+        for start, chunk in chunk_bar(chunks, g.num_configs, chunk_configs, Path(src).name):
+            try:
+                codes = pack_layout(chunk)  # (c, NC, 3)
+            except ValueError as e:
+                raise DataError(src, f"configs {start}..{start + len(chunk) - 1}: {e}", "node_config_feat") from None
+            if first is None and len(chunk):
+                first = np.asarray(chunk[0], dtype=np.float32).copy()
+            new_rows = deduper.add(codes, g.config_runtime[start : start + len(chunk)])  # (new, NC, 3)
+            fp.write(new_rows.data)
+            if part is not None and new_rows.shape[0]:
+                for i in range(0, new_rows.shape[0], batch):
+                    for name, values in layout_features(ctx, new_rows[i : i + batch]).items():
+                        feats[name].append(values)
+    return first, feats
+
+
+def _read_spool(spool: Path, num_unique: int, num_config_nodes: int, varying: np.ndarray, rows: int):
+    """The spooled unique codes, `rows` at a time, of the varying nodes only: (m, NV, 3) int32."""
+    # plain reads, not a memmap: mapped pages would count towards the peak RSS
+    with open(spool, "rb") as f:
+        for i in range(0, num_unique, rows):
+            m = min(rows, num_unique - i)
+            codes = np.fromfile(f, dtype=np.int32, count=m * num_config_nodes * 3)
+            yield codes.reshape(m, num_config_nodes, 3)[:, varying]
+
+
+def _node_layout(g, padded: dict[str, np.ndarray], varying: np.ndarray, first: np.ndarray | None) -> np.ndarray:
+    """(N, 6) node layouts, a never-varying configurable node's row set to its effective output layout."""
+    node_layout = padded["node_layout"].copy()
+    if first is not None and not varying.all():
+        fixed = g.node_config_ids[~varying]
+        node_layout[fixed] = effective_output_layout(padded["node_layout"], fixed, first[None, ~varying])[0]
+    return node_layout
+
+
 def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,
                    chunk_configs: int, feature_batch: int, codes_level: int | None = 1) -> dict:
+    """Deduplicate a padded layout graph's configs; write its GNN file and, with `part`, its table part."""
     g = read_graph(src, split=split)
-    x = _extras(src, PADDED_KEYS + ("config_pairs",))
+    padded = _extras(src, PADDED_KEYS + ("config_pairs",))
     nc = g.num_config_nodes
-    graph = {"nodes": float(x["original_size"][0]), "edges": float(x["original_size"][1]),
+    graph = {"nodes": float(padded["original_size"][0]), "edges": float(padded["original_size"][1]),
              "kept_nodes": float(g.num_nodes), "config_nodes": float(nc), "configs": float(g.num_configs)}
-    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, x["config_pairs"], graph)
-    dd = ConfigDeduper(policy)
-    feats: dict[str, list[np.ndarray]] = defaultdict(list)
-    fb = max(1, min(feature_batch, (1 << 22) // max(1, nc, ctx.pairs.shape[0])))  # temporaries ~ fb x pairs
-    first = None  # (NC, 18) the first config: the fixed config of the nodes that never vary
+    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, padded["config_pairs"], graph)
+    deduper = ConfigDeduper(policy)
     spool = Path(gnn).with_name(f".{Path(gnn).name}.codes-{os.getpid()}")
     spool.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(spool, "wb") as fp:
-            chunks = iter_node_config_feat(g, chunk_configs)
-            for start, chunk in chunk_bar(chunks, g.num_configs, chunk_configs, Path(src).name):
-                try:
-                    codes = pack_layout(chunk)  # (c, NC, 3)
-                except ValueError as e:
-                    raise DataError(src, f"configs {start}..{start + len(chunk) - 1}: {e}", "node_config_feat") from None
-                if first is None and len(chunk):
-                    first = np.asarray(chunk[0], dtype=np.float32).copy()
-                new = dd.add(codes, g.config_runtime[start : start + len(chunk)])
-                fp.write(new.data)
-                if part is not None and new.shape[0]:
-                    for i in range(0, new.shape[0], fb):
-                        for k, v in layout_features(ctx, new[i : i + fb]).items():
-                            feats[k].append(v)
-        d = dd.finish()
-        u = d.num_unique
-        varying = d.varying if d.varying is not None else np.zeros(nc, dtype=bool)
-        nv, rows = int(varying.sum()), max(1, chunk_configs)
-
-        def spooled():
-            # plain reads, not a memmap: mapped pages would count towards the peak RSS
-            with open(spool, "rb") as f:
-                for i in range(0, u, rows):
-                    m = min(rows, u - i)
-                    yield np.fromfile(f, dtype=np.int32, count=m * nc * 3).reshape(m, nc, 3)[:, varying]
-
-        node_layout = x["node_layout"].copy()
-        if first is not None and not varying.all():
-            fixed = g.node_config_ids[~varying]
-            node_layout[fixed] = effective_output_layout(x["node_layout"], fixed, first[None, ~varying])[0]
+        first, feats = _spool_unique_codes(src, g, ctx, deduper, spool, part, chunk_configs, feature_batch)
+        dedup = deduper.finish()
+        num_unique = dedup.num_unique
+        varying = dedup.varying if dedup.varying is not None else np.zeros(nc, dtype=bool)  # (NC,) bool
+        codes = Stream((num_unique, int(varying.sum()), 3), np.int32,
+                       _read_spool(spool, num_unique, nc, varying, max(1, chunk_configs)))
         arrays = {
-            "config_map": d.config_map, "runtime": d.runtime, "config_first": d.first,
+            "config_map": dedup.config_map, "runtime": dedup.runtime, "config_first": dedup.first,
             "config_runtime": g.config_runtime, "varying": varying,
             "config_node_ids": g.node_config_ids[varying], "node_config_ids": g.node_config_ids,
-            "node_feat": x["node_feat_norm"], "node_layout": node_layout, "node_opcode": g.node_opcode,
-            "edge_index": g.edge_index, "node_splits": g.node_splits, "node_ids": x["node_ids"],
-            "config_pairs": x["config_pairs"],
+            "node_feat": padded["node_feat_norm"], "node_layout": _node_layout(g, padded, varying, first),
+            "node_opcode": g.node_opcode, "edge_index": g.edge_index, "node_splits": g.node_splits,
+            "node_ids": padded["node_ids"], "config_pairs": padded["config_pairs"],
         }
-        write_npz(gnn, arrays, {"config_codes": Stream((u, nv, 3), np.int32, spooled())}, stream_level=codes_level)
+        write_npz(gnn, arrays, {"config_codes": codes}, stream_level=codes_level)
     finally:
         spool.unlink(missing_ok=True)
     if part is not None:
-        graph.update(ctx.graph, varying_nodes=float(varying.sum()), unique_configs=float(u))
-        merged = {k: np.concatenate(v) for k, v in feats.items()}
-        _write_parquet(_table(gid, d, merged, graph), part)
-    return {"configs": g.num_configs, "unique": u, "config_nodes": nc, "varying": int(varying.sum())}
+        graph.update(ctx.graph, varying_nodes=float(varying.sum()), unique_configs=float(num_unique))
+        merged = {name: np.concatenate(pieces) for name, pieces in feats.items()}
+        _write_parquet(_table(gid, dedup, merged, graph), part)
+    return {"configs": g.num_configs, "unique": num_unique, "config_nodes": nc, "varying": int(varying.sum())}
 
 
 def extract_tile(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,

@@ -191,72 +191,98 @@ def _fresh(path: Path) -> Path:
     return path
 
 
+def _copy_code(cfg: DictConfig, dataset: Path) -> None:
+    """Copy the project's `code` files and folders into `dataset/code/`."""
+    for name in cfg.code:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dataset / "code" / name, ignore=IGNORE)
+        elif src.is_file():
+            (dataset / "code").mkdir(exist_ok=True)
+            shutil.copy2(src, dataset / "code" / name)
+        else:
+            raise DataError(src, "listed in `code` but not in the project")
+
+
+def _copy_models(cfg: DictConfig, dataset: Path) -> list[str]:
+    """Copy the trained artifacts of the `include`d models that exist; returns their names."""
+    models = []
+    for m in cfg.include:
+        src = Path(cfg.models_dir) / m
+        if src.is_dir() and any(p.is_file() for p in src.rglob("*")):
+            shutil.copytree(src, dataset / "artifacts" / "models" / m, ignore=IGNORE)
+            models.append(m)
+            if m not in cfg.inference:
+                raise DataError(None, f"model '{m}' is included but `inference.{m}` (its predict-only command) is not set")
+    log.info("trained models bundled: %s", ", ".join(models) or f"none under {cfg.models_dir} (the notebook will submit the baseline)")
+    return models
+
+
+def _copy_stats(cfg: DictConfig, dataset: Path, models: list[str]) -> Path:
+    """Copy the pad stage's statistics, when there are any; returns their path."""
+    stats = Path(cfg.stats)
+    if stats.is_file():
+        (dataset / "artifacts").mkdir(exist_ok=True)
+        shutil.copy2(stats, dataset / "artifacts" / "stats.json")
+    elif any(m != "ensemble" for m in models):
+        raise DataError(stats, "normalization statistics not found, and the bundled models need them (run `make pad` first)")
+    else:
+        log.warning("no normalization statistics at %s: the notebook can only run the baseline", stats)
+    return stats
+
+
+def _copy_wheels(cfg: DictConfig, out: Path, dataset: Path) -> list[str]:
+    """Copy a wheel of each `wheels.packages` (fetched into `out/.wheels`); returns the ones bundled."""
+    if not cfg.wheels.download:
+        log.warning("wheels.download=false: the bundle has no wheels; the notebook relies on the Kaggle image having %s",
+                    ", ".join(cfg.wheels.packages))
+        return []
+    for wheel in fetch_wheels(list(cfg.wheels.packages), out / ".wheels"):
+        (dataset / "wheels").mkdir(exist_ok=True)
+        shutil.copy2(wheel, dataset / "wheels" / wheel.name)
+    return list(cfg.wheels.packages)
+
+
+def _fill_dataset(cfg: DictConfig, out: Path, dataset: Path) -> dict:
+    """Fill the dataset bundle's folder: code, artifacts, wheels and metadata; returns its manifest."""
+    _copy_code(cfg, dataset)
+    models = _copy_models(cfg, dataset)
+    stats = _copy_stats(cfg, dataset, models)
+    wheels = _copy_wheels(cfg, out, dataset)
+    manifest = {
+        "commit": git_commit(), "source_dataset": cfg.paths.dataset, "models": models,
+        "inference": {m: cfg.inference[m] for m in models}, "predictor_order": list(cfg.predictor_order),
+        "stats": stats.is_file(), "wheels": wheels,
+    }
+    write_text_atomic(dataset / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(dataset / "dataset-metadata.json", json.dumps(dataset_metadata(cfg), indent=1) + "\n")
+    return manifest
+
+
 def build(cfg: DictConfig) -> dict:
+    """Build the dataset bundle and the notebook under `out`, swapped in whole; returns the bundle's manifest."""
     check_names(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / ".complete").unlink(missing_ok=True)
     pid = os.getpid()
-    ds = _fresh(out / f".dataset.tmp-{pid}")
-    kn = _fresh(out / f".kernel.tmp-{pid}")
+    dataset = _fresh(out / f".dataset.tmp-{pid}")
+    kernel = _fresh(out / f".kernel.tmp-{pid}")
     try:
-        for name in cfg.code:
-            src = ROOT / name
-            if src.is_dir():
-                shutil.copytree(src, ds / "code" / name, ignore=IGNORE)
-            elif src.is_file():
-                (ds / "code").mkdir(exist_ok=True)
-                shutil.copy2(src, ds / "code" / name)
-            else:
-                raise DataError(src, "listed in `code` but not in the project")
-
-        models = []
-        for m in cfg.include:
-            src = Path(cfg.models_dir) / m
-            if src.is_dir() and any(p.is_file() for p in src.rglob("*")):
-                shutil.copytree(src, ds / "artifacts" / "models" / m, ignore=IGNORE)
-                models.append(m)
-                if m not in cfg.inference:
-                    raise DataError(None, f"model '{m}' is included but `inference.{m}` (its predict-only command) is not set")
-        log.info("trained models bundled: %s", ", ".join(models) or f"none under {cfg.models_dir} (the notebook will submit the baseline)")
-        stats = Path(cfg.stats)
-        if stats.is_file():
-            (ds / "artifacts").mkdir(exist_ok=True)
-            shutil.copy2(stats, ds / "artifacts" / "stats.json")
-        elif any(m != "ensemble" for m in models):
-            raise DataError(stats, "normalization statistics not found, and the bundled models need them (run `make pad` first)")
-        else:
-            log.warning("no normalization statistics at %s: the notebook can only run the baseline", stats)
-
-        wheels: list[str] = []
-        if cfg.wheels.download:
-            for w in fetch_wheels(list(cfg.wheels.packages), out / ".wheels"):
-                (ds / "wheels").mkdir(exist_ok=True)
-                shutil.copy2(w, ds / "wheels" / w.name)
-            wheels = list(cfg.wheels.packages)
-        else:
-            log.warning("wheels.download=false: the bundle has no wheels; the notebook relies on the Kaggle image having %s",
-                        ", ".join(cfg.wheels.packages))
-
-        manifest = {
-            "commit": git_commit(), "source_dataset": cfg.paths.dataset, "models": models,
-            "inference": {m: cfg.inference[m] for m in models}, "predictor_order": list(cfg.predictor_order),
-            "stats": stats.is_file(), "wheels": wheels,
-        }
-        write_text_atomic(ds / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-        write_text_atomic(ds / "dataset-metadata.json", json.dumps(dataset_metadata(cfg), indent=1) + "\n")
-        nbformat.write(build_notebook(cfg), str(kn / cfg.kernel.code_file))
-        write_text_atomic(kn / "kernel-metadata.json", json.dumps(kernel_metadata(cfg), indent=1) + "\n")
+        manifest = _fill_dataset(cfg, out, dataset)
+        nbformat.write(build_notebook(cfg), str(kernel / cfg.kernel.code_file))
+        write_text_atomic(kernel / "kernel-metadata.json", json.dumps(kernel_metadata(cfg), indent=1) + "\n")
     except BaseException:
-        shutil.rmtree(ds, ignore_errors=True)
-        shutil.rmtree(kn, ignore_errors=True)
+        shutil.rmtree(dataset, ignore_errors=True)
+        shutil.rmtree(kernel, ignore_errors=True)
         raise
-    _swap_in(ds, out / "dataset")
-    _swap_in(kn, out / "kernel")
+    _swap_in(dataset, out / "dataset")
+    _swap_in(kernel, out / "kernel")
+    models = manifest["models"]
     size = sum(p.stat().st_size for p in (out / "dataset").rglob("*") if p.is_file())
     finish_stage(out, {"models": models, "bytes": size})
     log.info("wrote %s (%.1f MB: code, %d models, %d wheels) and %s; next: make kaggle-push",
-             out / "dataset", size / 1e6, len(models), len(wheels), out / "kernel")
+             out / "dataset", size / 1e6, len(models), len(manifest["wheels"]), out / "kernel")
     if cfg.owner == PLACEHOLDER_OWNER:
         log.warning("owner is still '%s': set owner=<your Kaggle username> before pushing", PLACEHOLDER_OWNER)
     return manifest

@@ -290,62 +290,84 @@ def _table_head(columns: list[str]) -> list[str]:
     return ["| model | " + " | ".join(columns) + " | overall |", "|---|" + "---:|" * (len(columns) + 1)]
 
 
-def _markdown(result: dict, name: str) -> str:
-    models = list(result["models"])
+def _bold_if_best(value: float, best: float) -> str:
+    """A score cell, in bold when it is the column's best."""
+    return f"**{value:.4f}**" if np.isclose(value, best) else f"{value:.4f}"
+
+
+def _num(value: float | None, fmt: str = ".4f") -> str:
+    """A number cell, `—` when there is none."""
+    return "—" if value is None else format(value, fmt)
+
+
+def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
+    """The report's title, intro and score table (with the noise-ceiling row when present)."""
     graphs = result["graphs"]
-    cols = [c for c in COLLECTIONS if c in graphs]
     best = {c: max(result["models"][m]["collections"][c] for m in models) for c in cols}
     best_overall = max(result["models"][m]["score"] for m in models)
-
-    def cell(v: float, b: float) -> str:
-        return f"**{v:.4f}**" if np.isclose(v, b) else f"{v:.4f}"
-
-    n_graphs = sum(graphs.values())
+    num_graphs = sum(graphs.values())
     lines = [f"# Validation report: {result['split']} split",
              "",
-             f"{len(models)} model(s) scored on {n_graphs} graphs of `{result['data']}` with the competition metric "
+             f"{len(models)} model(s) scored on {num_graphs} graphs of `{result['data']}` with the competition metric "
              "(tile: `2 - best-of-top-5 slowdown`; layout: Kendall tau-b; overall: mean of the collections). "
              "Best per column in bold.",
              "",
              *_table_head([f"{c} ({graphs[c]})" for c in cols])]
     for m in models:
-        s = result["models"][m]
-        lines.append(f"| {m} | " + " | ".join(cell(s["collections"][c], best[c]) for c in cols)
-                     + f" | {cell(s['score'], best_overall)} |")
+        scores = result["models"][m]
+        lines.append(f"| {m} | " + " | ".join(_bold_if_best(scores["collections"][c], best[c]) for c in cols)
+                     + f" | {_bold_if_best(scores['score'], best_overall)} |")
     ceiling = result.get("noise_ceiling")
-
-    def num(v: float | None, fmt: str = ".4f") -> str:
-        return "—" if v is None else format(v, fmt)
-
     if ceiling is not None:
-        lines.append(f"| *{CEILING_LABEL}* | " + " | ".join(f"*{num(ceiling['collections'].get(c))}*" for c in cols)
-                     + f" | *{num(ceiling['score'])}* |")
-    lines += ["", IN_SAMPLE.get(result["split"], "")]
-    lines += _served_lines(result)
-    if ceiling is not None:
-        lines += ["", "## Fraction of the noise ceiling", "",
-                  f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
-                  "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
-                  "the measurement noise. Below, each model's score / that ceiling (1 = as good as the noise allows).",
-                  "",
-                  *_table_head(cols)]
-        for m in models:
-            fr = ceiling["fraction"][m]
-            lines.append(f"| {m} | " + " | ".join(num(fr.get(c), ".3f") for c in cols) + f" | {num(fr['overall'], '.3f')} |")
-        if ceiling["missing"]:
-            lines += ["", f"{len(ceiling['missing'])} graph(s) have no noiseless cost; their collections have no ceiling."]
-    for m, why in result["skipped"].items():
-        lines.append(f"\nNot scored: **{m}**: {why}")
-    lines += ["", f"![Scores per collection and model]({name}_scores.png)", "",
-              "## Best of the model's top K", "",
-              "Mean over all graphs of (min measured runtime among the model's K best-ranked configs) / "
-              "(true min runtime): how much slower the best config found is when trying the top K.", ""]
+        lines.append(f"| *{CEILING_LABEL}* | " + " | ".join(f"*{_num(ceiling['collections'].get(c))}*" for c in cols)
+                     + f" | *{_num(ceiling['score'])}* |")
+    return lines
+
+
+def _ceiling_lines(ceiling: dict, models: list[str], cols: list[str]) -> list[str]:
+    """The "Fraction of the noise ceiling" section: each model's score / the ceiling."""
+    lines = ["", "## Fraction of the noise ceiling", "",
+             f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
+             "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
+             "the measurement noise. Below, each model's score / that ceiling (1 = as good as the noise allows).",
+             "",
+             *_table_head(cols)]
+    for m in models:
+        fraction = ceiling["fraction"][m]
+        lines.append(f"| {m} | " + " | ".join(_num(fraction.get(c), ".3f") for c in cols)
+                     + f" | {_num(fraction['overall'], '.3f')} |")
+    if ceiling["missing"]:
+        lines += ["", f"{len(ceiling['missing'])} graph(s) have no noiseless cost; their collections have no ceiling."]
+    return lines
+
+
+def _top_k_lines(result: dict, models: list[str], name: str) -> list[str]:
+    """The "Best of the model's top K" section: a table of slowdowns at a few K and its figure."""
+    lines = ["## Best of the model's top K", "",
+             "Mean over all graphs of (min measured runtime among the model's K best-ranked configs) / "
+             "(true min runtime): how much slower the best config found is when trying the top K.", ""]
     ks = [k for k in (1, 5, 10, 20, 50) if k <= result["top_k"]["k"]]
     lines += ["| model | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
     for m in models:
         curve = result["top_k"]["slowdown"][m]["all"]
         lines.append(f"| {m} | " + " | ".join(f"{curve[k - 1]:.3f}" for k in ks) + " |")
-    lines += ["", f"![Best-of-top-K slowdown]({name}_topk.png)", ""]
+    return lines + ["", f"![Best-of-top-K slowdown]({name}_topk.png)", ""]
+
+
+def _markdown(result: dict, name: str) -> str:
+    """The `<name>.md` report of a `run` result, its figures embedded by file name."""
+    models = list(result["models"])
+    cols = [c for c in COLLECTIONS if c in result["graphs"]]
+    ceiling = result.get("noise_ceiling")
+    lines = _score_lines(result, models, cols)
+    lines += ["", IN_SAMPLE.get(result["split"], "")]
+    lines += _served_lines(result)
+    if ceiling is not None:
+        lines += _ceiling_lines(ceiling, models, cols)
+    for m, why in result["skipped"].items():
+        lines.append(f"\nNot scored: **{m}**: {why}")
+    lines += ["", f"![Scores per collection and model]({name}_scores.png)", ""]
+    lines += _top_k_lines(result, models, name)
     if "ranks" in result["figures"]:
         lines += ["## Predicted vs measured rank", "",
                   "The graph with the most configs of each collection: "
@@ -390,7 +412,8 @@ def _served_lines(result: dict) -> list[str]:
     return lines
 
 
-def run(cfg: DictConfig) -> dict:
+def _split_and_models(cfg: DictConfig) -> tuple[list[GraphFile], list[str]]:
+    """The split's files and the models with predictions for it; raises `DataError` without either."""
     if cfg.split == "test":
         raise DataError(None, "the test split has no measured runtimes (all zero): report split=valid or split=train")
     files = discover(cfg.data, splits=[cfg.split], announce=True)
@@ -399,49 +422,86 @@ def run(cfg: DictConfig) -> dict:
     models = model_names(cfg.predictions, cfg.split, None if cfg.models is None else list(cfg.models))
     if not models:
         raise DataError(cfg.predictions, f"no <model>/{cfg.split}.parquet predictions (run `make baseline` or a model stage first)")
-    runtimes = load_runtimes(files)
+    return files, models
+
+
+def _score_models(cfg: DictConfig, models: list[str], files: list[GraphFile],
+                  runtimes: Mapping[str, np.ndarray]) -> tuple[dict[str, dict], dict[str, dict], dict[str, str]]:
+    """Score each model's predictions as the submission they would make.
+
+    Returns (scores, predictions) of the models scored and the reason of each one left out;
+    raises `DataError` when no model could be scored.
+    """
     scored: dict[str, dict] = {}
     preds: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     for m in models:
         path = predictions_path(cfg.predictions, m, cfg.split)
         try:
-            p = read_predictions(path)
-            scored[m] = score_submission(rows_from_predictions(p, files, cfg.tile_top), files, runtimes)
+            predictions = read_predictions(path)
+            scored[m] = score_submission(rows_from_predictions(predictions, files, cfg.tile_top), files, runtimes)
         except DataError as e:
             skipped[m] = str(e)
             log.warning("%s left out of the report: %s", m, e)
             continue
-        preds[m] = p
+        preds[m] = predictions
         log.info("%s: overall %.4f (%s)", m, scored[m]["score"],
                  ", ".join(f"{c} {v:.4f}" for c, v in scored[m]["collections"].items()))
     if not scored:
         raise DataError(cfg.predictions, f"no model's {cfg.split} predictions cover the split's files (see the warnings above)")
+    return scored, preds, skipped
 
-    k = int(cfg.top_k)
-    by_c: dict[str, list[str]] = {}
-    for f in files:
-        by_c.setdefault(f.collection, []).append(f.id)
-    collections = [c for c in COLLECTIONS if c in by_c]
+
+def _top_k_slowdowns(preds: dict[str, dict], runtimes: Mapping[str, np.ndarray],
+                     ids_by_collection: dict[str, list[str]], collections: list[str], k: int) -> dict[str, dict]:
+    """`{model: {collection or "all": mean best-of-top-K slowdown curve, (k,) as a list}}`."""
     slowdown: dict[str, dict] = {}
-    for m, p in preds.items():
-        curves = {gid: top_k_slowdown(p[gid], runtimes[gid], k) for gid in runtimes}
-        slowdown[m] = {c: np.mean([curves[g] for g in by_c[c]], axis=0).tolist() for c in collections}
+    for m, predictions in preds.items():
+        curves = {gid: top_k_slowdown(predictions[gid], runtimes[gid], k) for gid in runtimes}
+        slowdown[m] = {c: np.mean([curves[g] for g in ids_by_collection[c]], axis=0).tolist() for c in collections}
         slowdown[m]["all"] = np.mean(list(curves.values()), axis=0).tolist()
+    return slowdown
+
+
+def _report_ceiling(cfg: DictConfig, files: list[GraphFile], runtimes: Mapping[str, np.ndarray],
+                    scored: Mapping[str, dict]) -> dict | None:
+    """The noise ceiling when asked for and the data has truth files (logged); else None."""
+    if not cfg.noise_ceiling:
+        return None
+    ceiling = None
+    truth = load_truth(cfg.data, files, runtimes)
+    if truth is not None:
+        ceiling = noise_ceiling(files, runtimes, truth, scored, min(int(cfg.tile_top), metrics.TILE_TOP_K))
+    if ceiling is not None:
+        log.info("noise ceiling: overall %s (%s)", "n/a" if ceiling["score"] is None else f"{ceiling['score']:.4f}",
+                 ", ".join(f"{c} {v:.4f}" for c, v in ceiling["collections"].items()))
+    return ceiling
+
+
+def _best_models(scored: Mapping[str, dict], collections: list[str]) -> dict[str, str]:
+    """The best-scoring model per collection and overall."""
+    return ({c: max(scored, key=lambda m: scored[m]["collections"][c]) for c in collections}
+            | {"overall": max(scored, key=lambda m: scored[m]["score"])})
+
+
+def run(cfg: DictConfig) -> dict:
+    """Score every model on the split, draw the figures and write the report; returns its JSON content."""
+    files, models = _split_and_models(cfg)
+    runtimes = load_runtimes(files)
+    scored, preds, skipped = _score_models(cfg, models, files, runtimes)
+    k = int(cfg.top_k)
+    ids_by_collection: dict[str, list[str]] = {}
+    for f in files:
+        ids_by_collection.setdefault(f.collection, []).append(f.id)
+    collections = [c for c in COLLECTIONS if c in ids_by_collection]
+    slowdown = _top_k_slowdowns(preds, runtimes, ids_by_collection, collections, k)
 
     rank_ids = pick_rank_graphs(files, runtimes, int(cfg.rank_graphs))
     out = Path(cfg.out)
     name = cfg.name
     figures = {"scores": f"{name}_scores.png", "topk": f"{name}_topk.png"} | ({"ranks": f"{name}_ranks.png"} if rank_ids else {})
     graphs = next(iter(scored.values()))["graphs"]
-    ceiling = None
-    if cfg.noise_ceiling:
-        truth = load_truth(cfg.data, files, runtimes)
-        if truth is not None:
-            ceiling = noise_ceiling(files, runtimes, truth, scored, min(int(cfg.tile_top), metrics.TILE_TOP_K))
-        if ceiling is not None:
-            log.info("noise ceiling: overall %s (%s)", "n/a" if ceiling["score"] is None else f"{ceiling['score']:.4f}",
-                     ", ".join(f"{c} {v:.4f}" for c, v in ceiling["collections"].items()))
+    ceiling = _report_ceiling(cfg, files, runtimes, scored)
     plot_scores(scored, graphs, out / figures["scores"], cfg.dpi, ceiling)
     if "ranks" in figures:
         plot_ranks(preds, runtimes, rank_ids, {m: s["per_graph"] for m, s in scored.items()},
@@ -453,8 +513,7 @@ def run(cfg: DictConfig) -> dict:
         "models": {m: {key: s[key] for key in ("collections", "score", "graphs", "undefined_tau", "per_graph")}
                    for m, s in scored.items()},
         "skipped": skipped,
-        "best": {c: max(scored, key=lambda m: scored[m]["collections"][c]) for c in collections}
-                | {"overall": max(scored, key=lambda m: scored[m]["score"])},
+        "best": _best_models(scored, collections),
         "top_k": {"k": k, "slowdown": slowdown},
         "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored} for g in rank_ids},
         "figures": figures,

@@ -113,6 +113,81 @@ def _call(fn: Callable[..., dict], args: dict[str, Any], where: str) -> tuple[st
         return "error", (where, describe(e), None)
 
 
+def _read_manifest(path: Path) -> dict[str, dict]:
+    """The manifest's entries by task key; empty when there is none or it is unreadable JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _skip_up_to_date(tasks: list[Task], manifest: dict[str, dict],
+                     stage_hash: str) -> tuple[dict[str, dict], list[Task]]:
+    """Split the tasks into the cached results of those up to date and the ones still to run.
+
+    A task to run loses its manifest entry until it finishes again.
+    """
+    results: dict[str, dict] = {}
+    todo: list[Task] = []
+    for t in tasks:
+        if _up_to_date(t, manifest.get(t.key), stage_hash):
+            results[t.key] = manifest[t.key].get("result", {})
+        else:
+            manifest.pop(t.key, None)
+            todo.append(t)
+    return results, todo
+
+
+class _Recorder:
+    """Records finished tasks into `results` and the manifest, saving it at most every 2 s."""
+
+    def __init__(self, path: Path, manifest: dict[str, dict], stage_hash: str, results: dict[str, dict]):
+        self.path = path
+        self.manifest = manifest
+        self.stage_hash = stage_hash
+        self.results = results
+        self.last_save = time.monotonic()
+
+    def save(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.last_save > 2.0:
+            write_text_atomic(self.path, json.dumps(self.manifest, sort_keys=True, default=str))
+            self.last_save = time.monotonic()
+
+    def done(self, t: Task, status: str, value: Any) -> None:
+        """Record a task's result, or raise the `DataError` its worker sent back."""
+        if status == "error":
+            path, problem, key = value
+            raise DataError(path, problem, key)
+        self.results[t.key] = value
+        self.manifest[t.key] = {"hash": self.stage_hash, "result": value}
+        self.save()
+
+
+def _run_here(fn: Callable[..., dict], todo: list[Task], recorder: _Recorder, bar) -> None:
+    """Run the tasks one after another in this process."""
+    for t in todo:
+        bar.set_postfix_str(t.key[-40:], refresh=False)
+        recorder.done(t, *_call(fn, t.args, str(t.inputs[0])))
+        bar.update()
+
+
+def _run_pool(fn: Callable[..., dict], todo: list[Task], recorder: _Recorder, bar, workers: int) -> None:
+    """Run the tasks in a pool of `workers` processes, recording each as it finishes."""
+    # spawn: workers must not inherit the threads of polars or BLAS from this process
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        pending: dict[Future, Task] = {pool.submit(_call, fn, t.args, str(t.inputs[0])): t for t in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    recorder.done(pending.pop(future), *future.result())
+                    bar.update()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
 def run_tasks(
     fn: Callable[..., dict],
     tasks: list[Task],
@@ -126,61 +201,20 @@ def run_tasks(
     `fn` must be a module-level function returning a JSON-serializable dict (it is cached in the
     manifest and returned again when the task is skipped).
     """
-    out_dir = Path(out_dir)
-    manifest_path = out_dir / MANIFEST
-    try:
-        manifest: dict[str, dict] = json.loads(manifest_path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        manifest = {}
-    results: dict[str, dict] = {}
-    todo: list[Task] = []
-    for t in tasks:
-        if _up_to_date(t, manifest.get(t.key), stage_hash):
-            results[t.key] = manifest[t.key].get("result", {})
-        else:
-            manifest.pop(t.key, None)
-            todo.append(t)
+    manifest_path = Path(out_dir) / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    results, todo = _skip_up_to_date(tasks, manifest, stage_hash)
     if results:
         log.info("%s: %d of %d up to date, skipped", desc, len(results), len(tasks))
-    last_save = time.monotonic()
-
-    def save(force: bool = False) -> None:
-        nonlocal last_save
-        if force or time.monotonic() - last_save > 2.0:
-            write_text_atomic(manifest_path, json.dumps(manifest, sort_keys=True, default=str))
-            last_save = time.monotonic()
-
-    def done(t: Task, status: str, value: Any) -> None:
-        if status == "error":
-            path, problem, key = value
-            raise DataError(path, problem, key)
-        results[t.key] = value
-        manifest[t.key] = {"hash": stage_hash, "result": value}
-        save()
-
-    n = min(num_workers(jobs), max(1, len(todo)))
+    recorder = _Recorder(manifest_path, manifest, stage_hash, results)
+    workers = min(num_workers(jobs), max(1, len(todo)))
     bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not todo, dynamic_ncols=True)
     try:
-        if n == 1:
-            for t in todo:
-                bar.set_postfix_str(t.key[-40:], refresh=False)
-                done(t, *_call(fn, t.args, str(t.inputs[0])))
-                bar.update()
+        if workers == 1:
+            _run_here(fn, todo, recorder, bar)
         else:
-            # spawn: workers must not inherit the threads of polars or BLAS from this process
-            with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-                pending: dict[Future, Task] = {pool.submit(_call, fn, t.args, str(t.inputs[0])): t for t in todo}
-                try:
-                    while pending:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            done(pending.pop(f), *f.result())
-                            bar.update()
-                except BaseException:
-                    for f in pending:
-                        f.cancel()
-                    raise
+            _run_pool(fn, todo, recorder, bar, workers)
     finally:
         bar.close()
-        save(force=True)
+        recorder.save(force=True)
     return results

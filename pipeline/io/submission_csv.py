@@ -207,77 +207,115 @@ def validate_submission(
     rep = Report(source=source, checked_files=None if files is None else len(files))
     by_id = None if files is None else {f.id: f for f in files}
     split_name = ", ".join(sorted({f.split for f in files})) if files else "checked"
-    first_line: dict[str, int] = {}
+    first_line: dict[str, int] = {}  # ID -> the line of its first row
     for line, gid, val in _raw_rows(path_or_rows, rep):
-        err = lambda msg: rep._add("error", line, gid, msg)  # noqa: E731
-        if val is None:
-            first_line.setdefault(gid, line)
+        accepted = _accept_row(rep, line, gid, val, first_line)
+        if accepted is None:
             continue
-        try:
-            collection, _ = split_id(gid)
-        except ValueError:
-            err("not a TpuGraphs ID (tile:xla:<name> or layout:<xla|nlp>:<default|random>:<name>)")
-            continue
-        if gid in first_line:
-            err(f"duplicate ID (first on line {first_line[gid]})")
-            continue
-        first_line[gid] = line
-        if isinstance(val, str):
-            idx, why = _parse_indices(val)
-            if idx is None:
-                err(why)
-                continue
-        else:
-            idx = val
-            if idx.ndim != 1 or idx.size == 0:
-                err("TopConfigs must be a non-empty list of config indices")
-                continue
-            if idx.dtype.kind not in "iu":
-                if idx.dtype.kind == "f" and np.isfinite(idx).all() and (idx == np.round(idx)).all():
-                    idx = idx.astype(np.int64)
-                else:
-                    err(f"config indices must be integers, got {idx.dtype}")
-                    continue
-            idx = idx.astype(np.int64, copy=False)
-            if idx.min() < 0:
-                err(f"config index {int(idx.min())} is negative")
-                continue
-        rep.rows[gid] = idx
-        kind = collection.split(":")[0]
+        collection, idx = accepted
         if by_id is None:
-            rep_ = _first_repeat(idx)
-            if rep_ is not None:
-                err(f"config index {rep_} listed more than once")
-            elif kind == "tile" and idx.size > TILE_TOP_K:
-                err(f"tile row lists {idx.size} configs, expected {TILE_TOP_K}")
-            continue
-        f = by_id.get(gid)
-        if f is None:
-            err(f"no such file in the {split_name} split ({collection} has no '{split_id(gid)[1]}')")
-            continue
-        c = num_configs[gid] if num_configs is not None and gid in num_configs else count_configs(f.path)
-        if int(idx.max()) >= c:
-            err(f"config index {int(idx.max())} out of range [0, {c})")
-            continue
-        counts = np.bincount(idx, minlength=c)
-        if counts.max() > 1:
-            err(f"config index {int(np.argmax(counts > 1))} listed more than once")
-            continue
-        if kind == "tile":
-            want = min(TILE_TOP_K, c)
-            if idx.size != want:
-                err(f"tile row lists {idx.size} configs, expected {want} (the file has {c})")
-        elif idx.size < c:
-            floor = min(c, LAYOUT_MIN_LISTED)
-            if idx.size >= floor:
-                rep._add("warning", line, gid, f"layout row lists {idx.size} of {c} configs; the {c - idx.size} unlisted are not ranked")
-            else:
-                err(f"layout row lists {idx.size} of {c} configs, expected all {c} (at least {floor})")
+            problem = _format_problem(idx, collection)
+        else:
+            problem = _file_problem(gid, idx, collection, by_id, split_name, num_configs)
+        if problem is not None:
+            rep._add(problem[0], line, gid, problem[1])
     if files is not None:
-        for f in files:
-            if f.id not in first_line:
-                rep._add("error", None, f.id, f"no row for this {f.split} file ({f.path})")
+        _report_missing_rows(rep, files, first_line)
     return rep
+
+
+def _accept_row(rep: Report, line: int, gid: str, val: str | np.ndarray | None,
+                first_line: dict[str, int]) -> tuple[str, np.ndarray] | None:
+    """Check a row's ID and indices by format: record it and return (collection, indices).
+
+    A row with a bad ID, a repeated ID or malformed indices is reported in `rep` instead and
+    gives None; `first_line` records where each ID was first seen.
+    """
+    if val is None:  # already reported by `_raw_rows`; its ID still counts as present
+        first_line.setdefault(gid, line)
+        return None
+    try:
+        collection, _ = split_id(gid)
+    except ValueError:
+        rep._add("error", line, gid,
+                 "not a TpuGraphs ID (tile:xla:<name> or layout:<xla|nlp>:<default|random>:<name>)")
+        return None
+    if gid in first_line:
+        rep._add("error", line, gid, f"duplicate ID (first on line {first_line[gid]})")
+        return None
+    first_line[gid] = line
+    idx, why = _parse_indices(val) if isinstance(val, str) else _coerce_indices(val)
+    if idx is None:
+        rep._add("error", line, gid, why)
+        return None
+    rep.rows[gid] = idx
+    return collection, idx
+
+
+def _coerce_indices(val: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """In-memory indices as a non-empty 1-D int64 array of non-negative values; or (None, why)."""
+    idx = val
+    if idx.ndim != 1 or idx.size == 0:
+        return None, "TopConfigs must be a non-empty list of config indices"
+    if idx.dtype.kind not in "iu":
+        if idx.dtype.kind == "f" and np.isfinite(idx).all() and (idx == np.round(idx)).all():
+            idx = idx.astype(np.int64)
+        else:
+            return None, f"config indices must be integers, got {idx.dtype}"
+    idx = idx.astype(np.int64, copy=False)
+    if idx.min() < 0:
+        return None, f"config index {int(idx.min())} is negative"
+    return idx, None
+
+
+def _format_problem(idx: np.ndarray, collection: str) -> tuple[str, str] | None:
+    """The format-only problem of a row's indices, (severity, message), or None."""
+    repeated = _first_repeat(idx)
+    if repeated is not None:
+        return "error", f"config index {repeated} listed more than once"
+    if collection.split(":")[0] == "tile" and idx.size > TILE_TOP_K:
+        return "error", f"tile row lists {idx.size} configs, expected {TILE_TOP_K}"
+    return None
+
+
+def _file_problem(gid: str, idx: np.ndarray, collection: str, by_id: Mapping[str, GraphFile],
+                  split_name: str, num_configs: Mapping[str, int] | None) -> tuple[str, str] | None:
+    """The first problem of a row checked against its split file, (severity, message), or None."""
+    graph_file = by_id.get(gid)
+    if graph_file is None:
+        return "error", f"no such file in the {split_name} split ({collection} has no '{split_id(gid)[1]}')"
+    if num_configs is not None and gid in num_configs:
+        num = num_configs[gid]
+    else:
+        num = count_configs(graph_file.path)
+    return _config_count_problem(idx, collection.split(":")[0], num)
+
+
+def _config_count_problem(idx: np.ndarray, kind: str, num: int) -> tuple[str, str] | None:
+    """Whether a `kind` row's indices fit a file of `num` configs: (severity, message), or None."""
+    if int(idx.max()) >= num:
+        return "error", f"config index {int(idx.max())} out of range [0, {num})"
+    counts = np.bincount(idx, minlength=num)
+    if counts.max() > 1:
+        return "error", f"config index {int(np.argmax(counts > 1))} listed more than once"
+    if kind == "tile":
+        want = min(TILE_TOP_K, num)
+        if idx.size != want:
+            return "error", f"tile row lists {idx.size} configs, expected {want} (the file has {num})"
+    elif idx.size < num:
+        floor = min(num, LAYOUT_MIN_LISTED)
+        if idx.size >= floor:
+            return "warning", (f"layout row lists {idx.size} of {num} configs; "
+                               f"the {num - idx.size} unlisted are not ranked")
+        return "error", f"layout row lists {idx.size} of {num} configs, expected all {num} (at least {floor})"
+    return None
+
+
+def _report_missing_rows(rep: Report, files: Sequence[GraphFile], first_line: Mapping[str, int]) -> None:
+    """Report an error for every split file that has no row."""
+    for f in files:
+        if f.id not in first_line:
+            rep._add("error", None, f.id, f"no row for this {f.split} file ({f.path})")
 
 
 def _refusal(rep: Report, what: str) -> str:

@@ -201,6 +201,163 @@ def _code(pos: np.ndarray) -> np.ndarray:
     return (pos * (6 ** np.arange(6))).sum(axis=-1)
 
 
+_WALK_BUDGET = 256  # bounds the layout walks on huge graphs; chains in practice are short
+
+
+@dataclass
+class _Graph:
+    """Per-node facts of one graph that both cost models read off the file's arrays.
+
+    Shapes: N nodes.
+    """
+
+    op: np.ndarray                # (N,) int64 opcode
+    shape: np.ndarray             # (N, 6) int64, 0 beyond the rank
+    rank: np.ndarray              # (N,)
+    elem_bytes: np.ndarray        # (N,) int64, 0 for a non-array
+    elems: np.ndarray             # (N,) int64 element count
+    nbytes: np.ndarray            # (N,) float64 raw bytes
+    operands: list[list[int]]     # per node, its operands in operand order
+    consumers: list[list[int]]    # per node, the nodes that read it
+
+    @classmethod
+    def from_arrays(cls, node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray) -> "_Graph":
+        """Read the per-node arrays and the adjacency of a graph."""
+        num_nodes = node_feat.shape[0]
+        shape = node_feat[:, SHAPE_COLS].astype(np.int64)
+        elem_bytes = _element_bytes(node_feat)
+        elems = np.where(shape > 0, shape, 1).prod(axis=1)
+        operands: list[list[int]] = [[] for _ in range(num_nodes)]
+        consumers: list[list[int]] = [[] for _ in range(num_nodes)]
+        for user, operand in edge_index.tolist():  # row order = operand order
+            operands[user].append(operand)
+            consumers[operand].append(user)
+        return cls(op=node_opcode.astype(np.int64), shape=shape, rank=(shape > 0).sum(axis=1),
+                   elem_bytes=elem_bytes, elems=elems, nbytes=(elems * elem_bytes).astype(np.float64),
+                   operands=operands, consumers=consumers)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.operands)
+
+    def same_shape(self, a: int, b: int) -> bool:
+        return bool((self.shape[a] == self.shape[b]).all())
+
+
+def _slot_nodes(graph: _Graph, ids: np.ndarray) -> np.ndarray:
+    """(NC, 3) int64 node behind each slot of each configurable node, -1 where the slot is absent."""
+    slot_node = np.full((ids.size, 3), -1, dtype=np.int64)
+    for j, node in enumerate(ids.tolist()):
+        operands = graph.operands[node]
+        slot_node[j, 0] = node
+        if operands:
+            slot_node[j, 1] = operands[0]
+        if graph.op[node] in (Op.CONVOLUTION, Op.DOT) and len(operands) > 1:
+            slot_node[j, 2] = operands[1]
+    return slot_node
+
+
+def _output_readers(graph: _Graph, node: int, cfg: dict[int, int],
+                    has: np.ndarray) -> tuple[list[tuple[int, int]], bool]:
+    """Who sees a configurable node's output layout, walking forward through elementwise chains.
+
+    Returns the (configurable consumer, input slot) pairs reached, and whether some node with a
+    fixed layout reads the output as well.
+    """
+    readers: list[tuple[int, int]] = []
+    reaches_fixed = False
+    seen, todo = {node}, deque([node])
+    while todo and len(seen) < _WALK_BUDGET:
+        producer = todo.popleft()
+        for consumer in graph.consumers[producer]:
+            if consumer in seen:
+                continue
+            seen.add(consumer)
+            if consumer in cfg:
+                slot = graph.operands[consumer].index(producer) + 1
+                if slot <= 2 and has[cfg[consumer], slot]:
+                    readers.append((cfg[consumer], slot))
+            elif graph.op[consumer] in TRANSPARENT and graph.same_shape(consumer, node):
+                todo.append(consumer)
+            else:
+                reaches_fixed = True
+    return readers, reaches_fixed
+
+
+def _fed_by_fixed(graph: _Graph, start: int, cfg: dict[int, int]) -> bool:
+    """Whether an input slot fed by `start` is also fed by a fixed-layout node (walking backward)."""
+    seen, todo = {start}, deque([start])
+    while todo and len(seen) < _WALK_BUDGET:
+        node = todo.popleft()
+        if node in cfg:
+            continue
+        if graph.op[node] in TRANSPARENT:
+            for operand in graph.operands[node]:
+                if operand not in seen and graph.same_shape(operand, start):
+                    seen.add(operand)
+                    todo.append(operand)
+        elif graph.op[node] not in LAYOUT_FREE:
+            return True
+    return False
+
+
+def _layout_links(graph: _Graph, node_feat: np.ndarray, ids: np.ndarray, slot_node: np.ndarray,
+                  has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which slots touch a fixed layout, and the links between configurable nodes.
+
+    Shapes: returns fixed (NC, 3) bool and links (L, 3) int64 rows (producer, consumer, slot),
+    sorted.
+    """
+    cfg = {int(node): j for j, node in enumerate(ids)}
+    fixed = np.zeros((ids.size, 3), dtype=bool)
+    links: set[tuple[int, int, int]] = set()
+    for j, node in enumerate(ids.tolist()):
+        readers, reaches_fixed = _output_readers(graph, node, cfg, has)
+        links.update((j, consumer, slot) for consumer, slot in readers)
+        fixed[j, 0] = reaches_fixed or node_feat[node, IS_ROOT] > 0
+        for slot in (1, 2):
+            if has[j, slot]:
+                fixed[j, slot] = _fed_by_fixed(graph, int(slot_node[j, slot]), cfg)
+    return fixed, np.array(sorted(links), dtype=np.int64).reshape(-1, 3)
+
+
+def _mxu_work(graph: _Graph, node_feat: np.ndarray, ids: np.ndarray, has: np.ndarray, rank: np.ndarray,
+              dims: np.ndarray, elem_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Preferred dims and ideal compute time of each configurable convolution or dot.
+
+    Shapes: returns want (NC, 4) int64 (-1 none, or beyond the slot's rank) and flops_ns (NC,).
+    """
+    want = np.full((ids.size, 4), -1, dtype=np.int64)
+    flops = np.zeros(ids.size)
+    for j, node in enumerate(ids.tolist()):
+        if graph.op[node] == Op.CONVOLUTION:
+            feat = node_feat[node]
+            want[j] = [feat[CONV_OUTPUT_FEATURE], feat[CONV_INPUT_FEATURE], feat[CONV_KERNEL_OUT_FEATURE],
+                       feat[CONV_KERNEL_IN_FEATURE]]
+            if has[j, 2]:
+                kernel_dims = dims[j, 2, : rank[j, 2]]
+                flops[j] = 2.0 * graph.elems[node] * kernel_dims.prod() / max(kernel_dims[want[j, 2]], 1.0)
+        elif graph.op[node] == Op.DOT:
+            want[j] = [rank[j, 0] - 1, rank[j, 1] - 1, rank[j, 2] - 1, rank[j, 2] - 2]
+            if rank[j, 1] > 0:
+                flops[j] = 2.0 * graph.elems[node] * dims[j, 1, rank[j, 1] - 1]
+    want = np.where(want < np.maximum(rank[:, [0, 1, 2, 2]], 0), want, -1)
+    peak = np.array([MXU_FLOPS_PER_NS.get(int(b), MXU_FLOPS_PER_NS[4]) for b in elem_bytes[:, 0]])
+    return want, flops / np.maximum(peak, 1.0)
+
+
+def _base_ns(graph: _Graph, ids: np.ndarray, output_bytes: np.ndarray) -> float:
+    """The cost in ns that no config changes: fixed nodes' traffic, launches, configurable outputs."""
+    is_cfg = np.zeros(graph.num_nodes, dtype=bool)
+    is_cfg[ids] = True
+    array_nodes = (graph.rank > 0) & ~is_cfg
+    other_mxu = np.isin(graph.op, (Op.CONVOLUTION, Op.DOT)) & ~is_cfg
+    base = (2.0 * graph.nbytes[array_nodes].sum() / HBM_BYTES_PER_NS + NODE_OVERHEAD_NS * graph.num_nodes
+            + 4.0 * graph.nbytes[other_mxu].sum() / HBM_BYTES_PER_NS
+            + 2.0 * output_bytes.sum() / HBM_BYTES_PER_NS)
+    return float(base)
+
+
 @dataclass
 class LayoutContext:
     """What the layout cost model needs from one graph, read off the file's arrays.
@@ -230,112 +387,25 @@ class LayoutContext:
     @classmethod
     def from_arrays(cls, node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
                     node_config_ids: np.ndarray) -> "LayoutContext":
-        n = node_feat.shape[0]
-        op = node_opcode.astype(np.int64)
-        shape = node_feat[:, SHAPE_COLS].astype(np.int64)
-        rank_all = (shape > 0).sum(axis=1)
-        eb_all = _element_bytes(node_feat)
-        elems_all = np.where(shape > 0, shape, 1).prod(axis=1)
-        bytes_all = (elems_all * eb_all).astype(np.float64)
-        operands: list[list[int]] = [[] for _ in range(n)]
-        consumers: list[list[int]] = [[] for _ in range(n)]
-        for u, v in edge_index.tolist():  # row order = operand order
-            operands[u].append(v)
-            consumers[v].append(u)
+        """Read the layout cost model's view of a graph off a layout file's arrays."""
+        graph = _Graph.from_arrays(node_feat, node_opcode, edge_index)
         ids = node_config_ids.astype(np.int64)
-        nc = ids.size
-        cfg = {int(i): j for j, i in enumerate(ids)}
-
-        slot_node = np.full((nc, 3), -1, dtype=np.int64)
-        for j, i in enumerate(ids.tolist()):
-            slot_node[j, 0] = i
-            if operands[i]:
-                slot_node[j, 1] = operands[i][0]
-            if op[i] in (Op.CONVOLUTION, Op.DOT) and len(operands[i]) > 1:
-                slot_node[j, 2] = operands[i][1]
+        slot_node = _slot_nodes(graph, ids)                          # (NC, 3), -1 absent
         has = slot_node >= 0
-        sn = np.where(has, slot_node, 0)
-        rank = np.where(has, rank_all[sn], 0)
-        dims = np.where(has[..., None] & (shape[sn] > 0), shape[sn], 1).astype(np.float64)
-        elem_bytes = np.where(has, eb_all[sn], 0)
-        nbytes = np.where(has, bytes_all[sn], 0.0)
-        default_pos = _default_positions(node_feat[sn][..., LAYOUT_COLS], rank)
-
-        def same_shape(a: int, b: int) -> bool:
-            return bool((shape[a] == shape[b]).all())
-
-        fixed = np.zeros((nc, 3), dtype=bool)
-        links: set[tuple[int, int, int]] = set()
-        budget = 256  # bounds the walk on huge graphs; chains in practice are short
-        for j, i in enumerate(ids.tolist()):
-            # forward: who sees this node's output layout
-            seen, todo = {i}, deque([i])
-            while todo and len(seen) < budget:
-                v = todo.popleft()
-                for c in consumers[v]:
-                    if c in seen:
-                        continue
-                    seen.add(c)
-                    if c in cfg:
-                        slot = operands[c].index(v) + 1
-                        if slot <= 2 and has[cfg[c], slot]:
-                            links.add((j, cfg[c], slot))
-                    elif op[c] in TRANSPARENT and same_shape(c, i):
-                        todo.append(c)
-                    else:
-                        fixed[j, 0] = True
-            if node_feat[i, IS_ROOT] > 0:
-                fixed[j, 0] = True
-            # backward: is an input slot also fed by a node whose layout is fixed
-            for s in (1, 2):
-                if not has[j, s]:
-                    continue
-                start = int(slot_node[j, s])
-                seen, todo = {start}, deque([start])
-                while todo and len(seen) < budget:
-                    v = todo.popleft()
-                    if v in cfg:
-                        continue
-                    if op[v] in TRANSPARENT:
-                        for w in operands[v]:
-                            if w not in seen and same_shape(w, start):
-                                seen.add(w)
-                                todo.append(w)
-                    elif op[v] not in LAYOUT_FREE:
-                        fixed[j, s] = True
-        link = np.array(sorted(links), dtype=np.int64).reshape(-1, 3)
-
-        opc = op[ids] if nc else np.zeros(0, dtype=np.int64)
-        is_conv, is_dot = opc == Op.CONVOLUTION, opc == Op.DOT
-        want = np.full((nc, 4), -1, dtype=np.int64)
-        flops = np.zeros(nc)
-        for j, i in enumerate(ids.tolist()):
-            if is_conv[j]:
-                f = node_feat[i]
-                want[j] = [f[CONV_OUTPUT_FEATURE], f[CONV_INPUT_FEATURE], f[CONV_KERNEL_OUT_FEATURE],
-                           f[CONV_KERNEL_IN_FEATURE]]
-                if has[j, 2]:
-                    kdims = dims[j, 2, : rank[j, 2]]
-                    flops[j] = 2.0 * elems_all[i] * kdims.prod() / max(kdims[want[j, 2]], 1.0)
-            elif is_dot[j]:
-                want[j] = [rank[j, 0] - 1, rank[j, 1] - 1, rank[j, 2] - 1, rank[j, 2] - 2]
-                if rank[j, 1] > 0:
-                    flops[j] = 2.0 * elems_all[i] * dims[j, 1, rank[j, 1] - 1]
-        want = np.where(want < np.maximum(rank[:, [0, 1, 2, 2]], 0), want, -1)
-        peak = np.array([MXU_FLOPS_PER_NS.get(int(b), MXU_FLOPS_PER_NS[4]) for b in elem_bytes[:, 0]])
-        flops_ns = flops / np.maximum(peak, 1.0)
-
-        is_cfg = np.zeros(n, dtype=bool)
-        is_cfg[ids] = True
-        array_nodes = (rank_all > 0) & ~is_cfg
-        other_mxu = np.isin(op, (Op.CONVOLUTION, Op.DOT)) & ~is_cfg
-        base = (2.0 * bytes_all[array_nodes].sum() / HBM_BYTES_PER_NS + NODE_OVERHEAD_NS * n
-                + 4.0 * bytes_all[other_mxu].sum() / HBM_BYTES_PER_NS
-                + 2.0 * nbytes[:, 0].sum() / HBM_BYTES_PER_NS)
+        node = np.where(has, slot_node, 0)
+        rank = np.where(has, graph.rank[node], 0)
+        dims = np.where(has[..., None] & (graph.shape[node] > 0), graph.shape[node], 1).astype(np.float64)
+        elem_bytes = np.where(has, graph.elem_bytes[node], 0)
+        nbytes = np.where(has, graph.nbytes[node], 0.0)
+        default_pos = _default_positions(node_feat[node][..., LAYOUT_COLS], rank)
+        fixed, link = _layout_links(graph, node_feat, ids, slot_node, has)
+        want, flops_ns = _mxu_work(graph, node_feat, ids, has, rank, dims, elem_bytes)
+        opcode = graph.op[ids] if ids.size else np.zeros(0, dtype=np.int64)
         return cls(has=has, rank=rank, dims=dims, nbytes=nbytes, elem_bytes=elem_bytes,
                    default_pos=default_pos, fixed=fixed, link_src=link[:, 0], link_dst=link[:, 1],
-                   link_slot=link[:, 2], is_reshape=opc == Op.RESHAPE, is_mxu=is_conv | is_dot,
-                   want=want, flops_ns=flops_ns, base_ns=float(base))
+                   link_slot=link[:, 2], is_reshape=opcode == Op.RESHAPE,
+                   is_mxu=(opcode == Op.CONVOLUTION) | (opcode == Op.DOT),
+                   want=want, flops_ns=flops_ns, base_ns=_base_ns(graph, ids, nbytes[:, 0]))
 
     @property
     def num_config_nodes(self) -> int:
@@ -438,41 +508,60 @@ class TileContext:
 
     @classmethod
     def from_arrays(cls, node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray) -> "TileContext":
-        n = node_feat.shape[0]
-        op = node_opcode.astype(np.int64)
-        shape = node_feat[:, SHAPE_COLS].astype(np.int64)
-        rank = (shape > 0).sum(axis=1)
-        eb = _element_bytes(node_feat)
-        elems = np.where(shape > 0, shape, 1).prod(axis=1).astype(np.float64)
-        roots = np.flatnonzero(node_feat[:, IS_ROOT] > 0)
-        root = int(roots[-1]) if roots.size else n - 1
-        r = int(rank[root])
-        dims = shape[root, :r].astype(np.float64) if r else np.ones(1)
-        r = max(r, 1)
-        m2m = node_feat[root, LAYOUT_COLS].astype(np.int64)[:r]
-        if sorted(m2m.tolist()) != list(range(r)):
-            m2m = np.arange(r)[::-1]
-        params = np.flatnonzero(op == Op.PARAMETER)
+        """Read the tile cost model's view of a kernel off a tile file's arrays."""
+        graph = _Graph.from_arrays(node_feat, node_opcode, edge_index)
+        elem_bytes = graph.elem_bytes
+        elems = graph.elems.astype(np.float64)
+        root = _kernel_root(node_feat)
+        dims, minor_to_major = _root_layout(node_feat, graph, root)
+        params = np.flatnonzero(graph.op == Op.PARAMETER)
         out_elems = float(dims.prod())
-        hbm = float((elems[params] * eb[params]).sum() + out_elems * eb[root])
-        per_elem = float(eb[root] + (eb[params] * np.minimum(1.0, elems[params] / out_elems)).sum()) * 2.0
-        operands: list[list[int]] = [[] for _ in range(n)]
-        for u, v in edge_index.tolist():
-            operands[u].append(v)
-        mxu = 0.0
-        for i in np.flatnonzero(np.isin(op, (Op.CONVOLUTION, Op.DOT))).tolist():
-            if len(operands[i]) < 2:
-                continue
-            lhs, rhs = operands[i][0], operands[i][1]
-            if op[i] == Op.DOT:
-                k = shape[lhs, max(rank[lhs] - 1, 0)]
-            else:
-                k = elems[rhs] / max(shape[rhs, int(node_feat[i, CONV_KERNEL_OUT_FEATURE])], 1)
-            mxu += 2.0 * elems[i] * max(float(k), 1.0) / MXU_FLOPS_PER_NS.get(int(eb[i]), MXU_FLOPS_PER_NS[4])
-        vpu = float(elems[np.isin(op, list(TRANSPARENT | {Op.REDUCE, Op.BROADCAST}))].sum()) / VPU_ELEMS_PER_NS
-        return cls(dims=dims, minor=int(m2m[0]), second=int(m2m[1]) if r >= 2 else -1,
-                   elem_bytes=int(max(eb[root], 1)), hbm_bytes=hbm, tile_bytes_per_elem=per_elem,
-                   mxu_ns=mxu, vpu_ns=vpu)
+        hbm = float((elems[params] * elem_bytes[params]).sum() + out_elems * elem_bytes[root])
+        per_elem = float(elem_bytes[root]
+                         + (elem_bytes[params] * np.minimum(1.0, elems[params] / out_elems)).sum()) * 2.0
+        elementwise = np.isin(graph.op, list(TRANSPARENT | {Op.REDUCE, Op.BROADCAST}))
+        vpu = float(elems[elementwise].sum()) / VPU_ELEMS_PER_NS
+        return cls(dims=dims, minor=int(minor_to_major[0]),
+                   second=int(minor_to_major[1]) if minor_to_major.size >= 2 else -1,
+                   elem_bytes=int(max(elem_bytes[root], 1)), hbm_bytes=hbm, tile_bytes_per_elem=per_elem,
+                   mxu_ns=_kernel_mxu_ns(graph, node_feat, elems), vpu_ns=vpu)
+
+
+def _kernel_root(node_feat: np.ndarray) -> int:
+    """The kernel's output node: its last root, else its last node."""
+    roots = np.flatnonzero(node_feat[:, IS_ROOT] > 0)
+    return int(roots[-1]) if roots.size else node_feat.shape[0] - 1
+
+
+def _root_layout(node_feat: np.ndarray, graph: _Graph, root: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel output's dims (float64; a scalar counts as (1,)) and minor_to_major order.
+
+    A layout that is not a permutation of the dims (malformed input) falls back to row-major.
+    """
+    rank = int(graph.rank[root])
+    dims = graph.shape[root, :rank].astype(np.float64) if rank else np.ones(1)
+    rank = max(rank, 1)
+    minor_to_major = node_feat[root, LAYOUT_COLS].astype(np.int64)[:rank]
+    if sorted(minor_to_major.tolist()) != list(range(rank)):
+        minor_to_major = np.arange(rank)[::-1]
+    return dims, minor_to_major
+
+
+def _kernel_mxu_ns(graph: _Graph, node_feat: np.ndarray, elems: np.ndarray) -> float:
+    """Ideal matmul/convolution time in ns of a kernel's dots and convolutions."""
+    mxu = 0.0
+    for node in np.flatnonzero(np.isin(graph.op, (Op.CONVOLUTION, Op.DOT))).tolist():
+        if len(graph.operands[node]) < 2:
+            continue
+        lhs, rhs = graph.operands[node][0], graph.operands[node][1]
+        if graph.op[node] == Op.DOT:
+            contracted = graph.shape[lhs, max(graph.rank[lhs] - 1, 0)]
+        else:
+            kernel_out = int(node_feat[node, CONV_KERNEL_OUT_FEATURE])
+            contracted = elems[rhs] / max(graph.shape[rhs, kernel_out], 1)
+        peak = MXU_FLOPS_PER_NS.get(int(graph.elem_bytes[node]), MXU_FLOPS_PER_NS[4])
+        mxu += 2.0 * elems[node] * max(float(contracted), 1.0) / peak
+    return mxu
 
 
 def tile_terms(ctx: TileContext, config_feat: np.ndarray) -> dict[str, np.ndarray]:
