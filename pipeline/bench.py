@@ -154,10 +154,10 @@ def _member_mb(path: Path) -> float:
 
 
 def inflate_floor(path: str | Path) -> float:
-    """Pure zlib inflate of node_config_feat, 16 MB at a time, nothing else; returns MB."""
+    """Pure zlib inflate of node_config_feat, 1 MB at a time (zipfile's fastest), nothing else; returns MB."""
     n = 0
     with zipfile.ZipFile(path) as zf, zf.open(f"{LAZY_KEY}.npy") as fp:
-        while block := fp.read(16 << 20):
+        while block := fp.read(1 << 20):
             n += len(block)
     return n / 1e6
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 
 from pipeline.io.catalog import discover, graph_id, split_id
 from pipeline.core.errors import DataError
-from pipeline.io.npz import iter_node_config_feat, read_graph, write_graph
+import pipeline.io.npz as npz_module
+from pipeline.io.npz import Stream, iter_node_config_feat, read_graph, write_graph, write_npz
 
 from conftest import ROOT
 
@@ -184,8 +186,26 @@ def test_truncated_member_while_streaming(tmp_path: Path) -> None:
         for info in zi.infolist():
             body = zi.read(info)
             zo.writestr(info.filename, body[:-100] if info.filename == "node_config_feat.npy" else body)
-    with pytest.raises(DataError, match="node_config_feat"):
-        list(iter_node_config_feat(bad, chunk_configs=1))
+    for prefetch in (0, 2):  # raised where the chunk would have come, read ahead or not
+        got = []
+        with pytest.raises(DataError, match="node_config_feat") as err:
+            for start, _ in iter_node_config_feat(bad, chunk_configs=1, prefetch=prefetch):
+                got.append(start)
+        assert got == [0, 1, 2] and "ends early at config 3 of 4" in str(err.value)
+
+
+def test_read_ahead_yields_the_same_chunks_and_stops_when_the_reader_stops(samples: Path) -> None:
+    import threading
+
+    path = samples / "layout/xla/default/train/unet3d.npz"
+    ahead = list(iter_node_config_feat(path, chunk_configs=100, prefetch=2))
+    plain = list(iter_node_config_feat(path, chunk_configs=100, prefetch=0))
+    assert [s for s, _ in ahead] == [s for s, _ in plain]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ahead, plain))
+    stream = iter_node_config_feat(path, chunk_configs=10, prefetch=2)
+    next(stream)
+    stream.close()  # a consumer that stops early
+    assert not any(t.name == "npz-read-ahead" for t in threading.enumerate())
 
 
 def test_missing_file() -> None:
@@ -219,3 +239,24 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert lines[-1].startswith("error: ") and str(bad) in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_streamed_members_deflated_in_parallel_blocks_read_back_exactly(tmp_path: Path, monkeypatch) -> None:
+    # blocks far smaller than the member: many independently deflated segments in one stream
+    monkeypatch.setattr(npz_module, "_DEFLATE_BLOCK", 997)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 7**6, size=(600, 40, 3)).astype(np.int32)
+    codes[::4] = codes[1]  # repeats, so the blocks really compress
+    for level in (1, 9, None, 0):
+        path = tmp_path / f"c{level}.npz"
+        chunks = (codes[i : i + 77] for i in range(0, 600, 77))
+        write_npz(path, {"small": np.arange(3)}, {"config_codes": Stream(codes.shape, np.int32, chunks)}, stream_level=level)
+        with zipfile.ZipFile(path) as zf:
+            assert zf.testzip() is None  # every CRC checks
+            info = zf.getinfo("config_codes.npy")
+            assert (info.compress_type == zipfile.ZIP_STORED) == (level == 0)
+            if level:
+                assert info.compress_size < info.file_size
+        with np.load(path) as f:
+            np.testing.assert_array_equal(f["config_codes"], codes)
+            np.testing.assert_array_equal(f["small"], np.arange(3))
