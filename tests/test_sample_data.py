@@ -326,3 +326,19 @@ def test_command_line_writes_the_stamp_last(tmp_path: Path) -> None:
     assert len(files) == 6 and all(p.stat().st_mtime_ns <= stamp for p in files)
     g = read_graph(next((out / "layout/nlp/default/train").glob("*.npz")), config_feat=True)
     assert g.node_config_feat.shape == (50, 12, 18) and abs(g.num_nodes - 600) <= 5
+
+
+def test_split_configs_fix_one_splits_config_count_and_leave_the_others_drawn(tmp_path: Path) -> None:
+    base = ["collections=[layout:xla:random]", "graphs.train=2", "graphs.valid=1", "graphs.test=1"]
+    _generate(tmp_path / "a", base)
+    _generate(tmp_path / "b", [*base, "split_configs.test=37"])
+    for split in ("train", "valid", "test"):
+        a = [read_graph(p) for p in sorted((tmp_path / "a/layout/xla/random" / split).glob("*.npz"))]
+        b = [read_graph(p) for p in sorted((tmp_path / "b/layout/xla/random" / split).glob("*.npz"))]
+        assert len(a) == len(b) > 0
+        for ga, gb in zip(a, b):
+            if split == "test":
+                assert gb.num_configs == 37 and ga.num_configs != 37
+            else:
+                assert gb.num_configs == ga.num_configs
+                np.testing.assert_array_equal(ga.config_runtime, gb.config_runtime)

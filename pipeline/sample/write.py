@@ -85,23 +85,24 @@ def write_tile(cfg: DictConfig, split: str, index: int, out: Path, used: set[str
     return path
 
 
-def layout_sizes(cfg: DictConfig, source: str, rng: np.random.Generator) -> tuple[int, int, int]:
+def layout_sizes(cfg: DictConfig, source: str, split: str, rng: np.random.Generator) -> tuple[int, int, int]:
     """(nodes, configurable nodes, configs) of one graph: the fixed knobs, else drawn."""
     nodes = cfg.nodes if cfg.nodes is not None else _drawn(cfg, source, "nodes", rng)
     lo, hi = cfg.sizes[source]["config_nodes"]
     drawn = int(np.clip(round(nodes * rng.uniform(0.03, 0.12)), lo, hi))
     nc = cfg.config_nodes if cfg.config_nodes is not None else drawn
-    configs = cfg.configs if cfg.configs is not None else _drawn(cfg, source, "configs", rng)
+    fixed = (cfg.split_configs or {}).get(split)
+    fixed = cfg.configs if fixed is None else fixed
+    configs = fixed if fixed is not None else _drawn(cfg, source, "configs", rng)
     return int(nodes), int(nc), int(configs)
 
 
-def write_layout(cfg: DictConfig, collection: str, split: str, index: int, out: Path, used: set[str],
-                 progress: bool = False) -> Path:
+def write_layout(cfg: DictConfig, collection: str, split: str, index: int, out: Path, used: set[str]) -> Path:
     """Write layout graph `index` of `collection` and `split`, its configs streamed in
     `cfg.chunk` rows: runtimes first (one pass), then `node_config_feat` (a second pass)."""
     _, source, search = collection.split(":")
     graph_seq = seed_seq(cfg.seed, SOURCE_ID[source], SPLIT_ID[split], index)
-    n_target, nc_target, n_configs = layout_sizes(cfg, source, np.random.default_rng(seed_seq(*graph_seq.entropy, 97)))
+    n_target, nc_target, n_configs = layout_sizes(cfg, source, split, np.random.default_rng(seed_seq(*graph_seq.entropy, 97)))
     g = make_layout_graph(source, graph_seq, n_target, nc_target)
     name = _unique(hex_digest(graph_seq, 1, 16) if split == "test" else g.name, used)
     space = ConfigSpace.of(g)
@@ -110,6 +111,7 @@ def write_layout(cfg: DictConfig, collection: str, split: str, index: int, out: 
     choice_key, dup_key, noise_key = (derived_key(search_seq, salt) for salt in (1, 2, 3))
     pool = max(1, int(round(n_configs * DUP_POOL[search])))
     chunk = max(1, int(cfg.chunk))
+    progress = n_configs > 20 * chunk  # a bar per pass for the large graphs
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, n_configs, chunk):
@@ -194,7 +196,7 @@ def generate(cfg: DictConfig) -> dict[str, object]:
         if collection_kind(c) == "tile":
             p = write_tile(cfg, s, i, out, names)
         else:
-            p = write_layout(cfg, c, s, i, out, names, progress=big)
+            p = write_layout(cfg, c, s, i, out, names)
         written[(c, s)].add(p)
     stale = _remove_stale(cfg, out, written)
     nbytes = sum(p.stat().st_size for ps in written.values() for p in ps)

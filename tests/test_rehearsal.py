@@ -1,0 +1,45 @@
+"""`make rehearsal` on a tiny generated tree: every stage runs in its own process, the table
+has a row per stage (and per collection for preprocessing) with wall time, peak RSS and a
+projection, and a second run reuses the generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import rehearsal
+
+from builders import cfg
+
+TINY = ["generate.graphs.train=2", "generate.graphs.valid=1", "generate.graphs.test=1", "generate.tile_scale=1",
+        "generate.sizes.xla.nodes=[150,200]", "generate.sizes.xla.config_nodes=[6,10]", "generate.sizes.xla.configs=[100,150]",
+        "generate.sizes.nlp.nodes=[80,120]", "generate.sizes.nlp.config_nodes=[4,8]", "generate.sizes.nlp.configs=[100,150]",
+        "generate.sizes.tile.configs=[30,60]", "generate.split_configs.valid=50", "generate.split_configs.test=50",
+        "gnn_minutes=0.05", "gnn_args=['infer_permutations=1','epochs=3','samples_per_graph=4','model.hidden=16','model.layers=1']",
+        "bench_args=['nodes=600','config_nodes=30','model.hidden=16','model.layers=1','k=8','infer_k=16','threads=1']"]
+
+
+@pytest.mark.slow
+def test_rehearsal_times_every_stage_and_projects_to_the_real_counts(tmp_path: Path) -> None:
+    c = cfg("rehearsal", f"paths.data_dir={tmp_path / 'data'}", f"paths.reports={tmp_path / 'reports'}", *TINY)
+    rows = rehearsal.rehearse(c)
+    stages = [r["stage"] for r in rows]
+    for name in ("prune", "pad", "extract"):
+        assert stages.count(name) == 5, stages  # one row per collection
+    for name in ("baseline", "train_gbdt", "train_gnn", "ensemble", "submission"):
+        assert stages.count(name) == 1, stages
+    timed = [r for r in rows if r["wall_s"] is not None]
+    assert all(r["wall_s"] > 0 and r["peak_rss_mb"] > 0 for r in timed)
+    # the projection scales each row by the real graph counts over the rehearsal's (thousands of tile graphs vs 4)
+    tile_prune = next(r for r in rows if r["stage"] == "prune" and r["collection"] == "tile:xla")
+    assert tile_prune["projected_h"] > tile_prune["wall_s"] / 3600 * 1000
+    gnn = [r for r in rows if r["stage"].startswith("train_gnn (")]  # from the s per step logged after 20 steps
+    assert len(gnn) == 5 and all(r["projected_h"] > 0 and r["gpu_h"] > 0 for r in gnn)
+    report = json.loads((tmp_path / "reports/rehearsal.json").read_text())
+    assert report["graphs"]["layout:nlp:random"] == [2, 1, 1]
+    assert "| prune | tile:xla |" in (tmp_path / "reports/rehearsal.md").read_text()
+    stamp = Path(c.paths.raw) / ".complete"
+    before = stamp.stat().st_mtime_ns
+    assert rehearsal.ensure_data(c) == Path(c.paths.raw) and stamp.stat().st_mtime_ns == before  # cached, not regenerated
