@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.core.cli import stage
+from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
-from pipeline.io.catalog import collection_dir, collection_kind, discover
+from pipeline.core.gnn_steps import configs_per_step
+from pipeline.io.catalog import collection_dir, discover
 from pipeline.io.npz import read_members
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def _sig(x: float) -> float:
 def project(cfg: DictConfig, rows: list[dict], counts: dict[str, list[int]], gnn: dict) -> None:
     """Add `projected_h` (this machine) to every row and `gpu_h` to the GNN's."""
     real = {c: list(v) for c, v in cfg.real_graphs.items()}
-    train_cfg = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "train_gnn.yaml")
+    train_cfg = compose("train_gnn", [])
     for r in rows:
         cols = [r["collection"]] if r["collection"] != "all" else list(counts)
         have = sum(sum(counts[c][i] for i in r["_splits"]) for c in cols)
@@ -138,8 +139,7 @@ def project(cfg: DictConfig, rows: list[dict], counts: dict[str, list[int]], gnn
         # a time-budgeted GNN run does not scale with its graphs: its rows below use s per step
         r["projected_h"] = None if r["stage"] == "train_gnn" else _sig(r["wall_s"] * want / max(1, have) / 3600)
     for c, s_per_step in gnn["s_per_step"].items():
-        kind = collection_kind(c) if collection_kind(c) == "tile" else c.rsplit(":", 1)[1]
-        k = int(train_cfg.k[kind])
+        k = configs_per_step(train_cfg, c)
         steps = real[c][0] * int(train_cfg.epochs) * int(train_cfg.samples_per_graph)
         scale = k / gnn["k"] * max(1.0, gnn["kept"][c]) / gnn["kept_nodes"]
         flops = steps * gnn["train_gflop"] * scale * 1e9
