@@ -56,6 +56,7 @@ PAD_ARGS ?=
 EXTRACT_ARGS ?=
 BASELINE_ARGS ?=
 GBDT_ARGS ?=
+ANALYTICAL_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
 GNN_BENCH_ARGS ?=
@@ -68,6 +69,7 @@ PADDED := $(DATA_DIR)/interim/$(DATASET)/padded/.complete
 EXTRACTED := $(DATA_DIR)/processed/$(DATASET)/.complete
 BASELINE_DONE := $(PRED)/baseline/.complete
 GBDT_DONE := $(DATA_DIR)/models/$(DATASET)/gbdt/.complete
+ANALYTICAL_DONE := $(DATA_DIR)/models/$(DATASET)/analytical/.complete
 GNN_STAMP := $(DATA_DIR)/models/$(DATASET)/gnn/.complete
 ENSEMBLE_DONE := $(DATA_DIR)/models/$(DATASET)/ensemble/.complete
 VALIDATION := $(REPORTS)/$(DATASET)/validation.json
@@ -100,6 +102,7 @@ $(eval $(call args_file,$(STATE)/pad.args,$(COMMON) $(PAD_ARGS) $(call goal_args
 $(eval $(call args_file,$(STATE)/extract.args,$(COMMON) $(EXTRACT_ARGS) $(call goal_args,extract)))
 $(eval $(call args_file,$(STATE)/baseline.args,$(COMMON) $(BASELINE_ARGS) $(call goal_args,baseline)))
 $(eval $(call args_file,$(STATE)/gbdt.args,$(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)))
+$(eval $(call args_file,$(STATE)/analytical.args,$(COMMON) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)))
 $(eval $(call args_file,$(STATE)/gnn.args,$(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)))
 $(eval $(call args_file,$(STATE)/ensemble.args,$(COMMON) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)))
 SUBMISSION_ARGS := $(STATE)/submission/$(subst /,^,$(SUBMISSION)).args
@@ -109,7 +112,7 @@ REPORT_ARGS := $(STATE)/evaluate/$(subst /,^,$(REPORT)).args
 $(eval $(call args_file,$(REPORT_ARGS),$(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(shell { cksum < '$(SUBMISSION)'; } 2>/dev/null) $(call goal_args,evaluate)))
 $(eval $(call args_file,$(STATE)/report.args,$(COMMON) $(call goal_args,report)))
 
-.PHONY: help all venv test sample-data inspect prune pad extract baseline train-gbdt train-gnn ensemble submission validate evaluate report download bench clean
+.PHONY: help all venv test sample-data inspect prune pad extract baseline train-gbdt train-analytical train-gnn ensemble submission validate evaluate report download bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -121,6 +124,7 @@ has_split = $$(find -L '$(DATA)' -path '*/$(1)/*.npz' -print -quit 2>/dev/null)
 all: $(INSTALLED) $(RAW) $(EXTRACTED) ## every stage on DATA (default: the embedded sample) -> the ensemble's submission, valid scores and report
 	@$(MAKE) --no-print-directory baseline ARGS=
 	@$(MAKE) --no-print-directory train-gbdt ARGS=
+	@$(MAKE) --no-print-directory train-analytical ARGS=
 	@$(MAKE) --no-print-directory train-gnn ARGS=
 	@$(MAKE) --no-print-directory ensemble ARGS=
 	@if [ -n "$(call has_split,valid)" ]; then \
@@ -172,18 +176,23 @@ train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<d
 $(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml $(STATE)/gbdt.args
 	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)
 
+train-analytical: $(ANALYTICAL_DONE) ## analytical layout cost terms with non-negative weights fitted per collection -> data/models/<dataset>/analytical, predictions analytical/{valid,test}
+$(ANALYTICAL_DONE): $(EXTRACTED) conf/train_analytical.yaml $(STATE)/analytical.args
+	$(PY) -m pipeline.train_analytical $(COMMON) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)
+
 train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions gnn/{valid,test}
 $(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/arch/gnn.yaml $(wildcard conf/experiment/*.yaml) $(STATE)/gnn.args
 	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)
 
-ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
-$(ENSEMBLE_DONE): $(BASELINE_DONE) $(GBDT_DONE) $(GNN_STAMP) conf/ensemble.yaml $(STATE)/ensemble.args
+ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/analytical/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
+$(ENSEMBLE_DONE): $(BASELINE_DONE) $(GBDT_DONE) $(ANALYTICAL_DONE) $(GNN_STAMP) conf/ensemble.yaml $(STATE)/ensemble.args
 	$(PY) -m pipeline.ensemble $(COMMON) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)
 
 # a model's predictions come from its stage, whose stamp is written after them (another MODEL
 # name: its predictions file as it is)
 STAMP_baseline := $(BASELINE_DONE)
 STAMP_gbdt := $(GBDT_DONE)
+STAMP_analytical := $(ANALYTICAL_DONE)
 STAMP_gnn := $(GNN_STAMP)
 STAMP_ensemble := $(ENSEMBLE_DONE)
 MODEL_DONE := $(or $(STAMP_$(MODEL)),$(PRED)/$(MODEL)/$(SPLIT).parquet)

@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 
 from features.configs import NUM_CODES, pack_layout, unpack_layout
-from features.layout import KERNEL_OPCODES
+from features.layout import slot_nodes
 
 
 def complete_layout(group: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -74,20 +74,9 @@ def group_defaults(node_layout: np.ndarray, node_opcode: np.ndarray, edge_index:
     config_nodes (M,) -> (M, 3, 6) int8.
     """
     lay = np.asarray(node_layout, dtype=np.int8)
-    nodes = np.asarray(config_nodes, dtype=np.int64)
-    e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
-    order = np.argsort(e[:, 0], kind="stable")  # by consumer, operand order kept
-    consumer, producer = e[order, 0], e[order, 1]
-    first = np.searchsorted(consumer, nodes, "left")
-    count = np.searchsorted(consumer, nodes, "right") - first
-    out = np.full((nodes.size, 3, 6), -1, dtype=np.int8)
-    out[:, 0] = lay[nodes]
-    op0 = producer[np.minimum(first, max(producer.size - 1, 0))] if producer.size else np.zeros_like(nodes)
-    out[:, 1] = np.where((count > 0)[:, None], lay[op0], lay[nodes])
-    if producer.size:
-        op1 = producer[np.minimum(first + 1, producer.size - 1)]
-        kernel = (count > 1) & np.isin(np.asarray(node_opcode)[nodes], KERNEL_OPCODES)
-        out[kernel, 2] = lay[op1[kernel]]
+    slots = slot_nodes(node_opcode, edge_index, config_nodes)  # (M, 3), -1 absent
+    out = np.where((slots >= 0)[..., None], lay[np.maximum(slots, 0)], np.int8(-1))
+    out[:, 1] = np.where((slots[:, 1] >= 0)[:, None], out[:, 1], lay[slots[:, 0]])  # no producer: own layout
     return out
 
 

@@ -24,6 +24,11 @@ ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0,
 
 CONVOLUTION, DOT, RESHAPE = 26, 34, 75  # the opcodes of most configurable layout nodes
 KERNEL_OPCODES = (CONVOLUTION, DOT)  # operand 1 is the kernel
+KINDS = ("conv", "dot", "reshape", "other")  # opcode kinds of configurable nodes (`opcode_kind`)
+# same-shape elementwise ops, through which XLA propagates a layout unchanged, and sources that
+# can be materialized in any layout (broadcast, constant)
+ELEMENTWISE = frozenset({2, 20, 25, 32, 37, 57, 59, 60, 81, 83, 95, 96})
+LAYOUT_FREE = frozenset({13, 24})
 # names of the opcodes that matter most (docs/FORMAT.md); any other id reads as `opcode-<id>`
 OPCODE_NAMES = {
     2: "add", 13: "broadcast", 20: "compare", 22: "concatenate", 24: "constant", 25: "convert",
@@ -63,3 +68,28 @@ def root_node(node_feat: np.ndarray) -> int:
     (column 0), or the last node when none is flagged."""
     roots = np.flatnonzero(node_feat[:, 0] > 0)
     return int(roots[-1]) if roots.size else node_feat.shape[0] - 1
+
+
+def slot_nodes(node_opcode: np.ndarray, edge_index: np.ndarray, config_nodes: np.ndarray) -> np.ndarray:
+    """(M, 3) int64 node behind each slot of each configurable node, -1 where absent: the node
+    itself; operand 0 (its first edge row: files list operands in order, pruning keeps direct
+    edges in their order); operand 1 of a convolution or dot."""
+    nodes = np.asarray(config_nodes, dtype=np.int64)
+    e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
+    order = np.argsort(e[:, 0], kind="stable")  # by consumer, operand order kept
+    consumer, producer = e[order, 0], e[order, 1]
+    first = np.searchsorted(consumer, nodes, "left")
+    count = np.searchsorted(consumer, nodes, "right") - first
+    out = np.full((nodes.size, 3), -1, dtype=np.int64)
+    out[:, 0] = nodes
+    if producer.size:
+        out[:, 1] = np.where(count > 0, producer[np.minimum(first, producer.size - 1)], -1)
+        kernel = (count > 1) & np.isin(np.asarray(node_opcode)[nodes], KERNEL_OPCODES)
+        out[kernel, 2] = producer[np.minimum(first + 1, producer.size - 1)][kernel]
+    return out
+
+
+def opcode_kind(node_opcode: np.ndarray) -> np.ndarray:
+    """Index into KINDS of each opcode: convolution 0, dot 1, reshape 2, anything else 3."""
+    op = np.asarray(node_opcode, dtype=np.int64)
+    return np.select([op == CONVOLUTION, op == DOT, op == RESHAPE], [0, 1, 2], 3)

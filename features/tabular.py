@@ -29,14 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, RESHAPE, SHAPE_COLS, TYPE_COLS, node_layout, root_node, tensor_bytes
+from features.layout import ELEMENT_BYTES, KINDS, SHAPE_COLS, TYPE_COLS, node_layout, opcode_kind, root_node, tensor_bytes
 from features.completion import CompletionTable
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
 
-KINDS = ("conv", "dot", "reshape", "other")
-_KIND_OF_OPCODE = np.full(256, 3, dtype=np.int64)
-_KIND_OF_OPCODE[[CONVOLUTION, DOT, RESHAPE]] = [0, 1, 2]
 GROUPS = ("out", "in", "kernel")
 CATS = ("def",) + tuple(f"m{d}" for d in range(6))
 COUNT_NAMES = tuple(f"cnt_{g}_{k}_{c}" for g in GROUPS for k in KINDS for c in CATS)
@@ -68,7 +65,7 @@ defaults of `complete`.
 def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_ids: np.ndarray,
                    pairs: np.ndarray, graph: dict[str, float]) -> LayoutContext:
     nf = node_feat[node_config_ids]
-    kind = _KIND_OF_OPCODE[node_opcode[node_config_ids]]
+    kind = opcode_kind(node_opcode[node_config_ids])
     nb = tensor_bytes(nf)
     stats = dict(graph)
     stats["config_bytes"] = float(nb.sum())
@@ -138,7 +135,7 @@ def layout_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarr
 
 
 def tile_graph_stats(node_feat: np.ndarray, node_opcode: np.ndarray, num_edges: int) -> dict[str, float]:
-    kind = _KIND_OF_OPCODE[node_opcode]
+    kind = opcode_kind(node_opcode)
     stats = {"nodes": float(node_feat.shape[0]), "edges": float(num_edges),
              "total_bytes": float(tensor_bytes(node_feat).sum())}
     for k, name in enumerate(KINDS):

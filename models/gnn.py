@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from features.cost_terms import NUM_TERMS
 from features.layout import LAYOUT_CONFIG_DIM, NUM_OPCODES, TILE_CONFIG_DIM
 from models import scatter as sc
 from models.losses import RankingLoss
@@ -72,6 +73,9 @@ class GraphBatch:
         config_feat: (K, F') float32, graph-level tile config, already normalized (tile); F' is
             24 raw, fewer after the padding stage drops constant columns (the model's
             `config_feat_dim`).
+        config_terms: (K, M, T) float32 analytical cost terms of each configurable node under
+            each config (layout, optional; `features.cost_terms`, T = NUM_TERMS); a model built
+            with `cost_terms=True` needs them.
     """
 
     opcode: Tensor
@@ -81,6 +85,7 @@ class GraphBatch:
     config_nodes: Tensor | None = None
     config_layout: Tensor | None = None
     config_feat: Tensor | None = None
+    config_terms: Tensor | None = None
 
     @property
     def kind(self) -> str:
@@ -103,7 +108,8 @@ class GraphBatch:
         """The same graph with only the configs at `configs` ((k,) long), in that order."""
         if self.config_feat is not None:
             return replace(self, config_feat=self.config_feat[configs])
-        return replace(self, config_layout=self.config_layout[configs])
+        terms = None if self.config_terms is None else self.config_terms[configs]
+        return replace(self, config_layout=self.config_layout[configs], config_terms=terms)
 
     def to(self, device: torch.device | str) -> "GraphBatch":
         return GraphBatch(**{f.name: None if (t := getattr(self, f.name)) is None else t.to(device) for f in fields(self)})
@@ -149,6 +155,9 @@ class GraphBatch:
         if cl.dim() != 3:
             fail(f"config_layout must be (K, M, {LAYOUT_CONFIG_DIM}), got {tuple(cl.shape)}")
         _check_layout(cl, (cl.shape[0], nodes.numel(), LAYOUT_CONFIG_DIM), "config_layout", fail)
+        t = self.config_terms
+        if t is not None and (t.dim() != 3 or tuple(t.shape[:2]) != tuple(cl.shape[:2]) or not t.is_floating_point()):
+            fail(f"config_terms must be ({cl.shape[0]}, {nodes.numel()}, T) float, got {tuple(t.shape)} {t.dtype}")
 
 
 def _check_layout(t: Tensor, shape: tuple[int, ...], name: str, fail) -> None:
@@ -344,6 +353,10 @@ class GNNRanker(nn.Module):
         loss_margin: margin of hinge / margin losses (None = the loss's default).
         config_feat_dim: F', the width of a tile batch's `config_feat` (24; the training stage
             passes the padded width).
+        cost_terms: layout: also read each batch's `config_terms` (the analytical cost terms of
+            every configurable node under each config, `features.cost_terms`) through a linear
+            projection into the configurable nodes' inputs: a learned correction of an
+            analytical model.
 
     Shapes: GraphBatch with K configs -> (K,) scores. Config layout groups (K, M, 6) are
     embedded per position as (K, M, 6, d) and flattened to (K, M, 6d) before their projection
@@ -371,6 +384,7 @@ class GNNRanker(nn.Module):
         loss: str = "hinge",
         loss_margin: float | None = None,
         config_feat_dim: int = TILE_CONFIG_DIM,
+        cost_terms: bool = False,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -390,6 +404,7 @@ class GNNRanker(nn.Module):
         if kind == "layout":
             # configured input + kernel groups; its bias doubles as a "configurable" marker
             self.cfg_layout_proj = nn.Linear(2 * LAYOUT_WIDTH * layout_embed_dim, hidden)
+            self.terms_proj = nn.Linear(NUM_TERMS, hidden, bias=False) if cost_terms else None
         else:
             self.config_mlp = nn.Sequential(nn.Linear(config_feat_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
 
@@ -438,6 +453,10 @@ class GNNRanker(nn.Module):
             - own[b.config_nodes]  # the configured output layout replaces the own one
             + self.cfg_layout_proj(self._embed_layout(cl[..., LAYOUT_WIDTH:]))
         )
+        if self.terms_proj is not None:
+            if b.config_terms is None:
+                raise ValueError("this model reads config_terms (cost_terms=True); the batch has none")
+            delta = delta + self.terms_proj(b.config_terms.to(delta.dtype))
         x = base.unsqueeze(0).repeat(k, 1, 1)  # (K, N, H): the only per-config copy of the inputs
         return x.index_add_(1, b.config_nodes, delta), None
 

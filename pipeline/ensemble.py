@@ -1,6 +1,6 @@
 """Blend the available models' predictions per collection with weights fitted on valid.
 
-    python -m pipeline.ensemble [members=[gnn,gbdt,baseline]] [blender.normalize=rank|minmax]
+    python -m pipeline.ensemble [members=[gnn,gbdt,analytical,baseline]] [blender.normalize=rank|minmax]
     python -m pipeline.ensemble mode=apply splits=[test]      # saved weights (Kaggle notebook)
     make ensemble
 
@@ -201,14 +201,15 @@ def format_table(doc: dict) -> str:
     fitted on (in-sample), then on the held-out graphs when `holdout` was on."""
     cols = list(doc["members"]) + [NAME]
     blocks = [("fitted on", "scores")] + ([("held out", "holdout")] if doc.get("holdout") else [])
+    width = max(10, *(len(m) + 2 for m in cols))
     lines = []
     for title, key in blocks:
-        lines.append(f"{title + ' (' + doc['fit_split'] + ')':<20}" + "".join(f"{m:>10}" for m in cols))
+        lines.append(f"{title + ' (' + doc['fit_split'] + ')':<20}" + "".join(f"{m:>{width}}" for m in cols))
         for c in COLLECTIONS:
             e = doc["collections"].get(c, {})
             s = e.get("scores") if key == "scores" else e.get("holdout", {}).get("scores")
             if s is not None:
-                lines.append(f"{c:<20}" + "".join(f"{s[m]:>10.4f}" if m in s else f"{'-':>10}" for m in cols))
+                lines.append(f"{c:<20}" + "".join(f"{s[m]:>{width}.4f}" if m in s else f"{'-':>{width}}" for m in cols))
     return "\n".join(lines)
 
 
@@ -218,7 +219,7 @@ def run(cfg: DictConfig) -> dict:
     blender: Blender = instantiate(cfg.blender, "blender")
     if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
         raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
-                                         "(run baseline, train-gbdt or train-gnn first)")
+                                         "(run baseline, train-gbdt, train-analytical or train-gnn first)")
     stamp_dir = Path(cfg.weights).parent
     if cfg.mode == "fit":
         begin_stage(stamp_dir)

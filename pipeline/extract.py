@@ -15,7 +15,8 @@ memory is bounded by the chunk and the unique-config count, not the file. Writes
   `node_layout` (N, 6) int8 (a configurable node that never varies has one config under every
   config, so its row holds its effective output layout under it,
   `features.pad.effective_output_layout`, not its own layout), `node_opcode`, `edge_index`,
-  `node_splits`, `node_config_ids`, `node_ids` (original ids), `config_pairs`. Tile:
+  `node_splits`, `node_config_ids`, `node_ids` (original ids), `config_pairs`, `config_slots`
+  (NV, 3, 8) the raw tensor facts of each varying node's slots (`features.cost_terms`). Tile:
   `config_feat` (U, 24) raw and `config_feat_norm`, `config_runtime_normalizers` (U,) of each
   row's first occurrence.
 - `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),
@@ -40,6 +41,7 @@ from omegaconf import DictConfig
 
 from features.configs import ConfigDeduper, dedup_configs, pack_layout
 from features.completion import effective_output_layout
+from features.cost_terms import slot_facts
 from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
 from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
@@ -50,7 +52,7 @@ from pipeline.io.tables import table_path
 from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
 
 log = logging.getLogger(__name__)
-VERSION = 2
+VERSION = 3
 PADDED_KEYS = ("node_feat_norm", "node_layout", "node_ids", "original_size")
 
 
@@ -160,6 +162,7 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
             "node_feat": padded["node_feat_norm"], "node_layout": _node_layout(g, padded, varying, first),
             "node_opcode": g.node_opcode, "edge_index": g.edge_index, "node_splits": g.node_splits,
             "node_ids": padded["node_ids"], "config_pairs": padded["config_pairs"],
+            "config_slots": slot_facts(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids[varying]),
         }
         write_npz(gnn, arrays, {"config_codes": codes}, stream_level=codes_level)
     finally:

@@ -60,7 +60,7 @@ from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
 log = logging.getLogger(__name__)
 
 # Known models first, in pipeline order, so colours and table rows stay put from run to run.
-MODEL_ORDER = ("baseline", "gbdt", "gnn", "ensemble")
+MODEL_ORDER = ("baseline", "gbdt", "analytical", "gnn", "ensemble")
 # Said under the score table: these figures flatter the models, and by how much is unknown.
 IN_SAMPLE = {
     "valid": "These valid scores are in-sample, hence optimistic: the ensemble's weights are fitted on these "
@@ -172,8 +172,8 @@ def noise_ceiling(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], tr
     def frac(v: float, ceiling: float | None) -> float | None:
         return float(v / ceiling) if ceiling is not None and ceiling > 0 else None
 
-    fraction = {m: {c: frac(s["collections"][c], collections[c]) for c in collections}
-                   | {"overall": frac(s["score"], score)} for m, s in scored.items()}
+    fraction = {m: {c: frac(s["collections"][c], collections[c]) for c in collections if c in s["collections"]}
+                   | {"overall": None if s["score"] is None else frac(s["score"], score)} for m, s in scored.items()}
     return {"collections": collections, "score": score, "graphs": graphs, "per_graph": kept,
             "missing": missing, "fraction": fraction}
 
@@ -189,6 +189,11 @@ def _save(fig, path: Path, dpi: int) -> None:
     plt.close(fig)
 
 
+def _score_of(scores: dict, column: str) -> float | None:
+    """A model's score in a collection, or its overall one; None where it has none."""
+    return scores["score"] if column == "overall" else scores["collections"].get(column)
+
+
 def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi: int,
                 ceiling: dict | None = None) -> None:
     models = list(scores)
@@ -198,9 +203,10 @@ def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi
     fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + len(groups) * (0.5 + 0.35 * len(models))), 4.6))
     x = np.arange(len(groups))
     for i, m in enumerate(models):
-        vals = [scores[m]["collections"][c] if c != "overall" else scores[m]["score"] for c in groups]
+        vals = [_score_of(scores[m], c) for c in groups]
+        vals = [np.nan if v is None else v for v in vals]  # a collection the model does not serve: no bar
         bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=m, color=colors[m])
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=2)
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in vals], fontsize=7, padding=2)
     if ceiling is not None:  # a dashed line over each group: the best any ranking can reach
         label = CEILING_LABEL
         for j, c in enumerate(groups):
@@ -212,7 +218,7 @@ def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi
     ax.axvline(len(groups) - 1.5, color="grey", lw=0.8, ls=":")
     ax.set_xticks(x, [f"{SHORT.get(c, c)}\n({graphs[c]} graphs)" if c in graphs else "overall\n(mean)" for c in groups])
     ax.set_ylabel("score (higher is better)")
-    lo = min(0.0, *(scores[m]["collections"][c] for m in models for c in groups[:-1]))
+    lo = min(0.0, *(v for m in models for c in groups[:-1] if (v := _score_of(scores[m], c)) is not None))
     ax.set_ylim(lo - 0.1 if lo < 0 else 0, 1.12)
     ax.set_title("Validation score per collection\n(tile: 2 - best-of-top-5 slowdown; layout: Kendall tau)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -234,6 +240,9 @@ def plot_ranks(predictions: dict[str, dict], runtimes: Mapping[str, np.ndarray],
         collection, stem = split_id(gid)
         for i, m in enumerate(models):
             ax = axes[i, j]
+            if gid not in per_graph[m]:  # a collection the model does not serve
+                ax.axis("off")
+                continue
             pred = metrics.order_to_rank(metrics.ranking(predictions[m][gid]), r.size)
             ax.scatter(pred[keep], truth[keep], s=6, alpha=0.5, color=colors[m], linewidths=0)
             ax.plot([0, r.size - 1], [0, r.size - 1], color="grey", lw=0.8, ls="--")
@@ -265,7 +274,8 @@ def plot_top_k(slowdown: dict[str, dict], collections: list[str], k: int, path: 
     for idx, c in enumerate(panels):
         ax = axes[idx // cols, idx % cols]
         for m in models:
-            ax.plot(ks, slowdown[m][c], color=colors[m], lw=1.6, label=m, marker="o", ms=2.5)
+            if c in slowdown[m]:
+                ax.plot(ks, slowdown[m][c], color=colors[m], lw=1.6, label=m, marker="o", ms=2.5)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= k]
@@ -290,8 +300,10 @@ def _table_head(columns: list[str]) -> list[str]:
     return ["| model | " + " | ".join(columns) + " | overall |", "|---|" + "---:|" * (len(columns) + 1)]
 
 
-def _bold_if_best(value: float, best: float) -> str:
-    """A score cell, in bold when it is the column's best."""
+def _bold_if_best(value: float | None, best: float) -> str:
+    """A score cell, in bold when it is the column's best (`—` where the model has none)."""
+    if value is None:
+        return "—"
     return f"**{value:.4f}**" if np.isclose(value, best) else f"{value:.4f}"
 
 
@@ -303,8 +315,7 @@ def _num(value: float | None, fmt: str = ".4f") -> str:
 def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
     """The report's title, intro and score table (with the noise-ceiling row when present)."""
     graphs = result["graphs"]
-    best = {c: max(result["models"][m]["collections"][c] for m in models) for c in cols}
-    best_overall = max(result["models"][m]["score"] for m in models)
+    best = {c: max(v for m in models if (v := _score_of(result["models"][m], c)) is not None) for c in cols + ["overall"]}
     num_graphs = sum(graphs.values())
     lines = [f"# Validation report: {result['split']} split",
              "",
@@ -315,8 +326,7 @@ def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
              *_table_head([f"{c} ({graphs[c]})" for c in cols])]
     for m in models:
         scores = result["models"][m]
-        lines.append(f"| {m} | " + " | ".join(_bold_if_best(scores["collections"][c], best[c]) for c in cols)
-                     + f" | {_bold_if_best(scores['score'], best_overall)} |")
+        lines.append(f"| {m} | " + " | ".join(_bold_if_best(_score_of(scores, c), best[c]) for c in cols + ["overall"]) + " |")
     ceiling = result.get("noise_ceiling")
     if ceiling is not None:
         lines.append(f"| *{CEILING_LABEL}* | " + " | ".join(f"*{_num(ceiling['collections'].get(c))}*" for c in cols)
@@ -349,8 +359,8 @@ def _top_k_lines(result: dict, models: list[str], name: str) -> list[str]:
     ks = [k for k in (1, 5, 10, 20, 50) if k <= result["top_k"]["k"]]
     lines += ["| model | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
     for m in models:
-        curve = result["top_k"]["slowdown"][m]["all"]
-        lines.append(f"| {m} | " + " | ".join(f"{curve[k - 1]:.3f}" for k in ks) + " |")
+        curve = result["top_k"]["slowdown"][m].get("all")
+        lines.append(f"| {m} | " + " | ".join("—" if curve is None else f"{curve[k - 1]:.3f}" for k in ks) + " |")
     return lines + ["", f"![Best-of-top-K slowdown]({name}_topk.png)", ""]
 
 
@@ -425,6 +435,13 @@ def _split_and_models(cfg: DictConfig) -> tuple[list[GraphFile], list[str]]:
     return files, models
 
 
+def covered_files(files: list[GraphFile], predictions: Mapping[str, np.ndarray]) -> list[GraphFile]:
+    """The files of the collections whose every graph has predictions (a model may serve only
+    some collections: it is scored on those, with no overall score)."""
+    missing = {f.collection for f in files if f.id not in predictions}
+    return [f for f in files if f.collection not in missing]
+
+
 def _score_models(cfg: DictConfig, models: list[str], files: list[GraphFile],
                   runtimes: Mapping[str, np.ndarray]) -> tuple[dict[str, dict], dict[str, dict], dict[str, str]]:
     """Score each model's predictions as the submission they would make.
@@ -435,17 +452,25 @@ def _score_models(cfg: DictConfig, models: list[str], files: list[GraphFile],
     scored: dict[str, dict] = {}
     preds: dict[str, dict] = {}
     skipped: dict[str, str] = {}
+    all_collections = {f.collection for f in files}
     for m in models:
         path = predictions_path(cfg.predictions, m, cfg.split)
         try:
             predictions = read_predictions(path)
-            scored[m] = score_submission(rows_from_predictions(predictions, files, cfg.tile_top), files, runtimes)
+            mine = covered_files(files, predictions)
+            if not mine:
+                raise DataError(path, f"predicts none of the {cfg.split} collections' graphs in full")
+            scored[m] = score_submission(rows_from_predictions(predictions, mine, cfg.tile_top), mine,
+                                         {f.id: runtimes[f.id] for f in mine})
+            if {f.collection for f in mine} != all_collections:  # no overall over a part of the split
+                scored[m]["score"] = None
+                log.info("%s predicts only %s", m, ", ".join(c for c in COLLECTIONS if c in scored[m]["collections"]))
         except DataError as e:
             skipped[m] = str(e)
             log.warning("%s left out of the report: %s", m, e)
             continue
         preds[m] = predictions
-        log.info("%s: overall %.4f (%s)", m, scored[m]["score"],
+        log.info("%s: overall %s (%s)", m, _num(scored[m]["score"]),
                  ", ".join(f"{c} {v:.4f}" for c, v in scored[m]["collections"].items()))
     if not scored:
         raise DataError(cfg.predictions, f"no model's {cfg.split} predictions cover the split's files (see the warnings above)")
@@ -457,9 +482,11 @@ def _top_k_slowdowns(preds: dict[str, dict], runtimes: Mapping[str, np.ndarray],
     """`{model: {collection or "all": mean best-of-top-K slowdown curve, (k,) as a list}}`."""
     slowdown: dict[str, dict] = {}
     for m, predictions in preds.items():
-        curves = {gid: top_k_slowdown(predictions[gid], runtimes[gid], k) for gid in runtimes}
-        slowdown[m] = {c: np.mean([curves[g] for g in ids_by_collection[c]], axis=0).tolist() for c in collections}
-        slowdown[m]["all"] = np.mean(list(curves.values()), axis=0).tolist()
+        curves = {gid: top_k_slowdown(predictions[gid], runtimes[gid], k) for gid in runtimes if gid in predictions}
+        slowdown[m] = {c: np.mean([curves[g] for g in ids_by_collection[c]], axis=0).tolist()
+                       for c in collections if all(g in curves for g in ids_by_collection[c])}
+        if len(slowdown[m]) == len(collections):  # "all" only over the whole split
+            slowdown[m]["all"] = np.mean(list(curves.values()), axis=0).tolist()
     return slowdown
 
 
@@ -480,8 +507,11 @@ def _report_ceiling(cfg: DictConfig, files: list[GraphFile], runtimes: Mapping[s
 
 def _best_models(scored: Mapping[str, dict], collections: list[str]) -> dict[str, str]:
     """The best-scoring model per collection and overall."""
-    return ({c: max(scored, key=lambda m: scored[m]["collections"][c]) for c in collections}
-            | {"overall": max(scored, key=lambda m: scored[m]["score"])})
+    def best(column: str) -> str | None:
+        have = [m for m in scored if _score_of(scored[m], column) is not None]
+        return max(have, key=lambda m: _score_of(scored[m], column)) if have else None
+
+    return {c: best(c) for c in collections + ["overall"]}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -500,7 +530,7 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.out)
     name = cfg.name
     figures = {"scores": f"{name}_scores.png", "topk": f"{name}_topk.png"} | ({"ranks": f"{name}_ranks.png"} if rank_ids else {})
-    graphs = next(iter(scored.values()))["graphs"]
+    graphs = {c: len(ids_by_collection[c]) for c in collections}
     ceiling = _report_ceiling(cfg, files, runtimes, scored)
     plot_scores(scored, graphs, out / figures["scores"], cfg.dpi, ceiling)
     if "ranks" in figures:
@@ -515,7 +545,7 @@ def run(cfg: DictConfig) -> dict:
         "skipped": skipped,
         "best": _best_models(scored, collections),
         "top_k": {"k": k, "slowdown": slowdown},
-        "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored} for g in rank_ids},
+        "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored if g in scored[m]["per_graph"]} for g in rank_ids},
         "figures": figures,
     } | ({"noise_ceiling": ceiling} if ceiling is not None else {}) | ensemble_served(cfg.get("weights"))
     write_text_atomic(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
@@ -527,7 +557,8 @@ def run(cfg: DictConfig) -> dict:
 @stage("report")
 def main(cfg: DictConfig) -> float:
     result = run(cfg)
-    return result["models"][result["best"]["overall"]]["score"]
+    best = result["best"]["overall"]
+    return float("-inf") if best is None else result["models"][best]["score"]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from features.cost_terms import SLOT_FACTS, layout_terms
 from models.gnn import GNNRanker, GraphBatch, predict_scores
 from models.metrics import kendall_tau
 
@@ -37,6 +38,22 @@ def graph(config_layout: torch.Tensor | None = None, config_feat: torch.Tensor |
         dtype=torch.float32,
     )
     tile = config_feat is not None
+    terms = None
+    if config_layout is not None:
+        # slot facts: the convolution (130 x 8 f32) reads node 0 (8 x 20) and a kernel, node 1
+        # (20 x 130); the reshape (8 x 130) reads the convolution; defaults: own layout (1, 0)
+        facts = np.zeros((2, 3, SLOT_FACTS), dtype=np.int64)
+        facts[..., 7:9] = -1
+        facts[:, :, 9] = [[1, 1, 1], [1, 0, 0]]  # fixed neighbours
+        facts[0, 0, [0, 1, 6, 7]] = [130, 8, 4, 1]
+        facts[0, 1, [0, 1, 6]] = [8, 20, 4]
+        facts[0, 2, [0, 1, 6]] = [20, 130, 4]
+        facts[1, 0, [0, 1, 6]] = [8, 130, 4]
+        facts[1, 1, [0, 1, 6]] = [130, 8, 4]
+        defaults = np.full((2, 3, 6), -1)
+        defaults[:, :2, :2] = [1, 0]
+        done = config_layout.numpy().copy()
+        terms = torch.from_numpy(layout_terms(facts, defaults, np.array([[1, 0]]), done))
     return GraphBatch(
         opcode=torch.tensor([63, 63, 26, 75, 2, 24]),
         node_feat=feat,
@@ -45,6 +62,7 @@ def graph(config_layout: torch.Tensor | None = None, config_feat: torch.Tensor |
         config_nodes=None if tile else torch.tensor([CONV, RESHAPE]),
         config_layout=config_layout,
         config_feat=config_feat,
+        config_terms=terms,
     )
 
 
@@ -248,7 +266,7 @@ def test_hydra_config_builds_the_model() -> None:
     assert t(tile_batch(3)).shape == (3,) and t.loss.name == "listmle"
 
 
-@pytest.mark.parametrize("kw", [{}, {"kind": "tile"}, {"cross": "mha"}, {"cross": "none", "channel_attention": "none", "norm": "none"}])
+@pytest.mark.parametrize("kw", [{}, {"cost_terms": True}, {"kind": "tile"}, {"cross": "mha"}, {"cross": "none", "channel_attention": "none", "norm": "none"}])
 def test_every_parameter_gets_a_gradient(kw: dict) -> None:
     b = tile_batch(5) if kw.get("kind") == "tile" else layout_batch(5)
     m = model(**kw).train()

@@ -1,5 +1,6 @@
 """Validation report on a tiny embedded sample: files exist, PNGs are real images, figures agree
-with `pipeline.evaluate`, an oracle scores perfectly, a model that misses a graph is left out, and
+with `pipeline.evaluate`, an oracle scores perfectly, a model that misses a graph is scored on the
+collections it serves in full (no overall), one that serves none is left out, and
 the noise ceiling appears exactly when the generator's noiseless costs are there."""
 
 from __future__ import annotations
@@ -93,12 +94,20 @@ def test_oracle_and_incomplete_models(sample, tmp_path) -> None:
     for f in (sample["pred"] / "baseline").iterdir():
         (pred / "baseline" / f.name).write_bytes(f.read_bytes())
     write_predictions(pred / "ensemble" / "valid.parquet", runtimes)  # lower runtime = lower score: perfect
+    first = next(iter(runtimes))
     missing = dict(list(runtimes.items())[1:])
-    write_predictions(pred / "gnn" / "valid.parquet", missing)
+    write_predictions(pred / "gnn" / "valid.parquet", missing)  # serves every collection but the first graph's
+    write_predictions(pred / "gbdt" / "valid.parquet", {first: runtimes[first]})  # no collection in full
     out = tmp_path / "rep"
     result = report.run(stage_cfg("report", data=sample["raw"], predictions=pred, out=out, top_k=10))
-    assert list(result["models"]) == ["baseline", "ensemble"]
-    assert "gnn" in result["skipped"] and next(iter(runtimes)) in result["skipped"]["gnn"]
+    assert list(result["models"]) == ["baseline", "gnn", "ensemble"]
+    assert "gbdt" in result["skipped"] and "none" in result["skipped"]["gbdt"]
+    partial = result["models"]["gnn"]
+    lost = next(f.collection for f in files if f.id == first)
+    assert partial["score"] is None and lost not in partial["collections"]
+    assert sorted(partial["collections"]) == sorted({f.collection for f in files} - {lost})
+    assert "all" not in result["top_k"]["slowdown"]["gnn"] and lost not in result["top_k"]["slowdown"]["gnn"]
+    assert "| gnn | " in (out / "validation.md").read_text() and result["best"][lost] != "gnn"
     oracle = result["models"]["ensemble"]
     assert all(v == pytest.approx(1.0) for v in oracle["collections"].values())
     assert result["best"]["overall"] == "ensemble"

@@ -26,6 +26,10 @@ minor-to-major order (often nothing: -1 everywhere is the compiler's default), a
 The completion of every prefix-form group under each distinct default layout of a graph is
 tabulated once per graph (`features.completion.GroupCompleter`), so `select` pays two gathers per batch, not the
 (k, NV, 3, 6, 6) comparisons of `complete_layout`.
+A batch also carries `config_terms` (k, NV, `features.cost_terms.NUM_TERMS`): the analytical
+cost terms of each varying node under each selected config (padding of every slot tensor to
+TPU tiles, layout changes against the defaults, producer/consumer disagreements along
+`config_pairs`), from the raw slot facts the extract stage writes (`config_slots`).
 Invariant: `to_original` maps unique-row scores back through `config_map`, so every original
 config index of the raw file gets a score.
 """
@@ -41,13 +45,15 @@ from torch import Tensor
 
 from features.configs import unpack_layout
 from features.completion import GroupCompleter, group_defaults
+from features.cost_terms import SLOT_FACTS, config_totals, layout_terms
+from features.layout import opcode_kind
 from models.gnn import GraphBatch
 from pipeline.io.catalog import collection_dir, collection_kind, graph_id
 from pipeline.core.errors import DataError
 from pipeline.io.npz import read_members
 
 LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
-               "config_runtime", "config_node_ids", "config_codes")
+               "config_runtime", "config_node_ids", "config_codes", "varying", "config_pairs", "config_slots")
 TILE_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
              "config_runtime", "config_feat_norm", "config_runtime_normalizers")
 @dataclass
@@ -60,6 +66,8 @@ class GraphData:
         codes: (U, NV, 3) int32 packed layouts of the varying configurable nodes, as in the
             file (layout); `select` completes them.
         complete: the GroupCompleter of those nodes (layout).
+        terms: what `features.cost_terms.layout_terms` reads of those nodes (layout; None when
+            the arrays carry no `config_slots`: batches then have no `config_terms`).
         config_feat: (U, F') float32 normalized tile configs (tile).
         runtime: (U,) float64 training target per unique row (tile: runtime / normalizer).
         config_map: (C,) int64 original config index -> unique row.
@@ -74,6 +82,7 @@ class GraphData:
     graph: GraphBatch
     codes: np.ndarray | None
     complete: GroupCompleter | None
+    terms: TermInputs | None
     config_feat: Tensor | None
     runtime: np.ndarray
     config_map: np.ndarray
@@ -106,9 +115,25 @@ class GraphData:
         idx = torch.as_tensor(rows, dtype=torch.long)
         if self.config_feat is not None:
             return replace(self.graph, config_feat=self.config_feat[idx.to(self.config_feat.device)])
-        codes = self.codes[idx.cpu().numpy()]  # (k, NV, 3)
-        layout = unpack_layout(self.complete(codes))  # (k, NV, 18) int8
-        return replace(self.graph, config_layout=torch.from_numpy(layout).long().to(self.device))
+        layout = self.completed(idx.cpu().numpy())  # (k, NV, 18) int8
+        terms = None
+        if self.terms is not None:
+            terms = torch.from_numpy(layout_terms(self.terms.facts, self.terms.defaults, self.terms.pairs, layout)).to(self.device)
+        return replace(self.graph, config_layout=torch.from_numpy(layout).long().to(self.device), config_terms=terms)
+
+    def completed(self, rows: np.ndarray) -> np.ndarray:
+        """(k, NV, 18) int8 completed layout groups of the unique configs at `rows` (layout)."""
+        return unpack_layout(self.complete(self.codes[np.asarray(rows, dtype=np.int64)]))
+
+    def cost_totals(self, rows: np.ndarray) -> np.ndarray:
+        """(k, `features.cost_terms.TOTAL_NAMES`) float64: the cost terms of the unique configs at
+        `rows`, bytes as bytes, summed per opcode kind of the varying nodes (layout)."""
+        if self.terms is None:
+            raise DataError(self.path, "carries no config_slots (rerun `make extract`)", "config_slots")
+        t = self.terms
+        terms = layout_terms(t.facts, t.defaults, t.pairs, self.completed(rows), log_bytes=False)
+        kind = opcode_kind(self.graph.opcode[self.graph.config_nodes].numpy())
+        return config_totals(terms, kind)
 
     def subset(self, rows: np.ndarray) -> "GraphData":
         """The same graph with only the unique rows `rows` and the original configs that map to
@@ -130,6 +155,26 @@ class GraphData:
         if s.shape != (self.num_configs,):
             raise ValueError(f"{self.id}: {s.shape} scores for {self.num_configs} unique configs")
         return s.astype(np.float64)[self.config_map]
+
+
+@dataclass
+class TermInputs:
+    """The per-graph inputs of `features.cost_terms.layout_terms` for the NV varying nodes:
+    facts (NV, 3, SLOT_FACTS), defaults (NV, 3, 6), pairs (P, 2) positions into NV."""
+
+    facts: np.ndarray
+    defaults: np.ndarray
+    pairs: np.ndarray
+
+
+def varying_pairs(pairs: np.ndarray, varying: np.ndarray) -> np.ndarray:
+    """(P, 2) `[consumer, producer]` positions into all configurable nodes -> the pairs whose
+    both ends vary, as positions into the varying ones."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    varying = np.asarray(varying, dtype=bool)
+    pos = np.where(varying, np.cumsum(varying) - 1, -1)
+    mapped = pos[pairs] if pairs.size else pairs
+    return mapped[(mapped >= 0).all(1)]
 
 
 def sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -167,7 +212,7 @@ def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str 
     )
     runtime = a["runtime"].astype(np.float64)
     original = a["config_runtime"].astype(np.float64)
-    codes = feat = complete = None
+    codes = feat = complete = terms = None
     if kind == "layout":
         codes = a["config_codes"]
         nodes = a["config_node_ids"].astype(np.int64)
@@ -188,10 +233,19 @@ def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str 
     except ValueError as e:
         raise DataError(path, str(e)) from None
     if kind == "layout":  # after the check: ids and layouts are in range
-        complete = GroupCompleter(group_defaults(a["node_layout"], a["node_opcode"], a["edge_index"], nodes))
+        defaults = group_defaults(a["node_layout"], a["node_opcode"], a["edge_index"], nodes)
+        complete = GroupCompleter(defaults)
+        if "config_slots" in a:
+            facts = np.asarray(a["config_slots"])
+            if facts.shape != (nodes.size, 3, SLOT_FACTS):
+                raise DataError(path, f"config_slots has shape {facts.shape}, expected ({nodes.size}, 3, {SLOT_FACTS})", "config_slots")
+            varying, pairs = np.asarray(a["varying"], dtype=bool), np.asarray(a["config_pairs"]).reshape(-1, 2)
+            if int(varying.sum()) != nodes.size or (pairs.size and (pairs.min() < 0 or pairs.max() >= varying.size)):
+                raise DataError(path, f"varying / config_pairs do not match the {nodes.size} varying configurable nodes", "config_pairs")
+            terms = TermInputs(facts, defaults, varying_pairs(pairs, varying))
     stem = "graph" if path is None else Path(path).stem
     return GraphData(graph_id(collection, stem), collection, split, None if path is None else Path(path), graph,
-                     codes, complete, feat, runtime, cmap, original)
+                     codes, complete, terms, feat, runtime, cmap, original)
 
 
 def graph_files(root: str | Path, collection: str, split: str) -> list[Path]:

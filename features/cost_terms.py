@@ -1,0 +1,245 @@
+"""Analytical cost terms of layout configs, per configurable node (pure numpy).
+
+What a TPU pays for a layout, read off the file's arrays, as numbers a learned model can
+correct rather than rediscover: a tensor is stored in (sublane, 128-lane) tiles over its two
+minor-most dims (sublane 8 for 32-bit elements, 16 for 16-bit, 32 for 8-bit), so a badly filled
+minor dim moves padding; a layout that differs from what the neighbouring fixed nodes hold costs
+a relayout copy; a consumer that wants its input in another layout than its producer writes
+costs a copy of the producer's bytes; a convolution runs best with its feature dims minor-most;
+a reshape is a free bitcast only between row-major layouts.
+
+- `slot_facts(node_feat, node_opcode, edge_index, config_nodes)`: per configurable node and
+  slot (0 output, 1 input = operand 0, 2 kernel = operand 1 of a convolution or dot), the
+  slot tensor's dims, element bytes and the dim a convolution wants minor-most; written by the
+  extract stage beside the GNN tensors, from the raw (unnormalized) node features.
+- `layout_terms(facts, defaults, pairs, layout)`: (k, M, NUM_TERMS) float32 terms of k configs
+  whose groups are already completed (`features.completion`), `TERM_NAMES` in order;
+- `config_totals(terms, kind)`: per config, the terms summed over the nodes of each opcode kind
+  (conv, dot, reshape, other): the inputs of the analytical ranker (`models.analytical`).
+
+Terms per slot (out, in, kernel), 11 each (bytes enter as log2(1 + bytes) / 16; "held" bytes
+include the tile padding): present; -log2 of the lane fill of the minor-most dim; -log2 of the
+sublane fill of the second-minor dim; the padding bytes; changed (the completed layout differs
+from the one the group defaults to), the held bytes where changed, and where changed while the
+slot meets a node of fixed layout (a copy); row-major; minor-most dim is the last one; how many
+of a convolution's wanted dims (feature dim minor-most; kernel input feature second-minor) are
+elsewhere, and the held bytes where any is. Then 3 link terms: at each consumer, how many
+configurable producers feeding it (through any chain, `config_pairs`) write another layout than
+its input group asks for, and their bytes; at each producer, how many consumers disagree with it.
+Then 2 compute terms of a convolution or dot (flops as log2(1 + flops) / 32): its flops where a
+wanted dim is elsewhere (a dot: where a slot's minor-most dim is not its last), and its flops
+times the lane waste of its output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, ELEMENTWISE, KINDS, LAYOUT_FREE, SHAPE_COLS, TYPE_COLS, slot_nodes
+
+CONVOLUTION_FEATURE_COLS = (106, 94, 100)  # output feature, input feature, kernel output feature (docs/FORMAT.md)
+KERNEL_INPUT_FEATURE_COL = 99  # a convolution's kernel input feature: wanted second-minor
+SLOT_FACTS = 11  # per slot: 6 dims, element bytes, wanted minor dim, wanted second-minor dim (-1 none), fixed neighbour, matmul flops (output slot)
+_WALK_BUDGET = 256  # nodes visited per walk: chains of elementwise ops are short
+LANES = 128
+SUBLANE_BYTES = 32  # a sublane tile spans 32 bytes of elements: 8 f32, 16 bf16
+SLOT_TERMS = ("present", "lane_waste", "sublane_waste", "pad_bytes", "changed", "changed_bytes", "fixed_changed_bytes",
+              "row_major", "minor_last", "feature_off", "feature_off_bytes")
+SLOTS = ("out", "in", "kernel")
+LINK_TERMS = ("in_mismatch", "in_mismatch_bytes", "out_mismatch")
+COMPUTE_TERMS = ("flops_off", "flops_lane_waste")
+TERM_NAMES = tuple(f"{s}_{t}" for s in SLOTS for t in SLOT_TERMS) + LINK_TERMS + COMPUTE_TERMS
+NUM_TERMS = len(TERM_NAMES)
+TOTAL_NAMES = tuple(f"{kind}_{name}" for kind in KINDS for name in TERM_NAMES)
+
+
+def _fixed_slots(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray, slots: np.ndarray,
+                 varying: np.ndarray) -> np.ndarray:
+    """(M, 3) bool: the slot's tensor meets a node of fixed layout, looking through same-shape
+    elementwise chains (XLA propagates layouts through them): the output is the root or is read
+    by such a node; an input is fed by one that is not layout-free (broadcast, constant)."""
+    n = node_feat.shape[0]
+    consumers: list[list[int]] = [[] for _ in range(n)]
+    producers: list[list[int]] = [[] for _ in range(n)]
+    for u, v in np.asarray(edge_index, dtype=np.int64).reshape(-1, 2).tolist():
+        consumers[v].append(u)
+        producers[u].append(v)
+    shape = node_feat[:, SHAPE_COLS]
+    op = np.asarray(node_opcode)
+    free = np.zeros(n, dtype=bool)  # never fixed: varying configurable nodes (forward: also walked past)
+    free[varying] = True
+
+    def passes(node: int, start: int) -> bool:  # the layout flows through this node unchanged
+        return int(op[node]) in ELEMENTWISE and bool((shape[node] == shape[start]).all())
+
+    def reads_fixed(start: int) -> bool:
+        seen, todo = {start}, [start]
+        while todo and len(seen) < _WALK_BUDGET:
+            for c in consumers[todo.pop()]:
+                if c in seen or free[c]:
+                    continue
+                if not passes(c, start):
+                    return True
+                seen.add(c)
+                todo.append(c)
+        return False
+
+    def fed_fixed(start: int) -> bool:
+        seen, todo = {start}, [start]
+        while todo and len(seen) < _WALK_BUDGET:
+            node = todo.pop()
+            if free[node] or int(op[node]) in LAYOUT_FREE:
+                continue
+            if not passes(node, start):
+                return True
+            for p in producers[node]:
+                if p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+        return False
+
+    fixed = np.zeros(slots.shape, dtype=bool)
+    for j, (out, inp, ker) in enumerate(slots.tolist()):
+        fixed[j, 0] = bool(node_feat[out, 0] > 0) or reads_fixed(out)
+        fixed[j, 1] = inp >= 0 and fed_fixed(inp)
+        fixed[j, 2] = ker >= 0 and fed_fixed(ker)
+    return fixed
+
+
+def slot_facts(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
+               config_nodes: np.ndarray) -> np.ndarray:
+    """(M, 3, SLOT_FACTS) int64 facts of each slot tensor (module docstring), from RAW node_feat
+    (N, 140): dims 0-5 (0 beyond the rank), element bytes (0: absent or not an array), the dims a
+    convolution wants minor-most and second-minor in that slot (-1: none), and whether the slot
+    meets a node of fixed layout (`config_nodes` are the nodes whose layout varies; every other
+    node, configurable or not, holds its layout)."""
+    nf = np.asarray(node_feat)
+    nodes = np.asarray(config_nodes, dtype=np.int64)
+    slots = slot_nodes(node_opcode, edge_index, nodes)
+    present = slots >= 0
+    node = np.where(present, slots, 0)
+    out = np.zeros((*slots.shape, SLOT_FACTS), dtype=np.int64)
+    out[..., :6] = np.where(present[..., None], nf[node][..., SHAPE_COLS], 0)
+    out[..., 6] = np.where(present, nf[node][..., TYPE_COLS] @ ELEMENT_BYTES, 0)
+    out[..., 7:9] = -1
+    conv = np.asarray(node_opcode)[nodes] == CONVOLUTION
+    rank = (out[..., :6] > 0).sum(-1)  # (M, 3)
+    wanted = [(s, 7, col) for s, col in enumerate(CONVOLUTION_FEATURE_COLS)] + [(2, 8, KERNEL_INPUT_FEATURE_COL)]
+    for s, at, col in wanted:
+        want = nf[nodes, col].astype(np.int64)
+        ok = conv & present[:, s] & (want >= 0) & (want < rank[:, s])
+        out[ok, s, at] = want[ok]
+    out[..., 9] = _fixed_slots(nf, node_opcode, edge_index, slots, nodes) & present
+    out[:, 0, 10] = _matmul_flops(out, np.asarray(node_opcode)[nodes])
+    return out
+
+
+def _matmul_flops(facts: np.ndarray, opcode: np.ndarray) -> np.ndarray:
+    """(M,) int64 multiply-add flops of each convolution or dot (0 for other ops): 2 x output
+    elements x the contracted size, for a convolution the kernel's elements over its output
+    feature dim, for a dot sqrt(lhs x rhs / output) elements (M K x K N / M N = K^2)."""
+    elems = np.where(facts[..., :6] > 0, facts[..., :6], 1).prod(-1).astype(np.float64)  # (M, 3)
+    elems = np.where(facts[..., 6] > 0, elems, 0.0)
+    kernel_out = np.take_along_axis(facts[:, 2, :6], np.maximum(facts[:, 2, 7:8], 0), 1)[:, 0]
+    conv = (opcode == CONVOLUTION) & (facts[:, 2, 7] >= 0) & (kernel_out > 0)
+    contracted = np.where(conv, elems[:, 2] / np.maximum(kernel_out, 1), 0.0)
+    dot = (opcode == DOT) & (elems[:, 0] > 0)
+    contracted = np.where(dot, np.sqrt(elems[:, 1] * elems[:, 2] / np.maximum(elems[:, 0], 1.0)), contracted)
+    return np.rint(2.0 * elems[:, 0] * contracted).astype(np.int64)
+
+
+def _fill(size: np.ndarray, tile: np.ndarray | int) -> np.ndarray:
+    size = np.maximum(size, 1.0)
+    return size / (np.ceil(size / tile) * tile)
+
+
+def _log_bytes(x: np.ndarray) -> np.ndarray:
+    return np.log2(1.0 + np.maximum(x, 0.0)) / 16.0
+
+
+def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, layout: np.ndarray,
+                 log_bytes: bool = True) -> np.ndarray:
+    """Cost terms of k configs (module docstring).
+
+    Args:
+        facts: (M, 3, SLOT_FACTS) `slot_facts` of the M configurable nodes.
+        defaults: (M, 3, 6) the layouts the groups complete from (`features.completion.group_defaults`).
+        pairs: (P, 2) `[consumer, producer]` positions into M (configurable producer feeding a
+            configurable consumer through any chain).
+        layout: (k, M, 18) completed groups, -1 beyond the rank.
+        log_bytes: bytes as log2(1 + bytes) / 16 (model inputs); False: as bytes (sums of them
+            are an additive cost, `config_totals`).
+
+    Returns (k, M, NUM_TERMS) float32.
+    """
+    scale = _log_bytes if log_bytes else (lambda x: np.maximum(x, 0.0))
+    scale_flops = (lambda x: np.log2(1.0 + np.maximum(x, 0.0)) / 32.0) if log_bytes else scale
+    lay = np.asarray(layout, dtype=np.int64)
+    k, m = lay.shape[0], lay.shape[1]
+    facts = np.asarray(facts, dtype=np.float64)
+    out = np.zeros((k, m, NUM_TERMS), dtype=np.float32)
+    if m == 0:
+        return out
+    groups = lay.reshape(k, m, 3, 6)
+    dims = facts[..., :6]                                        # (M, 3, 6)
+    elem = facts[..., 6]                                         # (M, 3)
+    rank = (dims > 0).sum(-1)                                    # (M, 3)
+    present = (rank > 0) & (elem > 0)
+    nbytes = np.where(dims > 0, dims, 1.0).prod(-1) * elem * present
+    padded = np.concatenate([np.ones((m, 3, 1)), np.maximum(dims, 1.0)], axis=-1)  # index 0 = no dim
+
+    def size_at(pos: int) -> np.ndarray:  # (k, M, 3) size of the dim at minor-to-major position `pos`
+        d = groups[..., pos]
+        d = np.where((d >= 0) & (d < rank[None]), d + 1, 0)
+        return np.take_along_axis(np.broadcast_to(padded[None], (k, m, 3, 7)), d[..., None], -1)[..., 0]
+
+    lane = _fill(size_at(0), LANES)
+    sublane = np.where(rank[None] >= 2, _fill(size_at(1), np.maximum(1, SUBLANE_BYTES // np.maximum(elem, 1))[None]), 1.0)
+    changed = (groups != np.asarray(defaults, dtype=np.int64)[None]).any(-1)
+    fixed = facts[..., 9] > 0
+    positions = np.arange(6)
+    row_major = ((groups == rank[None, ..., None] - 1 - positions) | (positions >= rank[None, ..., None])).all(-1)
+    want_minor, want_second = facts[..., 7].astype(np.int64), facts[..., 8].astype(np.int64)
+    feature_off = ((want_minor[None] >= 0) & (groups[..., 0] != want_minor[None])).astype(np.float64)
+    feature_off += (want_second[None] >= 0) & (groups[..., 1] != want_second[None])
+    held = nbytes[None] / (lane * sublane)                       # bytes as stored, padding included
+    per_slot = np.stack([
+        np.broadcast_to(present[None], (k, m, 3)),
+        -np.log2(lane), -np.log2(sublane), scale(held - nbytes[None]),
+        changed, changed * scale(held), (changed & fixed[None]) * scale(held),
+        row_major, groups[..., 0] == rank[None] - 1,
+        feature_off, (feature_off > 0) * scale(held),
+    ], axis=-1) * present[None, ..., None]                       # (k, M, 3, len(SLOT_TERMS))
+    out[..., : 3 * len(SLOT_TERMS)] = per_slot.reshape(k, m, -1)
+
+    flops = facts[:, 0, 10]                                      # (M,)
+    off = feature_off.sum(-1)                                     # (k, M): wanted dims elsewhere, over the slots
+    is_dot = (flops > 0) & (facts[:, 2, 7] < 0)                  # a dot: its minor dims should stay the last ones
+    off = off + (is_dot[None, :, None] & present[None] & ~(groups[..., 0] == rank[None] - 1)).sum(-1)
+    c = 3 * len(SLOT_TERMS) + len(LINK_TERMS)
+    out[..., c] = scale_flops(flops[None] * (off > 0))
+    out[..., c + 1] = scale_flops(flops[None] * -np.log2(lane[..., 0]))
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if pairs.size:
+        cons, prod = pairs[:, 0], pairs[:, 1]
+        mism = (groups[:, cons, 1] != groups[:, prod, 0]).any(-1) & present[cons, 1]  # (k, P)
+        n = len(SLOT_TERMS) * 3
+        offset = (np.arange(k) * m)[:, None]
+
+        def per_node(at: np.ndarray, weight: np.ndarray) -> np.ndarray:  # (k, P) -> (k, M) sums
+            return np.bincount((at[None] + offset).ravel(), weight.ravel(), minlength=k * m).reshape(k, m)
+
+        out[..., n] = per_node(cons, mism)
+        out[..., n + 1] = scale(per_node(cons, mism * nbytes[prod, 0]))
+        out[..., n + 2] = per_node(prod, mism)
+    return out
+
+
+def config_totals(terms: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """(k, M, T) terms (`log_bytes=False`) summed over the nodes of each opcode kind
+    (`kind` (M,) in 0..len(KINDS)-1): (k, len(KINDS) * T), kind-major (`TOTAL_NAMES`)."""
+    k, m, t = terms.shape
+    onehot = np.zeros((m, len(KINDS)), dtype=np.float64)
+    onehot[np.arange(m), np.asarray(kind, dtype=np.int64)] = 1.0
+    return np.einsum("kmt,mj->kjt", terms.astype(np.float64), onehot).reshape(k, len(KINDS) * t)

@@ -1,0 +1,126 @@
+"""Fit the analytical layout cost model per collection, then score valid and test configs.
+
+    python -m pipeline.train_analytical [collections=[layout:xla:random]] [l2=0.01] [mode=predict]
+    make train-analytical
+
+Reads the extract stage's GNN tensors; per layout collection, each train graph's unique configs
+(at most `fit_max_configs`, a fixed random subset) give their cost totals
+(`features.cost_terms.config_totals`) and runtimes, `models.analytical.AnalyticalRanker` fits
+non-negative weights on them, and every config of the valid and test graphs is scored, `chunk_configs`
+at a time. Writes `<models>/<collection dir>/model.json`, `<predictions>/<name>/<split>.parquet`
+(by original config index), then the stamp `<models>/.complete`. Tile collections are left to
+the other members (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from features.cost_terms import TOTAL_NAMES
+from models.analytical import AnalyticalRanker
+from models.metrics import kendall_tau
+from pipeline.core.cli import stage
+from pipeline.core.errors import DataError, where
+from pipeline.core.progress import tqdm
+from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.io.gnn_tensors import GraphData, graph_files, load_graph
+from pipeline.io.predictions import predictions_path, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+def graph_totals(g: GraphData, rows: np.ndarray, chunk: int) -> np.ndarray:
+    """(len(rows), F) cost totals of a graph's unique configs at `rows`, `chunk` at a time."""
+    parts = [g.cost_totals(rows[i : i + chunk]) for i in range(0, rows.size, max(1, chunk))]
+    return np.concatenate(parts) if parts else np.zeros((0, len(TOTAL_NAMES)))
+
+
+def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
+    """Fit and save one collection's model; None when it has no train graphs."""
+    paths = graph_files(cfg.data, collection, "train")
+    if not paths:
+        return None
+    rng = np.random.default_rng(int(cfg.seed))
+    data = []
+    for p in tqdm(paths, desc=f"{collection} train", unit="graph", leave=False):
+        g = load_graph(p, collection, "train")
+        n, cap = g.num_configs, cfg.fit_max_configs
+        rows = np.sort(rng.choice(n, size=int(cap), replace=False)) if cap is not None and n > cap else np.arange(n)
+        data.append((graph_totals(g, rows, int(cfg.chunk_configs)), g.runtime[rows]))
+    model = AnalyticalRanker(float(cfg.l2), TOTAL_NAMES).fit(data)
+    taus = [kendall_tau(model.scores(x), y) for x, y in data if np.ptp(y) > 0]
+    out = Path(cfg.models) / collection_dir(collection) / "model.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    used = int((model.weights > 0).sum())
+    log.info("%s: %d train graphs, %d configs, %d of %d totals weighted; train tau %.4f",
+             collection, len(paths), model.rows, used, len(TOTAL_NAMES), float(np.mean(taus)) if taus else float("nan"))
+    return {"graphs": len(paths), "rows": model.rows, "weighted": used}
+
+
+def predict_split(collection: str, split: str, cfg: DictConfig) -> dict[str, np.ndarray]:
+    """{Kaggle ID: (C,) scores by original config} of a collection's graphs in `split`."""
+    model_file = Path(cfg.models) / collection_dir(collection) / "model.json"
+    paths = graph_files(cfg.data, collection, split)
+    if not paths:
+        return {}
+    if not model_file.is_file():
+        log.warning("%s: no model at %s; %s not predicted", collection, model_file, split)
+        return {}
+    try:
+        model = AnalyticalRanker.load(model_file, TOTAL_NAMES)
+    except (ValueError, KeyError) as e:
+        raise DataError(model_file, str(e)) from None
+    scores = {}
+    for p in tqdm(paths, desc=f"{collection} {split}", unit="graph", leave=False):
+        g = load_graph(p, collection, split)
+        scores[g.id] = g.to_original(model.scores(graph_totals(g, np.arange(g.num_configs), int(cfg.chunk_configs))))
+    return scores
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.mode not in ("train", "predict"):
+        raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
+    if not Path(cfg.data).is_dir():
+        raise DataError(cfg.data, "no GNN tensors found (run the extract stage first)")
+    wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
+    for c in wanted:
+        if collection_kind(c) == "tile":
+            log.info("%s: no analytical layout terms for tile configs; left to the other members", c)
+    layout = [c for c in wanted if collection_kind(c) == "layout" and (Path(cfg.data) / collection_dir(c)).is_dir()]
+    metas = {}
+    if cfg.mode == "train":
+        begin_stage(cfg.models)
+        for split in cfg.splits:  # a collection no longer fitted must not leave stale predictions
+            predictions_path(cfg.predictions, cfg.name, split).unlink(missing_ok=True)
+        for c in layout:
+            with where(c):
+                m = fit_collection(c, cfg)
+            if m is not None:
+                metas[c] = m
+    for split in cfg.splits:
+        scores: dict[str, np.ndarray] = {}
+        for c in layout:
+            with where(f"{c} {split}"):
+                scores.update(predict_split(c, split, cfg))
+        if scores:
+            dst = predictions_path(cfg.predictions, cfg.name, split)
+            write_predictions(dst, scores, cfg)
+            log.info("wrote %s (%d graphs)", dst, len(scores))
+    if cfg.mode == "train":
+        finish_stage(cfg.models, metas)
+    return metas
+
+
+@stage("train_analytical")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
