@@ -41,6 +41,9 @@ class AnalyticalRanker:
         self.weights: np.ndarray | None = None
         self.rows = 0
 
+    def __repr__(self) -> str:
+        return f"AnalyticalRanker(l2={self.l2}, {len(self.names)} totals)"
+
     def fit(self, graphs: list[tuple[np.ndarray, np.ndarray]]) -> "AnalyticalRanker":
         """Fit on `[(totals (n, F), runtime (n,)), ...]`, one pair per train graph. Graphs whose
         runtimes are all equal (or with one config) carry no ranking and are left out; with none

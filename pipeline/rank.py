@@ -6,7 +6,7 @@
 `file` is one program in the TpuGraphs `.npz` format. Its collection is read from its place in a
 TpuGraphs tree (`.../<kind>/<source>/<search>/<split>/<stem>.npz`); elsewhere `collection=` must
 be given. The models are those trained on `paths.dataset` (make: the dataset of DATA): `model`
-is ensemble, gnn, gbdt (any LightGBM model name) or baseline. The file goes through the same
+is ensemble, gnn, gbdt (any LightGBM model name), analytical or baseline. The file goes through the same
 code as the pipeline, in a temporary folder: prune, pad with the training run's saved
 statistics, extract, then each model the answer needs in predict-only mode (the ensemble with
 its saved weights, after its members), each stage composed from its own `conf/<stage>.yaml`.
@@ -49,7 +49,7 @@ from pipeline.core.progress import silenced
 
 log = logging.getLogger(__name__)
 
-TRAINED = ("gnn", "gbdt", "ensemble")
+TRAINED = ("gnn", "gbdt", "analytical", "ensemble")
 QUIET = ("pipeline", "features", "models")  # loggers of the stages run inside: warnings only, unless verbose
 
 
@@ -104,7 +104,7 @@ def check_file(path: Path, collection: str) -> Graph:
 
 
 def model_kind(models: Path, name: str, collection: str) -> str | None:
-    """What stage serves `name` for `collection`: gnn, gbdt, ensemble, baseline; None: not trained."""
+    """What stage serves `name` for `collection`: gnn, gbdt, analytical, ensemble, baseline; None: not trained."""
     if name == "baseline":
         return "baseline"
     d = models / name
@@ -114,6 +114,8 @@ def model_kind(models: Path, name: str, collection: str) -> str | None:
         return "gnn"
     if any((d / collection_dir(collection)).glob("model*.txt")):
         return "gbdt"
+    if (d / collection_dir(collection) / "model.json").is_file():
+        return "analytical"
     return None
 
 
@@ -201,7 +203,7 @@ class Ranker:
             gf = GraphFile(collection, "test", raw)
             pred = t / "predictions"
             with quiet(bool(self.cfg.verbose)):
-                if any(k in ("gnn", "gbdt") for _, k in plan):
+                if any(k in ("gnn", "gbdt", "analytical") for _, k in plan):
                     self.features(t, collection)
                 for name, kind in plan:
                     self.predict(t, gf, name, kind)
@@ -236,6 +238,12 @@ class Ranker:
 
             train_gbdt.run(stage_cfg("train_gbdt", self.paths, f"name={name}", "mode=predict", f"models={self.models / name}",
                                      f"tables={t / 'processed' / 'tables'}", f"predictions={pred}", *only))
+        elif kind == "analytical":
+            from pipeline import train_analytical
+
+            train_analytical.run(stage_cfg("train_analytical", self.paths, f"name={name}", "mode=predict",
+                                           f"models={self.models / name}", f"data={t / 'processed' / 'gnn'}",
+                                           f"predictions={pred}", *only))
         else:
             from pipeline import train_gnn
 

@@ -1,6 +1,6 @@
 """Fit the analytical layout cost model per collection, then score valid and test configs.
 
-    python -m pipeline.train_analytical [collections=[layout:xla:random]] [l2=0.01] [mode=predict]
+    python -m pipeline.train_analytical [collections=[layout:xla:random]] [model.l2=0.01] [mode=predict]
     make train-analytical
 
 Reads the extract stage's GNN tensors; per layout collection, each train graph's unique configs
@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
-from pipeline.core.cli import stage
+from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
@@ -52,7 +52,8 @@ def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
         n, cap = g.num_configs, cfg.fit_max_configs
         rows = np.sort(rng.choice(n, size=int(cap), replace=False)) if cap is not None and n > cap else np.arange(n)
         data.append((graph_totals(g, rows, int(cfg.chunk_configs)), g.runtime[rows]))
-    model = AnalyticalRanker(float(cfg.l2), TOTAL_NAMES).fit(data)
+    model: AnalyticalRanker = instantiate(cfg.model, "model", names=TOTAL_NAMES)
+    model.fit(data)
     taus = [kendall_tau(model.scores(x), y) for x, y in data if np.ptp(y) > 0]
     out = Path(cfg.models) / collection_dir(collection) / "model.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ epoch is picked on it), and the real stages run on that tree
 (prune, pad with statistics fitted on train, extract, train_gnn with the `gnn` overrides), so the
 check exercises exactly the product's code. A LightGBM regressor on the flattened
 node_config_feat of the varying configurable nodes, target log(runtime), is fitted on the same
-train half as a reference. Writes `out/report.json` and prints one JSON line: Kendall's tau of
+train half as a reference, and so is the analytical ranker (`pipeline.train_analytical`). Writes `out/report.json` and prints one JSON line: Kendall's tau of
 each model on the held-out half, the config counts and the times.
 Invariant: no config (after dedup) is on both sides; both models see the same split.
 """
@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from features.configs import ConfigDeduper, pack_layout, unpack_layout
 from models.metrics import kendall_tau
-from pipeline import extract, pad, prune, train_gnn
+from pipeline import extract, pad, prune, train_analytical, train_gnn
 from pipeline.io.catalog import COLLECTIONS, graph_id
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
@@ -149,6 +149,12 @@ def run(cfg: DictConfig) -> dict:
     prune.run(_compose("prune", [f"data={raw}", f"out={out / 'pruned'}", *common]))
     pad.run(_compose("pad", [f"data={out / 'pruned'}", f"out={out / 'padded'}", *common]))
     extract.run(_compose("extract", [f"data={out / 'padded'}", f"out={out / 'processed'}", "tables=false", *common]))
+    train_analytical.run(_compose("train_analytical", [
+        f"data={out / 'processed' / 'gnn'}", f"models={out / 'models' / 'analytical'}", f"predictions={out / 'predictions'}",
+        f"collections=[{collection}]", "splits=[test]", *common]))
+    analytical = read_predictions(predictions_path(out / "predictions", "analytical", "test"))[graph_id(collection, stem)]
+    analytical_tau = kendall_tau(analytical, runtime[va])
+    log.info("analytical reference: tau %.4f on the held-out half", analytical_tau)
     t2 = time.monotonic()
     gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
     summary = train_gnn.run(_compose("train_gnn", [
@@ -160,7 +166,7 @@ def run(cfg: DictConfig) -> dict:
     report = {
         "file": str(src), "collection": collection, "configs": int(n_configs), "distinct": int(u),
         "train": int(tr.size), "valid": int(va.size), "seed": int(cfg.seed),
-        "gnn_tau": round(gnn_tau, 4), "lightgbm_tau": round(lgb_tau, 4),
+        "gnn_tau": round(gnn_tau, 4), "lightgbm_tau": round(lgb_tau, 4), "analytical_tau": round(analytical_tau, 4),
         "gnn_epochs": summary[collection]["epochs"], "gnn_s": round(t_gnn, 1), "lightgbm_s": round(t_lgb, 1),
         "total_s": round(time.monotonic() - t0, 1), "gnn_overrides": gnn,
     }

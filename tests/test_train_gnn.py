@@ -239,7 +239,7 @@ def test_transductive_split_of_a_real_file(samples: Path, tmp_path: Path) -> Non
     te = np.load(tmp_path / "processed/gnn/layout/xla/default/test/unet3d.npz")
     seen = {r.tobytes() for r in tr["config_codes"]}
     assert not any(r.tobytes() in seen for r in te["config_codes"])
-    assert -1.0 <= rep["gnn_tau"] <= 1.0 and -1.0 <= rep["lightgbm_tau"] <= 1.0
+    assert -1.0 <= rep["gnn_tau"] <= 1.0 and -1.0 <= rep["lightgbm_tau"] <= 1.0 and -1.0 <= rep["analytical_tau"] <= 1.0
     assert (tmp_path / "report.json").is_file()
     with pytest.raises(DataError, match="openai_v0_rnn_optimized.npz: has only 1 distinct config"):
         transductive.run(compose("transductive", [f"file={samples / 'layout/xla/random/train/openai_v0_rnn_optimized.npz'}",
