@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from features.configs import unlearnable_reason
 from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
@@ -27,6 +28,7 @@ from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.io.gnn_tensors import GraphData, graph_files, load_graph
 from pipeline.io.predictions import predictions_path, write_predictions
@@ -41,27 +43,37 @@ def graph_totals(g: GraphData, rows: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
-    """Fit and save one collection's model; None when it has no train graphs."""
+    """Fit and save one collection's model; None (and no model) when no train graph has an order
+    to learn."""
+    out = Path(cfg.models) / collection_dir(collection) / "model.json"
+    out.unlink(missing_ok=True)
     paths = graph_files(cfg.data, collection, "train")
     if not paths:
         return None
     rng = np.random.default_rng(int(cfg.seed))
+    excluded = exclusions(cfg.exclude, cfg.audit)
     data = []
     for p in tqdm(paths, desc=f"{collection} train", unit="graph", leave=False):
         g = load_graph(p, collection, "train")
+        reason = unlearnable_reason(g.runtime) or excluded.get(g.id)
+        if reason is not None:
+            log.info("%s: %s set aside from training: %s", collection, g.id, reason)
+            continue
         n, cap = g.num_configs, cfg.fit_max_configs
         rows = np.sort(rng.choice(n, size=int(cap), replace=False)) if cap is not None and n > cap else np.arange(n)
         data.append((graph_totals(g, rows, int(cfg.chunk_configs)), g.runtime[rows]))
     model: AnalyticalRanker = instantiate(cfg.model, "model", names=TOTAL_NAMES)
     model.fit(data)
+    if model.rows == 0:
+        log.warning("%s: no train graph has an order to learn (%d set aside); not trained", collection, len(paths))
+        return None
     taus = [kendall_tau(model.scores(x), y) for x, y in data if np.ptp(y) > 0]
-    out = Path(cfg.models) / collection_dir(collection) / "model.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     used = int((model.weights > 0).sum())
-    log.info("%s: %d train graphs, %d configs, %d of %d totals weighted; train tau %.4f",
-             collection, len(paths), model.rows, used, len(TOTAL_NAMES), float(np.mean(taus)) if taus else float("nan"))
-    return {"graphs": len(paths), "rows": model.rows, "weighted": used}
+    log.info("%s: %d train graphs fitted, %d configs, %d of %d totals weighted; train tau %.4f",
+             collection, len(data), model.rows, used, len(TOTAL_NAMES), float(np.mean(taus)) if taus else float("nan"))
+    return {"graphs": len(data), "rows": model.rows, "weighted": used}
 
 
 def predict_split(collection: str, split: str, cfg: DictConfig) -> dict[str, np.ndarray]:
