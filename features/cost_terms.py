@@ -222,17 +222,19 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
 
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if pairs.size:
-        cons, prod = pairs[:, 0], pairs[:, 1]
-        mism = (groups[:, cons, 1] != groups[:, prod, 0]).any(-1) & present[cons, 1]  # (k, P)
         n = len(SLOT_TERMS) * 3
+        code = (groups[..., :2, :] + 1) @ (8 ** np.arange(6))          # (k, M, 2): output and input layouts, one integer each
         offset = (np.arange(k) * m)[:, None]
-
-        def per_node(at: np.ndarray, weight: np.ndarray) -> np.ndarray:  # (k, P) -> (k, M) sums
-            return np.bincount((at[None] + offset).ravel(), weight.ravel(), minlength=k * m).reshape(k, m)
-
-        out[..., n] = per_node(cons, mism)
-        out[..., n + 1] = scale(per_node(cons, mism * nbytes[prod, 0]))
-        out[..., n + 2] = per_node(prod, mism)
+        sums = np.zeros((3, k * m))
+        block = max(1, (1 << 22) // k)  # pairs compared at once: temporaries stay ~k x block, whatever the pair count
+        for i in range(0, pairs.shape[0], block):
+            cons, prod = pairs[i : i + block, 0], pairs[i : i + block, 1]
+            mism = (code[:, cons, 1] != code[:, prod, 0]) & present[cons, 1]  # (k, P) the consumer wants another layout
+            for row, at, weight in ((0, cons, mism), (1, cons, mism * nbytes[prod, 0]), (2, prod, mism)):
+                sums[row] += np.bincount((at[None] + offset).ravel(), weight.ravel(), minlength=k * m)
+        out[..., n] = sums[0].reshape(k, m)
+        out[..., n + 1] = scale(sums[1].reshape(k, m))
+        out[..., n + 2] = sums[2].reshape(k, m)
     return out
 
 

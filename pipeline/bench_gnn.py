@@ -55,7 +55,8 @@ from pipeline.core.training import Precision, make_optimizer, warmup_cosine
 log = logging.getLogger(__name__)
 
 
-def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat_dim: int, seed: int) -> tuple[GraphData, dict]:
+def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat_dim: int, seed: int,
+                    pair_depth: int | None = 4) -> tuple[GraphData, dict]:
     """The pruned `pipeline.bench` graph with `configs` distinct-ish packed configs."""
     raw, palette, rng = synthetic_layout(nodes, config_nodes, seed)
     edges = raw["edge_index"]
@@ -69,7 +70,7 @@ def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat
               "edge_index": p.edge_index, "config_map": np.arange(configs), "runtime": runtime, "config_runtime": runtime,
               "config_node_ids": p.node_config_ids, "config_codes": codes,
               "varying": np.ones(config_nodes, dtype=bool),
-              "config_pairs": config_node_pairs(edges, nodes, raw["node_config_ids"]),
+              "config_pairs": config_node_pairs(edges, nodes, raw["node_config_ids"], pair_depth),
               "config_slots": slot_facts(raw["node_feat"][p.node_ids], arrays_opcode, p.edge_index, p.node_config_ids)}
     g = graph_data(arrays, COLLECTION, "train")
     return g, {"nodes": nodes, "kept_nodes": int(kept), "edges": int(edges.shape[0]), "kept_edges": int(p.edge_index.shape[0]),
@@ -170,7 +171,8 @@ def main(cfg: DictConfig) -> list[dict]:
     set_malloc(str(cfg.malloc))
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
-    g, shape = synthetic_graph(int(cfg.nodes), int(cfg.config_nodes), int(cfg.configs), int(cfg.hops), int(cfg.feat_dim), int(cfg.seed))
+    g, shape = synthetic_graph(int(cfg.nodes), int(cfg.config_nodes), int(cfg.configs), int(cfg.hops), int(cfg.feat_dim), int(cfg.seed),
+                               None if cfg.pair_depth is None else int(cfg.pair_depth))
     devices = list(cfg.devices) if cfg.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     lines = []
     for d in devices:
