@@ -10,10 +10,12 @@ a reshape is a free bitcast only between row-major layouts.
 
 - `slot_facts(node_feat, node_opcode, edge_index, config_nodes)`: per configurable node and
   slot (0 output, 1 input = operand 0, 2 kernel = operand 1 of a convolution or dot), the
-  slot tensor's dims, element bytes and the dim a convolution wants minor-most; written by the
-  extract stage beside the GNN tensors, from the raw (unnormalized) node features.
-- `layout_terms(facts, defaults, pairs, layout)`: (k, M, NUM_TERMS) float32 terms of k configs
-  whose groups are already completed (`features.completion`), `TERM_NAMES` in order;
+  slot tensor's dims and element bytes, the dims a convolution wants minor-most and
+  second-minor, whether the slot meets a node of fixed layout, and a convolution's or dot's
+  matmul flops; written by the extract stage beside the GNN tensors (`config_slots`), from the
+  raw (unnormalized) node features and the pruned graph.
+- `layout_terms(facts, defaults, pairs, layout, log_bytes=True)`: (k, M, NUM_TERMS) float32
+  terms of k configs whose groups are already completed (`features.completion`), `TERM_NAMES` in order;
 - `config_totals(terms, kind)`: per config, the terms summed over the nodes of each opcode kind
   (conv, dot, reshape, other): the inputs of the analytical ranker (`models.analytical`).
 
@@ -24,7 +26,8 @@ from the one the group defaults to), the held bytes where changed, and where cha
 slot meets a node of fixed layout (a copy); row-major; minor-most dim is the last one; how many
 of a convolution's wanted dims (feature dim minor-most; kernel input feature second-minor) are
 elsewhere, and the held bytes where any is. Then 3 link terms: at each consumer, how many
-configurable producers feeding it (through any chain, `config_pairs`) write another layout than
+configurable producers feeding it (`config_pairs`: through chains of at most the prune stage's
+`pair_depth` other nodes) write another layout than
 its input group asks for, and their bytes; at each producer, how many consumers disagree with it.
 Then 2 compute terms of a convolution or dot (flops as log2(1 + flops) / 32): its flops where a
 wanted dim is elsewhere (a dot: where a slot's minor-most dim is not its last), and its flops
