@@ -17,6 +17,7 @@ from features.configs import pack_layout, unpack_layout
 from features.completion import complete_layout
 from models.gnn import GNNRanker
 from features.completion import CompletionTable, GroupCompleter, group_defaults
+from features.cost_terms import NUM_TERMS, TERM_NAMES, TOTAL_NAMES, layout_terms
 from pipeline.io.gnn_tensors import feature_dims, graph_data, load_graph, load_graphs, sample_rows
 from pipeline.io.npz import read_graph, write_npz
 from pipeline.core.runner import rel_path
@@ -49,6 +50,14 @@ def test_config_codes_round_trip_to_the_raw_configs_of_the_varying_nodes(tiny) -
         done = batch.config_layout.numpy()[g.config_map]
         assert np.array_equal(done, want.reshape(raw_groups.shape))
         assert ((done >= 0).sum(-1) >= (raw_groups >= 0).sum(-1)).all() and (done != raw_groups).any()
+        # with the cost terms of those completed groups (features.cost_terms), node by node
+        terms = batch.config_terms.numpy()
+        assert terms.shape == (g.num_configs, g.codes.shape[1], NUM_TERMS) and np.isfinite(terms).all()
+        want_terms = layout_terms(g.terms.facts, g.terms.defaults, g.terms.pairs, batch.config_layout.numpy())
+        np.testing.assert_array_equal(terms, want_terms)
+        assert terms[:, :, TERM_NAMES.index("out_present")].all(), "every varying node has an output tensor"
+        totals = g.cost_totals(np.arange(g.num_configs))
+        assert totals.shape == (g.num_configs, len(TOTAL_NAMES)) and (totals >= 0).all()
         # the other configurable nodes never change, so they carry nothing to rank by
         assert (raw.node_config_feat[:, ~varying] == raw.node_config_feat[:1, ~varying]).all()
         # a selection comes back in the order asked for
