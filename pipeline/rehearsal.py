@@ -43,7 +43,7 @@ from pipeline.io.npz import read_members
 log = logging.getLogger(__name__)
 
 STEP_LINE = re.compile(r"(\S+): ([\d.]+) s per step")
-BEST_LINE = re.compile(r"(\S+): best valid \S+ at epoch \d+ \((\d+) steps, (\d+) s\)")
+BEST_LINE = re.compile(r"(\S+): best valid \S+ at epoch \d+ \((\d+) steps, ([\d.]+) s\)")
 
 
 def _flatten(node, prefix: str = "") -> list[str]:
@@ -175,7 +175,7 @@ def rehearse(cfg: DictConfig) -> list[dict]:
                 gnn_text = text
     gnn = gnn_flops(cfg)
     # the estimate after the first steps, else (a short run) the whole run's seconds per step
-    whole = {m.group(1): int(m.group(3)) / max(1, int(m.group(2))) for m in BEST_LINE.finditer(gnn_text)}
+    whole = {m.group(1): float(m.group(3)) / max(1, int(m.group(2))) for m in BEST_LINE.finditer(gnn_text)}
     gnn["s_per_step"] = whole | {m.group(1): float(m.group(2)) for m in STEP_LINE.finditer(gnn_text)}
     gnn["kept"] = {c: kept_nodes(Path(cfg.paths.processed), c) for c in gnn["s_per_step"]}
     project(cfg, rows, counts, gnn)

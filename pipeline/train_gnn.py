@@ -529,7 +529,7 @@ def run(cfg: DictConfig) -> dict:
                 finish_stage(cfg.out, {c: {k: v for k, v in s.items() if k not in ("train_loss", "history")}
                                        for c, s in summary.items()})
         for c, s in summary.items():
-            log.info("%s: best valid %s at epoch %d (%d steps, %.0f s)%s", c,
+            log.info("%s: best valid %s at epoch %d (%d steps, %.3f s)%s", c,
                      "-" if s["best"] is None else f"{s['best']:.4f}", s["best_epoch"] + 1, s["steps"], s["seconds"],
                      f", stopped by {s['stopped']}" if s["stopped"] else "")
         # ranks tear the process group down together: a rank that leaves while another still
