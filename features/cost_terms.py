@@ -122,8 +122,9 @@ def slot_facts(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.nd
     present = slots >= 0
     node = np.where(present, slots, 0)
     out = np.zeros((*slots.shape, SLOT_FACTS), dtype=np.int64)
-    out[..., :6] = np.where(present[..., None], nf[node][..., SHAPE_COLS], 0)
-    out[..., 6] = np.where(present, nf[node][..., TYPE_COLS] @ ELEMENT_BYTES, 0)
+    feat = nf[node]  # (M, 3, 140)
+    out[..., :6] = np.where(present[..., None], feat[..., SHAPE_COLS], 0)
+    out[..., 6] = np.where(present, feat[..., TYPE_COLS] @ ELEMENT_BYTES, 0)
     out[..., 7:9] = -1
     conv = np.asarray(node_opcode)[nodes] == CONVOLUTION
     rank = (out[..., :6] > 0).sum(-1)  # (M, 3)
@@ -167,8 +168,8 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
     Args:
         facts: (M, 3, SLOT_FACTS) `slot_facts` of the M configurable nodes.
         defaults: (M, 3, 6) the layouts the groups complete from (`features.completion.group_defaults`).
-        pairs: (P, 2) `[consumer, producer]` positions into M (configurable producer feeding a
-            configurable consumer through any chain).
+        pairs: (P, 2) `[consumer, producer]` positions into M (a configurable producer feeding a
+            configurable consumer, `config_pairs`).
         layout: (k, M, 18) completed groups, -1 beyond the rank.
         log_bytes: bytes as log2(1 + bytes) / 16 (model inputs); False: as bytes (sums of them
             are an additive cost, `config_totals`).

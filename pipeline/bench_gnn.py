@@ -64,14 +64,14 @@ def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat
     kept = p.node_ids.size
     codes = np.concatenate([pack_layout(c) for c in synthetic_configs(palette, configs, rng)])  # (U, NC, 3)
     runtime = rng.random(configs) + 1.0
-    arrays_opcode = raw["node_opcode"][p.node_ids]
+    opcode, raw_feat = raw["node_opcode"][p.node_ids], raw["node_feat"][p.node_ids]
     arrays = {"node_feat": rng.standard_normal((kept, feat_dim)).astype(np.float32),
-              "node_layout": node_layout(raw["node_feat"][p.node_ids]), "node_opcode": raw["node_opcode"][p.node_ids],
+              "node_layout": node_layout(raw_feat), "node_opcode": opcode,
               "edge_index": p.edge_index, "config_map": np.arange(configs), "runtime": runtime, "config_runtime": runtime,
               "config_node_ids": p.node_config_ids, "config_codes": codes,
               "varying": np.ones(config_nodes, dtype=bool),
               "config_pairs": config_node_pairs(edges, nodes, raw["node_config_ids"], pair_depth),
-              "config_slots": slot_facts(raw["node_feat"][p.node_ids], arrays_opcode, p.edge_index, p.node_config_ids)}
+              "config_slots": slot_facts(raw_feat, opcode, p.edge_index, p.node_config_ids)}
     g = graph_data(arrays, COLLECTION, "train")
     return g, {"nodes": nodes, "kept_nodes": int(kept), "edges": int(edges.shape[0]), "kept_edges": int(p.edge_index.shape[0]),
                "config_nodes": config_nodes, "configs": configs}

@@ -16,7 +16,7 @@ memory is bounded by the chunk and the unique-config count, not the file. Writes
   config, so its row holds its effective output layout under it,
   `features.pad.effective_output_layout`, not its own layout), `node_opcode`, `edge_index`,
   `node_splits`, `node_config_ids`, `node_ids` (original ids), `config_pairs`, `config_slots`
-  (NV, 3, 8) the raw tensor facts of each varying node's slots (`features.cost_terms`). Tile:
+  (NV, 3, `features.cost_terms.SLOT_FACTS`) the raw tensor facts of each varying node's slots. Tile:
   `config_feat` (U, 24) raw and `config_feat_norm`, `config_runtime_normalizers` (U,) of each
   row's first occurrence.
 - `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),

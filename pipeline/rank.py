@@ -49,7 +49,6 @@ from pipeline.core.progress import silenced
 
 log = logging.getLogger(__name__)
 
-TRAINED = ("gnn", "gbdt", "analytical", "ensemble")
 QUIET = ("pipeline", "features", "models")  # loggers of the stages run inside: warnings only, unless verbose
 
 
