@@ -294,7 +294,7 @@ def log_step_estimate(run: Training) -> None:
     t0, step0 = run.started
     per_step = (time.monotonic() - t0) / (run.state["step"] - step0)
     left = run.epochs * run.steps_per_epoch - run.state["step"]
-    log.info("%s: %.2f s per step; about %.1f min for the %d steps left (validation not counted)",
+    log.info("%s: %.3g s per step; about %.1f min for the %d steps left (validation not counted)",
              run.collection, per_step, per_step * left / 60, left)
 
 
@@ -341,7 +341,7 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
         raise DataError(run.out_dir, "no epoch finished, so there is no best checkpoint (epochs must be >= 1)")
     history = run.state["history"]
     return {"best": run.state["best"] if run.valid else None, "best_epoch": run.state["best_epoch"],
-            "epochs": len(history), "steps": run.state["step"], "seconds": round(time.monotonic() - t0, 1),
+            "epochs": len(history), "steps": run.state["step"], "seconds": round(time.monotonic() - t0, 3),
             "stopped": stopped, "memory": run.memory, "train_loss": [h["train_loss"] for h in history], "history": history}
 
 
