@@ -86,7 +86,7 @@ def blend(members: Mapping[str, Preds], weights: Mapping[str, float], ids: Seque
 def graph_scores(kind: str, preds: Preds, runtimes: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The metric of every graph of `runtimes` (a `tile` or `layout` collection) for `preds`
     (lower = faster; ties broken by config index, as in a submission)."""
-    return {gid: metrics.graph_score(kind, metrics.ranking(preds[gid]), r) for gid, r in runtimes.items()}
+    return {gid: metrics.graph_score(kind, metrics.config_order(kind, preds[gid]), r) for gid, r in runtimes.items()}
 
 
 def collection_score(kind: str, preds: Preds, runtimes: Mapping[str, np.ndarray]) -> float:

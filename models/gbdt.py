@@ -207,7 +207,7 @@ def validation_score(kind: str, sizes: np.ndarray, target: np.ndarray, scores: n
     out, start = [], 0
     for s in sizes:
         t, sc = target[start : start + s], scores[start : start + s]
-        out.append(metrics.graph_score(kind, metrics.ranking(sc), t))
+        out.append(metrics.graph_score(kind, metrics.config_order(kind, sc), t))
         start += s
     return float(np.mean(out)) if out else float("nan")
 

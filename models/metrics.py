@@ -117,6 +117,31 @@ def ranking(scores: np.ndarray | Sequence[float]) -> np.ndarray:
     return np.argsort(np.asarray(scores), kind="stable")
 
 
+def tile_order(scores: np.ndarray | Sequence[float], k: int = TILE_TOP_K) -> np.ndarray:
+    """`ranking` with its first `k` places given to configs of distinct scores.
+
+    The tile score counts only the fastest of the first `k` configs. Configs a model scores
+    exactly alike are copies of one config (real tile files repeat configs: one sample file
+    lists a single config 25 times) or configs the model cannot tell apart; listing a second
+    copy re-measures a config already listed, while the next distinct config is a second chance.
+    So the first copy of each of the `k` lowest distinct scores leads, then every other config in
+    `ranking` order. Example: `tile_order([1, 1, 1, 2, 3], k=3) == [0, 3, 4, 1, 2]`.
+    """
+    order = ranking(scores)
+    s = np.asarray(scores)[order]
+    lead = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])[:k]  # first of each run of equal scores
+    rest = np.ones(order.size, dtype=bool)
+    rest[lead] = False
+    return np.concatenate([order[lead], order[rest]])
+
+
+def config_order(kind: str, scores: np.ndarray | Sequence[float], k: int = TILE_TOP_K) -> np.ndarray:
+    """The order a submission lists for a graph of `kind`: `tile_order` for tile, `ranking` for
+    layout. Every score of a model (validation, early stopping, ensemble fits, report,
+    submission) goes through it, so what is measured is what is submitted."""
+    return tile_order(scores, k) if kind == "tile" else ranking(scores)
+
+
 def mean_ranks(values: np.ndarray | Sequence[float], sizes: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
     """(n,) float64 0-based rank of each value, ascending; equal values share their mean rank.
 

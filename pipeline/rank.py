@@ -38,7 +38,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from features.layout import opcode_name
-from models.metrics import ranking
+from models.metrics import config_order
 from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
@@ -211,7 +211,7 @@ class Ranker:
                     served = self.blend(t, collection, [n for n, _ in plan])
             scores = read_predictions(predictions_path(pred, model, "test"))
             s = scores[gf.id]
-        return Ranking(str(path), collection, model, ranking(s), s, served)
+        return Ranking(str(path), collection, model, config_order(collection_kind(collection), s), s, served)
 
     def features(self, t: Path, collection: str) -> None:
         from pipeline import extract, pad, prune

@@ -87,7 +87,7 @@ def model_names(predictions: str | Path, split: str, wanted: list[str] | None) -
 
 def top_k_slowdown(scores: np.ndarray, runtime: np.ndarray, k: int) -> np.ndarray:
     """(k,) min runtime among the first K predicted configs / min runtime, for K = 1..k."""
-    order = metrics.ranking(scores)[:k]
+    order = metrics.tile_order(scores, k)[:k]
     best = np.minimum.accumulate(runtime[order]) / runtime.min()
     # a graph with fewer than k configs has found its best once all are listed
     return np.concatenate([best, np.full(k - best.size, best[-1])])
@@ -144,7 +144,9 @@ def ceiling_score(kind: str, truth: np.ndarray, runtime: np.ndarray, k: int = me
     Kendall tau of that order against the measured runtimes (configs of equal noiseless cost,
     e.g. a default layout written out and written as -1, count as the coin flips a strict
     order makes of them, which tau-b of `truth` itself would leave out); tile: the tile score
-    of the `k` configs of least noiseless cost.
+    of the `k` configs of least noiseless cost. Copies of the best config all count here (the
+    oracle knows they are the best, and their measurements differ by noise alone), while a
+    model's submission lists each config once in its first `k` (`metrics.tile_order`).
     """
     if kind == "tile":
         return metrics.tile_score(metrics.ranking(truth), runtime, k=k)

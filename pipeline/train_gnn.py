@@ -15,7 +15,8 @@ scaler) on CUDA only; every epoch it scores the valid graphs with the competitio
 (Kendall tau, tile score; permutation-averaged `predict_scores`). Writes
 `out/<collection dir>/last.pt` every epoch and `best.pt` when validation improves (model,
 optimizer, scheduler and scaler state, epoch, step, RNG states, history, and the resolved
-config); then `predictions/<split>.parquet` (+ `.yaml`, the resolved config) for `splits`, all
+config; with `swa_start`, from that fraction of the epochs on, the mean of the weights at the
+epochs' ends is what is validated and what best.pt keeps); then `predictions/<split>.parquet` (+ `.yaml`, the resolved config) for `splits`, all
 collections of the run merged, from each collection's best.pt; in train mode finally the stamp
 `out/.complete`. Under torchrun (gloo on CPU, nccl on GPU) each rank trains on its shard of the
 graphs and DDP averages the gradients; validation and inference are sharded and gathered; rank
@@ -32,6 +33,7 @@ only, ends where an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -51,7 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from features.configs import unlearnable_reason
 from models.gnn import GNNRanker
-from models.metrics import graph_score, ranking
+from models.metrics import config_order, graph_score
 from pipeline.io.audit_json import exclusions
 from pipeline.core import memory
 from pipeline.core.allocator import set_malloc
@@ -62,7 +64,8 @@ from pipeline.core.gnn_steps import build_model, check_choices, configs_per_step
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
 from pipeline.core.training import (Dist, Precision, epoch_order, load_checkpoint, make_optimizer, make_scheduler,
-                                    rng_states, save_checkpoint, seed_everything, set_rng_states, setup_dist, shard)
+                                    WeightAverage, rng_states, save_checkpoint, seed_everything, set_rng_states,
+                                    setup_dist, shard)
 from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.io.gnn_tensors import GraphData, feature_dims, graph_files, load_graphs, sample_rows
 from pipeline.io.predictions import predictions_path, write_predictions
@@ -82,7 +85,7 @@ def validate(model: GNNRanker, graphs: list[GraphData], k: int, permutations: in
     for g in shard(graphs, dist):
         with where(g.id):
             s = score_graph(model, g, k, permutations, seed, prec)
-        mine[g.id] = graph_score(g.kind, ranking(s), g.original_runtime)
+        mine[g.id] = graph_score(g.kind, config_order(g.kind, s), g.original_runtime)
     per = {gid: v for d in dist.gather(mine) for gid, v in d.items()}  # no nan: an undefined tau already counts 0
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
 
@@ -128,13 +131,16 @@ class Training:
     state: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "epoch_step": 0, "step": 0, "best": -math.inf,
                                                             "best_epoch": -1, "history": []})
     memory: dict | None = None  # what memory_budget chose (fit_memory)
+    swa: WeightAverage | None = None  # swa_start: the weights averaged at the ends of epochs swa_from, swa_from + 1, ...
+    swa_from: int = 0
     started: tuple[float, int] = (0.0, 0)  # time.monotonic() and global step when this invocation began
 
     def checkpoint(self, cfg: DictConfig) -> dict:
         return {"collection": self.collection, "model_config": self.model_config,
                 "config": OmegaConf.to_container(cfg, resolve=True), "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rng_states(), **self.state}
+                "scaler": self.scaler.state_dict(), "rng": rng_states(),
+                "swa": None if self.swa is None else {"state": self.swa.state, "count": self.swa.count}, **self.state}
 
 
 def training_graphs(cfg: DictConfig, collection: str) -> list[GraphData]:
@@ -163,15 +169,27 @@ def prepare(cfg: DictConfig, collection: str, train: list[GraphData], valid: lis
     k, infer_k, plan = fit_memory(cfg, collection, model, train, k, int(cfg.infer_k or k), prec)
     steps_per_epoch = -(-len(train) * int(cfg.samples_per_graph) // dist.world)
     total = int(cfg.epochs) * steps_per_epoch
+    swa_from = swa_start_epoch(cfg)
     opt = make_optimizer(model, cfg.optimizer)
     sched = make_scheduler(opt, cfg.scheduler, total)
     run = Training(collection, Path(cfg.out) / collection_dir(collection), model,
                    DistributedDataParallel(model) if dist.enabled else model, opt, sched, prec.scaler(), prec, mcfg, k,
                    infer_k, int(cfg.epochs), steps_per_epoch, train,
-                   [g.to(dist.device) for g in validation_view(valid, cfg.valid_max_configs, int(cfg.seed))], memory=plan)
+                   [g.to(dist.device) for g in validation_view(valid, cfg.valid_max_configs, int(cfg.seed))], memory=plan,
+                   swa=None if swa_from is None else WeightAverage(), swa_from=swa_from or 0)
     if cfg.resume:
         resume(run)
     return run
+
+
+def swa_start_epoch(cfg: DictConfig) -> int | None:
+    """The first epoch whose end weights `swa_start` averages (None: off)."""
+    if cfg.swa_start is None:
+        return None
+    frac = float(cfg.swa_start)
+    if not 0 <= frac < 1:
+        raise DataError(None, f"swa_start must be a fraction of the epochs in [0, 1) or null, got {cfg.swa_start}", key="swa_start")
+    return int(math.floor(frac * int(cfg.epochs)))
 
 
 def fit_memory(cfg: DictConfig, collection: str, model: GNNRanker, train: list[GraphData], k: int, infer_k: int,
@@ -208,6 +226,9 @@ def resume(run: Training) -> None:
     run.sched.load_state_dict(ck["scheduler"])  # its lambda is rebuilt above: a longer run stretches the cosine
     run.scaler.load_state_dict(ck["scaler"])
     set_rng_states(ck["rng"])
+    if run.swa is not None and ck.get("swa"):
+        run.swa = WeightAverage({k: v.to(run.prec.device)
+                                 for k, v in ck["swa"]["state"].items()}, int(ck["swa"]["count"]))
     run.state = {key: ck.get(key, 0) for key in run.state}
     if not run.state["epoch_step"]:  # last.pt of a finished epoch
         run.state["epoch"] += 1
@@ -253,27 +274,35 @@ def past(deadline: float, dist: Dist) -> bool:
 
 
 def close_epoch(cfg: DictConfig, run: Training, epoch: int, losses: list[float], dist: Dist, logger, t0: float) -> None:
-    """Validate, record, log and checkpoint a finished epoch (last.pt, and best.pt when it improved)."""
+    """Validate, record, log and checkpoint a finished epoch (last.pt, and best.pt when it
+    improved). From epoch `swa_from` on (`swa_start`), the weights averaged so far are what is
+    validated and what best.pt keeps; last.pt keeps the trained weights and the average."""
     train_loss = dist.mean(float(np.mean(losses))) if losses else float("nan")
-    if run.valid:
-        metric, _ = validate(run.model, run.valid, run.infer_k, int(cfg.valid_permutations), int(cfg.seed), run.prec, dist)
-        improved = metric > run.state["best"]
-    else:
-        metric, improved = float("nan"), True  # nothing to validate on: the latest model is the best
+    averaged = run.swa is not None and epoch >= run.swa_from
+    if averaged:
+        run.swa.update(run.model)
+    with run.swa.swapped_in(run.model) if averaged else contextlib.nullcontext():
+        if run.valid:
+            metric, _ = validate(run.model, run.valid, run.infer_k, int(cfg.valid_permutations), int(cfg.seed), run.prec, dist)
+            improved = metric > run.state["best"]
+        else:
+            metric, improved = float("nan"), True  # nothing to validate on: the latest model is the best
     if improved:
         run.state["best"], run.state["best_epoch"] = metric, epoch
     rec = {"epoch": epoch, "step": run.state["step"], "train_loss": train_loss, "valid": metric if run.valid else None,
-           "lr": run.sched.get_last_lr()[0], "seconds": time.monotonic() - t0}
+           "lr": run.sched.get_last_lr()[0], "seconds": time.monotonic() - t0,
+           "averaged_epochs": run.swa.count if averaged else 0}
     run.state["history"].append(rec)
     c = run.collection
     logger.log({f"{c}/train_loss": train_loss, f"{c}/valid": metric, f"{c}/lr": rec["lr"]}, step=run.state["step"])
-    log.info("%s epoch %d/%d: loss %.4f, valid %s%s", c, epoch + 1, run.epochs, train_loss,
-             f"{metric:.4f}" if run.valid else "-", " (best)" if improved else "")
+    log.info("%s epoch %d/%d: loss %.4f, valid %s%s%s", c, epoch + 1, run.epochs, train_loss,
+             f"{metric:.4f}" if run.valid else "-", f" (weights averaged over {run.swa.count} epochs)" if averaged else "",
+             " (best)" if improved else "")
     if dist.main:
         ck = {**run.checkpoint(cfg), "epoch": epoch}
         save_checkpoint(run.out_dir / LAST, ck)
         if improved:
-            save_checkpoint(run.out_dir / BEST, ck)
+            save_checkpoint(run.out_dir / BEST, {**ck, "model": run.swa.state} if averaged else ck)
     dist.barrier()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.metrics import graph_score, ranking
+from models.metrics import config_order, graph_score
 from pipeline import extract, pad, prune, train_gnn
 from pipeline.baseline import baseline_scores
 from pipeline.io.catalog import discover
@@ -34,6 +34,6 @@ def test_tile_gnn_scores_well_above_the_baseline(tmp_path: Path) -> None:
     baseline = []
     for f in discover(raw, splits=["valid"]):
         g = read_graph(f.path)
-        baseline.append(graph_score("tile", ranking(baseline_scores(f, 1024)), g.config_runtime, g.config_runtime_normalizers))
+        baseline.append(graph_score("tile", config_order("tile", baseline_scores(f, 1024)), g.config_runtime, g.config_runtime_normalizers))
     assert len(baseline) == 8 and np.mean(baseline) < 0.5
     assert summary["tile:xla"]["best"] > 0.90, summary["tile:xla"]["best"]

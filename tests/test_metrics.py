@@ -140,3 +140,18 @@ def test_collection_means_and_overall():
     # Plain mean over collections, not over graphs.
     assert metrics.overall_score(means) == pytest.approx(0.125)
     assert np.isnan(metrics.overall_score({}))
+
+
+def test_tile_order_lists_one_copy_of_each_tied_score_first() -> None:
+    from models.metrics import config_order, ranking, tile_order
+    assert tile_order([1, 1, 1, 2, 3], k=3).tolist() == [0, 3, 4, 1, 2]
+    assert tile_order([3.0, 1.0, 1.0, 2.0, 1.0, 0.5], k=2).tolist() == [5, 1, 2, 4, 3, 0]
+    assert tile_order([2.0, 2.0], k=5).tolist() == [0, 1]  # fewer distinct scores than k
+    assert tile_order([0.0, np.nan, 1.0], k=5).tolist() == [0, 2, 1]
+    scores = np.array([1.0, 1.0, 1.0, 2.0])
+    assert config_order("layout", scores).tolist() == [0, 1, 2, 3]
+    # five copies of a slow config scored best no longer hide the fast one scored second
+    runtime = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 1.0])
+    scores = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.1])
+    assert tile_score(ranking(scores), runtime) == pytest.approx(2 - 5.0)
+    assert tile_score(config_order("tile", scores), runtime) == pytest.approx(1.0)

@@ -182,8 +182,12 @@ def test_report_has_the_noise_ceiling_when_truth_exists(sample, tmp_path) -> Non
         for c in COLLECTIONS:
             assert ceiling["fraction"][m][c] == pytest.approx(s["collections"][c] / ceiling["collections"][c])
         assert ceiling["fraction"][m]["overall"] == pytest.approx(s["score"] / ceiling["score"])
-    # a ranking by the noiseless cost is the tile ceiling, exactly
-    assert ceiling["fraction"]["ensemble"]["tile:xla"] == pytest.approx(1.0, abs=1e-12)
+    # a submission by the noiseless cost lists each config once in its top 5 (tile_order), while
+    # the ceiling lets every copy of the best config count: at most the ceiling, and exactly that
+    tiles = [f for f in files if f.kind == "tile"]
+    submitted = np.mean([metrics.tile_score(metrics.tile_order(truth[f.id]), runtimes[f.id]) for f in tiles])
+    assert result["models"]["ensemble"]["collections"]["tile:xla"] == pytest.approx(submitted, abs=1e-12)
+    assert submitted <= ceiling["collections"]["tile:xla"] + 1e-12
     assert json.loads((out / "validation.json").read_text())["noise_ceiling"] == json.loads(json.dumps(ceiling))
     md = (out / "validation.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| *noise ceiling* |"))

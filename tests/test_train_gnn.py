@@ -183,6 +183,45 @@ def test_predict_mode_uses_the_best_checkpoints_only(tiny, tmp_path: Path) -> No
         np.testing.assert_allclose(after[gid], before[gid], rtol=1e-6)
 
 
+def test_weight_average_is_the_mean_of_the_updates_and_swapping_it_in_is_undone() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    net.register_buffer("calls", torch.zeros((), dtype=torch.long))
+    avg, seen = training.WeightAverage(), []
+    for i in range(3):
+        with torch.no_grad():
+            net[0].weight.normal_()
+            net.calls.fill_(i)
+        seen.append(net[0].weight.detach().clone())
+        avg.update(net)
+    assert avg.count == 3
+    torch.testing.assert_close(avg.state["0.weight"], torch.stack(seen).mean(0))
+    assert int(avg.state["calls"]) == 2  # an integer buffer keeps its latest value
+    with avg.swapped_in(net):
+        torch.testing.assert_close(net[0].weight, torch.stack(seen).mean(0))
+    torch.testing.assert_close(net[0].weight, seen[-1])
+
+
+def test_swa_keeps_the_averaged_weights_and_resumes_the_average(tiny, tmp_path: Path) -> None:
+    one = ["collections=[layout:nlp:random]", "epochs=3", "samples_per_graph=2", "swa_start=0.34"]  # averages epochs 2, 3
+    whole = train_gnn.run(cfg(tiny, tmp_path / "b", *one))["layout:nlp:random"]
+    assert [h["averaged_epochs"] for h in whole["history"]] == [0, 1, 2]
+    b_last = torch.load(tmp_path / "b/models/layout/nlp/random/last.pt", weights_only=False)
+    b_best = torch.load(tmp_path / "b/models/layout/nlp/random/best.pt", weights_only=False)
+    assert b_last["swa"]["count"] == 2
+    if b_best["epoch"] == 2:  # best.pt holds the average, last.pt the trained weights
+        for k in b_best["model"]:
+            torch.testing.assert_close(b_best["model"][k], b_last["swa"]["state"][k])
+    assert any(not torch.equal(b_last["model"][k], b_last["swa"]["state"][k]) for k in b_last["model"])
+    train_gnn.run(cfg(tiny, tmp_path / "a", *one, "stop_after=2"))
+    train_gnn.run(cfg(tiny, tmp_path / "a", *one, "resume=true"))
+    a_last = torch.load(tmp_path / "a/models/layout/nlp/random/last.pt", weights_only=False)
+    assert a_last["swa"]["count"] == 2
+    for k in b_last["swa"]["state"]:
+        torch.testing.assert_close(a_last["swa"]["state"][k], b_last["swa"]["state"][k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="swa_start must be a fraction"):
+        train_gnn.run(cfg(tiny, tmp_path / "c", *one[:-1], "swa_start=1.5"))
+
+
 def test_bad_requests_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="GNN tensors not found"):
         train_gnn.run(compose("train_gnn", [f"data={tmp_path / 'nothing'}"]))

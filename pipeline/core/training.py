@@ -1,7 +1,7 @@
 """Training machinery shared by the training stages and their benchmarks: the torchrun process
 group and device (`Dist`, `setup_dist`), RNG seeding and states, mixed precision (`Precision`),
-the optimizer and the LR schedule built from config nodes (`warmup_cosine`), checkpoints, and
-dealing work out to ranks.
+the optimizer and the LR schedule built from config nodes (`warmup_cosine`), weight averaging
+(`WeightAverage`), checkpoints, and dealing work out to ranks.
 """
 
 from __future__ import annotations
@@ -164,6 +164,38 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: fl
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """Stochastic weight averaging (SWA): the equal-weight mean of a model's floating-point
+    weights over the times `update` was called (each epoch's end, from a start epoch on);
+    other entries of the state dict (integer buffers) keep their latest value. `state` and
+    `count` go into checkpoints, so a resumed run goes on averaging where it stopped."""
+
+    def __init__(self, state: dict[str, torch.Tensor] | None = None, count: int = 0):
+        self.state, self.count = state, count
+
+    def update(self, model: torch.nn.Module) -> None:
+        current = model.state_dict()
+        if self.state is None or self.count == 0:
+            self.state, self.count = {k: v.detach().clone() for k, v in current.items()}, 1
+            return
+        self.count += 1
+        for k, v in current.items():
+            if v.is_floating_point():
+                self.state[k] += (v.detach() - self.state[k]) / self.count
+            else:
+                self.state[k].copy_(v)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """The model holds the averaged weights inside the block and its own after it."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:

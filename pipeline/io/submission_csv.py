@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from models.metrics import ranking
+from models.metrics import config_order
 from pipeline.io.catalog import COLLECTIONS, GraphFile, split_id
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
@@ -357,6 +357,6 @@ def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: i
     rows = {}
     for f in files:
         if f.id in predictions:
-            order = ranking(predictions[f.id])
+            order = config_order(f.kind, predictions[f.id], tile_top)
             rows[f.id] = order[:tile_top].tolist() if f.kind == "tile" else order.tolist()
     return rows
