@@ -135,11 +135,18 @@ def tile_order(scores: np.ndarray | Sequence[float], k: int = TILE_TOP_K) -> np.
     return np.concatenate([order[lead], order[rest]])
 
 
-def config_order(kind: str, scores: np.ndarray | Sequence[float], k: int = TILE_TOP_K) -> np.ndarray:
+TILE_COPIES = ("once", "all")
+
+
+def config_order(kind: str, scores: np.ndarray | Sequence[float], k: int = TILE_TOP_K, tile_copies: str = "once") -> np.ndarray:
     """The order a submission lists for a graph of `kind`: `tile_order` for tile, `ranking` for
     layout. Every score of a model (validation, early stopping, ensemble fits, report,
-    submission) goes through it, so what is measured is what is submitted."""
-    return tile_order(scores, k) if kind == "tile" else ranking(scores)
+    submission) goes through it, so what is measured is what is submitted. `tile_copies="all"`
+    (the report's and the submission's `tile_copies=all`) ranks tile configs plainly instead,
+    copies of one config side by side."""
+    if tile_copies not in TILE_COPIES:
+        raise ValueError(f"tile_copies={tile_copies} is not one of {', '.join(TILE_COPIES)}")
+    return tile_order(scores, k) if kind == "tile" and tile_copies == "once" else ranking(scores)
 
 
 def mean_ranks(values: np.ndarray | Sequence[float], sizes: np.ndarray | Sequence[int] | None = None) -> np.ndarray:

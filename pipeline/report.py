@@ -462,7 +462,7 @@ def _score_models(cfg: DictConfig, models: list[str], files: list[GraphFile],
             mine = covered_files(files, predictions)
             if not mine:
                 raise DataError(path, f"predicts none of the {cfg.split} collections' graphs in full")
-            scored[m] = score_submission(rows_from_predictions(predictions, mine, cfg.tile_top), mine,
+            scored[m] = score_submission(rows_from_predictions(predictions, mine, cfg.tile_top, str(cfg.tile_copies)), mine,
                                          {f.id: runtimes[f.id] for f in mine})
             if {f.collection for f in mine} != all_collections:  # no overall over a part of the split
                 scored[m]["score"] = None

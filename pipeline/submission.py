@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> Path:
     if not files:
         raise DataError(cfg.data, f"no {cfg.split} files found")
     predictions = read_predictions(cfg.predictions)
-    rows = rows_from_predictions(predictions, files, cfg.tile_top)
+    rows = rows_from_predictions(predictions, files, cfg.tile_top, str(cfg.tile_copies))
     out = Path(cfg.submission)
     write_submission(out, rows, files)
     log.info("wrote %s: %d rows from %s predictions on %s", out, len(rows), cfg.predictor, cfg.split)

@@ -236,3 +236,17 @@ def test_large_rows_round_trip(tmp_path):
     write_submission(tmp_path / "many.csv", rows, None)
     rep = validate_submission(tmp_path / "many.csv")
     assert rep.ok and len(rep.rows) == 894
+
+
+def test_tile_rows_list_each_config_once_unless_asked_for_every_copy(tmp_path) -> None:
+    from pipeline.io.catalog import GraphFile
+    from pipeline.io.submission_csv import rows_from_predictions
+    tile = GraphFile("tile:xla", "test", tmp_path / "k.npz")
+    layout = GraphFile("layout:xla:default", "test", tmp_path / "g.npz")
+    preds = {tile.id: np.array([0.5, 0.1, 0.1, 0.1, 0.9, 0.3, 0.2]), layout.id: np.array([0.2, 0.2, 0.1])}
+    once = rows_from_predictions(preds, [tile, layout])
+    assert once[tile.id] == [1, 6, 5, 0, 4] and once[layout.id] == [2, 0, 1]
+    every = rows_from_predictions(preds, [tile, layout], tile_copies="all")
+    assert every[tile.id] == [1, 2, 3, 6, 5] and every[layout.id] == [2, 0, 1]
+    with pytest.raises(DataError, match="tile_copies=some is not one of once, all"):
+        rows_from_predictions(preds, [tile], tile_copies="some")

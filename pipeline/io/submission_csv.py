@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from models.metrics import config_order
+from models.metrics import TILE_COPIES, config_order
 from pipeline.io.catalog import COLLECTIONS, GraphFile, split_id
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
@@ -352,11 +352,15 @@ def write_submission(
     return rep
 
 
-def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: int = 5) -> dict[str, list[int]]:
-    """`{id: config indices fastest first}` for the files that have predictions."""
+def rows_from_predictions(predictions: dict, files: list[GraphFile], tile_top: int = 5,
+                          tile_copies: str = "once") -> dict[str, list[int]]:
+    """`{id: config indices fastest first}` for the files that have predictions (tile rows by
+    `models.metrics.config_order`: each config once in the first `tile_top` unless `tile_copies="all"`)."""
+    if tile_copies not in TILE_COPIES:
+        raise DataError(None, f"tile_copies={tile_copies} is not one of {', '.join(TILE_COPIES)}", key="tile_copies")
     rows = {}
     for f in files:
         if f.id in predictions:
-            order = config_order(f.kind, predictions[f.id], tile_top)
+            order = config_order(f.kind, predictions[f.id], tile_top, tile_copies)
             rows[f.id] = order[:tile_top].tolist() if f.kind == "tile" else order.tolist()
     return rows
