@@ -1,7 +1,9 @@
 """The GNN learns tile ranking: on a small generated tile set (20 train, 8 valid kernels) at the
-default model and schedule, its valid top-5 score stays far above the training-free baseline.
-Measured at seeds 0/1/2: 0.957 / 0.977 / 0.940, baseline 0.356; a tile GNN broken in its
-inputs (config features lost or mis-normalized) falls toward the baseline."""
+default model and schedule, its valid top-5 score stays above the training-free baseline.
+Measured at seeds 0/1/2 with each config listed once in the top 5 (`metrics.tile_order`):
+0.987 / 0.986 / 0.959, baseline 0.900 (with plain ranking: 0.957 / 0.977 / 0.940, baseline
+0.356); a tile GNN broken in its inputs (config features lost or mis-normalized) scores its
+configs alike or at random and falls below the baseline."""
 
 from __future__ import annotations
 
@@ -35,5 +37,5 @@ def test_tile_gnn_scores_well_above_the_baseline(tmp_path: Path) -> None:
     for f in discover(raw, splits=["valid"]):
         g = read_graph(f.path)
         baseline.append(graph_score("tile", config_order("tile", baseline_scores(f, 1024)), g.config_runtime, g.config_runtime_normalizers))
-    assert len(baseline) == 8 and np.mean(baseline) < 0.5
-    assert summary["tile:xla"]["best"] > 0.90, summary["tile:xla"]["best"]
+    assert len(baseline) == 8 and np.mean(baseline) < 0.93, np.mean(baseline)
+    assert summary["tile:xla"]["best"] > 0.94, summary["tile:xla"]["best"]
