@@ -43,3 +43,16 @@ def test_rehearsal_times_every_stage_and_projects_to_the_real_counts(tmp_path: P
     stamp = Path(c.paths.raw) / ".complete"
     before = stamp.stat().st_mtime_ns
     assert rehearsal.ensure_data(c) == Path(c.paths.raw) and stamp.stat().st_mtime_ns == before  # cached, not regenerated
+
+
+def test_a_stage_peak_rss_is_its_own_not_the_size_of_the_process_that_spawned_it(tmp_path: Path) -> None:
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(400 * 2**20 // 8)  # this process holds 400 MB resident while it spawns
+    _, small, _ = rehearsal.run_process([sys.executable, "-c", "pass"], tmp_path / "small.log")
+    _, large, _ = rehearsal.run_process([sys.executable, "-c", "import numpy; a = numpy.ones(300 * 2**20 // 8)"],
+                                        tmp_path / "large.log")
+    assert ballast.sum() > 0 and small < 150 < 300 < large < 400, (small, large)
+    assert not list(tmp_path.glob("*.rss"))
