@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from features.layout import LAYOUT0, NODE_FEAT_DIM, SHAPE_COLS
 from pipeline.io.catalog import collection_dir
+from pipeline.core import peak_rss
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
 from pipeline.io.npz import LAZY_KEY, write_graph
@@ -162,30 +163,14 @@ def inflate_floor(path: str | Path) -> float:
     return n / 1e6
 
 
-# Peak RSS of the child itself: /proc VmHWM is per address space, so unlike ru_maxrss it does
-# not count the parent's memory inherited across fork before exec.
-_HWM = ("import atexit, os\n"
-        "def _hwm():\n"
-        "    for line in open('/proc/self/status'):\n"
-        "        if line.startswith('VmHWM'):\n"
-        "            open(os.environ['BENCH_HWM'], 'w').write(line.split()[1])\n"
-        "atexit.register(_hwm)\n")
-
-
 def measure(name: str, code: str, inflated_mb: float) -> dict:
-    """Run `code` in a fresh interpreter; wall time and that process's peak RSS."""
-    hwm = Path(tempfile.mkstemp(prefix="bench-hwm-")[1])
-    try:
-        t = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-c", _HWM + code], env={**os.environ, "BENCH_HWM": str(hwm)})
-        _, status, usage = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise DataError(None, f"the {name} run exited with status {os.waitstatus_to_exitcode(status)} (its error is above)")
-        text = hwm.read_text().strip()
-        rss_mb = int(text) / 1024 if text else usage.ru_maxrss / 1024
-    finally:
-        hwm.unlink(missing_ok=True)
+    """Run `code` in a fresh interpreter; wall time and that process's peak RSS (its own, not
+    this process's: `pipeline.core.peak_rss`)."""
+    t = time.perf_counter()
+    returncode, rss_mb = peak_rss.run([sys.executable, "-c", code])
+    wall = time.perf_counter() - t
+    if returncode != 0:
+        raise DataError(None, f"the {name} run exited with status {returncode} (its error is above)")
     return {"stage": name, "wall_s": round(wall, 2), "peak_rss_mb": round(rss_mb, 1),
             "inflated_mb": round(inflated_mb, 1), "mb_per_s": round(inflated_mb / wall, 1)}
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.core import peak_rss
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
@@ -56,21 +57,16 @@ def _flatten(node, prefix: str = "") -> list[str]:
 def run_process(cmd: list[str], log_path: Path) -> tuple[float, float, str]:
     """Run `cmd` with its output in `log_path`; (wall s, peak RSS MB of it and its children, output)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    peak = log_path.with_name(log_path.name + ".rss")
     t0 = time.perf_counter()
     with open(log_path, "w") as out:
         # through pipeline.core.peak_rss: spawned from this process, a stage would count its size too
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.core.peak_rss", str(peak), *cmd],
-                                stdout=out, stderr=subprocess.STDOUT)
-        proc.wait()
+        returncode, rss_mb = peak_rss.run(cmd, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     text = log_path.read_text()
-    rss_kb = int(peak.read_text()) if peak.is_file() else 0
-    peak.unlink(missing_ok=True)
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = text.strip().splitlines()[-1:] or ["(no output)"]
-        raise DataError(log_path, f"`{' '.join(cmd[2:4])}` exited {proc.returncode}: {tail[0]}")
-    return wall, rss_kb / 1024, text
+        raise DataError(log_path, f"`{' '.join(cmd[2:4])}` exited {returncode}: {tail[0]}")
+    return wall, rss_mb, text
 
 
 def ensure_data(cfg: DictConfig) -> Path:

@@ -1,12 +1,14 @@
 """Run a command and record its peak RSS, counting only its own memory and its children's.
 
     python -m pipeline.core.peak_rss <out file> <command...>
+    returncode, peak_mb = pipeline.core.peak_rss.run(cmd, stdout=..., env=...)   # from Python
 
 Writes the peak resident set (KB, `ru_maxrss` of the command and the children it waited for) to
 `<out file>` and exits with the command's status. Linux keeps a process's peak across exec, and
 a forked child starts out with its parent's resident pages: a stage spawned straight from a
 large process (the rehearsal, pytest) reads at least that process's size. Spawned from this
-small interpreter, which imports nothing else, it reads its own.
+small interpreter, which imports nothing else, it reads its own. `run` does that spawning for
+the benchmarks and the rehearsal.
 """
 
 from __future__ import annotations
@@ -14,6 +16,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+
+
+def run(cmd: list[str], **popen_kwargs) -> tuple[int, float]:
+    """Run `cmd` through this module and wait: (its exit status, its peak RSS in MB; 0 when the
+    launcher could not record one). `popen_kwargs` go to `subprocess.Popen` (stdout, env, ...)."""
+    fd, peak = tempfile.mkstemp(prefix="peak-rss-")
+    os.close(fd)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.core.peak_rss", peak, *cmd], **popen_kwargs)
+        proc.wait()
+        with open(peak, encoding="utf-8") as fp:
+            text = fp.read().strip()
+    finally:
+        os.unlink(peak)
+    return proc.returncode, int(text) / 1024 if text else 0.0
 
 
 def main(argv: list[str]) -> int:
