@@ -49,7 +49,8 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from models import metrics  # noqa: E402
-from pipeline.io.catalog import COLLECTIONS, TRUTH, GraphFile, discover, resolve_root, split_id, truth_path  # noqa: E402
+from pipeline.io.catalog import (COLLECTIONS, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id,  # noqa: E402
+                                  truth_path)
 from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
@@ -85,9 +86,10 @@ def model_names(predictions: str | Path, split: str, wanted: list[str] | None) -
     return sorted(found, key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER), m))
 
 
-def top_k_slowdown(scores: np.ndarray, runtime: np.ndarray, k: int) -> np.ndarray:
-    """(k,) min runtime among the first K predicted configs / min runtime, for K = 1..k."""
-    order = metrics.tile_order(scores, k)[:k]
+def top_k_slowdown(scores: np.ndarray, runtime: np.ndarray, k: int, kind: str = "tile", tile_copies: str = "once") -> np.ndarray:
+    """(k,) min runtime among the first K configs a submission lists (`metrics.config_order`) /
+    min runtime, for K = 1..k."""
+    order = metrics.config_order(kind, scores, k, tile_copies)[:k]
     best = np.minimum.accumulate(runtime[order]) / runtime.min()
     # a graph with fewer than k configs has found its best once all are listed
     return np.concatenate([best, np.full(k - best.size, best[-1])])
@@ -480,11 +482,14 @@ def _score_models(cfg: DictConfig, models: list[str], files: list[GraphFile],
 
 
 def _top_k_slowdowns(preds: dict[str, dict], runtimes: Mapping[str, np.ndarray],
-                     ids_by_collection: dict[str, list[str]], collections: list[str], k: int) -> dict[str, dict]:
+                     ids_by_collection: dict[str, list[str]], collections: list[str], k: int,
+                     tile_copies: str) -> dict[str, dict]:
     """`{model: {collection or "all": mean best-of-top-K slowdown curve, (k,) as a list}}`."""
+    kind = {gid: collection_kind(c) for c, ids in ids_by_collection.items() for gid in ids}
     slowdown: dict[str, dict] = {}
     for m, predictions in preds.items():
-        curves = {gid: top_k_slowdown(predictions[gid], runtimes[gid], k) for gid in runtimes if gid in predictions}
+        curves = {gid: top_k_slowdown(predictions[gid], runtimes[gid], k, kind[gid], tile_copies)
+                  for gid in runtimes if gid in predictions}
         slowdown[m] = {c: np.mean([curves[g] for g in ids_by_collection[c]], axis=0).tolist()
                        for c in collections if all(g in curves for g in ids_by_collection[c])}
         if len(slowdown[m]) == len(collections):  # "all" only over the whole split
@@ -526,7 +531,7 @@ def run(cfg: DictConfig) -> dict:
     for f in files:
         ids_by_collection.setdefault(f.collection, []).append(f.id)
     collections = [c for c in COLLECTIONS if c in ids_by_collection]
-    slowdown = _top_k_slowdowns(preds, runtimes, ids_by_collection, collections, k)
+    slowdown = _top_k_slowdowns(preds, runtimes, ids_by_collection, collections, k, str(cfg.tile_copies))
 
     rank_ids = pick_rank_graphs(files, runtimes, int(cfg.rank_graphs))
     out = Path(cfg.out)
