@@ -42,7 +42,7 @@ from pipeline.io.npz import read_members
 
 log = logging.getLogger(__name__)
 
-STEP_LINE = re.compile(r"(\S+): ([\d.]+(?:e-?\d+)?) s per step")
+STEP_LINE = re.compile(r"(\S+): ([\d.]+(?:e[+-]?\d+)?) s per step")
 BEST_LINE = re.compile(r"(\S+): best valid \S+ at epoch \d+ \((\d+) steps, ([\d.]+) s\)")
 
 
