@@ -31,6 +31,15 @@ POLICIES = ("min", "mean", "none")
 _BLOCK = 1 << 18  # values packed at a time: the temporaries stay in cache (1.5x faster on a full chunk)
 
 
+def _group_weights(groups: int) -> np.ndarray:
+    """(6*G, G) float32 block-diagonal digit weights: row-of-values @ it = the G codes less the
+    +1 offset of each digit (one BLAS gemm; a (.., 6) @ (6,) matvec per group is 7x slower)."""
+    w = np.zeros((groups * GROUP, groups), dtype=np.float32)
+    for j in range(groups):
+        w[j * GROUP : (j + 1) * GROUP, j] = _WEIGHTS
+    return w
+
+
 def pack_layout(configs: np.ndarray) -> np.ndarray:
     """(..., 6*G) layout values in -1..5 -> (..., G) int32 base-7 codes.
 
@@ -39,17 +48,26 @@ def pack_layout(configs: np.ndarray) -> np.ndarray:
     x = np.asarray(configs, dtype=np.float32)
     if x.shape[-1] % GROUP:
         raise ValueError(f"last axis {x.shape[-1]} is not a multiple of {GROUP}")
+    groups = x.shape[-1] // GROUP
     rows = x.reshape(-1, x.shape[-1])  # (R, 6*G)
-    codes = np.empty((rows.shape[0], x.shape[-1] // GROUP), dtype=np.int32)
-    step = max(1, _BLOCK // max(1, x.shape[-1]))
+    codes = np.empty((rows.shape[0], groups), dtype=np.int32)
+    weights = _group_weights(groups)
+    offset = np.float32(_WEIGHTS.sum())  # the +1 of every digit: a value v is the digit v + 1
+    step = max(1, min(rows.shape[0], _BLOCK // max(1, x.shape[-1])))
+    # block temporaries allocated once (fresh ones per block cost a third of the time)
+    rounded = np.empty((step, rows.shape[1]), dtype=np.float32)
+    exact = np.empty((step, rows.shape[1]), dtype=bool)
+    packed = np.empty((step, groups), dtype=np.float32)
     for i in range(0, rows.shape[0], step):
         block = rows[i : i + step]
-        if block.min() < -1 or block.max() > BASE - 2 or not np.array_equal(block, np.rint(block)):
+        n = block.shape[0]
+        if block.min() < -1 or block.max() > BASE - 2 or not np.equal(block, np.rint(block, out=rounded[:n]), out=exact[:n]).all():
             lo, hi = float(x.min()), float(x.max())
             raise ValueError(f"layout values must be integers in -1..{BASE - 2} (found range {lo}..{hi})")
-        digits = block.reshape(block.shape[0], -1, GROUP) + 1.0  # (r, G, 6) digits 0..6
-        # float32 holds these integers exactly (< 2**24), and the matmul runs on BLAS
-        codes[i : i + step] = digits @ _WEIGHTS
+        # float32 holds these integers and every partial sum exactly (< 7**6 < 2**24)
+        np.matmul(block, weights, out=packed[:n])
+        packed[:n] += offset
+        codes[i : i + n] = packed[:n]
     return codes.reshape(*x.shape[:-1], -1)
 
 

@@ -6,7 +6,10 @@ Reads the padded tree under `data` (output of `pipeline.pad`). Layout `node_conf
 streamed `chunk_configs` configs at a time straight from the compressed member: each chunk is
 packed (base 7, one int32 per 6-value layout group), deduplicated by a 16-byte digest per row,
 and only its new unique rows are kept (spooled to a temporary file beside the output), so
-memory is bounded by the chunk and the unique-config count, not the file. Writes:
+memory is bounded by the chunk and the unique-config count, not the file; a reader thread
+inflates the next chunks meanwhile, and the table features of new unique rows fill the main
+thread's waits for it. Then the spooled rows are deflated into the GNN file while a second
+thread computes the features still owed. Writes:
 - `out/gnn/<collection dir>/<split>/<stem>.npz`: `config_codes` (U, NV, 3) int32 packed unique
   configs of the NV configurable nodes that vary; `config_map` (C,) original index -> unique row;
   `runtime` (U,) by the `dedup` policy; `config_first` (U,) first original index of each row;
@@ -32,12 +35,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from omegaconf import DictConfig
+from threadpoolctl import threadpool_limits
 
 from features.configs import ConfigDeduper, dedup_configs, pack_layout
 from features.completion import effective_output_layout
@@ -85,22 +90,56 @@ def _write_parquet(df: pl.DataFrame, dst: str | Path) -> None:
         df.write_parquet(tmp)
 
 
-def _spool_unique_codes(
-    src: str, g, ctx, deduper: ConfigDeduper, spool: Path, part: str | None, chunk_configs: int, feature_batch: int,
-) -> tuple[np.ndarray | None, dict[str, list[np.ndarray]]]:
-    """Stream a graph's configs chunk by chunk into `deduper`, appending each chunk's new unique
-    packed rows (int32 bytes) to the file `spool`.
+class _TableFeatures:
+    """The table features of a graph's unique rows, computed in row order as the rows come:
+    while the reader thread has no chunk ready (`step` as its idle work), inline once more than
+    `max_bytes` of rows wait, and the rest after the streaming (`finish`)."""
 
-    Returns the first config ((NC, 18) float32, None without configs) and, when `part` is set,
-    the table features of the unique rows as per-batch pieces by name.
-    """
-    num_pairs = ctx.pairs.shape[0]
-    # temporaries ~ batch x pairs
-    batch = max(1, min(feature_batch, (1 << 22) // max(1, g.num_config_nodes, num_pairs)))
-    feats: dict[str, list[np.ndarray]] = defaultdict(list)
+    def __init__(self, ctx, feature_batch: int, max_bytes: int = 64 << 20):
+        self.ctx = ctx
+        # temporaries ~ batch x pairs
+        self.batch = max(1, min(feature_batch, (1 << 22) // max(1, ctx.own_idx.shape[0], ctx.pairs.shape[0])))
+        self.max_bytes = max_bytes
+        self.waiting: deque[np.ndarray] = deque()  # (m, NC, 3) unique rows not featurized yet
+        self.waiting_bytes = 0
+        self.pieces: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def add(self, rows: np.ndarray) -> None:
+        if rows.shape[0]:
+            self.waiting.append(rows)
+            self.waiting_bytes += rows.nbytes
+        while self.waiting_bytes > self.max_bytes:
+            self.step()
+
+    def step(self) -> bool:
+        """Featurize one batch of the waiting rows; False when none wait."""
+        if not self.waiting:
+            return False
+        rows = self.waiting[0]
+        head = rows[: self.batch]
+        for name, values in layout_features(self.ctx, head).items():
+            self.pieces[name].append(values)
+        self.waiting_bytes -= head.nbytes
+        if head.shape[0] < rows.shape[0]:
+            self.waiting[0] = rows[self.batch :]
+        else:
+            self.waiting.popleft()
+        return True
+
+    def finish(self) -> dict[str, np.ndarray]:
+        while self.step():
+            pass
+        return {name: np.concatenate(pieces) for name, pieces in self.pieces.items()}
+
+
+def _spool_unique_codes(src: str, g, deduper: ConfigDeduper, spool: Path, chunk_configs: int,
+                        features: _TableFeatures | None) -> np.ndarray | None:
+    """Stream a graph's configs chunk by chunk into `deduper`, appending each chunk's new unique
+    packed rows (int32 bytes) to the file `spool` and handing them to `features`; the first
+    config ((NC, 18) float32, None without configs)."""
     first = None  # (NC, 18) the first config: the fixed config of the nodes that never vary
     with open(spool, "wb") as fp:
-        chunks = iter_node_config_feat(g, chunk_configs)
+        chunks = iter_node_config_feat(g, chunk_configs, idle=features.step if features is not None else None)
         for start, chunk in chunk_bar(chunks, g.num_configs, chunk_configs, Path(src).name):
             try:
                 codes = pack_layout(chunk)  # (c, NC, 3)
@@ -110,21 +149,20 @@ def _spool_unique_codes(
                 first = np.asarray(chunk[0], dtype=np.float32).copy()
             new_rows = deduper.add(codes, g.config_runtime[start : start + len(chunk)])  # (new, NC, 3)
             fp.write(new_rows.data)
-            if part is not None and new_rows.shape[0]:
-                for i in range(0, new_rows.shape[0], batch):
-                    for name, values in layout_features(ctx, new_rows[i : i + batch]).items():
-                        feats[name].append(values)
-    return first, feats
+            if features is not None:
+                features.add(new_rows)
+    return first
 
 
 def _read_spool(spool: Path, num_unique: int, num_config_nodes: int, varying: np.ndarray, rows: int):
     """The spooled unique codes, `rows` at a time, of the varying nodes only: (m, NV, 3) int32."""
     # plain reads, not a memmap: mapped pages would count towards the peak RSS
+    every = bool(varying.all())
     with open(spool, "rb") as f:
         for i in range(0, num_unique, rows):
             m = min(rows, num_unique - i)
-            codes = np.fromfile(f, dtype=np.int32, count=m * num_config_nodes * 3)
-            yield codes.reshape(m, num_config_nodes, 3)[:, varying]
+            codes = np.fromfile(f, dtype=np.int32, count=m * num_config_nodes * 3).reshape(m, num_config_nodes, 3)
+            yield codes if every else codes[:, varying]
 
 
 def _node_layout(g, padded: dict[str, np.ndarray], varying: np.ndarray, first: np.ndarray | None) -> np.ndarray:
@@ -138,7 +176,20 @@ def _node_layout(g, padded: dict[str, np.ndarray], varying: np.ndarray, first: n
 
 def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,
                    chunk_configs: int, feature_batch: int, codes_level: int | None = 1) -> dict:
-    """Deduplicate a padded layout graph's configs; write its GNN file and, with `part`, its table part."""
+    """Deduplicate a padded layout graph's configs; write its GNN file and, with `part`, its table part.
+
+    Two phases, each keeping both cores busy: the configs stream through packing and dedup
+    while a reader thread inflates the next chunks, the table features of the new unique rows
+    filling the waits for the reader; then the unique codes are deflated into the GNN file while
+    a second thread computes the features still owed. One BLAS thread throughout:
+    the other core always has work (a second BLAS thread would only wait for it; the packing
+    gemm runs 6x slower with two while the other core inflates).
+    """
+    with threadpool_limits(1, user_api="blas"):
+        return _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_batch, codes_level)
+
+
+def _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_batch, codes_level) -> dict:
     g = read_graph(src, split=split)
     padded = _extras(src, PADDED_KEYS + ("config_pairs",))
     nc = g.num_config_nodes
@@ -149,7 +200,8 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
     spool = Path(gnn).with_name(f".{Path(gnn).name}.codes-{os.getpid()}")
     spool.parent.mkdir(parents=True, exist_ok=True)
     try:
-        first, feats = _spool_unique_codes(src, g, ctx, deduper, spool, part, chunk_configs, feature_batch)
+        features = _TableFeatures(ctx, feature_batch) if part is not None else None
+        first = _spool_unique_codes(src, g, deduper, spool, chunk_configs, features)
         dedup = deduper.finish()
         num_unique = dedup.num_unique
         varying = dedup.varying if dedup.varying is not None else np.zeros(nc, dtype=bool)  # (NC,) bool
@@ -164,12 +216,14 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
             "node_ids": padded["node_ids"], "config_pairs": padded["config_pairs"],
             "config_slots": slot_facts(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids[varying]),
         }
-        write_npz(gnn, arrays, {"config_codes": codes}, stream_level=codes_level)
+        with ThreadPoolExecutor(1, thread_name_prefix="extract-features") as pool:
+            feats = pool.submit(features.finish) if features is not None else None
+            write_npz(gnn, arrays, {"config_codes": codes}, stream_level=codes_level)
+            merged = feats.result() if feats is not None else None
     finally:
         spool.unlink(missing_ok=True)
     if part is not None:
         graph.update(ctx.graph, varying_nodes=float(varying.sum()), unique_configs=float(num_unique))
-        merged = {name: np.concatenate(pieces) for name, pieces in feats.items()}
         _write_parquet(_table(gid, dedup, merged, graph), part)
     return {"configs": g.num_configs, "unique": num_unique, "config_nodes": nc, "varying": int(varying.sum())}
 

@@ -260,3 +260,26 @@ def test_streamed_members_deflated_in_parallel_blocks_read_back_exactly(tmp_path
         with np.load(path) as f:
             np.testing.assert_array_equal(f["config_codes"], codes)
             np.testing.assert_array_equal(f["small"], np.arange(3))
+
+
+def test_read_ahead_fills_the_waits_with_idle_work() -> None:
+    import threading
+
+    from pipeline.io.npz import _read_ahead
+
+    release, calls = threading.Event(), []
+
+    def items():
+        if not release.wait(10):  # the first item waits for the consumer's idle work
+            raise TimeoutError("idle was never called")
+        yield from range(3)
+
+    def idle() -> bool:
+        calls.append(len(calls))
+        if len(calls) < 5:
+            return True  # more work to do
+        release.set()
+        return False  # nothing left: block on the reader
+
+    assert list(_read_ahead(items(), 2, idle)) == [0, 1, 2]
+    assert calls[:5] == [0, 1, 2, 3, 4]

@@ -10,9 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.configs import unpack_layout
+from features.configs import pack_layout, unpack_layout
 from features.completion import complete_layout
 from features.pad import tensor_rank
+from features.tabular import layout_context, layout_features
 from pipeline import extract, pad, prune
 from pipeline.io.catalog import discover
 from pipeline.core.errors import DataError
@@ -129,6 +130,26 @@ def test_tables_cover_every_config_once(stages):
         assert rows.select(pl.exclude("id", "configs")).null_count().sum_horizontal().item() == 0
 
 
+@pytest.mark.parametrize("max_bytes", [0, 64 << 20])
+def test_table_features_are_those_of_each_unique_config(stages, tmp_path, monkeypatch, max_bytes):
+    # the features are computed in the reader's waits, inline (max_bytes=0: every row at once)
+    # or after the streaming; whichever, row u holds the features of unique config u
+    real = extract._TableFeatures
+    monkeypatch.setattr(extract, "_TableFeatures", lambda ctx, batch: real(ctx, 7, max_bytes=max_bytes))
+    src = stages["padded"] / "layout/nlp/default/test/3a0c5517a87df8d82fd637b83298a3ba.npz"
+    gnn, part = tmp_path / "u.npz", tmp_path / "u.parquet"
+    extract.extract_layout(str(src), str(gnn), str(part), "x", "test", "min", 64, 7)
+    g = read_graph(src, config_feat=True)
+    padded = np.load(src)
+    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, padded["config_pairs"], {})
+    table = pl.read_parquet(part)
+    first = np.load(gnn)["config_first"]
+    want = layout_features(ctx, pack_layout(g.node_config_feat[first]))
+    assert table.height == first.size > 64  # more unique rows than one chunk
+    for name, values in want.items():
+        assert np.allclose(table[name].to_numpy(), values), name
+
+
 def test_dedup_none_keeps_every_config(stages, tmp_path):
     extract.run(stage_cfg("extract", data=stages["padded"], out=tmp_path, jobs=1, dedup="none",
                      collections="[layout:xla:default]", splits="[train]"))
@@ -185,8 +206,8 @@ def test_interrupted_write_leaves_no_file(tmp_path):
 def test_interrupted_extract_leaves_nothing(stages, tmp_path, monkeypatch):
     real = extract.iter_node_config_feat
 
-    def broken(g, chunk):
-        it = real(g, chunk)
+    def broken(g, chunk, **kwargs):
+        it = real(g, chunk, **kwargs)
         yield next(it)
         raise KeyboardInterrupt
 

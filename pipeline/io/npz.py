@@ -22,7 +22,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from numpy.lib import format as npformat
@@ -274,14 +274,17 @@ def validate(g: Graph, split: str | None = None) -> None:
         fail("node_splits", f"must rise strictly from 0 and stay within [0, {n}]")
 
 
-def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024, prefetch: int = 2) -> Iterator[tuple[int, np.ndarray]]:
+def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024, prefetch: int = 2,
+                          idle: Callable[[], bool] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Stream a layout file's `node_config_feat` as `(first_config, chunk)` pairs.
 
     Each chunk is (c <= chunk_configs, NC, 18) float32, inflated straight from the compressed
     zip member, so memory is bounded by the chunk, not the file. Chunks are checked for
     non-finite values as they pass. With `prefetch` > 0 a reader thread inflates up to that many
     chunks ahead while the caller works on the current one (zlib and numpy release the GIL, so
-    the two overlap on two cores); memory is then bounded by `prefetch` + 2 chunks.
+    the two overlap on two cores); memory is then bounded by `prefetch` + 2 chunks. `idle`, if
+    given, is called in the caller's thread while the next chunk is not inflated yet, until it
+    returns False (nothing left to do), so the caller can fill the wait with deferrable work.
     """
     path = Path(g.path if isinstance(g, Graph) else g)
     if isinstance(g, Graph) and g.node_config_feat is not None:
@@ -289,7 +292,7 @@ def iter_node_config_feat(g: Graph | str | Path, chunk_configs: int = 1024, pref
             yield start, g.node_config_feat[start : start + chunk_configs]
         return
     chunks = _inflate_chunks(path, chunk_configs)
-    yield from (_read_ahead(chunks, prefetch) if prefetch > 0 else chunks)
+    yield from (_read_ahead(chunks, prefetch, idle) if prefetch > 0 else chunks)
 
 
 def _inflate_chunks(path: Path, chunk_configs: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -333,9 +336,10 @@ def _read_into(fp, out: memoryview) -> int:
 _DONE = object()
 
 
-def _read_ahead(items: Iterator, depth: int) -> Iterator:
+def _read_ahead(items: Iterator, depth: int, idle: Callable[[], bool] | None = None) -> Iterator:
     """`items`, produced by a background thread up to `depth` ahead; its exception is raised
-    here, where the item would have come, and closing this generator stops the thread."""
+    here, where the item would have come, and closing this generator stops the thread. While
+    no item is ready, `idle()` is called until it returns False."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -363,6 +367,8 @@ def _read_ahead(items: Iterator, depth: int) -> Iterator:
     worker.start()
     try:
         while True:
+            while idle is not None and q.empty() and idle():
+                pass
             item, error = q.get()
             if error is not None:
                 raise error
