@@ -267,10 +267,11 @@ def test_transductive_split_of_a_real_file(samples: Path, tmp_path: Path) -> Non
     src = samples / "layout/xla/default/train/unet3d.npz"
     assert transductive.infer_collection(src) == "layout:xla:default"
     rep = transductive.run(compose("transductive", [
-        f"file={src}", f"out={tmp_path}", "progress=false", "lightgbm.num_iterations=20",
+        f"file={src}", f"out={tmp_path}", "progress=false", "lightgbm.num_iterations=20", "gnn_seeds=2",
         "gnn.epochs=2", "gnn.samples_per_graph=2", "+gnn.model.hidden=16", "+gnn.model.layers=2",
         "gnn.infer_permutations=2"]))
     assert "model.hidden=16" in rep["gnn_overrides"]
+    assert len(rep["gnn_seed_taus"]) == 2 and (tmp_path / "models/seed1").is_dir()  # two models, averaged
     # dedup first: the halves partition the distinct configs, none on both sides
     assert rep["train"] + rep["valid"] == rep["distinct"] <= rep["configs"]
     assert abs(rep["train"] - rep["valid"]) <= 1
