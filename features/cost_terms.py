@@ -54,6 +54,40 @@ COMPUTE_TERMS = ("flops_off", "flops_lane_waste")
 TERM_NAMES = tuple(f"{s}_{t}" for s in SLOTS for t in SLOT_TERMS) + LINK_TERMS + COMPUTE_TERMS
 NUM_TERMS = len(TERM_NAMES)
 TOTAL_NAMES = tuple(f"{kind}_{name}" for kind in KINDS for name in TERM_NAMES)
+# the term groups a model can switch on or off (`model.cost_terms=[...]` of the GNN, `model.terms=[...]`
+# of the analytical ranker): each slot tensor's own tiling and layout change, producer/consumer
+# disagreements, matmul flops under the layout
+TERM_GROUPS = {"slot": TERM_NAMES[: 3 * len(SLOT_TERMS)], "link": LINK_TERMS, "compute": COMPUTE_TERMS}
+
+
+def term_groups(groups) -> tuple[str, ...]:
+    """The term groups a knob names, in `TERM_GROUPS` order: a list of group names, true (all) or
+    false / None / [] (none). Raises ValueError (one sentence) for an unknown group."""
+    if groups is True:
+        return tuple(TERM_GROUPS)
+    if groups is False or groups is None:
+        return ()
+    if isinstance(groups, str):
+        groups = [groups]
+    unknown = sorted(set(groups) - set(TERM_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown cost term group(s) {unknown} (known: {', '.join(TERM_GROUPS)})")
+    return tuple(g for g in TERM_GROUPS if g in set(groups))
+
+
+def term_mask(groups, names: tuple[str, ...] = TERM_NAMES) -> np.ndarray:
+    """(len(names),) bool: which of `names` (term names, or `<kind>_<term>` totals) belong to
+    the groups of `term_groups(groups)`; a name that is no cost term is kept."""
+    wanted = {t for g in term_groups(groups) for t in TERM_GROUPS[g]}
+    prefixes = tuple(f"{kind}_" for kind in KINDS)
+
+    def term(name: str) -> str:
+        for p in prefixes:
+            if name.startswith(p) and name[len(p):] in TERM_NAMES:
+                return name[len(p):]
+        return name
+
+    return np.array([term(n) in wanted or term(n) not in TERM_NAMES for n in names], dtype=bool)
 
 
 def _fixed_slots(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray, slots: np.ndarray,

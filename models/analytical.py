@@ -11,7 +11,8 @@ The fit: each graph's runtimes and totals are divided by its mean runtime and ce
 graphs of any size weigh alike and only within-graph differences count; the columns are scaled
 to unit root mean square; then non-negative least squares (every term can only add cost, so a
 term the data cannot separate from another gets weight 0 rather than a cancelling pair), with
-an optional ridge `l2` on the scaled weights.
+an optional ridge `l2` on the scaled weights. `terms` names the term groups fitted
+(`features.cost_terms.TERM_GROUPS`); the totals of the other groups keep weight 0.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
+from features.cost_terms import term_groups, term_mask
 from pipeline.core.fsutil import write_text_atomic
 
 
@@ -31,18 +33,21 @@ class AnalyticalRanker:
     Args:
         l2: ridge penalty on the scaled weights, relative to the number of rows (0 = none).
         names: the totals' column names (kept with the weights, checked at load).
+        terms: the term groups fitted (`features.cost_terms.TERM_GROUPS`: slot, link, compute;
+            true = all); the other columns get weight 0.
     """
 
-    def __init__(self, l2: float = 0.0, names: tuple[str, ...] | list[str] = ()):
+    def __init__(self, l2: float = 0.0, names: tuple[str, ...] | list[str] = (), terms=True):
         if l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {l2}")
         self.l2 = float(l2)
         self.names = tuple(names)
+        self.terms = term_groups(terms)
         self.weights: np.ndarray | None = None
         self.rows = 0
 
     def __repr__(self) -> str:
-        return f"AnalyticalRanker(l2={self.l2}, {len(self.names)} totals)"
+        return f"AnalyticalRanker(l2={self.l2}, terms={list(self.terms)}, {len(self.names)} totals)"
 
     def fit(self, graphs: list[tuple[np.ndarray, np.ndarray]]) -> "AnalyticalRanker":
         """Fit on `[(totals (n, F), runtime (n,)), ...]`, one pair per train graph. Graphs whose
@@ -69,6 +74,10 @@ class AnalyticalRanker:
         self.rows = a.shape[0]
         scale = np.sqrt((a**2).mean(0))
         used = scale > 0
+        if self.names:
+            used &= term_mask(self.terms, self.names)
+        if not used.any():
+            return self
         a = a[:, used] / scale[used]
         if self.l2 > 0:
             a = np.vstack([a, np.sqrt(self.l2 * a.shape[0]) * np.eye(a.shape[1])])
@@ -85,7 +94,7 @@ class AnalyticalRanker:
 
     def state(self) -> dict:
         w = [] if self.weights is None else self.weights.tolist()
-        return {"l2": self.l2, "names": list(self.names), "weights": w, "rows": self.rows}
+        return {"l2": self.l2, "terms": list(self.terms), "names": list(self.names), "weights": w, "rows": self.rows}
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.state(), indent=1) + "\n")
@@ -94,7 +103,7 @@ class AnalyticalRanker:
     def load(cls, path: str | Path, names: tuple[str, ...] | None = None) -> "AnalyticalRanker":
         """Read a saved model; with `names`, check they are the columns it was fitted on."""
         state = json.loads(Path(path).read_text())
-        model = cls(state["l2"], state["names"])
+        model = cls(state["l2"], state["names"], state.get("terms", True))
         if names is not None and tuple(names) != model.names:
             raise ValueError(f"{path}: fitted on other cost totals than this code computes (rerun `make train-analytical`)")
         model.weights = np.asarray(state["weights"], dtype=np.float64)

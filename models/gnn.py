@@ -35,12 +35,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from features.cost_terms import NUM_TERMS
+from features.cost_terms import NUM_TERMS, term_mask
 from features.layout import LAYOUT_CONFIG_DIM, NUM_OPCODES, TILE_CONFIG_DIM
 from models import scatter as sc
 from models.losses import RankingLoss
@@ -353,8 +354,9 @@ class GNNRanker(nn.Module):
         loss_margin: margin of hinge / margin losses (None = the loss's default).
         config_feat_dim: F', the width of a tile batch's `config_feat` (24; the training stage
             passes the padded width).
-        cost_terms: layout: also read each batch's `config_terms` (the analytical cost terms of
-            every configurable node under each config, `features.cost_terms`) through a linear
+        cost_terms: layout: the groups of each batch's `config_terms` (the analytical cost terms
+            of every configurable node under each config, `features.cost_terms.TERM_GROUPS`:
+            slot, link, compute; true = all, false or [] = none) read through a linear
             projection into the configurable nodes' inputs: a learned correction of an
             analytical model.
 
@@ -384,7 +386,7 @@ class GNNRanker(nn.Module):
         loss: str = "hinge",
         loss_margin: float | None = None,
         config_feat_dim: int = TILE_CONFIG_DIM,
-        cost_terms: bool = False,
+        cost_terms: bool | list[str] = False,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -404,7 +406,9 @@ class GNNRanker(nn.Module):
         if kind == "layout":
             # configured input + kernel groups; its bias doubles as a "configurable" marker
             self.cfg_layout_proj = nn.Linear(2 * LAYOUT_WIDTH * layout_embed_dim, hidden)
-            self.terms_proj = nn.Linear(NUM_TERMS, hidden, bias=False) if cost_terms else None
+            cols = np.flatnonzero(term_mask(cost_terms))  # the term columns read, of NUM_TERMS
+            self.register_buffer("term_cols", torch.from_numpy(cols).long(), persistent=False)
+            self.terms_proj = nn.Linear(cols.size, hidden, bias=False) if cols.size else None
         else:
             self.config_mlp = nn.Sequential(nn.Linear(config_feat_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
 
@@ -456,7 +460,8 @@ class GNNRanker(nn.Module):
         if self.terms_proj is not None:
             if b.config_terms is None:
                 raise ValueError("this model reads config_terms (cost_terms=True); the batch has none")
-            delta = delta + self.terms_proj(b.config_terms.to(delta.dtype))
+            terms = b.config_terms if self.term_cols.numel() == NUM_TERMS else b.config_terms[..., self.term_cols]
+            delta = delta + self.terms_proj(terms.to(delta.dtype))
         x = base.unsqueeze(0).repeat(k, 1, 1)  # (K, N, H): the only per-config copy of the inputs
         return x.index_add_(1, b.config_nodes, delta), None
 
