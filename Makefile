@@ -236,7 +236,7 @@ kaggle-push: $(INSTALLED) ## rebuild the Kaggle bundles and upload them (ARGS="o
 	$(PY) -m pipeline.kaggle $(COMMON) mode=push out=$(KAGGLE_OUT) $(ARGS)
 
 # ---- GNN benchmarks and the transductive check ----
-FILE ?= ../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz
+FILE ?=
 .PHONY: bench-gnn gpu-check rehearsal transductive
 
 bench-gnn: $(INSTALLED) ## only the GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)
@@ -248,8 +248,8 @@ rehearsal: $(INSTALLED) ## every stage on a generated dataset at real per-graph 
 gpu-check: $(INSTALLED) ## on a CUDA machine: the GPU tests (bf16/fp16 training, checkpoint reload, 1-rank nccl) and bench-gnn on cuda, one summary; elsewhere says there is no GPU (exit 0)
 	$(PY) -m pipeline.gpu_check $(if $(ARGS),--bench-args $(ARGS))
 
-transductive: $(INSTALLED) ## 50/50 split of one real layout file's configs (FILE=<npz>): GNN vs LightGBM Kendall tau
-	$(PY) -m pipeline.transductive $(COMMON) file=$(FILE) $(ARGS)
+transductive: $(INSTALLED) ## every model on unseen configs of every labelled graph of DATA (or FILE=<npz>): held-out tau per graph and seed -> reports/<dataset>/transductive.{md,json,png}
+	$(PY) -m pipeline.transductive $(COMMON) $(if $(FILE),file='$(FILE)',data='$(DATA)') $(ARGS)
 
 # ---- runtime audit (pipeline.audit, features/audit.py) ----
 AUDIT := $(REPORTS)/$(DATASET)/audit.json

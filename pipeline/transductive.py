@@ -1,46 +1,70 @@
-"""Transductive check: how well the GNN ranks unseen configs of a graph it has trained on.
+"""Transductive check: how well every model ranks unseen configs of a real graph it has trained on.
 
-    python -m pipeline.transductive file=../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz
-    make transductive FILE=<layout npz>
+    python -m pipeline.transductive data=../shared/tpugraphs-samples        # every labelled graph with enough configs
+    python -m pipeline.transductive file=<train or valid .npz> seeds=[0]     # one file
+    make transductive DATA=<root>    |    make transductive FILE=<npz>
 
-Reads one raw layout file. Its configs are deduplicated first (identical node_config_feat
-rows, packed with `features.configs`; the fastest measurement kept, as `extract dedup=min`
-does), so two copies of one config can never land on both sides; the unique configs are then
-split at random (`seed`) into a train and a held-out half. Each half is written as the same
-graph under `out/raw/<collection dir>/{train,test}/<stem>.npz` (held out as `test`, so no
-epoch is picked on it), and the real stages run on that tree
-(prune, pad with statistics fitted on train, extract, train_gnn with the `gnn` overrides), so the
-check exercises exactly the product's code; with `gnn_seeds` = n > 1 the GNN is trained n times
-(seeds `seed` * n .. `seed` * n + n - 1) and scored by the mean of their per-config ranks. A LightGBM regressor on the flattened
-node_config_feat of the varying configurable nodes, target log(runtime), is fitted on the same
-train half as a reference, and so is the analytical ranker (`pipeline.train_analytical`). Writes `out/report.json` and prints one JSON line: Kendall's tau of
-each model on the held-out half, the config counts and the times.
-Invariant: no config (after dedup) is on both sides; both models see the same split.
+Per graph and seed, the graph's configs are deduplicated (identical node_config_feat rows
+packed with `features.configs`, or identical tile config_feat rows; the fastest measurement
+kept, as `extract dedup=min` does), so two copies of one config never land on both sides, and
+the unique configs are split at random into a train half and a held-out half. Each half is
+written as the same graph under `<work>/raw/<collection dir>/{train,test}/<stem>.npz` (held out
+as `test`, so no epoch is picked on it) and the product's own stages run on that tree: prune,
+pad (statistics fitted on train), extract, then every member: `baseline`, `gbdt`
+(`pipeline.train_gbdt`, no early stopping: there is no valid graph), `analytical` (layout) and
+`gnn` (`pipeline.train_gnn` with the `gnn` overrides, `gnn_seeds` models averaged by their
+per-config ranks, as the 1st place's seed averaging). `lightgbm` is a reference outside the
+pipeline: a LightGBM regressor on the flattened config features, target log(runtime).
+
+The `ensemble` is blended out of fold on the train half only: the train half is cut into
+`blend_folds` folds, every member is trained on the other folds and predicts its fold
+(`blend_gnn_seeds` GNNs each), `models.ensemble.Blender` (`blender`, as conf/ensemble.yaml)
+fits the weights on those out-of-fold predictions (each fold a graph), and the weights blend the
+members' held-out predictions. Extra blends of other member sets: `ensembles.<name>=[...]`.
+
+With `data=` the graphs are every train/valid file of the root with at least `min_configs`
+unique configs (tile graphs too); the noise ceiling of each graph is the audit's
+(`features.audit.audit_graph`: the metric a ranker knowing every true runtime would get against
+re-measured runtimes), computed on the whole graph. Writes `<report>/transductive.json` (every
+figure per graph, model and seed), `transductive.md` (per graph and model: mean over seeds,
+spread, the ceiling) and `transductive.png`; the work trees go under `out`.
+Invariant: no config (after dedup) is on both sides; every model sees the same split; nothing
+about the held-out half (runtimes, order) reaches any model or the blend weights.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from omegaconf import DictConfig, OmegaConf
+import matplotlib
 
-from features.configs import ConfigDeduper, pack_layout, unpack_layout
-from models.ensemble import average_seeds
-from models.metrics import kendall_tau
-from pipeline import extract, pad, prune, train_analytical, train_gnn
-from pipeline.io.catalog import COLLECTIONS, graph_id
-from pipeline.core.cli import compose, stage
-from pipeline.core.errors import DataError
-from pipeline.core.fsutil import write_text_atomic
-from pipeline.io.npz import iter_node_config_feat, read_graph, write_graph
-from pipeline.io.predictions import predictions_path, read_predictions
-from pipeline.core.runner import rel_path
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from features.audit import audit_graph  # noqa: E402
+from features.configs import ConfigDeduper, dedup_configs, pack_layout, unpack_layout  # noqa: E402
+from models.ensemble import Blender, average_seeds, blend, normalize  # noqa: E402
+from models.metrics import config_order, graph_score  # noqa: E402
+from pipeline import audit, extract, pad, prune, train_analytical, train_gbdt, train_gnn  # noqa: E402
+from pipeline.baseline import baseline_scores  # noqa: E402
+from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
+from pipeline.core.errors import DataError  # noqa: E402
+from pipeline.core.fsutil import write_text_atomic  # noqa: E402
+from pipeline.core.runner import rel_path  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id  # noqa: E402
+from pipeline.io.npz import iter_node_config_feat, read_graph, write_graph  # noqa: E402
+from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
+MEMBERS = ("baseline", "gbdt", "analytical", "gnn")  # the pipeline's members, in blend order
+REFERENCE = "lightgbm"
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:
@@ -60,27 +84,78 @@ def _overrides(d: dict, prefix: str = "") -> list[str]:
     for k, v in d.items():
         if isinstance(v, dict):
             out += _overrides(v, f"{prefix}{k}.")
+        elif isinstance(v, list):
+            out.append(f"{prefix}{k}=[{','.join(str(x) for x in v)}]")
         else:
             out.append(f"{prefix}{k}={'null' if v is None else v}")
     return out
 
 
 def infer_collection(path: Path) -> str:
-    """`.../layout/xla/default/train/x.npz` -> `layout:xla:default`."""
+    """`.../layout/xla/default/train/x.npz` -> `layout:xla:default`; `.../tile/xla/...` -> `tile:xla`."""
     parts = path.resolve().parts
-    for i in range(len(parts) - 2):
-        name = ":".join(parts[i : i + 3])
-        if parts[i] == "layout" and name in COLLECTIONS:
-            return name
+    for i in range(len(parts) - 1):
+        for n in (3, 2):
+            name = ":".join(parts[i : i + n])
+            if parts[i] in ("layout", "tile") and name in COLLECTIONS:
+                return name
     raise DataError(path, "cannot tell its collection from the path (pass collection=layout:xla:default)")
 
 
-def dedup_file(path: Path, chunk: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, int]:
-    """The graph's arrays (without configs), its unique packed configs (U, NC, 3), their min
-    runtimes (U,), the varying configurable nodes (NC,) bool, and the original config count."""
-    g = read_graph(path)
-    if g.kind != "layout":
-        raise DataError(path, "is a tile file; the transductive split needs a layout file")
+@dataclass
+class Unique:
+    """One graph's distinct configs: the arrays without configs, the configs (packed layout codes
+    (U, NC, 3) or tile rows (U, 24)), the target (U,) (layout runtime; tile runtime / normalizer),
+    the raw runtime and normalizers (U,), the varying configurable nodes (layout), the original
+    config count, and the audit's numbers of the whole graph."""
+
+    kind: str
+    arrays: dict
+    configs: np.ndarray
+    runtime: np.ndarray
+    normalizers: np.ndarray | None
+    varying: np.ndarray | None
+    num_configs: int
+    audit: dict
+
+    @property
+    def target(self) -> np.ndarray:
+        r = self.runtime.astype(np.float64)
+        return r if self.normalizers is None else r / self.normalizers
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), F) float32 flat config features of the reference regressor."""
+        if self.kind == "tile":
+            return self.configs[rows].astype(np.float32)
+        return unpack_layout(self.configs[rows][:, self.varying]).reshape(rows.size, -1).astype(np.float32)
+
+    def write(self, root: Path, collection: str, split: str, stem: str, rows: np.ndarray, chunk: int) -> None:
+        """The configs at `rows` as one raw file; layout configs are unpacked `chunk` at a time
+        (memory holds one chunk of float32 configs, not the half)."""
+        dst = root / rel_path(collection, split, stem)
+        rows = np.sort(rows)
+        if self.kind == "tile":
+            write_graph(dst, {**self.arrays, "config_feat": self.configs[rows], "config_runtime": self.runtime[rows],
+                              "config_runtime_normalizers": self.normalizers[rows]})
+            return
+        codes = self.configs[rows]
+        u, nc = codes.shape[:2]
+        chunks = (unpack_layout(codes[i : i + chunk]).astype(np.float32) for i in range(0, u, chunk))  # (c, NC, 18)
+        write_graph(dst, {**self.arrays, "config_runtime": self.runtime[rows]}, chunks, (u, nc, 18))
+
+
+def read_unique(path: Path, split: str | None, chunk: int, audit_params: dict) -> Unique:
+    """A raw train/valid file's distinct configs (`Unique`)."""
+    g = read_graph(path, split=split)
+    drop = ("node_config_feat", "config_runtime", "config_feat", "config_runtime_normalizers")
+    arrays = {k: v for k, v in g.arrays().items() if k not in drop}
+    if g.kind == "tile":
+        d, rows = dedup_configs(g.config_feat, g.config_runtime)
+        norm = g.config_runtime_normalizers[d.first]
+        target = g.config_runtime / g.config_runtime_normalizers.astype(np.float64)
+        stats = audit_graph(d.config_map, target, d.varying, "top5", runtime=g.config_runtime,
+                            normalizers=g.config_runtime_normalizers, **audit_params)
+        return Unique("tile", arrays, rows, d.runtime.astype(np.int64), norm, None, g.num_configs, stats)
     dd = ConfigDeduper("min")
     uniq = []
     for start, feat in iter_node_config_feat(g, chunk):
@@ -89,103 +164,243 @@ def dedup_file(path: Path, chunk: int) -> tuple[dict, np.ndarray, np.ndarray, np
         except ValueError as e:
             raise DataError(path, str(e), "node_config_feat") from None
     d = dd.finish()
-    arrays = {k: v for k, v in g.arrays().items() if k not in ("node_config_feat", "config_runtime")}
-    return arrays, np.concatenate(uniq), d.runtime.astype(np.int64), d.varying, g.num_configs
+    stats = audit_graph(d.config_map, g.config_runtime.astype(np.float64), d.varying, "tau", **audit_params)
+    return Unique("layout", arrays, np.concatenate(uniq), d.runtime.astype(np.int64), None, d.varying, g.num_configs, stats)
 
 
-def write_half(root: Path, collection: str, split: str, stem: str, arrays: dict, codes: np.ndarray, runtime: np.ndarray,
-               chunk: int) -> Path:
-    """One half as a raw file; node_config_feat is unpacked `chunk` configs at a time (the raw
-    -1..5 values back), so memory holds one chunk of float32 configs, not the half."""
-    dst = root / rel_path(collection, split, stem)
-    u, nc = codes.shape[:2]
-    chunks = (unpack_layout(codes[i : i + chunk]).astype(np.float32) for i in range(0, u, chunk))  # (c, NC, 18)
-    write_graph(dst, {**arrays, "config_runtime": runtime}, chunks, (u, nc, 18))
-    return dst
-
-
-def lightgbm_tau(codes: np.ndarray, varying: np.ndarray, runtime: np.ndarray, tr: np.ndarray, va: np.ndarray, params: dict,
-                 seed: int) -> float:
-    """The reference: a LightGBM regressor (L2) on the flattened node_config_feat of the varying
-    configurable nodes (`varying` (NC,) bool), target log(runtime). `params` are LightGBM's
-    (num_iterations, learning_rate, ...)."""
+def lightgbm_scores(u: Unique, tr: np.ndarray, te: np.ndarray, params: dict, seed: int) -> np.ndarray:
+    """The reference: a LightGBM regressor (L2) on the flat config features of `tr`, target
+    log(target); scores of `te` (lower = faster)."""
     import lightgbm as lgb
 
-    x = unpack_layout(codes[:, varying]).reshape(codes.shape[0], -1).astype(np.float32)
     p = {"objective": "regression", "seed": seed, "verbose": -1, "num_threads": 1, **params}
-    booster = lgb.train(p, lgb.Dataset(x[tr], np.log(runtime[tr].astype(np.float64))))
-    return kendall_tau(booster.predict(x[va]), runtime[va])
+    booster = lgb.train(p, lgb.Dataset(u.features(tr), np.log(u.target[tr])))
+    return booster.predict(u.features(te))
+
+
+def score(kind: str, scores: np.ndarray, target: np.ndarray) -> float:
+    """The competition metric of one graph (tau for layout, top-5 slowdown score for tile)."""
+    return float(graph_score(kind, config_order(kind, scores), target))
+
+
+def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.ndarray, work: Path, cfg: DictConfig,
+                  gnn_seeds: list[int]) -> tuple[dict[str, np.ndarray], dict]:
+    """Every member trained on the configs `tr` and scoring the configs `te` (in sorted `te`
+    order), through the product's stages on a tree under `work`; and the GNN's per-seed scores
+    and training summary."""
+    if work.exists():
+        shutil.rmtree(work)
+    raw, chunk = work / "raw", int(cfg.chunk_configs)
+    u.write(raw, collection, "train", stem, tr, chunk)
+    u.write(raw, collection, "test", stem, te, chunk)
+    gid = graph_id(collection, stem)
+    common = ["jobs=1", f"seed={gnn_seeds[0]}"]
+    out: dict[str, np.ndarray] = {"baseline": baseline_scores(GraphFile(collection, "test", raw / rel_path(collection, "test", stem)),
+                                                              chunk)}
+    prune.run(_compose("prune", [f"data={raw}", f"out={work / 'pruned'}", *common]))
+    pad.run(_compose("pad", [f"data={work / 'pruned'}", f"out={work / 'padded'}", *common]))
+    extract.run(_compose("extract", [f"data={work / 'padded'}", f"out={work / 'processed'}", *common]))
+    preds = work / "predictions"
+    train_gbdt.run(_compose("train_gbdt", [
+        f"tables={work / 'processed' / 'tables'}", f"models={work / 'models' / 'gbdt'}", f"predictions={preds}",
+        f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg.gbdt, resolve=True))]))
+    out["gbdt"] = read_predictions(predictions_path(preds, "gbdt", "test"))[gid]
+    if u.kind == "layout":
+        train_analytical.run(_compose("train_analytical", [
+            f"data={work / 'processed' / 'gnn'}", f"models={work / 'models' / 'analytical'}", f"predictions={preds}",
+            f"collections=[{collection}]", "splits=[test]", *common,
+            *_overrides(OmegaConf.to_container(cfg.analytical, resolve=True))]))
+        out["analytical"] = read_predictions(predictions_path(preds, "analytical", "test"))[gid]
+    gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
+    runs, summary = [], {}
+    for seed in gnn_seeds:
+        sub = f"gnn_seed{seed}"
+        summary = train_gnn.run(_compose("train_gnn", [
+            f"data={work / 'processed' / 'gnn'}", f"out={work / 'models' / sub}", f"predictions={preds / sub}",
+            f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *gnn]))
+        runs.append({gid: read_predictions(predictions_path(preds / sub, "gnn", "test"))[gid]})
+    # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
+    out["gnn"] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
+    out[REFERENCE] = lightgbm_scores(u, np.sort(tr), np.sort(te), OmegaConf.to_container(cfg.lightgbm, resolve=True), gnn_seeds[0])
+    return out, {"gnn_seed_scores": [r[gid] for r in runs], "gnn_epochs": summary.get(collection, {}).get("epochs")}
+
+
+def check_graph(u: Unique, collection: str, stem: str, seed: int, cfg: DictConfig, work: Path) -> dict:
+    """One graph, one seed: every member's and every blend's held-out metric (module docstring)."""
+    t0 = time.monotonic()
+    kind, n = u.kind, u.configs.shape[0]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    cut = int(round(n * (1 - float(cfg.valid_fraction))))
+    tr, te = np.sort(perm[:cut]), np.sort(perm[cut:])
+    log.info("%s seed %d: %d configs, %d distinct; %d train / %d held out", graph_id(collection, stem), seed, u.num_configs,
+             n, tr.size, te.size)
+    n_gnn = int(cfg.gnn_seeds)
+    if n_gnn < 1:
+        raise DataError(None, f"gnn_seeds must be at least 1 (got {n_gnn})")
+    # seed * n + i: the models of one split and those of another never share a seed
+    held, extra = train_members(u, collection, stem, tr, te, work / "outer", cfg, [seed * n_gnn + i for i in range(n_gnn)])
+    target = u.target
+    result = {"seed": seed, "train": int(tr.size), "held_out": int(te.size),
+              "scores": {m: round(score(kind, s, target[te]), 4) for m, s in held.items()},
+              "gnn_seed_scores": [round(score(kind, s, target[te]), 4) for s in extra["gnn_seed_scores"]],
+              "gnn_epochs": extra["gnn_epochs"]}
+
+    # out-of-fold predictions on the train half: the blend's weights are fitted on them alone
+    folds = int(cfg.blend_folds)
+    if folds >= 2 and tr.size >= 2 * folds:
+        fold_of = np.random.default_rng([seed, 1]).permutation(tr.size) % folds
+        oof: dict[str, dict[str, np.ndarray]] = {}
+        runtimes: dict[str, np.ndarray] = {}
+        for f in range(folds):
+            inner_tr, inner_te = tr[fold_of != f], tr[fold_of == f]
+            preds, _ = train_members(u, collection, stem, inner_tr, inner_te, work / f"fold{f}", cfg,
+                                     [seed * n_gnn + 100 + f * int(cfg.blend_gnn_seeds) + i for i in range(int(cfg.blend_gnn_seeds))])
+            fid = f"{graph_id(collection, stem)}#fold{f}"
+            runtimes[fid] = target[np.sort(inner_te)]
+            for m, s in preds.items():
+                oof.setdefault(m, {})[fid] = s
+        result["fold_scores"] = {m: round(float(np.mean([score(kind, s, runtimes[g]) for g, s in p.items()])), 4)
+                                 for m, p in oof.items()}
+        blender: Blender = instantiate(_compose("ensemble", _overrides(OmegaConf.to_container(cfg.blender, resolve=True),
+                                                                      "blender.")).blender, "blender")
+        result["blends"] = {}
+        for name, members in OmegaConf.to_container(cfg.ensembles, resolve=True).items():
+            members = [m for m in members if m in held]
+            fitted = {m: blender.normalize_all(oof[m]) for m in members}
+            method, weights, method_oof = blender.weights(kind, fitted, runtimes)
+            gid = graph_id(collection, stem)
+            mixed = blend({m: {gid: normalize(held[m], blender.normalize)} for m in members}, weights, [gid])[gid]
+            result["scores"][name] = round(score(kind, mixed, target[te]), 4)
+            result["blends"][name] = {"method": method, "weights": {m: round(w, 4) for m, w in weights.items()},
+                                      "out_of_fold": {k: round(v, 4) for k, v in method_oof.items()}}
+    else:
+        log.warning("%s: %d train configs, too few for %d blend folds; no ensemble", graph_id(collection, stem), tr.size, folds)
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    log.info("%s seed %d: %s (%.0f s)", graph_id(collection, stem), seed,
+             ", ".join(f"{m} {v:.4f}" for m, v in result["scores"].items()), result["seconds"])
+    return result
+
+
+def candidate_files(cfg: DictConfig) -> list[tuple[Path, str, str | None]]:
+    """(path, collection, split) of the graphs the check may run on: `file=`, or every
+    train/valid file of `data=` (collections `collections`)."""
+    if cfg.file:
+        src = Path(cfg.file)
+        if not src.is_file():
+            raise DataError(src, "file not found")
+        return [(src, cfg.collection or infer_collection(src), None)]
+    if not cfg.data:
+        raise DataError(None, "give data=<npz root> (every labelled graph) or file=<train/valid .npz>")
+    files = discover(cfg.data, list(cfg.collections) if cfg.collections else None, ["train", "valid"], announce=True)
+    return [(f.path, f.collection, f.split) for f in files]
+
+
+def summarize(graphs: dict) -> dict:
+    """Per graph and model: mean and spread (population std) over seeds."""
+    for g in graphs.values():
+        models = sorted({m for r in g["runs"] for m in r["scores"]}, key=_model_order)
+        g["mean"] = {m: round(float(np.mean([r["scores"][m] for r in g["runs"] if m in r["scores"]])), 4) for m in models}
+        g["std"] = {m: round(float(np.std([r["scores"][m] for r in g["runs"] if m in r["scores"]])), 4) for m in models}
+    return graphs
+
+
+def _model_order(m: str) -> tuple[int, str]:
+    order = [*MEMBERS, REFERENCE]
+    return (order.index(m), m) if m in order else (len(order), m)
+
+
+def markdown(report: dict) -> str:
+    graphs = report["graphs"]
+    models = sorted({m for g in graphs.values() for m in g["mean"]}, key=_model_order)
+    lines = [f"# Transductive check: {report['source']}", "",
+             "Held-out half of each graph's distinct configs (Kendall tau for layout, top-5 score for tile), "
+             f"mean over seeds {report['seeds']} ± population std; ceiling: the audit's noise ceiling of the whole graph. "
+             f"`lightgbm` is a reference regressor outside the pipeline; `ensemble` is blended out of fold on the train half.", "",
+             "| graph | configs | distinct | " + " | ".join(models) + " | ceiling |",
+             "|---|---:|---:|" + "---:|" * (len(models) + 1)]
+    for gid, g in graphs.items():
+        best = max((g["mean"][m] for m in models if m in g["mean"]), default=None)
+        cells = []
+        for m in models:
+            if m not in g["mean"]:
+                cells.append("—")
+                continue
+            v = f"{g['mean'][m]:.4f} ± {g['std'][m]:.4f}"
+            cells.append(f"**{v}**" if g["mean"][m] == best else v)
+        ceil = g["ceiling"]
+        lines.append(f"| {gid} | {g['configs']} | {g['distinct']} | " + " | ".join(cells) + f" | {'—' if ceil is None else f'{ceil:.3f}'} |")
+    lines += ["", "Per seed:", ""]
+    for gid, g in graphs.items():
+        for r in g["runs"]:
+            blends = "; ".join(f"{n}: {b['method']} {b['weights']}" for n, b in r.get("blends", {}).items())
+            lines.append(f"- {gid} seed {r['seed']}: " + ", ".join(f"{m} {v:.4f}" for m, v in r["scores"].items())
+                         + f"; GNN single models {r['gnn_seed_scores']}" + (f"; blend weights {blends}" if blends else "")
+                         + f" ({r['seconds']:.0f} s)")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    graphs = report["graphs"]
+    if not graphs:
+        return
+    models = sorted({m for g in graphs.values() for m in g["mean"]}, key=_model_order)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(graphs) * len(models) / 4), 4))
+    width = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        xs = [j + i * width for j, g in enumerate(graphs.values()) if m in g["mean"]]
+        ys = [g["mean"][m] for g in graphs.values() if m in g["mean"]]
+        es = [g["std"][m] for g in graphs.values() if m in g["mean"]]
+        ax.bar(xs, ys, width, yerr=es, label=m, capsize=2)
+    for j, g in enumerate(graphs.values()):
+        if g["ceiling"] is not None:
+            ax.hlines(g["ceiling"], j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="dashed",
+                      label="noise ceiling" if j == 0 else None)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(graphs))], [gid.split(":")[-1][:24] for gid in graphs], rotation=20)
+    ax.set_ylabel("held-out score (tau / top-5)")
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(f"transductive check: {report['source']} (seeds {report['seeds']})", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def run(cfg: DictConfig) -> dict:
-    if not cfg.file:
-        raise DataError(None, "file=<layout .npz> is required (e.g. ../shared/tpugraphs-samples/layout/xla/default/train/unet3d.npz)")
-    src = Path(cfg.file)
-    if not src.is_file():
-        raise DataError(src, "file not found")
-    collection = cfg.collection or infer_collection(src)
-    out = Path(cfg.out)
     t0 = time.monotonic()
-    arrays, codes, runtime, varying, n_configs = dedup_file(src, int(cfg.chunk_configs))
-    u = codes.shape[0]
-    if u < 4:
-        raise DataError(src, f"has only {u} distinct configs; nothing to split")
-    perm = np.random.default_rng(int(cfg.seed)).permutation(u)
-    cut = int(round(u * (1 - float(cfg.valid_fraction))))
-    tr, va = np.sort(perm[:cut]), np.sort(perm[cut:])
-    stem = src.stem
-    log.info("%s: %d configs, %d distinct (duplicates merged, fastest runtime kept); %d train / %d valid",
-             src, n_configs, u, tr.size, va.size)
-    raw = out / "raw"
-    # the held-out half goes in as `test`: train_gnn then has no valid graphs to pick an epoch
-    # on, so nothing about the held-out runtimes leaks into the model (it keeps the last epoch)
-    for split, rows in (("train", tr), ("test", va)):
-        write_half(raw, collection, split, stem, arrays, codes[rows], runtime[rows], int(cfg.chunk_configs))
-
-    t1 = time.monotonic()
-    lgb_tau = lightgbm_tau(codes, varying, runtime, tr, va, OmegaConf.to_container(cfg.lightgbm, resolve=True), int(cfg.seed))
-    t_lgb = time.monotonic() - t1
-    log.info("LightGBM reference: tau %.4f on the held-out half (%.1f s)", lgb_tau, t_lgb)
-
-    common = [f"seed={cfg.seed}", "jobs=1"]
-    prune.run(_compose("prune", [f"data={raw}", f"out={out / 'pruned'}", *common]))
-    pad.run(_compose("pad", [f"data={out / 'pruned'}", f"out={out / 'padded'}", *common]))
-    extract.run(_compose("extract", [f"data={out / 'padded'}", f"out={out / 'processed'}", "tables=false", *common]))
-    train_analytical.run(_compose("train_analytical", [
-        f"data={out / 'processed' / 'gnn'}", f"models={out / 'models' / 'analytical'}", f"predictions={out / 'predictions'}",
-        f"collections=[{collection}]", "splits=[test]", *common]))
-    analytical = read_predictions(predictions_path(out / "predictions", "analytical", "test"))[graph_id(collection, stem)]
-    analytical_tau = kendall_tau(analytical, runtime[va])
-    log.info("analytical reference: tau %.4f on the held-out half", analytical_tau)
-    t2 = time.monotonic()
-    gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
-    n_seeds = int(cfg.gnn_seeds)
-    if n_seeds < 1:
-        raise DataError(None, f"gnn_seeds must be at least 1 (got {n_seeds})")
-    gid = graph_id(collection, stem)
-    runs, seed_taus = [], []
-    for i in range(n_seeds):
-        # seed * n + i: the models of one split and those of another never share a seed
-        seed, sub = int(cfg.seed) * n_seeds + i, (f"seed{i}" if n_seeds > 1 else "")
-        summary = train_gnn.run(_compose("train_gnn", [
-            f"data={out / 'processed' / 'gnn'}", f"out={out / 'models' / sub}", f"predictions={out / 'predictions' / sub}",
-            f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", *gnn]))
-        runs.append({gid: read_predictions(predictions_path(out / "predictions" / sub, "gnn", "test"))[gid]})
-        seed_taus.append(round(kendall_tau(runs[-1][gid], runtime[va]), 4))  # lower score = faster
-        log.info("GNN seed %d: tau %.4f on the held-out half", seed, seed_taus[-1])
-    t_gnn = time.monotonic() - t2
-    # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
-    scores = runs[0][gid] if n_seeds == 1 else average_seeds(runs, "rank")[gid]
-    gnn_tau = kendall_tau(scores, runtime[va])
-    report = {
-        "file": str(src), "collection": collection, "configs": int(n_configs), "distinct": int(u),
-        "train": int(tr.size), "valid": int(va.size), "seed": int(cfg.seed),
-        "gnn_tau": round(gnn_tau, 4), "gnn_seed_taus": seed_taus, "lightgbm_tau": round(lgb_tau, 4), "analytical_tau": round(analytical_tau, 4),
-        "gnn_epochs": summary[collection]["epochs"], "gnn_s": round(t_gnn, 1), "lightgbm_s": round(t_lgb, 1),
-        "total_s": round(time.monotonic() - t0, 1), "gnn_overrides": gnn,
-    }
-    write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report), flush=True)
+    seeds = [int(s) for s in (cfg.seeds if OmegaConf.is_list(cfg.seeds) else [cfg.seeds])]
+    if not seeds:
+        raise DataError(None, "seeds must list at least one seed, e.g. seeds=[0,1,2]")
+    audit_cfg = _compose("audit", [f"seed={seeds[0]}"])
+    audit_params = audit.per_graph_params(audit_cfg)
+    graphs, per_collection = {}, {}
+    for src, collection, split in candidate_files(cfg):
+        if cfg.max_graphs is not None and per_collection.get(collection, 0) >= int(cfg.max_graphs):
+            continue
+        u = read_unique(src, split, int(cfg.chunk_configs), audit_params)
+        gid = graph_id(collection, src.stem)
+        if u.kind != collection_kind(collection):
+            raise DataError(src, f"is a {u.kind} file; collection {collection} holds {collection_kind(collection)} files")
+        if u.configs.shape[0] < int(cfg.min_configs):
+            log.info("%s: %d distinct configs, under min_configs=%d; skipped", gid, u.configs.shape[0], int(cfg.min_configs))
+            continue
+        per_collection[collection] = per_collection.get(collection, 0) + 1
+        runs = [check_graph(u, collection, src.stem, s, cfg, Path(cfg.out) / collection_kind(collection) / src.stem / f"s{s}")
+                for s in seeds]
+        graphs[gid] = {"file": str(src), "kind": u.kind, "configs": u.num_configs, "distinct": int(u.configs.shape[0]),
+                       "ceiling": None if u.audit.get("ceiling") is None else round(float(u.audit["ceiling"]), 4), "runs": runs}
+    if not graphs:
+        raise DataError(cfg.file or cfg.data, f"no labelled graph with at least min_configs={int(cfg.min_configs)} distinct configs")
+    report = {"source": str(cfg.file or cfg.data), "seeds": seeds, "graphs": summarize(graphs),
+              "seconds": round(time.monotonic() - t0, 1), "config": OmegaConf.to_container(cfg, resolve=True)}
+    out = Path(cfg.report)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / f"{cfg.name}.json", json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out / f"{cfg.name}.md", markdown(report))
+    plot(report, out / f"{cfg.name}.png")
+    print(markdown(report), flush=True)
+    log.info("report written to %s (%s.md, .json, .png)", out, cfg.name)
     return report
 
 

@@ -261,34 +261,6 @@ def test_loggers() -> None:
     logger.finish()
 
 
-def test_transductive_split_of_a_real_file(samples: Path, tmp_path: Path) -> None:
-    from pipeline import transductive
-
-    src = samples / "layout/xla/default/train/unet3d.npz"
-    assert transductive.infer_collection(src) == "layout:xla:default"
-    rep = transductive.run(compose("transductive", [
-        f"file={src}", f"out={tmp_path}", "progress=false", "lightgbm.num_iterations=20", "gnn_seeds=2",
-        "gnn.epochs=2", "gnn.samples_per_graph=2", "+gnn.model.hidden=16", "+gnn.model.layers=2",
-        "gnn.infer_permutations=2"]))
-    assert "model.hidden=16" in rep["gnn_overrides"]
-    assert len(rep["gnn_seed_taus"]) == 2 and (tmp_path / "models/seed1").is_dir()  # two models, averaged
-    # dedup first: the halves partition the distinct configs, none on both sides
-    assert rep["train"] + rep["valid"] == rep["distinct"] <= rep["configs"]
-    assert abs(rep["train"] - rep["valid"]) <= 1
-    tr = np.load(tmp_path / "processed/gnn/layout/xla/default/train/unet3d.npz")
-    te = np.load(tmp_path / "processed/gnn/layout/xla/default/test/unet3d.npz")
-    seen = {r.tobytes() for r in tr["config_codes"]}
-    assert not any(r.tobytes() in seen for r in te["config_codes"])
-    assert -1.0 <= rep["gnn_tau"] <= 1.0 and -1.0 <= rep["lightgbm_tau"] <= 1.0 and -1.0 <= rep["analytical_tau"] <= 1.0
-    assert (tmp_path / "report.json").is_file()
-    with pytest.raises(DataError, match="openai_v0_rnn_optimized.npz: has only 1 distinct config"):
-        transductive.run(compose("transductive", [f"file={samples / 'layout/xla/random/train/openai_v0_rnn_optimized.npz'}",
-                                                  f"out={tmp_path / 'o'}"]))
-    with pytest.raises(DataError, match="tile file"):
-        transductive.run(compose("transductive", [f"file={next(samples.glob('tile/xla/train/*.npz'))}",
-                                                  f"out={tmp_path / 't'}", "collection=layout:xla:random"]))
-
-
 def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
     from pipeline.bench_gnn import bench_device, synthetic_graph
 
