@@ -182,32 +182,58 @@ def method_weights(method: str, kind: str, members: Mapping[str, Preds], runtime
     raise ValueError(f"unknown ensemble method '{method}' (known: {', '.join(METHODS)})")
 
 
-def out_of_fold(method: str, kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
-                steps: int = 10, refine: int = 2, shrink: float = 0.5) -> float:
-    """Leave-one-graph-out score of a method: each graph is scored with the weights the method
-    fits on every other graph; the mean over graphs (nan with fewer than two graphs)."""
+def out_of_fold_scores(method: str, kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
+                       steps: int = 10, refine: int = 2, shrink: float = 0.5) -> np.ndarray:
+    """Leave-one-graph-out scores of a method, one per graph of `runtimes` (in its order): each
+    graph scored with the weights the method fits on every other graph (empty with fewer than
+    two graphs)."""
     ids = list(runtimes)
     if len(ids) < 2:
-        return float("nan")
+        return np.zeros(0)
     out = []
     for g in ids:
         rest = {h: runtimes[h] for h in ids if h != g}
         w = method_weights(method, kind, members, rest, steps, refine, shrink)
         out.append(collection_score(kind, blend(members, w, [g]), {g: runtimes[g]}))
-    return float(np.mean(out))
+    return np.asarray(out)
+
+
+def out_of_fold(method: str, kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
+                steps: int = 10, refine: int = 2, shrink: float = 0.5) -> float:
+    """The mean of `out_of_fold_scores` (nan with fewer than two graphs)."""
+    s = out_of_fold_scores(method, kind, members, runtimes, steps, refine, shrink)
+    return float(s.mean()) if s.size else float("nan")
+
+
+def pick_method(per_graph: Mapping[str, np.ndarray], min_gain_se: float = 1.0) -> str:
+    """The method with the best mean out-of-fold score (`per_graph`: method -> per-graph
+    scores, in tie-break order), unless `best` is a candidate and the winner's mean gain over it
+    is within `min_gain_se` standard errors of the per-graph differences: then `best`.
+
+    Why: a blend's fitted weights can fail badly on one graph (a weak member in a rank blend
+    pushes a tile graph's fastest configs out of the top 5: one graph at -0.66 among 47 at
+    ~1.0), while its mean over a few graphs moves by less than that noise. A blend is used only
+    where it wins on the held-out graphs by more than their spread says chance would."""
+    names = list(per_graph)
+    means = {m: float(np.mean(per_graph[m])) for m in names}
+    top = max(names, key=lambda m: (means[m], -names.index(m)))
+    if top == "best" or "best" not in per_graph:
+        return top
+    d = np.asarray(per_graph[top]) - np.asarray(per_graph["best"])
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("inf")
+    return top if d.mean() > min_gain_se * se else "best"
 
 
 def choose_method(kind: str, members: Mapping[str, Preds], runtimes: Mapping[str, np.ndarray],
                   methods: Sequence[str] = METHODS, steps: int = 10, refine: int = 2,
-                  shrink: float = 0.5) -> tuple[str, dict[str, float]]:
-    """The method of `methods` with the best out-of-fold score (ties: the earlier one), and
-    every method's out-of-fold score. With fewer than two graphs nothing can be held out:
-    the first method is returned with no scores."""
-    oof = {m: out_of_fold(m, kind, members, runtimes, steps, refine, shrink) for m in methods}
+                  shrink: float = 0.5, min_gain_se: float = 1.0) -> tuple[str, dict[str, float]]:
+    """The method `pick_method` takes from the out-of-fold scores of `methods`, and every
+    method's mean out-of-fold score. With fewer than two graphs nothing can be held out: the
+    first method is returned with no scores."""
     if len(runtimes) < 2 or not methods:
         return (methods[0] if methods else "equal"), {}
-    best = max(methods, key=lambda m: (oof[m], -list(methods).index(m)))
-    return best, oof
+    per_graph = {m: out_of_fold_scores(m, kind, members, runtimes, steps, refine, shrink) for m in methods}
+    return pick_method(per_graph, min_gain_se), {m: float(s.mean()) for m, s in per_graph.items()}
 
 
 @dataclass(frozen=True)
@@ -216,13 +242,16 @@ class Blender:
     with the weights of a fitting method.
 
     Args:
-        method: `auto` (the method of `methods` with the best out-of-fold score, `choose_method`)
-            or one of `METHODS` (`method_weights`).
+        method: `auto` (the method of `methods` with the best out-of-fold score, `choose_method`,
+            unless it beats `best` by no more than `min_gain_se` standard errors) or one of
+            `METHODS` (`method_weights`).
         methods: candidates of `auto`, in tie-break order.
         shrink: `shrink`'s weight of equal weights.
         normalize: per-graph score normalization, one of `NORMALIZERS`.
         grid_steps: weights searched on a simplex grid of step 1/grid_steps.
         refine: rounds of coordinate search after the grid, each halving the step.
+        min_gain_se: `auto` keeps `best` unless a blend's mean out-of-fold gain over it exceeds
+            this many standard errors of the per-graph gains (`pick_method`).
 
     Raises ValueError (one sentence) for an unknown method or normalization.
     """
@@ -233,6 +262,7 @@ class Blender:
     normalize: str = "rank"
     grid_steps: int = 10
     refine: int = 2
+    min_gain_se: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -254,5 +284,6 @@ class Blender:
         knobs = dict(steps=int(self.grid_steps), refine=int(self.refine), shrink=float(self.shrink))
         method, oof = self.method, {}
         if method == "auto":
-            method, oof = choose_method(kind, members, runtimes, list(self.methods), **knobs)
+            method, oof = choose_method(kind, members, runtimes, list(self.methods), **knobs,
+                                        min_gain_se=float(self.min_gain_se))
         return method, method_weights(method, kind, members, runtimes, **knobs), oof
