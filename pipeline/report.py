@@ -319,7 +319,8 @@ def _num(value: float | None, fmt: str = ".4f") -> str:
 def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
     """The report's title, intro and score table (with the noise-ceiling row when present)."""
     graphs = result["graphs"]
-    best = {c: max(v for m in models if (v := _score_of(result["models"][m], c)) is not None) for c in cols + ["overall"]}
+    best = {c: max((v for m in models if (v := _score_of(result["models"][m], c)) is not None), default=None)
+            for c in cols + ["overall"]}
     num_graphs = sum(graphs.values())
     lines = [f"# Validation report: {result['split']} split",
              "",

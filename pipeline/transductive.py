@@ -191,37 +191,47 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     if work.exists():
         shutil.rmtree(work)
     raw, chunk = work / "raw", int(cfg.chunk_configs)
+    unknown = sorted(set(cfg.members) - {*MEMBERS, REFERENCE})
+    if unknown:
+        raise DataError(None, f"members: unknown model(s) {unknown} (known: {', '.join([*MEMBERS, REFERENCE])})")
     u.write(raw, collection, "train", stem, tr, chunk)
     u.write(raw, collection, "test", stem, te, chunk)
     gid = graph_id(collection, stem)
     common = ["jobs=1", f"seed={gnn_seeds[0]}"]
-    out: dict[str, np.ndarray] = {"baseline": baseline_scores(GraphFile(collection, "test", raw / rel_path(collection, "test", stem)),
-                                                              chunk)}
+    wanted = set(cfg.members)
+    out: dict[str, np.ndarray] = {}
+    if "baseline" in wanted:
+        out["baseline"] = baseline_scores(GraphFile(collection, "test", raw / rel_path(collection, "test", stem)), chunk)
+    if REFERENCE in wanted:
+        out[REFERENCE] = lightgbm_scores(u, np.sort(tr), np.sort(te), OmegaConf.to_container(cfg.lightgbm, resolve=True), gnn_seeds[0])
+    runs: list[dict] = []
+    if not wanted & {"gbdt", "analytical", "gnn"}:
+        return out, {"gnn_seed_scores": [], "gnn_epochs": None}
     prune.run(_compose("prune", [f"data={raw}", f"out={work / 'pruned'}", *common]))
     pad.run(_compose("pad", [f"data={work / 'pruned'}", f"out={work / 'padded'}", *common]))
     extract.run(_compose("extract", [f"data={work / 'padded'}", f"out={work / 'processed'}", *common]))
     preds = work / "predictions"
-    train_gbdt.run(_compose("train_gbdt", [
-        f"tables={work / 'processed' / 'tables'}", f"models={work / 'models' / 'gbdt'}", f"predictions={preds}",
-        f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg.gbdt, resolve=True))]))
-    out["gbdt"] = read_predictions(predictions_path(preds, "gbdt", "test"))[gid]
-    if u.kind == "layout":
+    if "gbdt" in wanted:
+        train_gbdt.run(_compose("train_gbdt", [
+            f"tables={work / 'processed' / 'tables'}", f"models={work / 'models' / 'gbdt'}", f"predictions={preds}",
+            f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg.gbdt, resolve=True))]))
+        out["gbdt"] = read_predictions(predictions_path(preds, "gbdt", "test"))[gid]
+    if u.kind == "layout" and "analytical" in wanted:
         train_analytical.run(_compose("train_analytical", [
             f"data={work / 'processed' / 'gnn'}", f"models={work / 'models' / 'analytical'}", f"predictions={preds}",
             f"collections=[{collection}]", "splits=[test]", *common,
             *_overrides(OmegaConf.to_container(cfg.analytical, resolve=True))]))
         out["analytical"] = read_predictions(predictions_path(preds, "analytical", "test"))[gid]
     gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
-    runs, summary = [], {}
-    for seed in gnn_seeds:
+    summary: dict = {}
+    for seed in gnn_seeds if "gnn" in wanted else []:
         sub = f"gnn_seed{seed}"
         summary = train_gnn.run(_compose("train_gnn", [
             f"data={work / 'processed' / 'gnn'}", f"out={work / 'models' / sub}", f"predictions={preds / sub}",
             f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *gnn]))
         runs.append({gid: read_predictions(predictions_path(preds / sub, "gnn", "test"))[gid]})
-    # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
-    out["gnn"] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
-    out[REFERENCE] = lightgbm_scores(u, np.sort(tr), np.sort(te), OmegaConf.to_container(cfg.lightgbm, resolve=True), gnn_seeds[0])
+    if runs:  # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
+        out["gnn"] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
     return out, {"gnn_seed_scores": [r[gid] for r in runs], "gnn_epochs": summary.get(collection, {}).get("epochs")}
 
 
@@ -274,7 +284,7 @@ def check_graph(u: Unique, collection: str, stem: str, seed: int, cfg: DictConfi
             result["scores"][name] = round(score(kind, mixed, target[te]), 4)
             result["blends"][name] = {"method": method, "weights": {m: round(w, 4) for m, w in weights.items()},
                                       "out_of_fold": {k: round(v, 4) for k, v in method_oof.items()}}
-    else:
+    elif folds >= 2:
         log.warning("%s: %d train configs, too few for %d blend folds; no ensemble", graph_id(collection, stem), tr.size, folds)
     result["seconds"] = round(time.monotonic() - t0, 1)
     log.info("%s seed %d: %s (%.0f s)", graph_id(collection, stem), seed,

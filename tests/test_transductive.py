@@ -69,3 +69,15 @@ def test_a_file_without_enough_distinct_configs_or_of_the_wrong_kind_is_refused(
                                                   f"out={tmp_path / 't'}", f"report={tmp_path / 'r'}", "collection=layout:xla:random"]))
     with pytest.raises(DataError, match="give data=<npz root>"):
         transductive.run(compose("transductive", [f"out={tmp_path / 'n'}", f"report={tmp_path / 'r'}"]))
+
+
+def test_members_picks_the_models_trained(samples: Path, tmp_path: Path) -> None:
+    src = samples / "layout/xla/default/train/unet3d.npz"
+    rep = transductive.run(compose("transductive", [
+        f"file={src}", f"out={tmp_path / 'w'}", f"report={tmp_path / 'r'}", "seeds=[3]", "members=[analytical,lightgbm]",
+        "blend_folds=0", *QUICK]))
+    (run,) = rep["graphs"]["layout:xla:default:unet3d"]["runs"]
+    assert set(run["scores"]) == {"analytical", "lightgbm"} and "blends" not in run
+    with pytest.raises(DataError, match=r"members: unknown model\(s\) \['xgb'\]"):
+        transductive.run(compose("transductive", [f"file={src}", f"out={tmp_path / 'x'}", f"report={tmp_path / 'r'}",
+                                                  "seeds=[0]", "members=[xgb]"]))
