@@ -209,7 +209,7 @@ $(REPORT): $(INSTALLED) $(REPORT_ARGS)
 	$(PY) -m pipeline.evaluate $(COMMON) split=$(SPLIT) submission=$(SUBMISSION) report=$(REPORT) $(call goal_args,evaluate)
 
 report: $(VALIDATION) ## validation report of every model's valid predictions -> reports/<dataset>/validation.{md,json} + PNG plots
-$(VALIDATION): $(INSTALLED) conf/report.yaml $(STATE)/report.args $(wildcard $(PRED)/*/valid.parquet)
+$(VALIDATION): $(INSTALLED) conf/report.yaml $(STATE)/report.args $(wildcard $(PRED)/*/valid.parquet) $(wildcard $(REPORTS)/$(DATASET)/audit.json)
 	$(PY) -m pipeline.report $(COMMON) $(call goal_args,report)
 
 download: $(INSTALLED) ## fetch the real competition data into data/raw/kaggle with the Kaggle CLI

@@ -16,7 +16,9 @@ the measured runtimes of the `split` files under `data`. Writes into `out`, atom
   `.per_graph`, `top_k.slowdown.<m>.<collection>`, `rank_graphs`, `skipped`, and
   `noise_ceiling` below when present).
 
-Noise ceiling (`noise_ceiling=true`, when `<data>/.truth/` exists, as on the embedded sample):
+Noise ceiling (`noise_ceiling=true`, when `<data>/.truth/` exists, as on the embedded sample; on
+other data, where `audit` names a `make audit` report, its per-graph estimates from duplicate
+configs, `noise_ceiling.source` = `audit`):
 the generator's noiseless cost of every config (`<npz root>/.truth/<collection dir>/<split>/<stem>.npy`,
 see `pipeline.sample_data`) ranks the configs as well as anything can, so its score against the
 measured runtimes is the best reachable under the measurement noise. Per graph: the competition
@@ -28,7 +30,7 @@ JSON: `noise_ceiling.collections.<c>`, `.score` (mean of the collections, null u
 scored collection has a ceiling), `.graphs.<c>`, `.per_graph.<ID>`, `.missing` (IDs without a
 usable truth file) and `.fraction.<m>.<c>` / `.fraction.<m>.overall` (model score / ceiling; null
 where the ceiling is not positive or absent). In `validation.md`: a `noise ceiling` row under
-the scores and a table of the fractions. Without `.truth/` (real data) all of it is absent.
+the scores and a table of the fractions. Without `.truth/` or an audit all of it is absent.
 Invariant: scores are those of `pipeline.evaluate` on the submission `pipeline.submission` would
 write from the same predictions (same rows, same validator, same metric code); a model whose
 predictions do not cover the split is left out with its reason, never scored on a subset.
@@ -159,12 +161,27 @@ def noise_ceiling(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], tr
                   scored: Mapping[str, dict], tile_k: int = metrics.TILE_TOP_K) -> dict | None:
     """The `noise_ceiling` entry of the report (see the module docstring); None without any truth."""
     per_graph = {f.id: ceiling_score(f.kind, truth[f.id], runtimes[f.id], tile_k) for f in files if f.id in truth}
-    missing = [f.id for f in files if f.id not in truth]
+    return ceiling_entry(files, per_graph, scored)
+
+
+def audit_ceiling(files: list[GraphFile], audit_json: str | Path) -> dict[str, float]:
+    """Per graph ID, the ceiling `make audit` estimated from duplicate configs (`features.audit`:
+    the metric a ranker knowing every true runtime gets against runtimes re-drawn with the noise
+    measured among identical configs); graphs without one (no duplicates) are left out."""
+    graphs = json.loads(Path(audit_json).read_text()).get("graphs", {})
+    return {f.id: float(graphs[f.id]["ceiling"]) for f in files
+            if graphs.get(f.id, {}).get("ceiling") is not None}
+
+
+def ceiling_entry(files: list[GraphFile], per_graph: Mapping[str, float], scored: Mapping[str, dict]) -> dict | None:
+    """The `noise_ceiling` entry from one ceiling per graph (a collection gets one only where
+    every graph has it); None when no collection does."""
+    missing = [f.id for f in files if f.id not in per_graph]
     covered = {c for c in COLLECTIONS if any(f.collection == c for f in files)} - {split_id(g)[0] for g in missing}
     if not covered:
         return None
     if missing:
-        log.warning("noise ceiling: %d graphs have no usable truth file; their collections get no ceiling: %s",
+        log.warning("noise ceiling: %d graphs have none; their collections get no ceiling: %s",
                     len(missing), ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
     kept = {g: v for g, v in per_graph.items() if split_id(g)[0] in covered}
     means = metrics.collection_means(kept, {g: split_id(g)[0] for g in kept})
@@ -341,10 +358,16 @@ def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
 
 def _ceiling_lines(ceiling: dict, models: list[str], cols: list[str]) -> list[str]:
     """The "Fraction of the noise ceiling" section: each model's score / the ceiling."""
+    if ceiling.get("source") == "audit":
+        what = (f"The *{CEILING_LABEL}* row is `make audit`'s estimate per graph (the metric a ranker knowing every true "
+                "runtime gets against runtimes re-drawn with the noise measured among identical configs), averaged per "
+                "collection; a graph without duplicate configs has none, and neither has its collection.")
+    else:
+        what = (f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
+                "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
+                "the measurement noise.")
     lines = ["", "## Fraction of the noise ceiling", "",
-             f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
-             "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
-             "the measurement noise. Below, each model's score / that ceiling (1 = as good as the noise allows).",
+             what + " Below, each model's score / that ceiling (1 = as good as the noise allows).",
              "",
              *_table_head(cols)]
     for m in models:
@@ -352,7 +375,7 @@ def _ceiling_lines(ceiling: dict, models: list[str], cols: list[str]) -> list[st
         lines.append(f"| {m} | " + " | ".join(_num(fraction.get(c), ".3f") for c in cols)
                      + f" | {_num(fraction['overall'], '.3f')} |")
     if ceiling["missing"]:
-        lines += ["", f"{len(ceiling['missing'])} graph(s) have no noiseless cost; their collections have no ceiling."]
+        lines += ["", f"{len(ceiling['missing'])} graph(s) have no ceiling; their collections have none."]
     return lines
 
 
@@ -507,6 +530,12 @@ def _report_ceiling(cfg: DictConfig, files: list[GraphFile], runtimes: Mapping[s
     truth = load_truth(cfg.data, files, runtimes)
     if truth is not None:
         ceiling = noise_ceiling(files, runtimes, truth, scored, min(int(cfg.tile_top), metrics.TILE_TOP_K))
+        if ceiling is not None:
+            ceiling["source"] = "truth"
+    elif cfg.audit and Path(cfg.audit).is_file():
+        ceiling = ceiling_entry(files, audit_ceiling(files, cfg.audit), scored)
+        if ceiling is not None:
+            ceiling["source"] = "audit"
     if ceiling is not None:
         log.info("noise ceiling: overall %s (%s)", "n/a" if ceiling["score"] is None else f"{ceiling['score']:.4f}",
                  ", ".join(f"{c} {v:.4f}" for c, v in ceiling["collections"].items()))

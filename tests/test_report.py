@@ -205,10 +205,27 @@ def test_report_without_truth_has_no_ceiling(sample, tmp_path) -> None:
     assert not (raw / TRUTH).exists()
     for data, extra in ((raw, {}), (sample["raw"], {"noise_ceiling": "false"})):
         out = tmp_path / f"rep{len(extra)}"
-        result = report.run(stage_cfg("report", data=data, predictions=sample["pred"], out=out, **extra))
+        result = report.run(stage_cfg("report", data=data, predictions=sample["pred"], out=out, audit="null", **extra))
         assert "noise_ceiling" not in result and "noise_ceiling" not in json.loads((out / "validation.json").read_text())
         md = (out / "validation.md").read_text()
         assert "noise ceiling" not in md and "| baseline |" in md
+
+
+def test_without_truth_the_audit_gives_the_ceiling(sample, tmp_path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(sample["raw"], raw, ignore=shutil.ignore_patterns(TRUTH))
+    files = discover(raw, splits=["valid"])
+    layout = [f for f in files if f.collection == "layout:xla:default"]
+    graphs = {f.id: {"ceiling": 0.5 + 0.1 * i} for i, f in enumerate(layout)}  # tile graphs: none (no duplicates)
+    (tmp_path / "audit.json").write_text(json.dumps({"graphs": graphs}))
+    out = tmp_path / "rep"
+    result = report.run(stage_cfg("report", data=raw, predictions=sample["pred"], out=out, audit=tmp_path / "audit.json"))
+    ceiling = result["noise_ceiling"]
+    assert ceiling["source"] == "audit" and set(ceiling["collections"]) == {"layout:xla:default"}
+    assert ceiling["collections"]["layout:xla:default"] == pytest.approx(np.mean([g["ceiling"] for g in graphs.values()]))
+    assert ceiling["fraction"]["baseline"]["layout:xla:default"] == pytest.approx(
+        result["models"]["baseline"]["collections"]["layout:xla:default"] / ceiling["collections"]["layout:xla:default"])
+    assert "`make audit`'s estimate per graph" in (out / "validation.md").read_text()
 
 
 def test_collection_with_a_missing_truth_file_gets_no_ceiling(sample, tmp_path) -> None:
