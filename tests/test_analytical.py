@@ -101,3 +101,20 @@ def test_the_stage_says_what_is_missing(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="no GNN tensors"):
         train_analytical.run(cfg("train_analytical", f"data={tmp_path / 'absent'}"))
+
+
+def test_terms_fits_only_the_named_groups() -> None:
+    from features.cost_terms import TOTAL_NAMES, term_mask
+
+    rng = np.random.default_rng(0)
+    graphs = [(rng.random((40, len(TOTAL_NAMES))), rng.random(40) + 1.0) for _ in range(3)]
+    for x, y in graphs:
+        y += 5.0 * x[:, list(TOTAL_NAMES).index("conv_in_mismatch")]  # runtime driven by a link term
+    slot = AnalyticalRanker(names=TOTAL_NAMES, terms=["slot"]).fit(graphs)
+    assert (slot.weights[~term_mask(["slot"], TOTAL_NAMES)] == 0).all()
+    link = AnalyticalRanker(names=TOTAL_NAMES, terms=["link"]).fit(graphs)
+    assert link.weights[list(TOTAL_NAMES).index("conv_in_mismatch")] > 0
+    assert (link.weights[~term_mask(["link"], TOTAL_NAMES)] == 0).all()
+    none = AnalyticalRanker(names=TOTAL_NAMES, terms=[]).fit(graphs)
+    assert (none.weights == 0).all()
+    assert AnalyticalRanker(names=TOTAL_NAMES, terms=["link"]).state()["terms"] == ["link"]

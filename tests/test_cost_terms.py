@@ -129,3 +129,15 @@ def test_terms_of_many_configs_are_the_terms_of_each() -> None:
     one_by_one = np.concatenate([layout_terms(facts, defaults, pairs, done[i : i + 1]) for i in range(7)])
     np.testing.assert_array_equal(together, one_by_one)
     assert np.isfinite(together).all() and len(np.unique(together[:, 0, :], axis=0)) > 1
+
+
+def test_term_groups_partition_the_terms_and_select_totals_by_group() -> None:
+    from features.cost_terms import TERM_GROUPS, TOTAL_NAMES, term_groups, term_mask
+
+    assert sorted(t for g in TERM_GROUPS.values() for t in g) == sorted(TERM_NAMES)
+    assert term_groups(True) == ("slot", "link", "compute") and term_groups(False) == () == term_groups([])
+    assert term_groups(["compute", "slot"]) == ("slot", "compute")  # group order, whatever the order given
+    link = term_mask(["link"], TOTAL_NAMES)
+    assert link.sum() == 4 * len(TERM_GROUPS["link"])  # one per opcode kind
+    assert all(n.split("_", 1)[1] in TERM_GROUPS["link"] for n, keep in zip(TOTAL_NAMES, link) if keep)
+    assert term_mask([], ["some_feature"]).all()  # a name that is no cost term is kept

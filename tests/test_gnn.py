@@ -349,3 +349,21 @@ def test_checkpointing_changes_memory_not_results() -> None:
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for a, c in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_reads_only_the_cost_term_groups_it_names() -> None:
+    from features.cost_terms import TERM_GROUPS, TERM_NAMES
+
+    b = layout_batch(5)
+    m = model(cost_terms=["link"])
+    assert m.terms_proj.in_features == len(TERM_GROUPS["link"])
+    link = torch.tensor([n in TERM_GROUPS["link"] for n in TERM_NAMES])
+    noisy = b.config_terms.clone()
+    noisy[..., ~link] += torch.randn(noisy[..., ~link].shape)  # slot and compute terms changed
+    with torch.no_grad():
+        assert torch.allclose(m(b), m(GraphBatch(**{**b.__dict__, "config_terms": noisy})))
+        noisy[..., link] += 1.0  # a link term changed: the scores move
+        assert not torch.allclose(m(b), m(GraphBatch(**{**b.__dict__, "config_terms": noisy})))
+    assert model(cost_terms=[]).terms_proj is None and model(cost_terms=True).terms_proj.in_features == len(TERM_NAMES)
+    with pytest.raises(ValueError, match=r"unknown cost term group\(s\) \['slots'\]"):
+        model(cost_terms=["slots"])
