@@ -36,12 +36,12 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from features.audit import FLAGS, audit_graph, flag_graph  # noqa: E402
-from features.configs import ConfigDeduper, pack_layout  # noqa: E402
+from features.configs import ConfigDeduper, Dedup, pack_layout  # noqa: E402
 from pipeline.io.catalog import COLLECTIONS, discover  # noqa: E402
 from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.io.npz import iter_node_config_feat, read_graph  # noqa: E402
+from pipeline.io.npz import Graph, iter_node_config_feat, read_graph  # noqa: E402
 from pipeline.core.runner import Task, chunk_bar, config_hash, rel_path, run_tasks  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -55,27 +55,33 @@ SHORT = {"tile:xla": "tile", "layout:xla:default": "xla:default", "layout:xla:ra
          "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
 
 
-def audit_file(src: str, split: str, out: str, chunk_configs: int, params: dict) -> dict:
-    """Audit one raw file; writes its numbers as JSON to `out` and returns them."""
-    g = read_graph(src, split=split)
+def deduplicated(g: Graph, src: str | Path, chunk_configs: int, progress: bool = True) -> tuple[Dedup, np.ndarray, np.ndarray, dict, str]:
+    """One raw graph's configs deduplicated as the extract stage does (the fastest runtime of
+    identical configs kept): the `Dedup`, the unique config rows (layout: packed codes
+    (U, NC, 3), streamed `chunk_configs` at a time; tile: config_feat rows (U, 24)), the target
+    of every config (layout runtime; tile runtime / normalizer), the audit's extra arguments and
+    the ceiling metric (`tau` or `top5`)."""
     dd = ConfigDeduper("min")
     if g.kind == "layout":
-        for start, chunk in chunk_bar(iter_node_config_feat(g, chunk_configs), g.num_configs, chunk_configs, Path(src).name):
+        chunks = iter_node_config_feat(g, chunk_configs)
+        uniq = []
+        for start, chunk in chunk_bar(chunks, g.num_configs, chunk_configs, Path(src).name) if progress else chunks:
             try:
                 codes = pack_layout(chunk)  # (c, NC, 3)
             except ValueError as e:
                 raise DataError(src, f"configs {start}..{start + len(chunk) - 1}: {e}", "node_config_feat") from None
-            dd.add(codes, g.config_runtime[start : start + len(chunk)])
-        d = dd.finish()
-        target = g.config_runtime.astype(np.float64)
-        extra: dict = {}
-        metric = "tau"
-    else:
-        dd.add(g.config_feat, g.config_runtime)
-        d = dd.finish()
-        target = g.config_runtime / g.config_runtime_normalizers.astype(np.float64)
-        extra = {"runtime": g.config_runtime, "normalizers": g.config_runtime_normalizers}
-        metric = "top5"
+            uniq.append(dd.add(codes, g.config_runtime[start : start + len(chunk)]))
+        return dd.finish(), np.concatenate(uniq), g.config_runtime.astype(np.float64), {}, "tau"
+    rows = dd.add(g.config_feat, g.config_runtime)
+    target = g.config_runtime / g.config_runtime_normalizers.astype(np.float64)
+    extra = {"runtime": g.config_runtime, "normalizers": g.config_runtime_normalizers}
+    return dd.finish(), rows, target, extra, "top5"
+
+
+def audit_file(src: str, split: str, out: str, chunk_configs: int, params: dict) -> dict:
+    """Audit one raw file; writes its numbers as JSON to `out` and returns them."""
+    g = read_graph(src, split=split)
+    d, _, target, extra, metric = deduplicated(g, src, chunk_configs)
     stats = audit_graph(d.config_map, target, d.varying, metric, **params, **extra)
     write_text_atomic(out, json.dumps(stats, sort_keys=True) + "\n")
     return stats

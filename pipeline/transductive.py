@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from features.audit import audit_graph  # noqa: E402
-from features.configs import ConfigDeduper, dedup_configs, pack_layout, unpack_layout  # noqa: E402
+from features.configs import unpack_layout  # noqa: E402
 from models.ensemble import Blender, average_seeds, blend, normalize  # noqa: E402
 from models.metrics import config_order, graph_score  # noqa: E402
 from pipeline import audit, extract, pad, prune, train_analytical, train_gbdt, train_gnn  # noqa: E402
@@ -59,7 +59,7 @@ from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import write_text_atomic  # noqa: E402
 from pipeline.core.runner import rel_path  # noqa: E402
 from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id  # noqa: E402
-from pipeline.io.npz import iter_node_config_feat, read_graph, write_graph  # noqa: E402
+from pipeline.io.npz import read_graph, write_graph  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -145,27 +145,15 @@ class Unique:
 
 
 def read_unique(path: Path, split: str | None, chunk: int, audit_params: dict) -> Unique:
-    """A raw train/valid file's distinct configs (`Unique`)."""
+    """A raw train/valid file's distinct configs (`Unique`), deduplicated as `make audit` does."""
     g = read_graph(path, split=split)
     drop = ("node_config_feat", "config_runtime", "config_feat", "config_runtime_normalizers")
     arrays = {k: v for k, v in g.arrays().items() if k not in drop}
-    if g.kind == "tile":
-        d, rows = dedup_configs(g.config_feat, g.config_runtime)
-        norm = g.config_runtime_normalizers[d.first]
-        target = g.config_runtime / g.config_runtime_normalizers.astype(np.float64)
-        stats = audit_graph(d.config_map, target, d.varying, "top5", runtime=g.config_runtime,
-                            normalizers=g.config_runtime_normalizers, **audit_params)
-        return Unique("tile", arrays, rows, d.runtime.astype(np.int64), norm, None, g.num_configs, stats)
-    dd = ConfigDeduper("min")
-    uniq = []
-    for start, feat in iter_node_config_feat(g, chunk):
-        try:
-            uniq.append(dd.add(pack_layout(feat), g.config_runtime[start : start + len(feat)]))
-        except ValueError as e:
-            raise DataError(path, str(e), "node_config_feat") from None
-    d = dd.finish()
-    stats = audit_graph(d.config_map, g.config_runtime.astype(np.float64), d.varying, "tau", **audit_params)
-    return Unique("layout", arrays, np.concatenate(uniq), d.runtime.astype(np.int64), None, d.varying, g.num_configs, stats)
+    d, rows, target, extra, metric = audit.deduplicated(g, path, chunk, progress=False)
+    stats = audit_graph(d.config_map, target, d.varying, metric, **audit_params, **extra)
+    norm = None if g.kind == "layout" else g.config_runtime_normalizers[d.first]
+    varying = d.varying if g.kind == "layout" else None
+    return Unique(g.kind, arrays, rows, d.runtime.astype(np.int64), norm, varying, g.num_configs, stats)
 
 
 def lightgbm_scores(u: Unique, tr: np.ndarray, te: np.ndarray, params: dict, seed: int) -> np.ndarray:
