@@ -173,11 +173,11 @@ $(BASELINE_DONE): $(INSTALLED) $(RAW) conf/baseline.yaml $(STATE)/baseline.args
 	$(PY) -m pipeline.baseline $(COMMON) $(BASELINE_ARGS) $(call goal_args,baseline)
 
 train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}
-$(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml $(STATE)/gbdt.args
+$(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml conf/arch/gbdt.yaml $(STATE)/gbdt.args
 	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)
 
 train-analytical: $(ANALYTICAL_DONE) ## analytical layout cost terms with non-negative weights fitted per collection -> data/models/<dataset>/analytical, predictions analytical/{valid,test}
-$(ANALYTICAL_DONE): $(EXTRACTED) conf/train_analytical.yaml $(STATE)/analytical.args
+$(ANALYTICAL_DONE): $(EXTRACTED) conf/train_analytical.yaml conf/arch/analytical.yaml $(STATE)/analytical.args
 	$(PY) -m pipeline.train_analytical $(COMMON) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)
 
 train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions gnn/{valid,test}
