@@ -228,7 +228,7 @@ KAGGLE_OUT ?= build/kaggle
 KAGGLE_BUNDLE := $(KAGGLE_OUT)/.complete
 
 kaggle: $(KAGGLE_BUNDLE) ## Kaggle bundles: dataset (code, trained artifacts, wheels) and notebook -> build/kaggle
-$(KAGGLE_BUNDLE): $(INSTALLED) conf/kaggle.yaml notebooks/kaggle_submission.py $(wildcard pipeline/*.py features/*.py models/*.py conf/*.yaml conf/*/*.yaml) \
+$(KAGGLE_BUNDLE): $(INSTALLED) conf/kaggle.yaml notebooks/kaggle_submission.py $(wildcard pipeline/*.py pipeline/*/*.py features/*.py models/*.py conf/*.yaml conf/*/*.yaml) \
     $(shell find $(DATA_DIR)/models/$(DATASET) $(DATA_DIR)/interim/$(DATASET)/padded/stats.json -type f 2>/dev/null)
 	$(PY) -m pipeline.kaggle $(COMMON) out=$(KAGGLE_OUT) $(ARGS)
 
