@@ -20,7 +20,9 @@ How the weights are fitted (`blender.method`, models.ensemble): `search` maximiz
 the fit graphs, `shrink` pulls those weights toward equal ones, `equal` averages the members,
 `best` takes the member that scores best alone. `auto` (default) scores each of
 `blender.methods` leave-one-graph-out (each fit graph scored with the weights fitted on the others)
-and uses the one with the best out-of-fold score; `out_of_fold` in the weights file keeps those
+and uses the one with the best out-of-fold score, except that a blend replaces `best` only where
+its mean gain over it exceeds `blender.min_gain_se` standard errors of the per-graph gains
+(`models.ensemble.pick_method`); `out_of_fold` in the weights file keeps those
 scores, the estimate of how the blend holds on graphs it was not fitted on. The `scores` entry
 is in-sample (fitted and scored on the same graphs). `holdout=true` fits each
 collection's weights on every other graph of `fit_split` (by ID) and scores those weights, and
