@@ -50,8 +50,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from features.audit import audit_graph  # noqa: E402
 from features.configs import unpack_layout  # noqa: E402
-from models.ensemble import Blender, average_seeds, blend, normalize  # noqa: E402
-from models.metrics import config_order, graph_score  # noqa: E402
+from models.ensemble import Blender, average_seeds, blend, collection_score, normalize  # noqa: E402
 from pipeline import audit, extract, pad, prune, train_analytical, train_gbdt, train_gnn  # noqa: E402
 from pipeline.baseline import baseline_scores  # noqa: E402
 from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
@@ -168,7 +167,7 @@ def lightgbm_scores(u: Unique, tr: np.ndarray, te: np.ndarray, params: dict, see
 
 def score(kind: str, scores: np.ndarray, target: np.ndarray) -> float:
     """The competition metric of one graph (tau for layout, top-5 slowdown score for tile)."""
-    return float(graph_score(kind, config_order(kind, scores), target))
+    return collection_score(kind, {"g": scores}, {"g": target})
 
 
 def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.ndarray, work: Path, cfg: DictConfig,
@@ -179,9 +178,6 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     if work.exists():
         shutil.rmtree(work)
     raw, chunk = work / "raw", int(cfg.chunk_configs)
-    unknown = sorted(set(cfg.members) - {*MEMBERS, REFERENCE})
-    if unknown:
-        raise DataError(None, f"members: unknown model(s) {unknown} (known: {', '.join([*MEMBERS, REFERENCE])})")
     u.write(raw, collection, "train", stem, tr, chunk)
     u.write(raw, collection, "test", stem, te, chunk)
     gid = graph_id(collection, stem)
@@ -223,7 +219,7 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     return out, {"gnn_seed_scores": [r[gid] for r in runs], "gnn_epochs": summary.get(collection, {}).get("epochs")}
 
 
-def check_graph(u: Unique, collection: str, stem: str, seed: int, cfg: DictConfig, work: Path) -> dict:
+def check_graph(u: Unique, collection: str, stem: str, seed: int, cfg: DictConfig, blender: Blender, work: Path) -> dict:
     """One graph, one seed: every member's and every blend's held-out metric (module docstring)."""
     t0 = time.monotonic()
     kind, n = u.kind, u.configs.shape[0]
@@ -258,10 +254,7 @@ def check_graph(u: Unique, collection: str, stem: str, seed: int, cfg: DictConfi
             runtimes[fid] = target[np.sort(inner_te)]
             for m, s in preds.items():
                 oof.setdefault(m, {})[fid] = s
-        result["fold_scores"] = {m: round(float(np.mean([score(kind, s, runtimes[g]) for g, s in p.items()])), 4)
-                                 for m, p in oof.items()}
-        blender: Blender = instantiate(_compose("ensemble", _overrides(OmegaConf.to_container(cfg.blender, resolve=True),
-                                                                      "blender.")).blender, "blender")
+        result["fold_scores"] = {m: round(collection_score(kind, p, runtimes), 4) for m, p in oof.items()}
         result["blends"] = {}
         for name, members in OmegaConf.to_container(cfg.ensembles, resolve=True).items():
             members = [m for m in members if m in held]
@@ -367,6 +360,11 @@ def plot(report: dict, path: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     t0 = time.monotonic()
+    unknown = sorted(set(cfg.members) - {*MEMBERS, REFERENCE})
+    if unknown:
+        raise DataError(None, f"members: unknown model(s) {unknown} (known: {', '.join([*MEMBERS, REFERENCE])})")
+    blender: Blender = instantiate(_compose("ensemble", _overrides(OmegaConf.to_container(cfg.blender, resolve=True),
+                                                                  "blender.")).blender, "blender")
     seeds = [int(s) for s in (cfg.seeds if OmegaConf.is_list(cfg.seeds) else [cfg.seeds])]
     if not seeds:
         raise DataError(None, "seeds must list at least one seed, e.g. seeds=[0,1,2]")
@@ -384,7 +382,7 @@ def run(cfg: DictConfig) -> dict:
             log.info("%s: %d distinct configs, under min_configs=%d; skipped", gid, u.configs.shape[0], int(cfg.min_configs))
             continue
         per_collection[collection] = per_collection.get(collection, 0) + 1
-        runs = [check_graph(u, collection, src.stem, s, cfg, Path(cfg.out) / collection_kind(collection) / src.stem / f"s{s}")
+        runs = [check_graph(u, collection, src.stem, s, cfg, blender, Path(cfg.out) / collection_kind(collection) / src.stem / f"s{s}")
                 for s in seeds]
         graphs[gid] = {"file": str(src), "kind": u.kind, "configs": u.num_configs, "distinct": int(u.configs.shape[0]),
                        "ceiling": None if u.audit.get("ceiling") is None else round(float(u.audit["ceiling"]), 4), "runs": runs}
