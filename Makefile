@@ -60,6 +60,10 @@ ANALYTICAL_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
 GNN_BENCH_ARGS ?=
+# folds and a final fit for every trainer (conf/common.yaml: folds, final): FOLDS=5 [FINAL=true]
+FOLDS ?=
+FINAL ?=
+FOLD_ARGS := $(if $(FOLDS),folds=$(FOLDS)) $(if $(FINAL),final=$(FINAL))
 PRED := $(DATA_DIR)/predictions/$(DATASET)
 COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA) \
   paths.submissions=$(SUBMISSIONS) paths.reports=$(REPORTS)/$(DATASET)
@@ -100,11 +104,11 @@ $(eval $(call args_file,$(STATE)/sample.args,$(COMMON) $(SAMPLE_ARGS) $(call goa
 $(eval $(call args_file,$(STATE)/prune.args,$(COMMON) $(PRUNE_ARGS) $(call goal_args,prune)))
 $(eval $(call args_file,$(STATE)/pad.args,$(COMMON) $(PAD_ARGS) $(call goal_args,pad)))
 $(eval $(call args_file,$(STATE)/extract.args,$(COMMON) $(EXTRACT_ARGS) $(call goal_args,extract)))
-$(eval $(call args_file,$(STATE)/baseline.args,$(COMMON) $(BASELINE_ARGS) $(call goal_args,baseline)))
-$(eval $(call args_file,$(STATE)/gbdt.args,$(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)))
-$(eval $(call args_file,$(STATE)/analytical.args,$(COMMON) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)))
-$(eval $(call args_file,$(STATE)/gnn.args,$(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)))
-$(eval $(call args_file,$(STATE)/ensemble.args,$(COMMON) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)))
+$(eval $(call args_file,$(STATE)/baseline.args,$(COMMON) $(FOLD_ARGS) $(BASELINE_ARGS) $(call goal_args,baseline)))
+$(eval $(call args_file,$(STATE)/gbdt.args,$(COMMON) $(FOLD_ARGS) $(GBDT_ARGS) $(call goal_args,train-gbdt)))
+$(eval $(call args_file,$(STATE)/analytical.args,$(COMMON) $(FOLD_ARGS) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)))
+$(eval $(call args_file,$(STATE)/gnn.args,$(COMMON) $(FOLD_ARGS) $(GNN_ARGS) $(call goal_args,train-gnn)))
+$(eval $(call args_file,$(STATE)/ensemble.args,$(COMMON) $(FOLD_ARGS) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)))
 SUBMISSION_ARGS := $(STATE)/submission/$(subst /,^,$(SUBMISSION)).args
 $(eval $(call args_file,$(SUBMISSION_ARGS),$(COMMON) predictor=$(MODEL) split=$(SPLIT) keep_copy=$(KEEP_COPY) $(call goal_args,submission)))
 REPORT_ARGS := $(STATE)/evaluate/$(subst /,^,$(REPORT)).args
@@ -130,7 +134,8 @@ all: $(INSTALLED) $(RAW) $(EXTRACTED) ## every stage on DATA (default: the embed
 	@if [ -n "$(call has_split,valid)" ]; then \
 	  $(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=valid SUBMISSION=$(VALID_SUBMISSION) KEEP_COPY=false ARGS= && \
 	  $(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(VALID_SUBMISSION) ARGS= && \
-	  $(MAKE) --no-print-directory report ARGS=; \
+	  $(MAKE) --no-print-directory report ARGS= && \
+	  if [ -n "$(FOLDS)" ]; then $(PY) -m pipeline.report $(COMMON) split=oof name=out_of_fold; fi; \
 	else echo "no valid split under $(DATA): no validation scores or report (see the ensemble's served-by lines above)"; fi
 	@if [ -n "$(call has_split,test)" ]; then \
 	  $(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=test ARGS=; \
@@ -170,23 +175,23 @@ $(EXTRACTED): $(PADDED) conf/extract.yaml $(STATE)/extract.args
 
 baseline: $(BASELINE_DONE) ## score valid and test configs with the training-free baseline ranker -> predictions baseline/{valid,test}
 $(BASELINE_DONE): $(INSTALLED) $(RAW) conf/baseline.yaml $(STATE)/baseline.args
-	$(PY) -m pipeline.baseline $(COMMON) $(BASELINE_ARGS) $(call goal_args,baseline)
+	$(PY) -m pipeline.baseline $(COMMON) $(FOLD_ARGS) $(BASELINE_ARGS) $(call goal_args,baseline)
 
 train-gbdt: $(GBDT_DONE) ## LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}
 $(GBDT_DONE): $(EXTRACTED) conf/train_gbdt.yaml conf/arch/gbdt.yaml $(STATE)/gbdt.args
-	$(PY) -m pipeline.train_gbdt $(COMMON) $(GBDT_ARGS) $(call goal_args,train-gbdt)
+	$(PY) -m pipeline.train_gbdt $(COMMON) $(FOLD_ARGS) $(GBDT_ARGS) $(call goal_args,train-gbdt)
 
 train-analytical: $(ANALYTICAL_DONE) ## analytical layout cost terms with non-negative weights fitted per collection -> data/models/<dataset>/analytical, predictions analytical/{valid,test}
 $(ANALYTICAL_DONE): $(EXTRACTED) conf/train_analytical.yaml conf/arch/analytical.yaml $(STATE)/analytical.args
-	$(PY) -m pipeline.train_analytical $(COMMON) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)
+	$(PY) -m pipeline.train_analytical $(COMMON) $(FOLD_ARGS) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)
 
 train-gnn: $(GNN_STAMP) ## train the cross-config-attention GNN per collection; predictions gnn/{valid,test}
 $(GNN_STAMP): $(EXTRACTED) conf/train_gnn.yaml conf/arch/gnn.yaml $(wildcard conf/experiment/*.yaml) $(STATE)/gnn.args
-	$(PY) -m pipeline.train_gnn $(COMMON) $(GNN_ARGS) $(call goal_args,train-gnn)
+	$(PY) -m pipeline.train_gnn $(COMMON) $(FOLD_ARGS) $(GNN_ARGS) $(call goal_args,train-gnn)
 
 ensemble: $(ENSEMBLE_DONE) ## blend baseline/gbdt/analytical/gnn per collection with weights fitted on valid -> predictions ensemble/{valid,test}
 $(ENSEMBLE_DONE): $(BASELINE_DONE) $(GBDT_DONE) $(ANALYTICAL_DONE) $(GNN_STAMP) conf/ensemble.yaml $(STATE)/ensemble.args
-	$(PY) -m pipeline.ensemble $(COMMON) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)
+	$(PY) -m pipeline.ensemble $(COMMON) $(FOLD_ARGS) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)
 
 # a model's predictions come from its stage, whose stamp is written after them (another MODEL
 # name: its predictions file as it is)

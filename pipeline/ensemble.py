@@ -48,6 +48,7 @@ from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.io.runtimes import load_runtimes
+from pipeline.core.folds import LABELLED
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
 from pipeline.core.runner import begin_stage, finish_stage
@@ -87,20 +88,30 @@ def covers(preds: dict[str, np.ndarray], sizes: dict[str, int]) -> bool:
     return all(g in preds and preds[g].size == n for g, n in sizes.items())
 
 
+def fit_split_of(cfg: DictConfig) -> str:
+    """`fit_split`, with auto resolved: oof where the members were trained in folds, else valid."""
+    if cfg.fit_split == "auto":
+        return "oof" if int(cfg.get("folds") or 0) > 0 else "valid"
+    return str(cfg.fit_split)
+
+
 def fit(cfg: DictConfig, blender: Blender) -> dict:
     """Fit per-collection weights on `fit_split`; returns (and writes) the weights document.
     A collection without `fit_split` graphs (or predictions on them) gets no weights: `apply`
     serves it with its first available member."""
-    files = discover(cfg.data, splits=[cfg.fit_split], announce=True)
+    fit_split = fit_split_of(cfg)
+    files = discover(cfg.data, splits=list(LABELLED) if fit_split == "oof" else [fit_split], announce=True)
     runtimes = load_runtimes(files) if files else {}
-    members = load_members(cfg, blender, cfg.fit_split) if files else {}
-    doc = {"normalize": blender.normalize, "fit_split": cfg.fit_split, "holdout": bool(cfg.holdout),
-           "members": list(members), "collections": {}}
+    members = load_members(cfg, blender, fit_split) if files else {}
+    doc = {"normalize": blender.normalize, "fit_split": fit_split, "out_of_fold_fit": fit_split == "oof",
+           "fit_graphs": len(runtimes), "holdout": bool(cfg.holdout), "members": list(members), "collections": {}}
+    if fit_split == "oof":
+        log.info("fitting the weights on the members' out-of-fold predictions of %d labelled graphs", len(runtimes))
     if not files:
         log.warning("no %s files under %s: no weights fitted; each collection is served by its first available "
-                    "member in the order %s", cfg.fit_split, cfg.data, ", ".join(cfg.members))
+                    "member in the order %s", fit_split, cfg.data, ", ".join(cfg.members))
     elif not members:
-        log.warning("no member has %s predictions: no weights fitted", cfg.fit_split)
+        log.warning("no member has %s predictions: no weights fitted", fit_split)
     for c, ids in (by_collection(runtimes).items() if members else ()):
         with where(c):
             entry = fit_collection(cfg, blender, c, ids, members, runtimes)
@@ -117,7 +128,7 @@ def fit_collection(cfg: DictConfig, blender: Blender, c: str, ids: list[str], me
     held: list[str] = []
     if cfg.holdout:
         if len(ids) < 2:
-            log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, cfg.fit_split)
+            log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, fit_split_of(cfg))
         else:
             ids, held = ids[0::2], ids[1::2]
     rt = {g: runtimes[g] for g in ids}
@@ -125,9 +136,9 @@ def fit_collection(cfg: DictConfig, blender: Blender, c: str, ids: list[str], me
     avail = [m for m in members if covers(members[m], sizes)]
     partial = [m for m in members if m not in avail and any(g in members[m] for g in ids)]
     for m in partial:
-        log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, cfg.fit_split)
+        log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, fit_split_of(cfg))
     if not avail:
-        log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
+        log.warning("%s: no member covers every %s graph; no weights fitted", c, fit_split_of(cfg))
         return None
     kind, use = collection_kind(c), {m: members[m] for m in avail}
     method, weights, oof = blender.weights(kind, use, rt)
@@ -219,7 +230,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("fit", "apply"):
         raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
     blender: Blender = instantiate(cfg.blender, "blender")
-    if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
+    if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [fit_split_of(cfg), *cfg.splits]):
         raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
                                          "(run baseline, train-gbdt, train-analytical or train-gnn first)")
     stamp_dir = Path(cfg.weights).parent
@@ -240,7 +251,9 @@ def run(cfg: DictConfig) -> dict:
             blender = dataclasses.replace(blender, normalize=doc["normalize"])
             cfg.blender.normalize = doc["normalize"]  # as saved beside the predictions
     # split -> collection -> {member: weight}: what served each collection (fit: also saved)
-    doc["served"] = {split: apply(cfg, blender, doc, split) for split in cfg.splits}
+    # fitted out of fold: the blend of the members' oof predictions too (in sample for the weights)
+    splits = [*cfg.splits, *(["oof"] if cfg.mode == "fit" and doc.get("fit_split") == "oof" else [])]
+    doc["served"] = {split: apply(cfg, blender, doc, split) for split in splits}
     if cfg.mode == "fit":
         write_text_atomic(cfg.weights, json.dumps(doc, indent=2) + "\n")
         print(format_table(doc), flush=True)

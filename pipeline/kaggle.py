@@ -50,6 +50,7 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$")
 CELL = re.compile(r"^# %%(?P<md> \[markdown\])?(?P<tags> tags=\[(?P<taglist>[^\]]*)\])?\s*$")
 PARAM = re.compile(r"^(?P<name>[A-Z_][A-Z0-9_]*) = (?P<value>.+?)(?P<comment>\s+#.*)?$")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
+MODEL_IGNORE = shutil.ignore_patterns(".*", "predictions")  # fold/seed runs keep their own predictions beside their models
 
 
 def slugify(title: str) -> str:
@@ -210,7 +211,7 @@ def _copy_models(cfg: DictConfig, dataset: Path) -> list[str]:
     for m in cfg.include:
         src = Path(cfg.models_dir) / m
         if src.is_dir() and any(p.is_file() for p in src.rglob("*")):
-            shutil.copytree(src, dataset / "artifacts" / "models" / m, ignore=IGNORE)
+            shutil.copytree(src, dataset / "artifacts" / "models" / m, ignore=MODEL_IGNORE)
             models.append(m)
             if m not in cfg.inference:
                 raise DataError(None, f"model '{m}' is included but `inference.{m}` (its predict-only command) is not set")

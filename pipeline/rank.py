@@ -42,6 +42,8 @@ from models.metrics import config_order
 from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
+from pipeline.core import folds
+from pipeline.core.folds import model_dirs
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
@@ -109,11 +111,12 @@ def model_kind(models: Path, name: str, collection: str) -> str | None:
     d = models / name
     if name == "ensemble":
         return "ensemble" if (d / "weights.json").is_file() else None
-    if (d / collection_dir(collection) / "best.pt").is_file():
+    dirs = [r / collection_dir(collection) for r in model_dirs(d)]  # fold/seed runs: every run's models
+    if any((r / "best.pt").is_file() for r in dirs):
         return "gnn"
-    if any((d / collection_dir(collection)).glob("model*.txt")):
+    if any(any(r.glob("model*.txt")) for r in dirs):
         return "gbdt"
-    if (d / collection_dir(collection) / "model.json").is_file():
+    if any((r / "model.json").is_file() for r in dirs):
         return "analytical"
     return None
 
@@ -235,18 +238,18 @@ class Ranker:
         elif kind == "gbdt":
             from pipeline import train_gbdt
 
-            train_gbdt.run(stage_cfg("train_gbdt", self.paths, f"name={name}", "mode=predict", f"models={self.models / name}",
+            dispatch(train_gbdt, stage_cfg("train_gbdt", self.paths, f"name={name}", "mode=predict", f"models={self.models / name}",
                                      f"tables={t / 'processed' / 'tables'}", f"predictions={pred}", *only))
         elif kind == "analytical":
             from pipeline import train_analytical
 
-            train_analytical.run(stage_cfg("train_analytical", self.paths, f"name={name}", "mode=predict",
+            dispatch(train_analytical, stage_cfg("train_analytical", self.paths, f"name={name}", "mode=predict",
                                            f"models={self.models / name}", f"data={t / 'processed' / 'gnn'}",
                                            f"predictions={pred}", *only))
         else:
             from pipeline import train_gnn
 
-            train_gnn.run(stage_cfg("train_gnn", self.paths, "mode=predict", f"out={self.models / name}",
+            dispatch(train_gnn, stage_cfg("train_gnn", self.paths, "mode=predict", f"out={self.models / name}",
                                     f"data={t / 'processed' / 'gnn'}", f"predictions={pred}", "progress=false",
                                     f"device={self.cfg.device}", *only))
         if not predictions_path(pred, name, "test").is_file():
@@ -259,6 +262,11 @@ class Ranker:
                         f"predictions={t / 'predictions'}", f"weights={self.models / 'ensemble' / 'weights.json'}",
                         f"members=[{','.join(members)}]")
         return {m: float(w) for m, w in ensemble.run(cfg)["served"]["test"][collection].items()}
+
+
+def dispatch(trainer, cfg: DictConfig) -> None:
+    """A trainer's predict mode, through its fold/seed runs where it was trained in them."""
+    folds.dispatch(cfg, trainer.FAMILY, trainer.run, trainer.FAMILY.name if "name" not in cfg else cfg.name)
 
 
 def rank_file(path: str | Path, collection: str | None = None, model: str = "ensemble", **overrides: object) -> Ranking:

@@ -57,6 +57,7 @@ from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.core.folds import LABELLED  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
 
@@ -70,7 +71,16 @@ IN_SAMPLE = {
              "graphs, the GNN keeps its best epoch on them and LightGBM early-stops on them; only the test "
              "(leaderboard) score is out of sample (`python -m pipeline.ensemble holdout=true` scores the ensemble on valid graphs its weights were not fitted on).",
     "train": "These train scores are in-sample: every model was fitted on these graphs.",
+    "oof": "Out of fold: each labelled (train and valid) graph is scored by the fold models that did not see it, "
+           "each of which picked its epoch or early stop on that graph's fold (folds=K), so the members' scores "
+           "are out of sample but for that choice. The ensemble's weights are fitted on these same scores, so "
+           "its row is in sample; the leave-one-graph-out scores below estimate how its weights hold.",
 }
+# the valid split's note when the members were trained in folds (their valid predictions are out of fold)
+VALID_FOLDS = ("These valid scores are out of fold for every trained member (the models were trained in folds "
+               "over the labelled graphs, each valid graph scored by the fold models that did not see it); the "
+               "ensemble's weights are fitted on the out-of-fold scores of every labelled graph, these included, "
+               "so its row is in sample.")
 CEILING_LABEL = "noise ceiling"
 SHORT = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
          "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
@@ -398,7 +408,7 @@ def _markdown(result: dict, name: str) -> str:
     cols = [c for c in COLLECTIONS if c in result["graphs"]]
     ceiling = result.get("noise_ceiling")
     lines = _score_lines(result, models, cols)
-    lines += ["", IN_SAMPLE.get(result["split"], "")]
+    lines += ["", VALID_FOLDS if result["split"] == "valid" and result.get("folds") else IN_SAMPLE.get(result["split"], "")]
     lines += _served_lines(result)
     if ceiling is not None:
         lines += _ceiling_lines(ceiling, models, cols)
@@ -436,7 +446,7 @@ def _served_lines(result: dict) -> list[str]:
     lines = ["", "## What the ensemble served", "",
              "Per collection and split, the members the ensemble used and their weights (a collection "
              "without fitted weights is served by the first member that covers it), the fitting "
-             "method, and each method's leave-one-graph-out score on the valid graphs.", "",
+             "method, and each method's leave-one-graph-out score on the graphs the weights were fitted on.", "",
              "| collection | " + " | ".join(ens["served"]) + " | method | out of fold |",
              "|---|" + "---|" * (len(ens["served"]) + 2)]
     for c in COLLECTIONS:
@@ -454,7 +464,7 @@ def _split_and_models(cfg: DictConfig) -> tuple[list[GraphFile], list[str]]:
     """The split's files and the models with predictions for it; raises `DataError` without either."""
     if cfg.split == "test":
         raise DataError(None, "the test split has no measured runtimes (all zero): report split=valid or split=train")
-    files = discover(cfg.data, splits=[cfg.split], announce=True)
+    files = discover(cfg.data, splits=list(LABELLED) if cfg.split == "oof" else [cfg.split], announce=True)
     if not files:
         raise DataError(cfg.data, f"no .npz files in the '{cfg.split}' split to score against")
     models = model_names(cfg.predictions, cfg.split, None if cfg.models is None else list(cfg.models))
@@ -584,6 +594,7 @@ def run(cfg: DictConfig) -> dict:
         "top_k": {"k": k, "slowdown": slowdown},
         "rank_graphs": {g: {m: scored[m]["per_graph"][g] for m in scored if g in scored[m]["per_graph"]} for g in rank_ids},
         "figures": figures,
+        "folds": any(predictions_path(cfg.predictions, m, "oof").is_file() for m in models),
     } | ({"noise_ceiling": ceiling} if ceiling is not None else {}) | ensemble_served(cfg.get("weights"))
     write_text_atomic(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
     write_text_atomic(out / f"{name}.md", _markdown(result, name))

@@ -24,6 +24,7 @@ from features.configs import unlearnable_reason
 from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
+from pipeline.core import folds
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.progress import tqdm
@@ -130,9 +131,12 @@ def run(cfg: DictConfig) -> dict:
     return metas
 
 
+FAMILY = folds.Family("analytical", inputs=("data",), out="models", seeds_inside=True, final_overrides=lambda _: {})
+
+
 @stage("train_analytical")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    folds.dispatch(cfg, FAMILY, run, cfg.name)
 
 
 if __name__ == "__main__":

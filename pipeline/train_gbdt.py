@@ -41,6 +41,7 @@ from models import gbdt
 from features.configs import unlearnable_reason
 from models.ensemble import average_seeds
 from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
+from pipeline.core import folds
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.fsutil import atomic_path, write_text_atomic
@@ -313,9 +314,19 @@ def valid_metric(metas: dict[str, dict]) -> float:
     return float(np.mean(per)) if per else float("-inf")
 
 
+def final_overrides(fold_metas: list[dict]) -> dict:
+    """A final fit boosts for the fold models' median best round (no early stopping: no valid)."""
+    rounds = [r["best_iteration"] for m in fold_metas for r in m["runs"]]
+    return {"model.num_boost_round": folds.median_int(rounds, 0)} if rounds else {}
+
+
+FAMILY = folds.Family("gbdt", inputs=("tables",), out="models", seeds_inside=True, final_overrides=final_overrides)
+
+
 @stage("train_gbdt")
 def main(cfg: DictConfig) -> float:
-    return valid_metric(run(cfg))
+    result = folds.dispatch(cfg, FAMILY, run, cfg.name)
+    return folds.fold_metric(result, valid_metric) if cfg.mode == "train" and folds.wanted(cfg, FAMILY) else valid_metric(result)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from features.configs import unlearnable_reason
 from models.gnn import GNNRanker
 from models.metrics import config_order, graph_score
 from pipeline.io.audit_json import exclusions
-from pipeline.core import memory
+from pipeline.core import folds, memory
 from pipeline.core.allocator import set_malloc
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
@@ -577,9 +577,18 @@ def valid_metric(summary: dict[str, dict]) -> float:
     return float(np.mean(best)) if best else float("-inf")
 
 
+def final_overrides(fold_summaries: list[dict]) -> dict:
+    """A final fit trains for the fold models' median epoch count (best epoch + 1)."""
+    return {"epochs": folds.median_int([s["best_epoch"] + 1 for s in fold_summaries], 0)} if fold_summaries else {}
+
+
+FAMILY = folds.Family("gnn", inputs=("data",), out="out", seeds_inside=False, final_overrides=final_overrides)
+
+
 @stage("train_gnn")
 def main(cfg: DictConfig) -> float:
-    return valid_metric(run(cfg))
+    result = folds.dispatch(cfg, FAMILY, run, "gnn")
+    return folds.fold_metric(result, valid_metric) if cfg.mode == "train" and folds.wanted(cfg, FAMILY) else valid_metric(result)
 
 
 if __name__ == "__main__":
