@@ -22,7 +22,6 @@ from pipeline.io.catalog import GraphFile, discover
 from pipeline.core.cli import stage
 from pipeline.io.npz import iter_node_config_feat, read_graph
 from pipeline.core.errors import where
-from pipeline.core.folds import LABELLED
 from pipeline.io.predictions import predictions_path, write_predictions
 from pipeline.core.runner import begin_stage, finish_stage
 
@@ -49,7 +48,7 @@ def main(cfg: DictConfig) -> None:
     for split in [*cfg.splits, *(["oof"] if int(cfg.folds) > 0 else [])]:
         # oof (folds=K): every labelled graph, as the trained members' out-of-fold predictions
         # cover them; the baseline learns nothing, so its scores are out of fold as they are
-        files = discover(cfg.data, cfg.collections, list(LABELLED) if split == "oof" else [split], announce=split != "oof")
+        files = discover(cfg.data, cfg.collections, list(cfg.fold_splits) if split == "oof" else [split], announce=split != "oof")
         if not files:
             continue
         scores = {}

@@ -48,7 +48,6 @@ from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.io.runtimes import load_runtimes
-from pipeline.core.folds import LABELLED
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
 from pipeline.core.runner import begin_stage, finish_stage
@@ -100,7 +99,7 @@ def fit(cfg: DictConfig, blender: Blender) -> dict:
     A collection without `fit_split` graphs (or predictions on them) gets no weights: `apply`
     serves it with its first available member."""
     fit_split = fit_split_of(cfg)
-    files = discover(cfg.data, splits=list(LABELLED) if fit_split == "oof" else [fit_split], announce=True)
+    files = discover(cfg.data, splits=list(cfg.fold_splits) if fit_split == "oof" else [fit_split], announce=True)
     runtimes = load_runtimes(files) if files else {}
     members = load_members(cfg, blender, fit_split) if files else {}
     doc = {"normalize": blender.normalize, "fit_split": fit_split, "out_of_fold_fit": fit_split == "oof",

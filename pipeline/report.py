@@ -57,7 +57,6 @@ from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.core.folds import LABELLED  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
 
@@ -464,7 +463,7 @@ def _split_and_models(cfg: DictConfig) -> tuple[list[GraphFile], list[str]]:
     """The split's files and the models with predictions for it; raises `DataError` without either."""
     if cfg.split == "test":
         raise DataError(None, "the test split has no measured runtimes (all zero): report split=valid or split=train")
-    files = discover(cfg.data, splits=list(LABELLED) if cfg.split == "oof" else [cfg.split], announce=True)
+    files = discover(cfg.data, splits=list(cfg.fold_splits) if cfg.split == "oof" else [cfg.split], announce=True)
     if not files:
         raise DataError(cfg.data, f"no .npz files in the '{cfg.split}' split to score against")
     models = model_names(cfg.predictions, cfg.split, None if cfg.models is None else list(cfg.models))

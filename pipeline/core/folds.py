@@ -94,11 +94,12 @@ def fingerprint(path: Path) -> str:
 class Plan:
     """The fold of every labelled graph, per collection, and where the views live."""
 
-    root: Path  # <processed>/folds/k<K>_s<seed>
+    root: Path  # <processed>/folds/k<K>_s<seed>[_<splits>]
     processed: Path
+    labelled: list[str]  # the splits dealt into folds (fold_splits)
     folds: dict[str, int]  # collection -> number of folds (>= 2)
     fold: dict[str, dict[str, int]]  # collection -> {graph id: fold}
-    split: dict[str, str]  # graph id -> its original split
+    split: dict[str, str]  # graph id -> its split, every graph
     files: dict[str, str]  # graph id -> file stem
     skipped: dict[str, str]  # collection -> why it has no folds
 
@@ -109,8 +110,20 @@ class Plan:
     def max_folds(self) -> int:
         return max(self.folds.values(), default=0)
 
+    def role(self, gid: str, collection: str, fold: int | None) -> str | None:
+        """Where a graph sits in the view of `fold` (None: the final fit's): train, valid (the
+        held-out fold), test (every graph outside the labelled splits), or None (left out)."""
+        if self.split[gid] not in self.labelled:
+            return "test"
+        if fold is None:
+            return "train"
+        if collection not in self.fold:
+            return None
+        return "valid" if self.fold[collection][gid] == fold else "train"
+
     def to_json(self) -> dict:
-        return {"folds": self.folds, "fold": self.fold, "split": self.split, "files": self.files, "skipped": self.skipped}
+        return {"labelled": self.labelled, "folds": self.folds, "fold": self.fold, "split": self.split,
+                "files": self.files, "skipped": self.skipped}
 
 
 def _source_stamp(processed: Path) -> str:
@@ -118,30 +131,37 @@ def _source_stamp(processed: Path) -> str:
     return str(s.stat().st_mtime_ns) if s.is_file() else "none"
 
 
-def make_plan(processed: str | Path, k: int, seed: int) -> Plan:
+def make_plan(processed: str | Path, k: int, seed: int, labelled: list[str] | tuple[str, ...] = LABELLED) -> Plan:
     """The fold plan of the extract stage's output `processed` (its GNN tensors give each
-    graph's identity), cached in `<processed>/folds/k<K>_s<seed>/plan.json` and rebuilt, views
+    graph's identity): the graphs of the `labelled` splits dealt into `k` folds per collection.
+    Cached in `<processed>/folds/k<K>_s<seed>[_<splits>]/plan.json` and rebuilt, views
     included, when the extract stage has run again since."""
-    processed = Path(processed)
-    root = processed / "folds" / f"k{k}_s{seed}"
+    processed, labelled = Path(processed), [str(s) for s in labelled]
+    bad = [s for s in labelled if s not in LABELLED]
+    if bad or not labelled:
+        raise DataError(None, f"fold_splits must be a non-empty subset of {list(LABELLED)}, got {labelled}", key="fold_splits")
+    suffix = "" if sorted(labelled) == sorted(LABELLED) else "_" + "-".join(labelled)
+    root = processed / "folds" / f"k{k}_s{seed}{suffix}"
     cached = root / PLAN
     stamp = _source_stamp(processed)
     if cached.is_file():
         doc = json.loads(cached.read_text())
-        if doc.get("source") == stamp:
-            return Plan(root, processed, doc["folds"], doc["fold"], doc["split"], doc["files"], doc["skipped"])
+        if doc.get("source") == stamp and "labelled" in doc:
+            return Plan(root, processed, doc["labelled"], doc["folds"], doc["fold"], doc["split"], doc["files"],
+                        doc["skipped"])
         shutil.rmtree(root)
     gnn = processed / "gnn"
     if not gnn.is_dir():
         raise DataError(gnn, "GNN tensors not found: folds are assigned from them (run the extract stage first)")
-    plan = Plan(root, processed, {}, {}, {}, {}, {})
+    plan = Plan(root, processed, labelled, {}, {}, {}, {}, {})
     for c in COLLECTIONS:
         groups = {}
-        for split in LABELLED:
+        for split in ("train", "valid", "test"):
             for p in sorted((gnn / collection_dir(c) / split).glob("*.npz")):
                 gid = graph_id(c, p.stem)
-                groups[gid] = fingerprint(p)
                 plan.split[gid], plan.files[gid] = split, p.stem
+                if split in labelled:
+                    groups[gid] = fingerprint(p)
         if not groups:
             continue
         distinct = len(set(groups.values()))
@@ -154,7 +174,7 @@ def make_plan(processed: str | Path, k: int, seed: int) -> Plan:
         if distinct < k:
             log.warning("%s: %d distinct labelled graphs, fewer than folds=%d: %d folds", c, distinct, k, distinct)
         same = len(groups) - distinct
-        log.info("%s: %d labelled graphs in %d folds%s", c, len(groups), plan.folds[c],
+        log.info("%s: %d labelled graphs (%s) in %d folds%s", c, len(groups), "+".join(labelled), plan.folds[c],
                  f" ({same} identical to another, kept in its fold)" if same else "")
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cached, json.dumps({"source": stamp, **plan.to_json()}, indent=1) + "\n")
@@ -172,42 +192,47 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _roles(plan: Plan, collection: str, fold: int | None) -> dict[str, str]:
+    """{graph id: role} of a collection's graphs in the view of `fold` (left-out graphs absent)."""
+    out = {}
+    for gid in plan.split:
+        if gid.startswith(collection + ":") and (role := plan.role(gid, collection, fold)) is not None:
+            out[gid] = role
+    return out
+
+
 def _gnn_view(plan: Plan, fold: int | None, dst: Path) -> None:
     src = plan.processed / "gnn"
     for c in COLLECTIONS:
         cdir = src / collection_dir(c)
-        if not cdir.is_dir():
-            continue
-        if fold is None or c in plan.fold:
-            for gid, split in plan.split.items():
-                if not gid.startswith(c + ":") or (fold is not None and gid not in plan.fold[c]):
-                    continue
-                role = "valid" if fold is not None and plan.fold[c][gid] == fold else "train"
-                _link(cdir / split / f"{plan.files[gid]}.npz", dst / collection_dir(c) / role / f"{plan.files[gid]}.npz")
-        for p in sorted((cdir / "test").glob("*.npz")):
-            _link(p, dst / collection_dir(c) / "test" / p.name)
+        for gid, role in _roles(plan, c, fold).items():
+            name = f"{plan.files[gid]}.npz"
+            _link(cdir / plan.split[gid] / name, dst / collection_dir(c) / role / name)
 
 
 def _tables_view(plan: Plan, fold: int | None, dst: Path) -> None:
     src = plan.processed / "tables"
     for c in COLLECTIONS:
         cdir = src / collection_dir(c)
-        if not cdir.is_dir():
+        tables = {s: cdir / f"{s}.parquet" for s in ("train", "valid", "test") if (cdir / f"{s}.parquet").is_file()}
+        if not tables:
             continue
         out = dst / collection_dir(c)
         out.mkdir(parents=True, exist_ok=True)
-        labelled = [cdir / f"{s}.parquet" for s in LABELLED if (cdir / f"{s}.parquet").is_file()]
-        if labelled and (fold is None or c in plan.fold):
-            scan = pl.concat([pl.scan_parquet(p) for p in labelled], how="vertical_relaxed")
-            held = plan.ids(c, fold) if fold is not None else []
-            try:
-                scan.filter(~pl.col("id").is_in(held)).sink_parquet(out / "train.parquet")
-                if held:
-                    scan.filter(pl.col("id").is_in(held)).sink_parquet(out / "valid.parquet")
-            except Exception as e:  # polars raises several types for unreadable tables
-                raise DataError(cdir, f"cannot split the GBDT tables into folds ({type(e).__name__}: {e})") from None
-        if (cdir / "test.parquet").is_file():
-            _link(cdir / "test.parquet", out / "test.parquet")
+        roles = _roles(plan, c, fold)
+        if "test" in tables and {g for g, r in roles.items() if r == "test"} == {g for g in roles if plan.split[g] == "test"}:
+            _link(tables["test"], out / "test.parquet")  # the test table as it is
+            wanted = ("train", "valid")
+        else:
+            wanted = ("train", "valid", "test")
+        scan = pl.concat([pl.scan_parquet(p) for p in tables.values()], how="vertical_relaxed")
+        try:
+            for role in wanted:
+                ids = sorted(g for g, r in roles.items() if r == role)
+                if ids:
+                    scan.filter(pl.col("id").is_in(ids)).sink_parquet(out / f"{role}.parquet")
+        except Exception as e:  # polars raises several types for unreadable tables
+            raise DataError(cdir, f"cannot split the GBDT tables into folds ({type(e).__name__}: {e})") from None
 
 
 VIEWS: dict[str, Callable[[Plan, int | None, Path], None]] = {"gnn": _gnn_view, "tables": _tables_view}
@@ -312,10 +337,11 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
     seeds = seeds_of(cfg, family)
     begin_stage(out)
     _clear(out)
-    for split in ("oof", *cfg.splits):
+    for split in ("oof", *cfg.splits, *(f"{sp}_fold_mean" for sp in cfg.splits)):
         predictions_path(pred_dir, name, split).unlink(missing_ok=True)
     processed = Path(cfg[family.inputs[0]]).parent
-    plan = make_plan(processed, k, fseed) if k else make_plan(processed, 2, fseed) if cfg.get("final") else None
+    labelled = list(cfg.get("fold_splits") or LABELLED)
+    plan = make_plan(processed, max(k, 2), fseed, labelled) if k or cfg.get("final") else None
     runs: list[dict] = []
     summaries: dict[str, dict] = {}
     t_all = time.monotonic()
@@ -327,7 +353,8 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
         if "collections" in extra:  # final runs share a model folder, one collection each
             part = part / extra["collections"][0].replace(":", "_")
         t0 = time.monotonic()
-        log.info("%s: run %s (%s%s)", name, rname, role, "" if fold is None else f", held-out fold {fold}")
+        log.info("%s: run %s (%s%s%s)", name, rname, role, "" if fold is None else f", held-out fold {fold}",
+                 f", {extra['collections'][0]}" if "collections" in extra else "")
         s = run_one(_run_cfg(cfg, family, rout, part, over)) or {}
         runs.append({"name": rname, "fold": fold, "seed": seed, "role": role, "seconds": round(time.monotonic() - t0, 1),
                      **({"collections": extra["collections"]} if "collections" in extra else {})})
@@ -349,7 +376,7 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
         for f in range(n):
             inputs = {key: str(view(plan, f, Path(cfg[key]).name)) for key in family.inputs}
             for s in seeds:
-                one(run_name(f"fold{f}", s, len(seeds)), f, s, "fold", inputs, {})
+                one(run_name(f"fold{f}", s, len(seeds)), f, s, "fold", inputs, {"splits": ["valid", "test"]})
     elif not cfg.get("final"):
         for s in seeds:  # seeds only: each trained on the plain splits
             one(run_name("", s, len(seeds)), None, s, "seed", {}, {})
@@ -357,10 +384,11 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
         inputs = {key: str(view(plan, None, Path(cfg[key]).name)) for key in family.inputs}
         for c in finals:
             fold_sums = [v[c] for r, v in summaries.items() if c in v]
-            extra = {"collections": [c], **family.final_overrides(fold_sums)}
+            extra = {"collections": [c], "splits": ["test"], **family.final_overrides(fold_sums)}
             for s in seeds:
                 one(run_name("final", s, len(seeds)), None, s, "final", inputs, extra)
-    # predictions: oof from fold runs, valid = oof on the valid split, test from the test-role runs
+    # predictions: oof from the fold runs; a labelled split's = its graphs' oof; any other split's
+    # = the test-role runs' mean (in fold and final views its graphs sit under test)
     fold_runs = [r for r in runs if r["role"] == "fold"]
     oof: dict[str, np.ndarray] = {}
     for f in sorted({r["fold"] for r in fold_runs}):
@@ -370,17 +398,24 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
         write_predictions(predictions_path(pred_dir, name, "oof"), oof, cfg)
         log.info("wrote %s (%d graphs, out of fold)", predictions_path(pred_dir, name, "oof"), len(oof))
     test_role = "final" if cfg.get("final") else "fold" if k else "seed"
+
+    def mean_of(role: str, split: str) -> dict[str, np.ndarray]:
+        src = split if plan is None else "test"
+        got = average_runs([p for r in runs if r["role"] == role for p in _read_runs(out / r["name"] / "predictions", name, src)])
+        return got if plan is None else {g: v for g, v in got.items() if plan.split.get(g) == split}
+
     for split in cfg.splits:
-        if split == "valid" and k:
-            scores = {g: s for g, s in oof.items() if plan.split.get(g) == "valid"}
-        else:
-            scores = average_runs([p for r in runs if r["role"] == test_role
-                                   for p in _read_runs(out / r["name"] / "predictions", name, split)])
+        from_oof = bool(k) and split in plan.labelled
+        scores = {g: v for g, v in oof.items() if plan.split.get(g) == split} if from_oof else mean_of(test_role, split)
         if scores:
             write_predictions(predictions_path(pred_dir, name, split), scores, cfg)
             log.info("wrote %s (%d graphs, %s)", predictions_path(pred_dir, name, split), len(scores),
-                     "out of fold" if split == "valid" and k else f"mean of the {test_role} runs")
-    doc = {"folds": k, "fold_seed": fseed, "seeds": seeds, "final": bool(cfg.get("final")), "test_from": test_role,
+                     "out of fold" if from_oof else f"mean of the {test_role} runs")
+        if not from_oof and k and cfg.get("final"):  # what the fold models' mean would have given, to compare
+            side = mean_of("fold", split)
+            if side:
+                write_predictions(predictions_path(pred_dir, name, f"{split}_fold_mean"), side, cfg)
+    doc = {"folds": k, "fold_seed": fseed, "fold_splits": labelled, "seeds": seeds, "final": bool(cfg.get("final")), "test_from": test_role,
            "plan": str(plan.root) if plan else None, "oof_graphs": len(oof), "runs": runs,
            "seconds": round(time.monotonic() - t_all, 1)}
     write_text_atomic(out / RUNS, json.dumps(doc, indent=2, default=str) + "\n")
