@@ -248,7 +248,7 @@ bench-gnn: $(INSTALLED) ## only the GNN training and inference throughput (confi
 	$(PY) -m pipeline.bench_gnn $(ARGS)
 
 rehearsal: $(INSTALLED) ## every stage on a generated dataset at real per-graph sizes (cached): wall time and peak RSS per stage and collection, projected to the real dataset (reports/rehearsal/rehearsal.md)
-	$(PY) -m pipeline.rehearsal $(ARGS)
+	$(PY) -m pipeline.rehearsal $(FOLD_ARGS) $(ARGS)
 
 gpu-check: $(INSTALLED) ## on a CUDA machine: the GPU tests (bf16/fp16 training, checkpoint reload, 1-rank nccl) and bench-gnn on cuda, one summary; elsewhere says there is no GPU (exit 0)
 	$(PY) -m pipeline.gpu_check $(if $(ARGS),--bench-args $(ARGS))

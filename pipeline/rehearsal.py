@@ -12,6 +12,12 @@ per stage and collection, with a projection to the real dataset's graph counts
 (`real_graphs`) on this machine and, for the GNN, on one GPU of a stated rate. Writes
 `reports/rehearsal/rehearsal.{md,json}` and each stage's log beside them.
 
+With `folds` / `final` (conf/common.yaml) and `gnn_seeds`, the training rows' projections are
+multiplied by what that setting trains (`pipeline.core.folds.training_cost`: K fold models on
+(K-1)/K of the labelled graphs each, a final fit on all of them, times the seeds), and a table
+says how many models per collection. `plan_only=true` runs no stage: it prints that table, and
+the projections of an earlier rehearsal's `rehearsal.json` scaled to the setting.
+
 Projection: a row's time scales linearly with the graphs it processes (train graphs for the
 training stages, all for the others). The GNN's training projection is steps x its measured
 seconds per step (steps = real train graphs x epochs x samples_per_graph). On the GPU it is
@@ -35,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.core import peak_rss
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
+from pipeline.core.folds import training_cost
 from pipeline.core.fsutil import atomic_path
 from pipeline.core.gnn_steps import configs_per_step
 from pipeline.io.catalog import collection_dir, discover
@@ -147,6 +154,53 @@ def project(cfg: DictConfig, rows: list[dict], counts: dict[str, list[int]], gnn
                      "gpu_h": _sig(flops / (cfg.gpu_tflops * 1e12 * cfg.gpu_fraction) / 3600)})
 
 
+TRAINED = ("train_gbdt", "train_analytical")  # rows that train per fold (the GNN's projected rows too)
+
+
+def fold_costs(cfg: DictConfig) -> dict[str, dict]:
+    """Per collection of `real_graphs`: the models the setting (folds, final; the GNN's
+    `gnn_seeds`) trains and its training-time multiple against one plain run
+    (`pipeline.core.folds.training_cost`), for LightGBM / the analytical ranker and for the GNN."""
+    k, final = int(cfg.folds), bool(cfg.final)
+    fold_valid = "valid" in list(cfg.fold_splits)
+    out = {}
+    for c, (train, valid, _test) in cfg.real_graphs.items():
+        out[c] = {"trees": training_cost(k, 1, final, train, valid, fold_valid),
+                  "gnn": training_cost(k, int(cfg.gnn_seeds), final, train, valid, fold_valid)}
+    return out
+
+
+def apply_fold_costs(cfg: DictConfig, rows: list[dict]) -> None:
+    """Scale the training rows' projections by the setting's multiples (graph-weighted for rows
+    over all collections); unchanged for folds=0, final=false, one GNN seed."""
+    costs = fold_costs(cfg)
+    real = {c: v[0] for c, v in cfg.real_graphs.items()}
+    for r in rows:
+        if r.get("projected_h") is None:
+            continue
+        gnn = r["stage"].startswith("train_gnn")
+        if not gnn and r["stage"] not in TRAINED:
+            continue
+        key = "gnn" if gnn else "trees"
+        cols = [r["collection"]] if r["collection"] in costs else list(costs)
+        mult = sum(costs[c][key]["multiple"] * real[c] for c in cols) / max(1, sum(real[c] for c in cols))
+        r["projected_h"] = _sig(r["projected_h"] * mult)
+        if r.get("gpu_h") is not None:
+            r["gpu_h"] = _sig(r["gpu_h"] * mult)
+
+
+def cost_markdown(cfg: DictConfig) -> str:
+    """What `folds` / `final` / `gnn_seeds` train per collection of the real data, and the multiple."""
+    lines = [f"Setting: folds={cfg.folds} (fold_splits={list(cfg.fold_splits)}), final={cfg.final}, GNN seeds={cfg.gnn_seeds}",
+             "", "| collection | train / valid graphs | LightGBM, analytical: models | x training | GNN: models | x training |",
+             "|---|---|---:|---:|---:|---:|"]
+    for c, v in fold_costs(cfg).items():
+        tr, va = cfg.real_graphs[c][:2]
+        lines.append(f"| {c} | {tr} / {va} | {v['trees']['models']} | {v['trees']['multiple']:.2f} | {v['gnn']['models']} | "
+                     f"{v['gnn']['multiple']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _markdown(rows: list[dict], cfg: DictConfig, total_s: float) -> str:
     head = ["| stage | collection | wall_s | peak_rss_mb | projected h (this machine) | GNN on one GPU, h |", "|---|---|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else (f"{v:.0f}" if isinstance(v, float) and v >= 100 else str(v))  # noqa: E731
@@ -178,22 +232,37 @@ def rehearse(cfg: DictConfig) -> list[dict]:
     gnn["s_per_step"] = whole | {m.group(1): float(m.group(2)) for m in STEP_LINE.finditer(gnn_text)}
     gnn["kept"] = {c: kept_nodes(Path(cfg.paths.processed), c) for c in gnn["s_per_step"]}
     project(cfg, rows, counts, gnn)
+    apply_fold_costs(cfg, rows)
     for r in rows:
         r.pop("_splits", None)
     total = time.perf_counter() - t0
     out = Path(cfg.paths.reports)
     with atomic_path(out / "rehearsal.json") as tmp:
         tmp.write_text(json.dumps({"rows": rows, "graphs": counts, "gnn": gnn, "seconds": round(total)}, indent=1))
-    md = _markdown(rows, cfg, total)
+    md = _markdown(rows, cfg, total) + "\n" + cost_markdown(cfg)
     with atomic_path(out / "rehearsal.md") as tmp:
         tmp.write_text(md)
     print(md, flush=True)
     return rows
 
 
+def reproject(cfg: DictConfig) -> list[dict]:
+    """`plan_only=true`: no stage runs; the setting's models and multiples, and, where an earlier
+    rehearsal left `rehearsal.json`, its projections scaled to the setting."""
+    print(cost_markdown(cfg), flush=True)
+    done = Path(cfg.paths.reports) / "rehearsal.json"
+    if not done.is_file():
+        log.info("no %s yet (make rehearsal measures the stages); the multiples above apply to its projections", done)
+        return []
+    rows = json.loads(done.read_text())["rows"]
+    apply_fold_costs(cfg, rows)
+    print(_markdown(rows, cfg, json.loads(done.read_text()).get("seconds", 0)), flush=True)
+    return rows
+
+
 @stage("rehearsal")
 def main(cfg: DictConfig) -> list[dict]:
-    return rehearse(cfg)
+    return reproject(cfg) if cfg.plan_only else rehearse(cfg)
 
 
 if __name__ == "__main__":

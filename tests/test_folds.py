@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,23 @@ def test_make_all_with_folds_writes_out_of_fold_predictions_and_a_valid_submissi
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads(out.read_text())["order"][: len(by_id[f.id])] == by_id[f.id]
+
+
+def test_training_cost_counts_models_and_graphs_seen() -> None:
+    # 5 folds over 8 train + 2 valid graphs: each fold model sees 8 of the 10, 5 of them = 40 graphs, 5x the 8 of one plain run
+    assert folds.training_cost(5, 1, False, 8, 2) == {"models": 5, "multiple": 5.0}
+    # plus a final fit on all 10 (10 / 8 more), everything twice over 2 seeds
+    assert folds.training_cost(5, 2, True, 8, 2) == {"models": 12, "multiple": pytest.approx(2 * (40 + 10) / 8)}
+    assert folds.training_cost(0, 3, False, 8, 2) == {"models": 3, "multiple": 3.0}
+    assert folds.training_cost(4, 1, False, 8, 2, fold_valid=False)["multiple"] == pytest.approx(4 * 6 / 8)
+
+
+def test_rehearsal_plan_only_prints_the_setting_cost(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipeline.rehearsal", "plan_only=true", "folds=5", "final=true",
+                           "gnn_seeds=2", f"paths.reports={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| layout:xla:default"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    want = folds.training_cost(5, 1, True, 61, 7)
+    assert cells[2] == str(want["models"]) and cells[4] == str(folds.training_cost(5, 2, True, 61, 7)["models"])
+    assert float(cells[3]) == pytest.approx(want["multiple"], abs=0.01)

@@ -372,6 +372,13 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
     log.info("%s: %d fold%s x %d seed%s%s = %d training runs (each trains every collection it has data for)", name, n,
              "" if n == 1 else "s", len(seeds), "" if len(seeds) == 1 else "s",
              f", then {len(finals)} x {len(seeds)} final fits (one per collection)" if finals else "", planned)
+    if plan is not None:
+        for c in sorted({c for c in plan.fold} | set(finals), key=COLLECTIONS.index):
+            ids = [g for g in plan.split if g.startswith(c + ":")]
+            cost = training_cost(plan.folds.get(c, 0), len(seeds), c in finals, sum(plan.split[g] == "train" for g in ids),
+                                 sum(plan.split[g] == "valid" for g in ids), "valid" in plan.labelled)
+            log.info("%s: %s: %d models, about %.1fx the training time of one model on the train graphs", name, c,
+                     cost["models"], cost["multiple"])
     if k:
         for f in range(n):
             inputs = {key: str(view(plan, f, Path(cfg[key]).name)) for key in family.inputs}
@@ -477,6 +484,19 @@ def fold_metric(summaries: dict[str, dict], metric: Callable[[dict], float]) -> 
     folds_ = {r: s for r, s in summaries.items() if r.startswith("fold")} or summaries
     vals = [v for s in folds_.values() if np.isfinite(v := metric(s))]
     return float(np.mean(vals)) if vals else float("-inf")
+
+
+def training_cost(k: int, seeds: int, final: bool, train: int, valid: int, fold_valid: bool = True) -> dict:
+    """What a setting trains for one collection of `train` / `valid` graphs, against one plain
+    run (one model on the train graphs): models, and `multiple`, the graphs seen per epoch summed
+    over the models relative to the plain run (training time scales with it). K fold models each
+    see (K-1)/K of the labelled graphs; a final fit sees them all; every one of them `seeds` times."""
+    labelled = train + (valid if fold_valid else 0)
+    if k <= 0 and not final:
+        return {"models": seeds, "multiple": float(seeds)}
+    per_fold = (k - 1) / k * labelled if k > 0 else 0.0
+    seen = seeds * (k * per_fold + (labelled if final else 0))
+    return {"models": seeds * (max(k, 0) + (1 if final else 0)), "multiple": seen / max(1, train)}
 
 
 def median_int(values: list[float], default: int) -> int:
