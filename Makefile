@@ -60,10 +60,12 @@ ANALYTICAL_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
 GNN_BENCH_ARGS ?=
-# folds and a final fit for every trainer (conf/common.yaml: folds, final): FOLDS=5 [FINAL=true]
+# folds and a final fit for every trainer (conf/common.yaml: folds, final, fold_splits):
+# FOLDS=5 [FINAL=true] [FOLD_SPLITS=[train]]
 FOLDS ?=
 FINAL ?=
-FOLD_ARGS := $(if $(FOLDS),folds=$(FOLDS)) $(if $(FINAL),final=$(FINAL))
+FOLD_SPLITS ?=
+FOLD_ARGS := $(strip $(if $(FOLDS),folds=$(FOLDS)) $(if $(FINAL),final=$(FINAL)) $(if $(FOLD_SPLITS),fold_splits=$(FOLD_SPLITS)))
 PRED := $(DATA_DIR)/predictions/$(DATASET)
 COMMON := paths.dataset=$(DATASET) paths.data_dir=$(DATA_DIR) paths.raw=$(DATA) \
   paths.submissions=$(SUBMISSIONS) paths.reports=$(REPORTS)/$(DATASET)
@@ -135,7 +137,7 @@ all: $(INSTALLED) $(RAW) $(EXTRACTED) ## every stage on DATA (default: the embed
 	  $(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=valid SUBMISSION=$(VALID_SUBMISSION) KEEP_COPY=false ARGS= && \
 	  $(MAKE) --no-print-directory evaluate SPLIT=valid SUBMISSION=$(VALID_SUBMISSION) ARGS= && \
 	  $(MAKE) --no-print-directory report ARGS= && \
-	  if [ -n "$(FOLDS)" ]; then $(PY) -m pipeline.report $(COMMON) split=oof name=out_of_fold; fi; \
+	  if [ -n "$(FOLDS)" ]; then $(PY) -m pipeline.report $(COMMON) $(FOLD_ARGS) split=oof name=out_of_fold; fi; \
 	else echo "no valid split under $(DATA): no validation scores or report (see the ensemble's served-by lines above)"; fi
 	@if [ -n "$(call has_split,test)" ]; then \
 	  $(MAKE) --no-print-directory submission MODEL=ensemble SPLIT=test ARGS=; \

@@ -229,3 +229,32 @@ def test_notebook_with_a_trained_gbdt(trained, tmp_path) -> None:
     text = _output(nb)
     assert "pipeline.extract" in text and "stats_from=" in text  # "auto" preprocessed for the gbdt
     assert "submitting the predictions of: gbdt" in text
+
+
+def test_notebook_with_gbdt_fold_models(trained, tmp_path) -> None:
+    """LightGBM trained in folds: the bundle carries every fold model (not their predictions), and
+    the notebook's test predictions are the fold models' mean, as at training."""
+    from pipeline import extract, train_gbdt
+    from pipeline.core import folds
+    from pipeline.io.predictions import read_predictions
+
+    processed = tmp_path / "processed"
+    extract.run(stage_cfg("extract", data=trained["padded"], out=processed, jobs=1))
+    models, pred = tmp_path / "models", tmp_path / "pred"
+    cfg = stage_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=pred, folds=2,
+                    **{"model.num_boost_round": 10})
+    folds.dispatch(cfg, train_gbdt.FAMILY, train_gbdt.run, "gbdt")
+    out = tmp_path / "build"
+    assert _build(trained, out, models_dir=models)["models"] == ["gbdt"]
+    bundled = out / "dataset" / "artifacts" / "models" / "gbdt"
+    assert (bundled / "runs.json").is_file() and (bundled / "fold0").is_dir() and (bundled / "fold1").is_dir()
+    assert not list(bundled.rglob("*.parquet"))  # the runs' own predictions stay home
+    sub = tmp_path / "submission.csv"
+    work = tmp_path / "work"
+    nb = _execute(out / "kernel" / "tpugraphs-pipeline-submission.ipynb", tmp_path, DATA=str(trained["raw"]),
+                  BUNDLE=str(out / "dataset"), WORK=str(work), SUBMISSION=str(sub), INSTALL=False, JOBS=1)
+    assert validate_submission(sub, discover(trained["raw"], splits=["test"])).ok
+    assert "submitting the predictions of: gbdt" in _output(nb)
+    got = read_predictions(work / "data" / "predictions" / "kaggle" / "gbdt" / "test.parquet")
+    want = read_predictions(pred / "gbdt" / "test.parquet")
+    assert set(got) == set(want) and all(np.allclose(got[g], want[g]) for g in want)

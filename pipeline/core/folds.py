@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import statistics
 import time
@@ -320,14 +321,18 @@ def average_runs(runs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {gid: average_seeds([{gid: s} for s in ss], "rank")[gid] for gid, ss in sorted(by.items())}
 
 
+RUN_DIR = re.compile(r"^(fold\d+|seed-?\d+|final)(_seed-?\d+)?$")
+
+
 def _clear(out: Path) -> None:
-    """Remove the run folders of an earlier fold/seed training (listed in runs.json)."""
+    """Remove the run folders of an earlier fold/seed training (those runs.json lists, and any
+    left by a training that was stopped before it wrote runs.json)."""
     doc = out / RUNS
-    if not doc.is_file():
-        return
-    for r in json.loads(doc.read_text()).get("runs", []):
-        shutil.rmtree(out / r["name"], ignore_errors=True)
-    doc.unlink()
+    names = {r["name"] for r in json.loads(doc.read_text()).get("runs", [])} if doc.is_file() else set()
+    names |= {p.name for p in out.iterdir() if p.is_dir() and RUN_DIR.match(p.name)} if out.is_dir() else set()
+    for n in names:
+        shutil.rmtree(out / n, ignore_errors=True)
+    doc.unlink(missing_ok=True)
 
 
 def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict], name: str) -> dict:
