@@ -235,6 +235,7 @@ def run(cfg: DictConfig) -> dict:
     stamp_dir = Path(cfg.weights).parent
     if cfg.mode == "fit":
         begin_stage(stamp_dir)
+        predictions_path(cfg.predictions, NAME, "oof").unlink(missing_ok=True)  # written again only when fitted out of fold
         doc = fit(cfg, blender)
     else:
         path = Path(cfg.weights)

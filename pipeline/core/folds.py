@@ -476,6 +476,8 @@ def dispatch(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], di
         if wanted(cfg, family):
             return train(cfg, family, run_one, name)
         _clear(out)
+        for split in ("oof", *(f"{sp}_fold_mean" for sp in cfg.splits)):  # a plain run has none of these
+            predictions_path(cfg.predictions, name, split).unlink(missing_ok=True)
         return run_one(cfg)
     if (out / RUNS).is_file():
         predict(cfg, family, run_one, name)
