@@ -322,3 +322,48 @@ def test_bench_graph_cache_is_keyed_by_its_sizes(tmp_path: Path) -> None:
     assert read_graph(graph(20)).num_configs == 20  # back to the first one, from the cache
     with pytest.raises(DataError, match="unknown generator 'zip'"):
         bench.ensure_graph(compose("bench", [f"paths.data_dir={tmp_path}", "generator=zip"]))
+
+
+def test_seeds_train_one_model_each_and_predict_their_rank_average(tiny, tmp_path: Path) -> None:
+    from models.ensemble import average_seeds
+    from pipeline.core import folds
+
+    one = ["collections=[layout:xla:default]", "epochs=1", "samples_per_graph=1"]
+    c = cfg(tiny, tmp_path / "seeds", *one, "seeds=[0,1]")
+    folds.dispatch(c, train_gnn.FAMILY, train_gnn.run, "gnn")
+    models = tmp_path / "seeds" / "models"
+    assert sorted(p.name for p in models.iterdir() if p.is_dir()) == ["seed0", "seed1"]
+    # the seed-0 model is the one a plain run with seed=0 trains
+    train_gnn.run(cfg(tiny, tmp_path / "plain", *one, "seed=0"))
+    plain = read_predictions(tmp_path / "plain" / "pred" / "gnn" / "test.parquet")
+    runs = [read_predictions(models / f"seed{s}" / "predictions" / "gnn" / "test.parquet") for s in (0, 1)]
+    for gid in plain:
+        np.testing.assert_allclose(runs[0][gid], plain[gid], rtol=1e-6)
+    mean = average_seeds(runs, "rank")
+    test = tmp_path / "seeds" / "pred" / "gnn" / "test.parquet"
+    got = read_predictions(test)
+    assert set(got) == set(mean) and all(np.allclose(got[g], mean[g]) for g in mean)
+    # predict mode averages the same models
+    test.unlink()
+    folds.dispatch(cfg(tiny, tmp_path / "seeds", *one, "mode=predict", "splits=[test]"), train_gnn.FAMILY, train_gnn.run, "gnn")
+    again = read_predictions(test)
+    assert all(np.allclose(again[g], mean[g], atol=1e-6) for g in mean)
+
+
+def test_a_final_fit_trains_for_the_fold_models_median_epochs(tiny, tmp_path: Path) -> None:
+    import json
+
+    from pipeline.core import folds
+
+    processed = Path(tiny["gnn"]).parent
+    (processed / ".complete").touch(exist_ok=True)
+    c = cfg(tiny, tmp_path, "collections=[layout:xla:default]", "epochs=3", "samples_per_graph=1", "folds=2", "final=true")
+    summaries = folds.dispatch(c, train_gnn.FAMILY, train_gnn.run, "gnn")
+    doc = json.loads((tmp_path / "models" / "runs.json").read_text())
+    assert [r["role"] for r in doc["runs"]] == ["fold", "fold", "final"] and doc["test_from"] == "final"
+    best = [summaries[f"fold{f}"]["layout:xla:default"]["best_epoch"] + 1 for f in (0, 1)]
+    ck = torch.load(tmp_path / "models" / "final" / "layout" / "xla" / "default" / "best.pt", weights_only=False)
+    assert ck["config"]["epochs"] == folds.median_int(best, 0)
+    oof = read_predictions(tmp_path / "pred" / "gnn" / "oof.parquet")
+    labelled = discover(tiny["raw"], collections=["layout:xla:default"], splits=["train", "valid"])
+    assert {f.id: read_graph(f.path).num_configs for f in labelled} == {g: s.size for g, s in oof.items()}

@@ -441,14 +441,16 @@ def predict(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dic
     out, pred_dir = Path(cfg[family.out]), Path(cfg.predictions)
     doc = json.loads((out / RUNS).read_text())
     role = doc["test_from"]
-    names = sorted({r["name"] for r in doc["runs"] if r["role"] == role})
+    seed_of = {r["name"]: r["seed"] for r in doc["runs"] if r["role"] == role}  # inference draws from the run's seed
+    names = sorted(seed_of)
     if cfg.get("collections"):  # runs without a model of the collections asked for (fewer folds there) are passed over
         names = [n for n in names if any((out / n / collection_dir(c)).is_dir() for c in cfg.collections)] or names
     tmp = pred_dir / f".{name}-runs"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for rname in names:
-            run_one(_run_cfg(cfg, family, out / rname, tmp / rname, {"mode": "predict"}))
+            seed = {} if seed_of[rname] is None else {"seed": seed_of[rname]}
+            run_one(_run_cfg(cfg, family, out / rname, tmp / rname, {"mode": "predict", **seed}))
         for split in cfg.splits:
             scores = average_runs(_read_runs(tmp, name, split))
             if scores:
