@@ -13,6 +13,11 @@ cpu, plus cuda when available), times `train_steps` steps of the training stage'
 scheduler; autocast on CUDA as in train_gnn) and one permutation of `predict_scores` over all
 configs, and prints one JSON line each: configs_per_s, s_per_step, the graph's kept size, the
 peak GPU memory on CUDA and the process's peak RSS so far, its user and system CPU seconds.
+The step is timed in its two parts one after the other, `batch_s_per_step` (building the batch
+on the CPU: sampling, layout completion, cost terms, the copy to the device) and
+`model_s_per_step` (forward, backward, optimizer), then as training runs it, with the batches
+built `prefetch` steps ahead by a thread (`s_per_step`, and `waited_fraction`: the share of
+that time the step waited for its batch).
 
 The machine's limit is measured in the same run: `matmul_gflops` is the dense matmul rate at the
 model's shapes (a (K x kept nodes, H) by (H, H) product, the SAGE layers' linear maps, in the
@@ -49,7 +54,8 @@ from pipeline.core.allocator import set_malloc
 from pipeline.core.memory import measure
 from pipeline.core.cli import stage
 from pipeline.io.gnn_tensors import GraphData, graph_data
-from pipeline.core.gnn_steps import check_choices, model_config, train_step
+from pipeline.core.gnn_steps import build_batch, check_choices, model_config, train_step
+from pipeline.core.prefetch import Prefetch
 from pipeline.core.training import Precision, make_optimizer, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -128,8 +134,11 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     dtype = (prec.dtype or torch.float32) if device.type == "cuda" else torch.float32
     limit = {"matmul_gflops": round(matmul_gflops(k * g.graph.node_feat.shape[0], int(cfg.model.hidden), device, dtype), 1)}
 
-    def step() -> None:
-        train_step(model, model, g, rng.choice(g.num_configs, k, replace=False), opt, sched, scaler, prec, 1.0)
+    def batch() -> tuple:
+        return build_batch(g, rng.choice(g.num_configs, k, replace=False))
+
+    def step(b: tuple | None = None) -> None:
+        train_step(model, model, *(b or batch()), opt, sched, scaler, prec, 1.0)
 
     footprint = measure(model, g, prec.autocast)  # what memory_budget plans with (pipeline.core.memory)
     planned = {"step_tensors_mb": round(footprint.train.at(k) / 2**20), "checkpointed_mb": round(footprint.checkpointed.at(k) / 2**20)}
@@ -138,14 +147,28 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     model.train()
     step_flops = _flops(step)  # also the warm-up: allocator, kernels
     _sync(device)
-    t = time.perf_counter()
+    # the step's two parts, one after the other: building the batch (CPU), then the model step
+    build_s = model_s = 0.0
     for _ in range(steps):
-        step()
+        t = time.perf_counter()
+        b = batch()
+        _sync(device)
+        t1 = time.perf_counter()
+        step(b)
+        _sync(device)
+        build_s, model_s = build_s + t1 - t, model_s + time.perf_counter() - t1
+    # and as training runs them: batches built `prefetch` steps ahead by a thread
+    feed = Prefetch(range(steps), lambda _: batch(), int(cfg.prefetch))
+    t = time.perf_counter()
+    for _, b in feed:
+        step(b)
     _sync(device)
     dt = time.perf_counter() - t
     mem = {"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20)} if device.type == "cuda" else {}
     train = {"bench": "gnn_train", "device": str(device), **shape, "k": k, "steps": steps,
              "s_per_step": round(dt / steps, 4), "configs_per_s": round(k * steps / dt, 1),
+             "batch_s_per_step": round(build_s / steps, 4), "model_s_per_step": round(model_s / steps, 4),
+             "prefetch": int(cfg.prefetch), "waited_fraction": round(feed.waited_s / dt, 3),
              "model_gflop": float(f"{step_flops / 1e9:.4g}"), **limit,
              "of_matmul_rate": float(f"{step_flops * steps / dt / 1e9 / limit['matmul_gflops']:.3g}"),
              "threads": torch.get_num_threads(), "malloc": str(cfg.malloc), **planned, **mem, **process_usage()}

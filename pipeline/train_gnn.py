@@ -60,7 +60,9 @@ from pipeline.core.allocator import set_malloc
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.logger import NullLogger
-from pipeline.core.gnn_steps import build_model, check_choices, configs_per_step, load_model, model_config, score_graph, train_step
+from pipeline.core.gnn_steps import (build_batch, build_model, check_choices, configs_per_step, load_model, model_config,
+                                     score_graph, train_step)
+from pipeline.core.prefetch import Prefetch
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
 from pipeline.core.training import (Dist, Precision, epoch_order, load_checkpoint, make_optimizer, make_scheduler,
@@ -133,6 +135,7 @@ class Training:
     memory: dict | None = None  # what memory_budget chose (fit_memory)
     swa: WeightAverage | None = None  # swa_start: the weights averaged at the ends of epochs swa_from, swa_from + 1, ...
     swa_from: int = 0
+    feed: dict = field(default_factory=dict)  # the last epoch's batch building: seconds built, waited for, of the steps
     started: tuple[float, int] = (0.0, 0)  # time.monotonic() and global step when this invocation began
 
     def checkpoint(self, cfg: DictConfig) -> dict:
@@ -243,14 +246,22 @@ def run_epoch(cfg: DictConfig, run: Training, epoch: int, dist: Dist, deadline: 
     rng = np.random.default_rng([int(cfg.seed), 2, epoch, dist.rank])
     order = epoch_order(len(run.train), int(cfg.samples_per_graph), int(cfg.seed), epoch, dist)
     skip, losses = run.state["epoch_step"], []
-    bar = tqdm(order, desc=f"{run.collection} {epoch + 1}/{run.epochs}", unit="step", leave=False,
-               disable=not (cfg.progress and dist.main), dynamic_ncols=True)
-    for i, gi in enumerate(bar):
-        rows = sample_rows(run.train[gi].num_configs, run.k, rng)
-        if i < skip:
-            continue
+    # every step's configs are drawn up front, in order, the skipped steps' too: the batches then
+    # depend on their step alone, and are built `prefetch` steps ahead by a thread
+    draws = [(i, gi, sample_rows(run.train[gi].num_configs, run.k, rng)) for i, gi in enumerate(order)]
+
+    def build(draw: tuple) -> tuple:
+        with where(run.train[draw[1]].id):
+            return build_batch(run.train[draw[1]], draw[2])
+
+    feed = Prefetch(draws[skip:], build, int(cfg.prefetch))
+    batches = iter(feed)
+    bar = tqdm(batches, total=len(order) - skip, desc=f"{run.collection} {epoch + 1}/{run.epochs}", unit="step",
+               leave=False, disable=not (cfg.progress and dist.main), dynamic_ncols=True)
+    t_epoch = time.perf_counter()
+    for (i, gi, _rows), (batch, target) in bar:
         with where(run.train[gi].id):
-            loss = train_step(run.net, run.model, run.train[gi], rows, run.opt, run.sched, run.scaler, run.prec,
+            loss = train_step(run.net, run.model, batch, target, run.opt, run.sched, run.scaler, run.prec,
                               float(cfg.grad_clip or 0))
         run.state["step"] += 1
         run.state["epoch_step"] = i + 1
@@ -262,6 +273,10 @@ def run_epoch(cfg: DictConfig, run: Training, epoch: int, dist: Dist, deadline: 
             break
     else:
         run.state["epoch_step"] = 0
+    bar.close()
+    batches.close()  # a loop left early (time budget) stops the builder thread here
+    run.feed = {"build_s": round(feed.build_s, 3), "waited_s": round(feed.waited_s, 3),
+                "steps_s": round(time.perf_counter() - t_epoch, 3)}
     return losses
 
 
@@ -291,13 +306,16 @@ def close_epoch(cfg: DictConfig, run: Training, epoch: int, losses: list[float],
         run.state["best"], run.state["best_epoch"] = metric, epoch
     rec = {"epoch": epoch, "step": run.state["step"], "train_loss": train_loss, "valid": metric if run.valid else None,
            "lr": run.sched.get_last_lr()[0], "seconds": time.monotonic() - t0,
-           "averaged_epochs": run.swa.count if averaged else 0}
+           "averaged_epochs": run.swa.count if averaged else 0, "feed": dict(run.feed)}
     run.state["history"].append(rec)
     c = run.collection
     logger.log({f"{c}/train_loss": train_loss, f"{c}/valid": metric, f"{c}/lr": rec["lr"]}, step=run.state["step"])
-    log.info("%s epoch %d/%d: loss %.4f, valid %s%s%s", c, epoch + 1, run.epochs, train_loss,
+    feed = run.feed
+    log.info("%s epoch %d/%d: loss %.4f, valid %s%s%s%s", c, epoch + 1, run.epochs, train_loss,
              f"{metric:.4f}" if run.valid else "-", f" (weights averaged over {run.swa.count} epochs)" if averaged else "",
-             " (best)" if improved else "")
+             " (best)" if improved else "",
+             f"; batches built in {feed['build_s']:.1f} s, the steps waited {feed['waited_s']:.1f} s of {feed['steps_s']:.1f} s"
+             if feed.get("steps_s") else "")
     if dist.main:
         ck = {**run.checkpoint(cfg), "epoch": epoch}
         save_checkpoint(run.out_dir / LAST, ck)

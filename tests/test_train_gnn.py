@@ -299,7 +299,7 @@ def test_train_step_clips_and_advances_the_schedule() -> None:
     sched = training.warmup_cosine(opt, 10, warmup=0.4, min_lr_ratio=0.1)
     prec = training.Precision.make(torch.device("cpu"), True, "bfloat16")
     before = [p.detach().clone() for p in model.parameters()]
-    loss = gnn_steps.train_step(model, model, g, np.arange(8), opt, sched, prec.scaler(), prec, grad_clip=1e-3)
+    loss = gnn_steps.train_step(model, model, *gnn_steps.build_batch(g, np.arange(8)), opt, sched, prec.scaler(), prec, grad_clip=1e-3)
     assert not loss.requires_grad and loss.item() > 0
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
     assert norm <= 1e-3 * 1.01  # the step's gradients were clipped
@@ -367,3 +367,39 @@ def test_a_final_fit_trains_for_the_fold_models_median_epochs(tiny, tmp_path: Pa
     oof = read_predictions(tmp_path / "pred" / "gnn" / "oof.parquet")
     labelled = discover(tiny["raw"], collections=["layout:xla:default"], splits=["train", "valid"])
     assert {f.id: read_graph(f.path).num_configs for f in labelled} == {g: s.size for g, s in oof.items()}
+
+
+def test_training_is_bit_identical_with_batches_built_ahead_or_inline(tiny, tmp_path: Path) -> None:
+    one = ["collections=[layout:xla:random]", "epochs=2", "samples_per_graph=3"]
+    for depth in (0, 3):
+        train_gnn.run(cfg(tiny, tmp_path / f"p{depth}", *one, f"prefetch={depth}"))
+    a, b = (torch.load(tmp_path / f"p{d}" / "models/layout/xla/random/last.pt", weights_only=False) for d in (0, 3))
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert all(h["feed"]["build_s"] > 0 for h in b["history"])
+
+
+def test_prefetch_keeps_order_raises_at_the_item_and_stops_when_left_early() -> None:
+    import threading
+
+    from pipeline.core.prefetch import Prefetch
+
+    for depth in (0, 1, 4):
+        assert [b for _, b in Prefetch(range(20), lambda i: i * i, depth)] == [i * i for i in range(20)]
+
+    def bad(i: int) -> int:
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="item 3"):
+        for i, _ in Prefetch(range(10), bad, 2):
+            got.append(i)
+    assert got == [0, 1, 2]
+    before = threading.active_count()
+    it = iter(Prefetch(range(1000), lambda i: i, 2))
+    next(it)
+    it.close()
+    assert threading.active_count() == before

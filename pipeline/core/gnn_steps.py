@@ -70,15 +70,20 @@ def load_model(path: Path, device: torch.device) -> tuple[GNNRanker, dict]:
     return model.to(device).eval(), ck
 
 
-def train_step(net: torch.nn.Module, model: GNNRanker, g: GraphData, rows: np.ndarray, opt: torch.optim.Optimizer,
+def build_batch(g: GraphData, rows: np.ndarray) -> tuple[gnn.GraphBatch, Tensor]:
+    """The batch of the unique configs `rows` of `g` (layouts completed, cost terms, on g's
+    device) and its runtimes: the CPU work of a step, done ahead of it by `pipeline.core.prefetch`."""
+    return g.select(rows), torch.from_numpy(g.runtime[rows]).to(g.device)
+
+
+def train_step(net: torch.nn.Module, model: GNNRanker, batch: gnn.GraphBatch, target: Tensor, opt: torch.optim.Optimizer,
                sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, prec: Precision,
                grad_clip: float) -> Tensor:
-    """One optimizer step on the unique configs `rows` of `g`: forward under autocast (`net`:
-    the model, or its DDP wrapper), ranking loss in fp32, scaled backward, gradient clipping
-    (`grad_clip` > 0), optimizer and scheduler step. Returns the detached loss."""
-    target = torch.from_numpy(g.runtime[rows]).to(g.device)
+    """One optimizer step on a batch of `build_batch`: forward under autocast (`net`: the model,
+    or its DDP wrapper), ranking loss in fp32, scaled backward, gradient clipping (`grad_clip` >
+    0), optimizer and scheduler step. Returns the detached loss."""
     with prec.autocast():
-        scores = net(g.select(rows))
+        scores = net(batch)
     loss = model.loss(scores.float(), target)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
