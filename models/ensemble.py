@@ -52,7 +52,12 @@ def normalize_all(preds: Preds, how: str = "rank") -> dict[str, np.ndarray]:
 
 def average_seeds(runs: Sequence[Preds], how: str = "rank") -> dict[str, np.ndarray]:
     """Mean of several runs' per-graph normalized scores (seed averaging); one run is returned
-    normalized. Every run must cover the same graphs with the same config counts."""
+    normalized. Every run must cover the same graphs with the same config counts.
+
+    With `rank`, configs whose mean ranks tie but whose scores differ are told apart by the mean
+    of their min-max normalized scores, at a weight too small to reorder distinct mean ranks:
+    equal scores mean copies of one config to the tile order (`metrics.tile_order`), and mean
+    ranks tie far more often than the runs' own scores do."""
     if not runs:
         raise ValueError("average_seeds: no runs")
     ids = set(runs[0])
@@ -65,6 +70,9 @@ def average_seeds(runs: Sequence[Preds], how: str = "rank") -> dict[str, np.ndar
         if len({a.size for a in arrs}) != 1:
             raise ValueError(f"average_seeds: {gid}: runs have different config counts")
         out[gid] = np.mean(arrs, axis=0)
+        if how == "rank" and len(runs) > 1 and out[gid].size > 1:
+            eps = 0.25 / ((out[gid].size - 1) * len(runs))  # below half the smallest step between distinct mean ranks
+            out[gid] = out[gid] + eps * np.mean([normalize(r[gid], "minmax") for r in runs], axis=0)
     return out
 
 

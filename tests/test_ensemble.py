@@ -84,7 +84,8 @@ def test_ensemble_never_worse_than_best_member_on_its_fit_data(kind, how):
 def test_average_seeds_means_normalized_runs():
     a = {"x": np.array([1.0, 2.0, 3.0])}
     b = {"x": np.array([30.0, 20.0, 10.0])}
-    assert ens.average_seeds([a, b])["x"].tolist() == [0.5, 0.5, 0.5]
+    both = ens.average_seeds([a, b])["x"]
+    assert np.ptp(both) == 0 and both[0] == pytest.approx(0.5, abs=0.1)  # reversed runs: every config ties
     assert ens.average_seeds([a])["x"].tolist() == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="different graphs"):
         ens.average_seeds([a, {"y": np.zeros(3)}])
@@ -233,3 +234,18 @@ def test_weights_file_keeps_out_of_fold_scores(raw: Path):
         top = max(entry["out_of_fold"], key=lambda m: (entry["out_of_fold"][m], -["best", "shrink", "equal", "search"].index(m)))
         assert entry["method"] in (top, "best")  # a blend only where its gain over best is beyond noise
     assert "test" in doc["served"]
+
+
+def test_seed_average_breaks_rank_ties_by_scores_but_keeps_copies_equal() -> None:
+    from models.ensemble import average_seeds
+
+    # configs 0 and 1 tie on mean rank ((0 + 1) / 2 either way); the scores favour 0; 2 and 3 are copies
+    a = {"g": np.array([0.0, 0.9, 5.0, 5.0])}
+    b = {"g": np.array([0.2, 0.1, 5.0, 5.0])}
+    out = average_seeds([a, b], "rank")["g"]
+    assert out[0] < out[1] < out[2] == out[3]
+    # distinct mean ranks keep their order whatever the scores
+    c = {"g": np.array([0.0, 1.0, 100.0, 2.0])}
+    d = {"g": np.array([0.0, 1.0, 1.5, 100.0])}
+    out = average_seeds([c, d], "rank")["g"]
+    assert np.argsort(out).tolist()[:2] == [0, 1]

@@ -189,7 +189,11 @@ def test_train_gbdt_predicts_every_original_config_and_predict_mode_reproduces(t
     per_seed = train_gbdt.predict_table(table, train_gbdt.load_models("tile:xla", models), 1)
     assert sorted(per_seed) == ["model_seed0", "model_seed1"]
     for gid in per_seed["model_seed0"]:
-        assert np.allclose(after[gid], np.mean([ens.normalize(per_seed[n][gid]) for n in per_seed], axis=0))
+        mean = np.mean([ens.normalize(per_seed[n][gid]) for n in per_seed], axis=0)
+        # the mean rank, with its ties broken by the scores (models.ensemble.average_seeds)
+        assert np.allclose(after[gid], mean, atol=0.25 / ((mean.size - 1) * len(per_seed)))
+        lower = np.subtract.outer(mean, mean) < 0
+        assert (np.subtract.outer(after[gid], after[gid])[lower] < 0).all()
     # a retrain with one seed leaves no model of the other seed for mode=predict to average in
     train_gbdt.run(stage_cfg("train_gbdt", **over, **{"model.objective": "regression"}, splits="[test]"))
     assert not (models / "tile/xla/model_seed1.txt").exists()
