@@ -40,6 +40,15 @@ class Prefetch(Generic[T, B]):
         finally:
             self.build_s += time.perf_counter() - t
 
+    def _put(self, q: queue.Queue, item) -> None:
+        """Put `item`, waiting for room, unless the consumer has stopped."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
     def __iter__(self) -> Iterator[tuple[T, B]]:
         if self.depth == 0:
             for item in self.items:
@@ -59,21 +68,11 @@ class Prefetch(Generic[T, B]):
                         out = (item, self._timed(item), None)
                     except BaseException as e:  # handed to the consumer, raised there
                         out = (item, None, e)
-                    while not self._stop.is_set():
-                        try:
-                            q.put(out, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                    self._put(q, out)
                     if out[2] is not None:
                         return
             finally:
-                while not self._stop.is_set():
-                    try:
-                        q.put(_DONE, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                self._put(q, _DONE)
 
         thread = threading.Thread(target=produce, name="prefetch", daemon=True)
         thread.start()
