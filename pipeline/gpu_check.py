@@ -59,7 +59,9 @@ def bench_lines(records: list[dict]) -> list[str]:
         what = "train" if r["bench"] == "gnn_train" else "infer"
         lines.append(f"bench-gnn {what:5} {r['device']}: {r['configs_per_s']} configs/s, K={r['k']}, "
                      f"{r['kept_nodes']} nodes, {r['of_matmul_rate']:.3g} of the {r['matmul_gflops']:.0f} GFLOP/s matmul rate, "
-                     f"peak GPU {r.get('peak_gpu_mb', '-')} MB")
+                     f"peak GPU {r.get('peak_gpu_mb', '-')} MB"
+                     + (f"; per step: batch {r['batch_s_per_step']} s, model {r['model_s_per_step']} s, waited "
+                        f"{r['waited_fraction']:.0%} with prefetch={r['prefetch']}" if "batch_s_per_step" in r else ""))
     return lines
 
 
