@@ -380,7 +380,7 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
     if plan is not None:
         for c in sorted({c for c in plan.fold} | set(finals), key=COLLECTIONS.index):
             ids = [g for g in plan.split if g.startswith(c + ":")]
-            cost = training_cost(plan.folds.get(c, 0), len(seeds), c in finals, sum(plan.split[g] == "train" for g in ids),
+            cost = training_cost(plan.folds.get(c, 0) if k else 0, len(seeds), c in finals, sum(plan.split[g] == "train" for g in ids),
                                  sum(plan.split[g] == "valid" for g in ids), "valid" in plan.labelled)
             log.info("%s: %s: %d models, about %.1fx the training time of one model on the train graphs", name, c,
                      cost["models"], cost["multiple"])
