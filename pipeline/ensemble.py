@@ -98,7 +98,7 @@ def fit(cfg: DictConfig, blender: Blender) -> dict:
     """Fit per-collection weights on `fit_split`; returns (and writes) the weights document.
     A collection without `fit_split` graphs (or predictions on them) gets no weights: `apply`
     serves it with its first available member."""
-    fit_split = fit_split_of(cfg)
+    fit_split = cfg.fit_split
     files = discover(cfg.data, splits=list(cfg.fold_splits) if fit_split == "oof" else [fit_split], announce=True)
     runtimes = load_runtimes(files) if files else {}
     members = load_members(cfg, blender, fit_split) if files else {}
@@ -127,7 +127,7 @@ def fit_collection(cfg: DictConfig, blender: Blender, c: str, ids: list[str], me
     held: list[str] = []
     if cfg.holdout:
         if len(ids) < 2:
-            log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, fit_split_of(cfg))
+            log.warning("%s: one %s graph, nothing to hold out; weights fitted (and scored) on it", c, cfg.fit_split)
         else:
             ids, held = ids[0::2], ids[1::2]
     rt = {g: runtimes[g] for g in ids}
@@ -135,9 +135,9 @@ def fit_collection(cfg: DictConfig, blender: Blender, c: str, ids: list[str], me
     avail = [m for m in members if covers(members[m], sizes)]
     partial = [m for m in members if m not in avail and any(g in members[m] for g in ids)]
     for m in partial:
-        log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, fit_split_of(cfg))
+        log.warning("%s: %s lacks some %s graphs (or has other config counts); left out here", c, m, cfg.fit_split)
     if not avail:
-        log.warning("%s: no member covers every %s graph; no weights fitted", c, fit_split_of(cfg))
+        log.warning("%s: no member covers every %s graph; no weights fitted", c, cfg.fit_split)
         return None
     kind, use = collection_kind(c), {m: members[m] for m in avail}
     method, weights, oof = blender.weights(kind, use, rt)
@@ -229,7 +229,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("fit", "apply"):
         raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
     blender: Blender = instantiate(cfg.blender, "blender")
-    if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [fit_split_of(cfg), *cfg.splits]):
+    cfg.fit_split = fit_split_of(cfg)  # auto resolved once, as saved beside the predictions
+    if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
         raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
                                          "(run baseline, train-gbdt, train-analytical or train-gnn first)")
     stamp_dir = Path(cfg.weights).parent

@@ -43,7 +43,6 @@ from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
 from pipeline.core import folds
-from pipeline.core.folds import model_dirs
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
@@ -111,7 +110,7 @@ def model_kind(models: Path, name: str, collection: str) -> str | None:
     d = models / name
     if name == "ensemble":
         return "ensemble" if (d / "weights.json").is_file() else None
-    dirs = [r / collection_dir(collection) for r in model_dirs(d)]  # fold/seed runs: every run's models
+    dirs = [r / collection_dir(collection) for r in folds.model_dirs(d)]  # fold/seed runs: every run's models
     if any((r / "best.pt").is_file() for r in dirs):
         return "gnn"
     if any(any(r.glob("model*.txt")) for r in dirs):
