@@ -60,6 +60,8 @@ ANALYTICAL_ARGS ?=
 GNN_ARGS ?=
 ENSEMBLE_ARGS ?=
 GNN_BENCH_ARGS ?=
+# a GNN experiment (conf/experiment/<name>.yaml), e.g. EXPERIMENT=full_gpu: the full data on one GPU
+EXPERIMENT ?=
 # folds and a final fit for every trainer (conf/common.yaml: folds, final, fold_splits):
 # FOLDS=5 [FINAL=true] [FOLD_SPLITS=[train]]
 FOLDS ?=
@@ -109,7 +111,7 @@ $(eval $(call args_file,$(STATE)/extract.args,$(COMMON) $(EXTRACT_ARGS) $(call g
 $(eval $(call args_file,$(STATE)/baseline.args,$(COMMON) $(FOLD_ARGS) $(BASELINE_ARGS) $(call goal_args,baseline)))
 $(eval $(call args_file,$(STATE)/gbdt.args,$(COMMON) $(FOLD_ARGS) $(GBDT_ARGS) $(call goal_args,train-gbdt)))
 $(eval $(call args_file,$(STATE)/analytical.args,$(COMMON) $(FOLD_ARGS) $(ANALYTICAL_ARGS) $(call goal_args,train-analytical)))
-$(eval $(call args_file,$(STATE)/gnn.args,$(COMMON) $(FOLD_ARGS) $(GNN_ARGS) $(call goal_args,train-gnn)))
+$(eval $(call args_file,$(STATE)/gnn.args,$(COMMON) $(FOLD_ARGS) $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(GNN_ARGS) $(call goal_args,train-gnn)))
 $(eval $(call args_file,$(STATE)/ensemble.args,$(COMMON) $(FOLD_ARGS) $(ENSEMBLE_ARGS) $(call goal_args,ensemble)))
 SUBMISSION_ARGS := $(STATE)/submission/$(subst /,^,$(SUBMISSION)).args
 $(eval $(call args_file,$(SUBMISSION_ARGS),$(COMMON) predictor=$(MODEL) split=$(SPLIT) keep_copy=$(KEEP_COPY) $(call goal_args,submission)))

@@ -102,10 +102,17 @@ class AnalyticalRanker:
     @classmethod
     def load(cls, path: str | Path, names: tuple[str, ...] | None = None) -> "AnalyticalRanker":
         """Read a saved model; with `names`, check they are the columns it was fitted on."""
-        state = json.loads(Path(path).read_text())
+        try:
+            return cls.from_state(json.loads(Path(path).read_text()), names)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_state(cls, state: dict, names: tuple[str, ...] | None = None) -> "AnalyticalRanker":
+        """The model of a `state()` dict; with `names`, check they are the columns it was fitted on."""
         model = cls(state["l2"], state["names"], state.get("terms", True))
         if names is not None and tuple(names) != model.names:
-            raise ValueError(f"{path}: fitted on other cost totals than this code computes (rerun `make train-analytical`)")
+            raise ValueError("fitted on other cost totals than this code computes (rerun `make train-analytical`)")
         model.weights = np.asarray(state["weights"], dtype=np.float64)
         model.rows = int(state.get("rows", 0))
         return model

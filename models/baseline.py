@@ -19,10 +19,18 @@ from __future__ import annotations
 import numpy as np
 
 from features.layout import SHAPE_COLS, node_layout, root_node, tensor_bytes
-from features.completion import complete_layout
+from features.completion import CompletionTable
+from features.configs import NUM_CODES, pack_layout, unpack_layout
 from features.tabular import tile_padding
 
 MINOR = 2  # layout positions compared: the minor-most and second-minor dimensions
+# packed group code -> one int for its MINOR minor-most dims (codes: features.configs)
+_MINOR_KEY = (unpack_layout(np.arange(NUM_CODES)[:, None])[:, :MINOR].astype(np.int32) + 1) @ (7 ** np.arange(MINOR, dtype=np.int32))
+
+
+def _minor_key(layouts: np.ndarray) -> np.ndarray:
+    """(..., 6) layouts -> (...) the key of their MINOR minor-most dims."""
+    return _MINOR_KEY[pack_layout(layouts)[..., 0]]
 
 
 class LayoutCopyCost:
@@ -42,9 +50,15 @@ class LayoutCopyCost:
         keep = (slot[u] >= 0) | (slot[v] >= 0)
         self.cons_slot = slot[u[keep]]  # (E',) consumer's config slot or -1
         self.prod_slot = slot[v[keep]]  # (E',) producer's config slot or -1
-        self.default = node_layout(node_feat)[v[keep]]  # (E', 6) producer's own layout
+        default = node_layout(node_feat)[v[keep]]  # (E', 6) producer's own layout
+        self.default_key = _minor_key(default)  # (E',)
         self.weight = tensor_bytes(node_feat)[v[keep]]  # (E',)
-        self.slot_default = node_layout(node_feat)[node_config_ids]  # (NC, 6)
+        # completion through packed codes, one table per graph (features.completion.CompletionTable):
+        # output groups from each configurable node's own layout, input groups from the producer's
+        own = node_layout(node_feat)[node_config_ids]  # (NC, 6)
+        layouts, idx = np.unique(np.concatenate([own, default]).astype(np.int8), axis=0, return_inverse=True)
+        self.table = CompletionTable(layouts)
+        self.own_idx, self.default_idx = idx[: own.shape[0]], idx[own.shape[0]:]
 
     def __call__(self, config_chunk: np.ndarray) -> np.ndarray:
         """(c, NC, 18) float32 -> (c,) copied bytes."""
@@ -52,13 +66,12 @@ class LayoutCopyCost:
         if self.weight.size == 0:
             return np.zeros(c)
         ps, cs = self.prod_slot, self.cons_slot
-        out = complete_layout(config_chunk[:, :, 0:6], self.slot_default[None])[..., :MINOR]  # (c, NC, 2)
-        default = self.default[None, :, :MINOR]  # (1, E', 2)
-        produced = np.where((ps >= 0)[None, :, None], out[:, np.maximum(ps, 0)], default)  # (c, E', 2)
-        wanted_in = complete_layout(config_chunk[:, np.maximum(cs, 0), 6:12], self.default[None])[..., :MINOR]
-        wanted = np.where((cs >= 0)[None, :, None], wanted_in, default)  # (c, E', 2)
-        mismatch = (produced != wanted).any(-1)  # (c, E')
-        return mismatch.astype(np.float64) @ self.weight
+        codes = pack_layout(config_chunk[:, :, 0:12])  # (c, NC, 2): output and input groups
+        out = _MINOR_KEY[self.table(codes[..., 0], self.own_idx[None])]  # (c, NC)
+        produced = np.where((ps >= 0)[None], out[:, np.maximum(ps, 0)], self.default_key[None])  # (c, E')
+        wanted_in = _MINOR_KEY[self.table(codes[:, np.maximum(cs, 0), 1], self.default_idx[None])]  # (c, E')
+        wanted = np.where((cs >= 0)[None], wanted_in, self.default_key[None])
+        return (produced != wanted).astype(np.float64) @ self.weight
 
 
 def tile_padding_cost(node_feat: np.ndarray, config_feat: np.ndarray) -> np.ndarray:

@@ -5,8 +5,9 @@
 
 Reads the raw npz files; writes `<predictions>/<name>/<split>.parquet` (see
 pipeline.io.predictions), then the stamp `<predictions>/<name>/.complete` (make's file target).
-It needs no training, so it serves every collection, including those no model could train on. Layout configs are streamed in chunks, so memory is bounded by
-`chunk_configs`, not by the file. Scores are indexed by original config, as in the raw file.
+It needs no training, so it serves every collection, including those no model could train on.
+Graphs are scored `jobs` at a time, one process each (0 = every core); layout configs are
+streamed in chunks, so memory is bounded by `chunk_configs` per process, not by the file. Scores are indexed by original config, as in the raw file.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import logging
 
 import numpy as np
 from omegaconf import DictConfig
-from pipeline.core.progress import tqdm
 
 from models.baseline import LayoutCopyCost, tile_padding_cost
 from pipeline.io.catalog import GraphFile, discover
 from pipeline.core.cli import stage
 from pipeline.io.npz import iter_node_config_feat, read_graph
-from pipeline.core.errors import where
 from pipeline.io.predictions import predictions_path, write_predictions
-from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.core.runner import begin_stage, finish_stage, parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,10 @@ def main(cfg: DictConfig) -> None:
         files = discover(cfg.data, cfg.collections, list(cfg.fold_splits) if split == "oof" else [split], announce=split != "oof")
         if not files:
             continue
-        scores = {}
-        for f in tqdm(files, desc=f"baseline {split}", unit="graph"):
-            with where(str(f.path)):
-                scores[f.id] = baseline_scores(f, cfg.chunk_configs)
+        # one process per graph at a time (jobs=0: every core), results in file order
+        got = parallel_map(baseline_scores, [{"f": f, "chunk_configs": int(cfg.chunk_configs)} for f in files],
+                           [str(f.path) for f in files], int(cfg.jobs), desc=f"baseline {split}")
+        scores = {f.id: s for f, s in zip(files, got)}
         out = predictions_path(cfg.predictions, cfg.name, split)
         write_predictions(out, scores, cfg)
         log.info("wrote %s (%d graphs)", out, len(scores))

@@ -16,7 +16,7 @@ peak GPU memory on CUDA and the process's peak RSS so far, its user and system C
 The step is timed in its two parts one after the other, `batch_s_per_step` (building the batch
 on the CPU: sampling, layout completion, cost terms, the copy to the device) and
 `model_s_per_step` (forward, backward, optimizer), then as training runs it, with the batches
-built `prefetch` steps ahead by a thread (`s_per_step`, and `waited_fraction`: the share of
+built `prefetch` steps ahead by `prefetch_workers` threads (`s_per_step`, and `waited_fraction`: the share of
 that time the step waited for its batch).
 
 The machine's limit is measured in the same run: `matmul_gflops` is the dense matmul rate at the
@@ -25,7 +25,12 @@ step's dtype), `model_gflop` the matmul FLOPs of one step (`torch.utils.flop_cou
 and backward for training; forward over every config for inference), and `of_matmul_rate` their
 ratio to the time taken: the fraction of the machine's matmul rate the step achieves. Gathers,
 scatters and elementwise work count as time, not FLOPs, so the fraction is below 1 by what they
-cost. `step_tensors_mb` (and `checkpointed_mb`) are the step's tensor peak as `memory_budget`
+cost. What bounds the step on a GPU is counted in the same pass (`Traffic`): `model_gbytes`, the
+bytes its kernels read and write (every operand and result of every aten op once, as eager
+execution runs them, unfused; views move nothing), and `kernels`, the ops launched; inference
+gives them per config (`gbytes_per_config`, `gflop_per_config`) and per group of `infer_k`
+(`kernels_per_group`). `make rehearsal` turns them into GPU time at a stated bandwidth, rate and
+launch cost. `step_tensors_mb` (and `checkpointed_mb`) are the step's tensor peak as `memory_budget`
 estimates it (pipeline.core.memory). `malloc` sets the C allocator first (`pipeline.core.allocator`; `malloc=system` for
 glibc's defaults).
 """
@@ -42,6 +47,8 @@ import hydra.utils
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from features.configs import pack_layout
@@ -113,10 +120,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
+# ops that allocate or relabel without running a kernel over memory
+_NO_KERNEL = {"aten.empty.memory_format", "aten.empty_strided.default", "aten.empty_like.default", "aten.detach.default",
+              "aten.lift_fresh.default", "aten.alias.default", "aten._local_scalar_dense.default"}
+
+
+class Traffic(TorchDispatchMode):
+    """Counts, for the aten ops run under it, the kernels launched and the bytes they read and
+    write: every tensor operand and result once (eager execution: one kernel per op, nothing
+    fused, so intermediates make the round trip to memory). Views and allocations count neither."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view and str(func) not in _NO_KERNEL:
+            leaves = tree_flatten((args, kwargs or {}))[0] + tree_flatten(out)[0]
+            self.bytes += sum(t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor))
+            self.kernels += 1
+        return out
+
+
+def count(fn) -> dict:
+    """FLOPs (matmuls, `torch.utils.flop_counter`), bytes moved and kernels of one call of `fn`."""
+    traffic = Traffic()
+    with FlopCounterMode(display=False) as counter, traffic:
         fn()
-    return int(counter.get_total_flops())
+    return {"flops": int(counter.get_total_flops()), "bytes": traffic.bytes, "kernels": traffic.kernels}
 
 
 def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.device) -> list[dict]:
@@ -145,7 +178,8 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
-    step_flops = _flops(step)  # also the warm-up: allocator, kernels
+    counted = count(step)  # also the warm-up: allocator, kernels
+    step_flops = counted["flops"]
     _sync(device)
     # the step's two parts, one after the other: building the batch (CPU), then the model step
     build_s = model_s = 0.0
@@ -158,7 +192,8 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
         _sync(device)
         build_s, model_s = build_s + t1 - t, model_s + time.perf_counter() - t1
     # and as training runs them: batches built `prefetch` steps ahead by a thread
-    feed = Prefetch(range(steps), lambda _: batch(), int(cfg.prefetch))
+    draws = [rng.choice(g.num_configs, k, replace=False) for _ in range(steps)]
+    feed = Prefetch(draws, lambda rows: build_batch(g, rows), int(cfg.prefetch), int(cfg.prefetch_workers))
     t = time.perf_counter()
     for _, b in feed:
         step(b)
@@ -168,21 +203,26 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     train = {"bench": "gnn_train", "device": str(device), **shape, "k": k, "steps": steps,
              "s_per_step": round(dt / steps, 4), "configs_per_s": round(k * steps / dt, 1),
              "batch_s_per_step": round(build_s / steps, 4), "model_s_per_step": round(model_s / steps, 4),
-             "prefetch": int(cfg.prefetch), "waited_fraction": round(feed.waited_s / dt, 3),
-             "model_gflop": float(f"{step_flops / 1e9:.4g}"), **limit,
+             "prefetch": int(cfg.prefetch), "prefetch_workers": int(cfg.prefetch_workers), "waited_fraction": round(feed.waited_s / dt, 3),
+             "model_gflop": float(f"{step_flops / 1e9:.4g}"), "model_gbytes": float(f"{counted['bytes'] / 1e9:.4g}"),
+             "kernels": counted["kernels"], **limit,
              "of_matmul_rate": float(f"{step_flops * steps / dt / 1e9 / limit['matmul_gflops']:.3g}"),
              "threads": torch.get_num_threads(), "malloc": str(cfg.malloc), **planned, **mem, **process_usage()}
     model.eval()
     with torch.no_grad(), prec.autocast():
         group = torch.arange(min(infer_k, g.num_configs), device=device)
-        infer_flops = _flops(lambda: model(g.select(group))) * g.num_configs / group.numel()  # linear in configs
+        group_counts = count(lambda: model(g.select(group)))
+    per_config = {k: group_counts[k] / group.numel() for k in ("flops", "bytes")}
+    infer_flops = per_config["flops"] * g.num_configs  # linear in configs
     t = time.perf_counter()
     with prec.autocast():
         predict_scores(model, g, k=infer_k, permutations=1, generator=torch.Generator().manual_seed(0))
     _sync(device)
     dt = time.perf_counter() - t
     infer = {"bench": "gnn_infer", "device": str(device), **shape, "k": infer_k, "s": round(dt, 3),
-             "configs_per_s": round(g.num_configs / dt, 1), "model_gflop": float(f"{infer_flops / 1e9:.4g}"), **limit,
+             "configs_per_s": round(g.num_configs / dt, 1), "model_gflop": float(f"{infer_flops / 1e9:.4g}"),
+             "gflop_per_config": float(f"{per_config['flops'] / 1e9:.4g}"), "gbytes_per_config": float(f"{per_config['bytes'] / 1e9:.4g}"),
+             "kernels_per_group": group_counts["kernels"], **limit,
              "of_matmul_rate": float(f"{infer_flops / dt / 1e9 / limit['matmul_gflops']:.3g}"),
              "threads": torch.get_num_threads(), "malloc": str(cfg.malloc), **process_usage()}
     return [train, infer]

@@ -18,17 +18,31 @@ multiplied by what that setting trains (`pipeline.core.folds.training_cost`: K f
 says how many models per collection. `plan_only=true` runs no stage: it prints that table, and
 the projections of an earlier rehearsal's `rehearsal.json` scaled to the setting.
 
-Projection: a row's time scales linearly with the graphs it processes (train graphs for the
-training stages, all for the others). The GNN's training projection is steps x its measured
-seconds per step (steps = real train graphs x epochs x samples_per_graph). On the GPU it is
-the FLOPs of those steps (`pipeline.bench_gnn`'s count at K=64 on its graph, scaled by K and
-by the collection's mean kept nodes) at `gpu_fraction` of `gpu_tflops`.
+Projection (every assumption in conf/rehearsal.yaml and printed under the table): a row's
+time scales with the units it processes, per collection: configs (`scale: configs`: the stage
+touches every config it reads; on a split a stage caps, e.g. LightGBM's `max_configs_per_graph`,
+at most that many per graph) or graphs, over the splits it reads (`reads`), from the rehearsal's
+own counts to the real data's (`real_graphs` x `real_configs`, the mean configs per graph).
+`cores` gives a second column: the stages that spread over processes or threads (`parallel`)
+divided by cores / this machine's cores x `parallel_efficiency`.
+The GNN's CPU projection is steps x its measured seconds per step (steps = real train graphs x
+epochs x samples_per_graph). Its GPU projection is built from `pipeline.bench_gnn`'s counts on its
+full-size graph (K configs): per training step the batch built on the CPU (its measured seconds,
+scaled by K and configurable nodes; built ahead by the prefetch thread, so it overlaps) against
+the model step on the GPU, the largest of bytes moved / (`gpu.bandwidth_gbs` x
+`gpu.bandwidth_fraction`), FLOPs / (`gpu.tflops` x `gpu.flops_fraction`) and kernels x
+`gpu.launch_us` (bytes and FLOPs scaled by K and the collection's kept nodes); plus validation
+(valid graphs x `valid_max_configs` x `valid_permutations` configs per epoch) and inference
+(every valid and test config, or every labelled one with folds, x `infer_permutations`) at the
+inference counts per config and per group. Where `make gpu-check` measured the step on a GPU,
+pass its `s_per_step` as `gpu.measured_step_s` and it replaces the estimate (the table says which).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -44,8 +58,9 @@ from pipeline.core.errors import DataError
 from pipeline.core.folds import training_cost
 from pipeline.core.fsutil import atomic_path
 from pipeline.core.gnn_steps import configs_per_step
-from pipeline.io.catalog import collection_dir, discover
+from pipeline.io.catalog import collection_dir, collection_kind, discover
 from pipeline.io.npz import read_members
+from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +108,18 @@ def ensure_data(cfg: DictConfig) -> Path:
     return raw
 
 
+def part_dir(cfg: DictConfig, collection: str) -> Path:
+    """Where a member stage run for one collection writes (its predictions and models), merged after."""
+    return Path(cfg.paths.data_dir) / "rehearsal-parts" / collection_dir(collection)
+
+
 def stage_command(cfg: DictConfig, name: str, collection: str | None) -> list[str]:
     cmd = [sys.executable, "-m", f"pipeline.{name}", f"paths.dataset={cfg.paths.dataset}",
            f"paths.data_dir={cfg.paths.data_dir}", "hydra.run.dir=${paths.data_dir}/rehearsal-logs/" + name]
     if collection is not None:
         cmd.append(f"collections=[{collection}]")
+        if name in cfg.merged:  # a member run for one collection keeps its outputs apart, merged after
+            cmd += [f"paths.predictions={part_dir(cfg, collection) / 'predictions'}", f"paths.models={part_dir(cfg, collection) / 'models'}"]
     if name == "train_gnn":
         cmd += [f"time_budget={cfg.gnn_minutes}", "progress=false", *cfg.gnn_args]
     if name == "train_gbdt":
@@ -105,53 +127,156 @@ def stage_command(cfg: DictConfig, name: str, collection: str | None) -> list[st
     return cmd
 
 
-def graph_counts(raw: Path) -> dict[str, list[int]]:
-    """Per collection: [train, valid, test] graphs of the rehearsal tree."""
-    counts: dict[str, list[int]] = {}
-    for f in discover(raw):
-        counts.setdefault(f.collection, [0, 0, 0])[["train", "valid", "test"].index(f.split)] += 1
+SPLITS = ("train", "valid", "test")
+
+
+def data_counts(raw: Path) -> dict[str, dict[str, list[int]]]:
+    """Per collection and split: the config count of each file of the rehearsal tree."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for f in discover(raw, announce=False):
+        n = int(read_members(f.path, ["config_runtime"])["config_runtime"].shape[0])
+        counts.setdefault(f.collection, {sp: [] for sp in SPLITS})[f.split].append(n)
     return counts
 
 
-def kept_nodes(processed: Path, collection: str) -> float:
-    """Mean node count of a collection's extracted GNN graphs (after pruning)."""
-    sizes = [read_members(p, ["node_opcode"])["node_opcode"].shape[0]
-             for p in sorted((processed / "gnn" / collection_dir(collection)).rglob("*.npz"))]
-    return float(np.mean(sizes)) if sizes else 0.0
+def merge_parts(cfg: DictConfig, name: str, collections: list[str]) -> None:
+    """One predictions file per split of a member run per collection (`merged`), where the
+    ensemble reads it."""
+    model = compose(name, []).name
+    for split in ("valid", "test", "oof"):
+        merged: dict[str, np.ndarray] = {}
+        for c in collections:
+            part = predictions_path(part_dir(cfg, c) / "predictions", model, split)
+            if part.is_file():
+                merged.update(read_predictions(part))
+        if merged:
+            write_predictions(predictions_path(cfg.paths.predictions, model, split), dict(sorted(merged.items())))
 
 
-def gnn_flops(cfg: DictConfig) -> dict:
-    """bench_gnn's FLOP count on its full-size graph (K=64): per train step and per inferred config."""
-    cmd = [sys.executable, "-m", "pipeline.bench_gnn", "devices=[cpu]", "train_steps=1", "configs=128", *cfg.bench_args]
+def graph_sizes(processed: Path, collection: str) -> dict[str, float]:
+    """Mean kept nodes and configurable nodes of a collection's extracted GNN graphs."""
+    files = sorted((processed / "gnn" / collection_dir(collection)).rglob("*.npz"))
+    layout = collection_kind(collection) == "layout"  # tile graphs have no configurable nodes
+    arrays = [read_members(p, ["node_opcode", *(["config_node_ids"] if layout else [])]) for p in files]
+    return {"kept": float(np.mean([a["node_opcode"].shape[0] for a in arrays])) if arrays else 0.0,
+            "config_nodes": float(np.mean([a["config_node_ids"].shape[0] for a in arrays])) if arrays and layout else 0.0}
+
+
+def gnn_counts(cfg: DictConfig) -> dict:
+    """bench_gnn's measured and counted figures on its full-size graph: per train step (K configs)
+    and per inferred config / group."""
+    cmd = [sys.executable, "-m", "pipeline.bench_gnn", "devices=[cpu]", "train_steps=2", "configs=128", *cfg.bench_args]
     _, _, text = run_process(cmd, Path(cfg.paths.reports) / "logs" / "bench_gnn.log")
     rec = {r["bench"]: r for r in (json.loads(line) for line in text.splitlines() if line.startswith("{"))}
-    return {"train_gflop": rec["gnn_train"]["model_gflop"], "k": rec["gnn_train"]["k"],
-            "kept_nodes": rec["gnn_train"]["kept_nodes"], "infer_gflop_per_config": rec["gnn_infer"]["model_gflop"] / 128,
-            "cpu_infer_configs_per_s": rec["gnn_infer"]["configs_per_s"]}
+    t, i = rec["gnn_train"], rec["gnn_infer"]
+    return {"k": t["k"], "kept_nodes": t["kept_nodes"], "config_nodes": t["config_nodes"],
+            "train_gflop": t["model_gflop"], "train_gbytes": t["model_gbytes"], "train_kernels": t["kernels"],
+            "batch_s": t["batch_s_per_step"], "cpu_model_s": t["model_s_per_step"], "infer_k": i["k"],
+            "infer_gflop_per_config": i["gflop_per_config"], "infer_gbytes_per_config": i["gbytes_per_config"],
+            "infer_kernels_per_group": i["kernels_per_group"]}
 
 
 def _sig(x: float) -> float:
     return float(f"{x:.3g}")
 
 
-def project(cfg: DictConfig, rows: list[dict], counts: dict[str, list[int]], gnn: dict) -> None:
-    """Add `projected_h` (this machine) to every row and `gpu_h` to the GNN's."""
-    real = {c: list(v) for c, v in cfg.real_graphs.items()}
+def units(stage_name: str, cfg: DictConfig, per_split: dict[str, tuple[float, float]], caps: dict[str, int | None]) -> float:
+    """What a stage processes of one collection: sum over the splits it reads of graphs, or of
+    configs (capped per graph on the splits the stage caps). `per_split`: {split: (graphs, mean configs)}."""
+    total = 0.0
+    for sp in cfg.reads[stage_name]:
+        graphs, mean = per_split[sp]
+        if cfg.scale[stage_name] == "graphs":
+            total += graphs
+        else:
+            cap = caps.get(f"{stage_name}.{sp}")
+            total += graphs * (mean if cap is None else min(mean, cap))
+    return total
+
+
+def stage_caps(cfg: DictConfig) -> dict[str, int | None]:
+    """The per-graph config caps of the stages, as their configs set them (`<stage>.<split>`)."""
+    gbdt = compose("train_gbdt", list(cfg.gbdt_args))
+    analytical = compose("train_analytical", [])
+    return {"train_gbdt.train": gbdt.max_configs_per_graph, "train_analytical.train": analytical.fit_max_configs}
+
+
+def gpu_seconds(gpu: DictConfig, gbytes: float, gflop: float, kernels: float) -> tuple[float, str]:
+    """The larger of memory time, matmul time and launch time on the stated GPU, and which bound."""
+    t = {"bytes": gbytes * 1e9 / (gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_fraction),
+         "flops": gflop * 1e9 / (gpu.tflops * 1e12 * gpu.flops_fraction),
+         "launches": kernels * gpu.launch_us * 1e-6}
+    bound = max(t, key=t.get)
+    return t[bound], bound
+
+
+def gnn_gpu_rows(cfg: DictConfig, gnn: dict, sizes: dict[str, dict], s_per_step: dict[str, float]) -> list[dict]:
+    """The GNN's training and inference rows per collection: CPU hours from the measured s per
+    step, GPU hours from the counted bytes / FLOPs / kernels (module docstring)."""
     train_cfg = compose("train_gnn", [])
-    for r in rows:
-        cols = [r["collection"]] if r["collection"] != "all" else list(counts)
-        have = sum(sum(counts[c][i] for i in r["_splits"]) for c in cols)
-        want = sum(sum(real[c][i] for i in r["_splits"]) for c in cols if c in real)
-        # a time-budgeted GNN run does not scale with its graphs: its rows below use s per step
-        r["projected_h"] = None if r["stage"] == "train_gnn" else _sig(r["wall_s"] * want / max(1, have) / 3600)
-    for c, s_per_step in gnn["s_per_step"].items():
+    gpu = cfg.gpu
+    real, conf = {c: list(v) for c, v in cfg.real_graphs.items()}, {c: list(v) for c, v in cfg.real_configs.items()}
+    folds_on = int(cfg.folds) > 0
+    rows = []
+    for c in s_per_step:
+        if c not in real:
+            continue
         k = configs_per_step(train_cfg, c)
+        size = sizes[c]
+        scale = k / gnn["k"] * max(1.0, size["kept"]) / gnn["kept_nodes"]
+        batch_s = gnn["batch_s"] * k / gnn["k"] * size["config_nodes"] / max(1, gnn["config_nodes"])
+        model_s, bound = gpu_seconds(gpu, gnn["train_gbytes"] * scale, gnn["train_gflop"] * scale, gnn["train_kernels"])
+        measured = gpu.measured_step_s is not None
+        if measured:
+            model_s, bound = float(gpu.measured_step_s) * scale, "measured"
+        step_s = max(batch_s, model_s) if int(train_cfg.prefetch) > 0 else batch_s + model_s
         steps = real[c][0] * int(train_cfg.epochs) * int(train_cfg.samples_per_graph)
-        scale = k / gnn["k"] * max(1.0, gnn["kept"][c]) / gnn["kept_nodes"]
-        flops = steps * gnn["train_gflop"] * scale * 1e9
+        per_config = max(1.0, size["kept"]) / gnn["kept_nodes"]
+        infer_k = gnn["infer_k"]
+
+        def infer_s(configs: float) -> float:
+            t, _ = gpu_seconds(gpu, gnn["infer_gbytes_per_config"] * per_config * configs,
+                               gnn["infer_gflop_per_config"] * per_config * configs, gnn["infer_kernels_per_group"] * configs / infer_k)
+            return t
+
+        valid_cap = train_cfg.valid_max_configs
+        valid_configs = real[c][1] * min(conf[c][1], valid_cap if valid_cap is not None else conf[c][1]) * int(train_cfg.valid_permutations)
+        scored = (real[c][0] * conf[c][0] if folds_on else 0) + real[c][1] * conf[c][1] + real[c][2] * conf[c][2]
         rows.append({"stage": "train_gnn (training, projected from s/step)", "collection": c, "wall_s": None, "peak_rss_mb": None,
-                     "projected_h": _sig(steps * s_per_step / 3600),
-                     "gpu_h": _sig(flops / (cfg.gpu_tflops * 1e12 * cfg.gpu_fraction) / 3600)})
+                     "projected_h": _sig(steps * s_per_step[c] / 3600),
+                     "gpu_h": _sig((steps * step_s + int(train_cfg.epochs) * infer_s(valid_configs)) / 3600),
+                     "gpu_step": {"batch_s": _sig(batch_s), "model_s": _sig(model_s), "bound": bound, "waits_for_cpu": batch_s > model_s,
+                                  "steps": steps, "measured": measured}})
+        rows.append({"stage": "train_gnn (inference)", "collection": c, "wall_s": None, "peak_rss_mb": None, "projected_h": None,
+                     "gpu_h": _sig(infer_s(scored * int(train_cfg.infer_permutations)) / 3600),
+                     "configs": int(scored), "permutations": int(train_cfg.infer_permutations)})
+    return rows
+
+
+def project(cfg: DictConfig, rows: list[dict], counts: dict[str, dict[str, list[int]]], gnn: dict, sizes: dict[str, dict],
+            s_per_step: dict[str, float]) -> None:
+    """Add `projected_h` (this machine) and `projected_h_cores` to every timed row, then the GNN's
+    projected rows."""
+    want = {c: {sp: (float(cfg.real_graphs[c][i]), float(cfg.real_configs[c][i])) for i, sp in enumerate(SPLITS)}
+            for c in cfg.real_graphs}
+    caps = stage_caps(cfg)
+    speedup = max(1.0, int(cfg.cores) / max(1, os.cpu_count() or 1) * float(cfg.parallel_efficiency))
+    for r in rows:
+        if r["stage"] == "train_gnn":  # a time-budgeted run does not scale with its graphs: the rows below use s per step
+            r["projected_h"] = r["projected_h_cores"] = None
+            continue
+        cols = [r["collection"]] if r["collection"] != "all" else [c for c in counts if c in want]
+        w = sum(units(r["stage"], cfg, want[c], caps) for c in cols)
+        # the rehearsal ran its stages with the same caps: its own units are capped alike
+        h = sum(units(r["stage"], cfg, {sp: (len(counts[c][sp]), _capped_mean(counts[c][sp], caps.get(f"{r['stage']}.{sp}")))
+                                        for sp in SPLITS}, {}) for c in cols)
+        r["projected_h"] = _sig(r["wall_s"] * w / max(1e-9, h) / 3600)
+        r["projected_h_cores"] = _sig(r["projected_h"] / (speedup if r["stage"] in cfg.parallel else 1.0))
+    rows.extend(gnn_gpu_rows(cfg, gnn, sizes, s_per_step))
+
+
+def _capped_mean(sizes: list[int], cap: int | None) -> float:
+    return float(np.mean([n if cap is None else min(n, cap) for n in sizes])) if sizes else 0.0
 
 
 TRAINED = ("train_gbdt", "train_analytical")  # rows that train per fold (the GNN's projected rows too)
@@ -178,13 +303,15 @@ def apply_fold_costs(cfg: DictConfig, rows: list[dict]) -> None:
     for r in rows:
         if r.get("projected_h") is None:
             continue
-        gnn = r["stage"].startswith("train_gnn")
+        gnn = r["stage"].startswith("train_gnn (training")
         if not gnn and r["stage"] not in TRAINED:
             continue
         key = "gnn" if gnn else "trees"
         cols = [r["collection"]] if r["collection"] in costs else list(costs)
         mult = sum(costs[c][key]["multiple"] * real[c] for c in cols) / max(1, sum(real[c] for c in cols))
         r["projected_h"] = _sig(r["projected_h"] * mult)
+        if r.get("projected_h_cores") is not None:
+            r["projected_h_cores"] = _sig(r["projected_h_cores"] * mult)
         if r.get("gpu_h") is not None:
             r["gpu_h"] = _sig(r["gpu_h"] * mult)
 
@@ -202,39 +329,61 @@ def cost_markdown(cfg: DictConfig) -> str:
 
 
 def _markdown(rows: list[dict], cfg: DictConfig, total_s: float) -> str:
-    head = ["| stage | collection | wall_s | peak_rss_mb | projected h (this machine) | GNN on one GPU, h |", "|---|---|---:|---:|---:|---:|"]
+    cores = f"{cfg.cores} cores"
+    head = [f"| stage | collection | wall_s | peak_rss_mb | projected h (this machine) | projected h ({cores}) | GNN on one GPU, h |",
+            "|---|---|---:|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else (f"{v:.0f}" if isinstance(v, float) and v >= 100 else str(v))  # noqa: E731
     body = [f"| {r['stage']} | {r['collection']} | {fmt(r['wall_s'])} | {fmt(r['peak_rss_mb'])} | {fmt(r['projected_h'])} | "
-            f"{fmt(r.get('gpu_h'))} |" for r in rows]
-    note = (f"\nRehearsal wall time {total_s / 60:.1f} min. Projection to the real graph counts ({dict(cfg.real_graphs)}); "
-            f"GPU: {cfg.gpu_name} at an assumed {cfg.gpu_fraction} of its rate.\n")
-    return "\n".join(head + body) + "\n" + note
+            f"{fmt(r.get('projected_h_cores'))} | {fmt(r.get('gpu_h'))} |" for r in rows]
+    cpu = [r for r in rows if r["stage"] in cfg.cpu_stages and r.get("projected_h") is not None]
+    totals = (f"\nCPU stages together ({', '.join(cfg.cpu_stages)}): {sum(r['projected_h'] for r in cpu):.2f} h on this machine, "
+              f"{sum(r['projected_h_cores'] for r in cpu):.2f} h on {cores}; the GNN on one GPU: "
+              f"{sum(r.get('gpu_h') or 0 for r in rows):.2f} h.\n")
+    steps = [f"| {r['collection']} | {r['gpu_step']['steps']} | {r['gpu_step']['batch_s']} | {r['gpu_step']['model_s']} | "
+             f"{r['gpu_step']['bound']} | {'yes' if r['gpu_step']['waits_for_cpu'] else 'no'} |" for r in rows if "gpu_step" in r]
+    step_table = ["", "GNN step on the GPU (seconds; model: the largest of the bounds below, or measured):", "",
+                  "| collection | steps | batch on the CPU | model on the GPU | bound | GPU waits for the CPU |",
+                  "|---|---:|---:|---:|---|---|", *steps] if steps else []
+    g = cfg.gpu
+    note = (f"\nRehearsal wall time {total_s / 60:.1f} min. Assumptions: real graphs per collection [train, valid, test] "
+            f"{_plain(cfg.real_graphs)}; mean configs per graph {_plain(cfg.real_configs)}; stages scaled by configs or graphs "
+            f"{_plain(cfg.scale)} over the splits they read; {cores}: the stages {list(cfg.parallel)} at "
+            f"{cfg.parallel_efficiency} parallel efficiency, the others as here. GPU ({g.name}): {g.bandwidth_gbs} GB/s x "
+            f"{g.bandwidth_fraction}, {g.tflops} TFLOP/s x {g.flops_fraction}, {g.launch_us} us per kernel launch"
+            f"{'' if g.measured_step_s is None else f', step measured at {g.measured_step_s} s'}; bytes and FLOPs counted by "
+            f"pipeline.bench_gnn on this machine (float32; bf16 autocast moves fewer).\n")
+    return "\n".join(head + body) + "\n" + totals + "\n".join(step_table) + "\n" + note
+
+
+def _plain(node) -> str:
+    return json.dumps(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
 
 
 def rehearse(cfg: DictConfig) -> list[dict]:
     t0 = time.perf_counter()
     raw = ensure_data(cfg)
-    counts = graph_counts(raw)
+    counts = data_counts(raw)
     logs = Path(cfg.paths.reports) / "logs"
     rows, gnn_text = [], ""
     for name in cfg.stages:
         collections = sorted(counts) if name in cfg.per_collection else [None]
         for c in collections:
             wall, rss, text = run_process(stage_command(cfg, name, c), logs / f"{name}{'-' + c.replace(':', '_') if c else ''}.log")
-            splits = [0] if name in ("train_gbdt", "train_gnn") else [0, 1, 2]
-            rows.append({"stage": name, "collection": c or "all", "wall_s": round(wall, 1), "peak_rss_mb": round(rss), "_splits": splits})
+            rows.append({"stage": name, "collection": c or "all", "wall_s": round(wall, 1), "peak_rss_mb": round(rss)})
             log.info("%s %s: %.1f s, peak RSS %.0f MB", name, c or "(all collections)", wall, rss)
             if name == "train_gnn":
                 gnn_text = text
-    gnn = gnn_flops(cfg)
+        if name in cfg.merged and name in cfg.per_collection:
+            merge_parts(cfg, name, collections)
+    gnn = gnn_counts(cfg)
     # the estimate after the first steps, else (a short run) the whole run's seconds per step
     whole = {m.group(1): float(m.group(3)) / max(1, int(m.group(2))) for m in BEST_LINE.finditer(gnn_text)}
-    gnn["s_per_step"] = whole | {m.group(1): float(m.group(2)) for m in STEP_LINE.finditer(gnn_text)}
-    gnn["kept"] = {c: kept_nodes(Path(cfg.paths.processed), c) for c in gnn["s_per_step"]}
-    project(cfg, rows, counts, gnn)
+    s_per_step = whole | {m.group(1): float(m.group(2)) for m in STEP_LINE.finditer(gnn_text)}
+    sizes = {c: graph_sizes(Path(cfg.paths.processed), c) for c in s_per_step}
+    project(cfg, rows, counts, gnn, sizes, s_per_step)
     apply_fold_costs(cfg, rows)
-    for r in rows:
-        r.pop("_splits", None)
+    gnn |= {"s_per_step": s_per_step, "sizes": sizes}
+    counts = {c: {sp: {"graphs": len(v), "configs": int(sum(v))} for sp, v in per.items()} for c, per in counts.items()}
     total = time.perf_counter() - t0
     out = Path(cfg.paths.reports)
     with atomic_path(out / "rehearsal.json") as tmp:
@@ -255,7 +404,7 @@ def reproject(cfg: DictConfig) -> list[dict]:
         log.info("no %s yet (make rehearsal measures the stages); the multiples above apply to its projections", done)
         return []
     rows = json.loads(done.read_text())["rows"]
-    apply_fold_costs(cfg, rows)
+    apply_fold_costs(cfg, rows)  # on the folds=0 projections a plain rehearsal records
     print(_markdown(rows, cfg, json.loads(done.read_text()).get("seconds", 0)), flush=True)
     return rows
 

@@ -27,8 +27,7 @@ from models.metrics import kendall_tau
 from pipeline.core import folds
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
-from pipeline.core.progress import tqdm
-from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.core.runner import begin_stage, finish_stage, parallel_map
 from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
 from pipeline.io.gnn_tensors import GraphData, graph_files, load_graph
@@ -43,6 +42,26 @@ def graph_totals(g: GraphData, rows: np.ndarray, chunk: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, len(TOTAL_NAMES)))
 
 
+def fit_totals(path: Path, collection: str, cap: int | None, seed: list[int], chunk: int,
+               excluded: dict[str, str]) -> tuple[str, str | None, tuple[np.ndarray, np.ndarray] | None]:
+    """(graph ID, reason it is set aside or None, (totals, runtimes) of at most `cap` of its unique
+    configs, a fixed random subset for `seed`)."""
+    g = load_graph(path, collection, "train")
+    reason = unlearnable_reason(g.runtime) or excluded.get(g.id)
+    if reason is not None:
+        return g.id, reason, None
+    n = g.num_configs
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False)) if cap is not None and n > cap else np.arange(n)
+    return g.id, None, (graph_totals(g, rows, chunk), g.runtime[rows])
+
+
+def score_graph(path: Path, collection: str, split: str, state: dict, chunk: int) -> tuple[str, np.ndarray]:
+    """(graph ID, (C,) scores by original config) of one graph under a fitted model's `state`."""
+    model = AnalyticalRanker.from_state(state, TOTAL_NAMES)
+    g = load_graph(path, collection, split)
+    return g.id, g.to_original(model.scores(graph_totals(g, np.arange(g.num_configs), chunk)))
+
+
 def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
     """Fit and save one collection's model; None (and no model) when no train graph has an order
     to learn."""
@@ -51,18 +70,18 @@ def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
     paths = graph_files(cfg.data, collection, "train")
     if not paths:
         return None
-    rng = np.random.default_rng(int(cfg.seed))
     excluded = exclusions(cfg.exclude, cfg.audit)
+    cap = None if cfg.fit_max_configs is None else int(cfg.fit_max_configs)
+    # every train graph's subset is drawn from its own generator (seed, graph index): the same
+    # rows whichever process computes it
+    items = [{"path": p, "collection": collection, "cap": cap, "seed": [int(cfg.seed), i], "chunk": int(cfg.chunk_configs),
+              "excluded": excluded} for i, p in enumerate(paths)]
     data = []
-    for p in tqdm(paths, desc=f"{collection} train", unit="graph", leave=False):
-        g = load_graph(p, collection, "train")
-        reason = unlearnable_reason(g.runtime) or excluded.get(g.id)
+    for gid, reason, part in parallel_map(fit_totals, items, [str(p) for p in paths], int(cfg.jobs), desc=f"{collection} train"):
         if reason is not None:
-            log.info("%s: %s set aside from training: %s", collection, g.id, reason)
-            continue
-        n, cap = g.num_configs, cfg.fit_max_configs
-        rows = np.sort(rng.choice(n, size=int(cap), replace=False)) if cap is not None and n > cap else np.arange(n)
-        data.append((graph_totals(g, rows, int(cfg.chunk_configs)), g.runtime[rows]))
+            log.info("%s: %s set aside from training: %s", collection, gid, reason)
+        else:
+            data.append(part)
     model: AnalyticalRanker = instantiate(cfg.model, "model", names=TOTAL_NAMES)
     model.fit(data)
     if model.rows == 0:
@@ -90,11 +109,9 @@ def predict_split(collection: str, split: str, cfg: DictConfig) -> dict[str, np.
         model = AnalyticalRanker.load(model_file, TOTAL_NAMES)
     except (ValueError, KeyError) as e:
         raise DataError(model_file, str(e)) from None
-    scores = {}
-    for p in tqdm(paths, desc=f"{collection} {split}", unit="graph", leave=False):
-        g = load_graph(p, collection, split)
-        scores[g.id] = g.to_original(model.scores(graph_totals(g, np.arange(g.num_configs), int(cfg.chunk_configs))))
-    return scores
+    items = [{"path": p, "collection": collection, "split": split, "state": model.state(), "chunk": int(cfg.chunk_configs)}
+             for p in paths]
+    return dict(parallel_map(score_graph, items, [str(p) for p in paths], int(cfg.jobs), desc=f"{collection} {split}"))
 
 
 def run(cfg: DictConfig) -> dict:

@@ -247,14 +247,14 @@ def run_epoch(cfg: DictConfig, run: Training, epoch: int, dist: Dist, deadline: 
     order = epoch_order(len(run.train), int(cfg.samples_per_graph), int(cfg.seed), epoch, dist)
     skip, losses = run.state["epoch_step"], []
     # every step's configs are drawn up front, in order, the skipped steps' too: the batches then
-    # depend on their step alone, and are built `prefetch` steps ahead by a thread
+    # depend on their step alone, and are built `prefetch` steps ahead by `prefetch_workers` threads
     draws = [(i, gi, sample_rows(run.train[gi].num_configs, run.k, rng)) for i, gi in enumerate(order)]
 
     def build(draw: tuple) -> tuple:
         with where(run.train[draw[1]].id):
             return build_batch(run.train[draw[1]], draw[2])
 
-    feed = Prefetch(draws[skip:], build, int(cfg.prefetch))
+    feed = Prefetch(draws[skip:], build, int(cfg.prefetch), int(cfg.prefetch_workers))
     batches = iter(feed)
     bar = tqdm(batches, total=len(order) - skip, desc=f"{run.collection} {epoch + 1}/{run.epochs}", unit="step",
                leave=False, disable=not (cfg.progress and dist.main), dynamic_ncols=True)

@@ -251,3 +251,21 @@ def test_bench_pieces(tmp_path):
     line = bench.measure("noop", "x = bytearray(50 << 20)\n", 7.0)
     assert line["stage"] == "noop" and line["inflated_mb"] == 7.0
     assert line["peak_rss_mb"] >= 50  # the child's own peak, not the parent's
+
+
+def _square_or_fail(n: int) -> int:
+    if n < 0:
+        raise DataError(None, f"negative input {n}")
+    return n * n
+
+
+def test_parallel_map_keeps_order_and_names_the_failing_item():
+    from pipeline.core.runner import parallel_map
+
+    items = [{"n": n} for n in (3, 1, 2, 5)]
+    wheres = [f"g{i}.npz" for i in range(len(items))]
+    assert parallel_map(_square_or_fail, items, wheres, jobs=2) == parallel_map(_square_or_fail, items, wheres, jobs=1) == [9, 1, 4, 25]
+    for jobs in (1, 2):
+        with pytest.raises(DataError) as e:
+            parallel_map(_square_or_fail, [{"n": 1}, {"n": -4}], ["ok.npz", "bad.npz"], jobs=jobs)
+        assert "bad.npz" in str(e.value) and "negative input -4" in str(e.value)

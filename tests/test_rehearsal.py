@@ -26,20 +26,39 @@ def test_rehearsal_times_every_stage_and_projects_to_the_real_counts(tmp_path: P
     c = cfg("rehearsal", f"paths.data_dir={tmp_path / 'data'}", f"paths.reports={tmp_path / 'reports'}", *TINY)
     rows = rehearsal.rehearse(c)
     stages = [r["stage"] for r in rows]
-    for name in ("prune", "pad", "extract"):
+    for name in ("prune", "pad", "extract", "baseline", "train_gbdt", "train_analytical"):
         assert stages.count(name) == 5, stages  # one row per collection
-    for name in ("baseline", "train_gbdt", "train_gnn", "ensemble", "submission"):
+    for name in ("train_gnn", "ensemble", "submission"):
         assert stages.count(name) == 1, stages
     timed = [r for r in rows if r["wall_s"] is not None]
     assert all(r["wall_s"] > 0 and r["peak_rss_mb"] > 0 for r in timed)
     # the projection scales each row by the real graph counts over the rehearsal's (thousands of tile graphs vs 4)
     tile_prune = next(r for r in rows if r["stage"] == "prune" and r["collection"] == "tile:xla")
     assert tile_prune["projected_h"] > tile_prune["wall_s"] / 3600 * 1000
-    gnn = [r for r in rows if r["stage"].startswith("train_gnn (")]  # from the s per step logged after 20 steps
+    # configs, not graphs, for the stages whose cost grows with them: a real valid layout graph
+    # (60,000 configs assumed) costs the baseline 60,000 / 50 times a rehearsal one
+    xla_base = next(r for r in rows if r["stage"] == "baseline" and r["collection"] == "layout:xla:random")
+    per_graph = (7 * 60000 + 8 * 1000) / (50 + 50)
+    assert xla_base["projected_h"] == pytest.approx(xla_base["wall_s"] * per_graph / 3600, rel=0.01)
+    assert xla_base["projected_h_cores"] < xla_base["projected_h"]  # spread over the cores
+    ensemble = next(r for r in rows if r["stage"] == "ensemble")
+    assert ensemble["projected_h_cores"] == ensemble["projected_h"]  # one process
+    gnn = [r for r in rows if r["stage"].startswith("train_gnn (training")]  # from the s per step logged after 20 steps
     assert len(gnn) == 5 and all(r["projected_h"] > 0 and r["gpu_h"] > 0 for r in gnn)
+    for r in gnn:  # the step on the GPU: the batch built on the CPU against the model step's largest bound
+        step = r["gpu_step"]
+        assert step["bound"] in ("bytes", "flops", "launches") and step["model_s"] > 0
+        assert step["waits_for_cpu"] == (step["batch_s"] > step["model_s"])
+    infer = [r for r in rows if r["stage"] == "train_gnn (inference)"]
+    assert len(infer) == 5 and all(r["gpu_h"] > 0 for r in infer)
     report = json.loads((tmp_path / "reports/rehearsal.json").read_text())
-    assert report["graphs"]["layout:nlp:random"] == [2, 1, 1]
-    assert "| prune | tile:xla |" in (tmp_path / "reports/rehearsal.md").read_text()
+    assert report["graphs"]["layout:nlp:random"]["valid"]["graphs"] == 1
+    md = (tmp_path / "reports/rehearsal.md").read_text()
+    assert "| prune | tile:xla |" in md and "CPU stages together" in md and "GB/s" in md
+    # the merged member predictions serve the ensemble: every collection's test graph is in them
+    from pipeline.io.predictions import read_predictions
+    gbdt_test = read_predictions(Path(c.paths.predictions) / "gbdt" / "test.parquet")
+    assert {gid.rsplit(":", 1)[0] for gid in gbdt_test} >= {"tile:xla", "layout:xla:random", "layout:nlp:default"}
     stamp = Path(c.paths.raw) / ".complete"
     before = stamp.stat().st_mtime_ns
     assert rehearsal.ensure_data(c) == Path(c.paths.raw) and stamp.stat().st_mtime_ns == before  # cached, not regenerated

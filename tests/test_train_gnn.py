@@ -371,13 +371,15 @@ def test_a_final_fit_trains_for_the_fold_models_median_epochs(tiny, tmp_path: Pa
 
 def test_training_is_bit_identical_with_batches_built_ahead_or_inline(tiny, tmp_path: Path) -> None:
     one = ["collections=[layout:xla:random]", "epochs=2", "samples_per_graph=3"]
-    for depth in (0, 3):
-        train_gnn.run(cfg(tiny, tmp_path / f"p{depth}", *one, f"prefetch={depth}"))
-    a, b = (torch.load(tmp_path / f"p{d}" / "models/layout/xla/random/last.pt", weights_only=False) for d in (0, 3))
-    assert a["model"].keys() == b["model"].keys()
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
-    assert all(h["feed"]["build_s"] > 0 for h in b["history"])
+    runs = {"p0": ["prefetch=0"], "p3": ["prefetch=3"], "w3": ["prefetch=2", "prefetch_workers=3"]}
+    for name, over in runs.items():
+        train_gnn.run(cfg(tiny, tmp_path / name, *one, *over))
+    a, *others = (torch.load(tmp_path / name / "models/layout/xla/random/last.pt", weights_only=False) for name in runs)
+    for b in others:
+        assert a["model"].keys() == b["model"].keys()
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+        assert all(h["feed"]["build_s"] > 0 for h in b["history"])
 
 
 def test_prefetch_keeps_order_raises_at_the_item_and_stops_when_left_early() -> None:
@@ -385,21 +387,22 @@ def test_prefetch_keeps_order_raises_at_the_item_and_stops_when_left_early() -> 
 
     from pipeline.core.prefetch import Prefetch
 
-    for depth in (0, 1, 4):
-        assert [b for _, b in Prefetch(range(20), lambda i: i * i, depth)] == [i * i for i in range(20)]
+    for depth, workers in ((0, 1), (1, 1), (4, 1), (2, 3)):
+        assert [b for _, b in Prefetch(range(20), lambda i: i * i, depth, workers)] == [i * i for i in range(20)]
 
     def bad(i: int) -> int:
         if i == 3:
             raise ValueError("item 3")
         return i
 
-    got = []
-    with pytest.raises(ValueError, match="item 3"):
-        for i, _ in Prefetch(range(10), bad, 2):
-            got.append(i)
-    assert got == [0, 1, 2]
-    before = threading.active_count()
-    it = iter(Prefetch(range(1000), lambda i: i, 2))
-    next(it)
-    it.close()
-    assert threading.active_count() == before
+    for workers in (1, 3):
+        got = []
+        with pytest.raises(ValueError, match="item 3"):
+            for i, _ in Prefetch(range(10), bad, 2, workers):
+                got.append(i)
+        assert got == [0, 1, 2]
+        before = threading.active_count()
+        it = iter(Prefetch(range(1000), lambda i: i, 2, workers))
+        next(it)
+        it.close()
+        assert threading.active_count() == before

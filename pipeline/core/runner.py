@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -186,6 +186,44 @@ def _run_pool(fn: Callable[..., dict], todo: list[Task], recorder: _Recorder, ba
             for future in pending:
                 future.cancel()
             raise
+
+
+def parallel_map(fn: Callable[..., Any], items: list[dict[str, Any]], wheres: list[str], jobs: int = 0,
+                 desc: str = "graphs") -> list[Any]:
+    """`[fn(**args) for args in items]` over `jobs` processes (0 = all cores; 1 = here, in order),
+    results in the order of `items`. A failure on item i raises DataError naming `wheres[i]`. For
+    work whose results come back in memory (scores), not files: those go through `run_tasks`."""
+    workers = min(num_workers(jobs), max(1, len(items)))
+    out: list[Any] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=desc, unit="graph", disable=not items, dynamic_ncols=True, leave=False)
+    try:
+        if workers == 1:
+            done = ((i, _call(fn, args, w)) for i, (args, w) in enumerate(zip(items, wheres)))
+            for i, (status, value) in done:
+                out[i] = _result(status, value, wheres[i])
+                bar.update()
+            return out
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_call, fn, args, w): i for i, (args, w) in enumerate(zip(items, wheres))}
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    out[i] = _result(*future.result(), wheres[i])
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return out
+    finally:
+        bar.close()
+
+
+def _result(status: str, value: Any, where: str) -> Any:
+    if status == "error":
+        path, problem, key = value
+        raise DataError(path if path is not None else where, problem, key)
+    return value
 
 
 def run_tasks(
