@@ -212,7 +212,7 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
     """
     scale = _log_bytes if log_bytes else (lambda x: np.maximum(x, 0.0))
     scale_flops = (lambda x: np.log2(1.0 + np.maximum(x, 0.0)) / 32.0) if log_bytes else scale
-    lay = np.asarray(layout, dtype=np.int64)
+    lay = np.asarray(layout, dtype=np.int16)  # values -1..5: narrow ints make the comparisons cheap
     k, m = lay.shape[0], lay.shape[1]
     facts = np.asarray(facts, dtype=np.float64)
     out = np.zeros((k, m, NUM_TERMS), dtype=np.float32)
@@ -221,39 +221,43 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
     groups = lay.reshape(k, m, 3, 6)
     dims = facts[..., :6]                                        # (M, 3, 6)
     elem = facts[..., 6]                                         # (M, 3)
-    rank = (dims > 0).sum(-1)                                    # (M, 3)
+    rank = (dims > 0).sum(-1).astype(np.int16)                   # (M, 3)
     present = (rank > 0) & (elem > 0)
     nbytes = np.where(dims > 0, dims, 1.0).prod(-1) * elem * present
-    padded = np.concatenate([np.ones((m, 3, 1)), np.maximum(dims, 1.0)], axis=-1)  # index 0 = no dim
+    padded = np.concatenate([np.ones((m, 3, 1)), np.maximum(dims, 1.0)], axis=-1).reshape(-1)  # per slot: index 0 = no dim
+    base = (np.arange(m * 3) * 7).reshape(m, 3)
 
     def size_at(pos: int) -> np.ndarray:  # (k, M, 3) size of the dim at minor-to-major position `pos`
         d = groups[..., pos]
-        d = np.where((d >= 0) & (d < rank[None]), d + 1, 0)
-        return np.take_along_axis(np.broadcast_to(padded[None], (k, m, 3, 7)), d[..., None], -1)[..., 0]
+        return padded[base[None] + np.where((d >= 0) & (d < rank[None]), d + 1, 0)]
 
     lane = _fill(size_at(0), LANES)
     sublane = np.where(rank[None] >= 2, _fill(size_at(1), np.maximum(1, SUBLANE_BYTES // np.maximum(elem, 1))[None]), 1.0)
-    changed = (groups != np.asarray(defaults, dtype=np.int64)[None]).any(-1)
+    changed = (groups != np.asarray(defaults, dtype=np.int16)[None]).any(-1)
     fixed = facts[..., 9] > 0
     positions = np.arange(6)
-    row_major = ((groups == rank[None, ..., None] - 1 - positions) | (positions >= rank[None, ..., None])).all(-1)
-    want_minor, want_second = facts[..., 7].astype(np.int64), facts[..., 8].astype(np.int64)
+    row_major = ((groups == (rank[..., None] - 1 - positions).astype(np.int16)[None]) | (positions >= rank[..., None])[None]).all(-1)
+    want_minor, want_second = facts[..., 7].astype(np.int16), facts[..., 8].astype(np.int16)
     feature_off = ((want_minor[None] >= 0) & (groups[..., 0] != want_minor[None])).astype(np.float64)
     feature_off += (want_second[None] >= 0) & (groups[..., 1] != want_second[None])
     held = nbytes[None] / (lane * sublane)                       # bytes as stored, padding included
-    per_slot = np.stack([
+    scaled_held = scale(held)
+    minor_last = groups[..., 0] == rank[None] - 1
+    per_slot = np.empty((k, m, 3, len(SLOT_TERMS)), dtype=np.float32)  # each term zero on absent slots
+    for j, term in enumerate((
         np.broadcast_to(present[None], (k, m, 3)),
         -np.log2(lane), -np.log2(sublane), scale(held - nbytes[None]),
-        changed, changed * scale(held), (changed & fixed[None]) * scale(held),
-        row_major, groups[..., 0] == rank[None] - 1,
-        feature_off, (feature_off > 0) * scale(held),
-    ], axis=-1) * present[None, ..., None]                       # (k, M, 3, len(SLOT_TERMS))
+        changed, changed * scaled_held, (changed & fixed[None]) * scaled_held,
+        row_major, minor_last,
+        feature_off, (feature_off > 0) * scaled_held,
+    )):
+        np.multiply(term, present[None], out=per_slot[..., j], casting="unsafe")
     out[..., : 3 * len(SLOT_TERMS)] = per_slot.reshape(k, m, -1)
 
     flops = facts[:, 0, 10]                                      # (M,)
     off = feature_off.sum(-1)                                     # (k, M): wanted dims elsewhere, over the slots
     is_dot = (flops > 0) & (facts[:, 2, 7] < 0)                  # a dot: its minor dims should stay the last ones
-    off = off + (is_dot[None, :, None] & present[None] & ~(groups[..., 0] == rank[None] - 1)).sum(-1)
+    off = off + (is_dot[None, :, None] & present[None] & ~minor_last).sum(-1)
     c = 3 * len(SLOT_TERMS) + len(LINK_TERMS)
     out[..., c] = scale_flops(flops[None] * (off > 0))
     out[..., c + 1] = scale_flops(flops[None] * -np.log2(lane[..., 0]))
@@ -261,7 +265,7 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if pairs.size:
         n = len(SLOT_TERMS) * 3
-        code = (groups[..., :2, :] + 1) @ (8 ** np.arange(6))          # (k, M, 2): output and input layouts, one integer each
+        code = (groups[..., :2, :].astype(np.int64) + 1) @ (8 ** np.arange(6))  # (k, M, 2): output and input layouts, one integer each
         offset = (np.arange(k) * m)[:, None]
         sums = np.zeros((3, k * m))
         block = max(1, (1 << 22) // k)  # pairs compared at once: temporaries stay ~k x block, whatever the pair count
