@@ -27,13 +27,14 @@ own counts to the real data's (`real_graphs` x `real_configs`, the mean configs 
 divided by cores / this machine's cores x `parallel_efficiency`.
 The GNN's CPU projection is steps x its measured seconds per step (steps = real train graphs x
 epochs x samples_per_graph). Its GPU projection is built from `pipeline.bench_gnn`'s counts on its
-full-size graph (K configs): per training step the batch built on the CPU (its measured seconds,
+full-size graph (K configs), for train_gnn as `gpu_gnn_args` set it: per training step the batch built on the CPU (its measured seconds,
 scaled by K and configurable nodes; built ahead by the prefetch thread, so it overlaps) against
 the model step on the GPU, the largest of bytes moved / (`gpu.bandwidth_gbs` x
 `gpu.bandwidth_fraction`), FLOPs / (`gpu.tflops` x `gpu.flops_fraction`) and kernels x
 `gpu.launch_us` (bytes and FLOPs scaled by K and the collection's kept nodes); plus validation
 (valid graphs x `valid_max_configs` x `valid_permutations` configs per epoch) and inference
-(every valid and test config, or every labelled one with folds, x `infer_permutations`) at the
+(every valid and test config, or every labelled one with folds, x `infer_permutations`, or
+`labelled_permutations` on the labelled ones) at the
 inference counts per config and per group. Where `make gpu-check` measured the step on a GPU,
 pass its `s_per_step` as `gpu.measured_step_s` and it replaces the estimate (the table says which).
 """
@@ -213,7 +214,7 @@ def gpu_seconds(gpu: DictConfig, gbytes: float, gflop: float, kernels: float) ->
 def gnn_gpu_rows(cfg: DictConfig, gnn: dict, sizes: dict[str, dict], s_per_step: dict[str, float]) -> list[dict]:
     """The GNN's training and inference rows per collection: CPU hours from the measured s per
     step, GPU hours from the counted bytes / FLOPs / kernels (module docstring)."""
-    train_cfg = compose("train_gnn", [])
+    train_cfg = compose("train_gnn", list(cfg.gpu_gnn_args))
     gpu = cfg.gpu
     real, conf = {c: list(v) for c, v in cfg.real_graphs.items()}, {c: list(v) for c, v in cfg.real_configs.items()}
     folds_on = int(cfg.folds) > 0
@@ -241,15 +242,17 @@ def gnn_gpu_rows(cfg: DictConfig, gnn: dict, sizes: dict[str, dict], s_per_step:
 
         valid_cap = train_cfg.valid_max_configs
         valid_configs = real[c][1] * min(conf[c][1], valid_cap if valid_cap is not None else conf[c][1]) * int(train_cfg.valid_permutations)
-        scored = (real[c][0] * conf[c][0] if folds_on else 0) + real[c][1] * conf[c][1] + real[c][2] * conf[c][2]
+        labelled = (real[c][0] * conf[c][0] if folds_on else 0) + real[c][1] * conf[c][1]
+        perms = int(train_cfg.infer_permutations)
+        labelled_perms = perms if train_cfg.labelled_permutations is None else int(train_cfg.labelled_permutations)
+        scored = labelled * labelled_perms + real[c][2] * conf[c][2] * perms
         rows.append({"stage": "train_gnn (training, projected from s/step)", "collection": c, "wall_s": None, "peak_rss_mb": None,
                      "projected_h": _sig(steps * s_per_step[c] / 3600),
                      "gpu_h": _sig((steps * step_s + int(train_cfg.epochs) * infer_s(valid_configs)) / 3600),
                      "gpu_step": {"batch_s": _sig(batch_s), "model_s": _sig(model_s), "bound": bound, "waits_for_cpu": batch_s > model_s,
                                   "steps": steps, "measured": measured}})
         rows.append({"stage": "train_gnn (inference)", "collection": c, "wall_s": None, "peak_rss_mb": None, "projected_h": None,
-                     "gpu_h": _sig(infer_s(scored * int(train_cfg.infer_permutations)) / 3600),
-                     "configs": int(scored), "permutations": int(train_cfg.infer_permutations)})
+                     "gpu_h": _sig(infer_s(scored) / 3600), "configs_x_permutations": int(scored)})
     return rows
 
 

@@ -401,13 +401,15 @@ def score_split(cfg: DictConfig, collection: str, split: str, dist: Dist, prec: 
     model, ck = load_model(Path(cfg.out) / collection_dir(collection) / BEST, dist.device)
     k = int(cfg.infer_k or configs_per_step(OmegaConf.create(ck["config"]), collection))
     paths = graph_files(cfg.data, collection, split)
+    # labelled graphs (valid, out of fold) carry every config (60k on real layout graphs): fewer permutations there
+    perms = int(cfg.infer_permutations if split == "test" or cfg.labelled_permutations is None else cfg.labelled_permutations)
     mine: dict[str, np.ndarray] = {}
     bar = tqdm(shard(paths, dist), desc=f"predict {collection} {split}", unit="graph", leave=False,
                disable=not (cfg.progress and dist.main))
     for p in bar:
         with where(f"{collection}: {p}"):
             g = load_graphs(cfg.data, collection, split, [p])[0].to(dist.device)
-            mine[g.id] = score_graph(model, g, infer_group(cfg, model, g, k, prec), int(cfg.infer_permutations), int(cfg.seed), prec)
+            mine[g.id] = score_graph(model, g, infer_group(cfg, model, g, k, prec), perms, int(cfg.seed), prec)
     return {gid: s for d in dist.gather(mine) for gid, s in d.items()}
 
 
