@@ -63,6 +63,41 @@ def test_layout_copy_cost_by_hand() -> None:
     assert cost(chunk).tolist() == [0, 128, 0, 128, 0]
 
 
+def _reference_copy_cost(feat: np.ndarray, edges: np.ndarray, ids: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    """The module docstring's rule, spelled out edge by edge with `complete_layout`."""
+    from features.completion import complete_layout
+
+    slot = {int(n): i for i, n in enumerate(ids)}
+    own, nbytes = node_layout(feat), tensor_bytes(feat)
+    out = np.zeros(chunk.shape[0])
+    for u, v in edges:
+        if u not in slot and v not in slot:
+            continue
+        for c in range(chunk.shape[0]):
+            produced = complete_layout(chunk[c, slot[v], 0:6], own[v]) if v in slot else own[v]
+            wanted = complete_layout(chunk[c, slot[u], 6:12], own[v]) if u in slot else own[v]
+            out[c] += nbytes[v] * (produced[:2] != wanted[:2]).any()
+    return out
+
+
+def test_layout_copy_cost_matches_the_rule_on_random_prefix_configs() -> None:
+    rng = np.random.default_rng(0)
+    n = 12
+    feat = np.stack([_node(tuple(int(d) for d in rng.integers(1, 9, size=r)), tuple(int(d) for d in rng.permutation(r)))
+                     for r in rng.integers(1, 5, size=n)])
+    edges = np.array([[u, v] for u in range(1, n) for v in rng.choice(u, size=min(u, 2), replace=False)], np.int64)
+    ids = np.sort(rng.choice(n, size=6, replace=False)).astype(np.int64)
+    rank = np.asarray([int((f[21:27] > 0).sum()) for f in feat])
+    chunk = np.full((40, ids.size, 18), -1, np.float32)
+    for c in range(40):
+        for i, node in enumerate(ids):
+            for g in range(3):  # a random prefix of a permutation of the node's dims (the data's form)
+                k = rng.integers(0, rank[node] + 1)
+                chunk[c, i, 6 * g : 6 * g + k] = rng.permutation(rank[node])[:k]
+    got = LayoutCopyCost(feat, edges, ids)(chunk)
+    assert np.array_equal(got, _reference_copy_cost(feat, edges, ids, chunk)) and got.any()
+
+
 def test_tile_padding_cost_by_hand() -> None:
     feat = np.stack([_node((100, 128), (1, 0)), _node((100, 128), (1, 0))])
     feat[1, 0] = 1  # root
