@@ -23,14 +23,15 @@ time scales with the units it processes, per collection: configs (`scale: config
 touches every config it reads; on a split a stage caps, e.g. LightGBM's `max_configs_per_graph`,
 at most that many per graph) or graphs, over the splits it reads (`reads`), from the rehearsal's
 own counts to the real data's (`real_graphs` x `real_configs`, the mean configs per graph).
-LightGBM's rows are also scaled to every round of `num_boost_round` (early stopping on two train
-graphs stops early; the real data may not).
+LightGBM boosts every round of `num_boost_round` here (`gbdt_args`: early stopping on two train
+graphs stops wherever it does; the real data may use every round).
 `cores` gives a second column: the stages that spread over processes or threads (`parallel`)
 divided by cores / this machine's cores x `parallel_efficiency`.
 The GNN's CPU projection is steps x its measured seconds per step (steps = real train graphs x
 epochs x samples_per_graph). Its GPU projection is built from `pipeline.bench_gnn`'s counts on its
 full-size graph (K configs), for train_gnn as `gpu_gnn_args` set it: per training step the batch built on the CPU (its measured seconds,
-scaled by K and configurable nodes; built ahead by the prefetch thread, so it overlaps) against
+scaled by K and configurable nodes, divided among `prefetch_workers` threads at
+`parallel_efficiency`; built ahead, so it overlaps) against
 the model step on the GPU, the largest of bytes moved / (`gpu.bandwidth_gbs` x
 `gpu.bandwidth_fraction`), FLOPs / (`gpu.tflops` x `gpu.flops_fraction`) and kernels x
 `gpu.launch_us` (bytes and FLOPs scaled by K and the collection's kept nodes); plus validation
@@ -68,7 +69,6 @@ from pipeline.io.predictions import predictions_path, read_predictions, write_pr
 log = logging.getLogger(__name__)
 
 STEP_LINE = re.compile(r"(\S+): ([\d.]+(?:e[+-]?\d+)?) s per step")
-GBDT_LINE = re.compile(r"(\S+) seed \S+: best round (\d+),")
 BEST_LINE = re.compile(r"(\S+): best valid \S+ at epoch \d+ \((\d+) steps, ([\d.]+) s\)")
 
 
@@ -198,16 +198,6 @@ def units(stage_name: str, cfg: DictConfig, per_split: dict[str, tuple[float, fl
     return total
 
 
-def gbdt_rounds(cfg: DictConfig, text: str) -> dict:
-    """LightGBM's rounds in a train_gbdt log against `num_boost_round`: early stopping on a few
-    rehearsal graphs stops wherever it does, the real data may boost every round, so the row's
-    projection is scaled to the full count (`round_scale`)."""
-    model = compose("train_gbdt", list(cfg.gbdt_args)).model
-    full, patience = int(model.num_boost_round), int(model.early_stopping_rounds)
-    trained = [min(full, int(m.group(2)) + patience) for m in GBDT_LINE.finditer(text)]
-    return {"rounds": trained, "round_scale": _sig(len(trained) * full / sum(trained))} if trained else {}
-
-
 def stage_caps(cfg: DictConfig) -> dict[str, int | None]:
     """The per-graph config caps of the stages, as their configs set them (`<stage>.<split>`)."""
     gbdt = compose("train_gbdt", list(cfg.gbdt_args))
@@ -238,7 +228,9 @@ def gnn_gpu_rows(cfg: DictConfig, gnn: dict, sizes: dict[str, dict], s_per_step:
         k = configs_per_step(train_cfg, c)
         size = sizes[c]
         scale = k / gnn["k"] * max(1.0, size["kept"]) / gnn["kept_nodes"]
-        batch_s = gnn["batch_s"] * k / gnn["k"] * size["config_nodes"] / max(1, gnn["config_nodes"])
+        workers = int(train_cfg.prefetch_workers)  # threads building batches: assumed to scale as the parallel stages
+        batch_s = gnn["batch_s"] * k / gnn["k"] * size["config_nodes"] / max(1, gnn["config_nodes"]) \
+            / (1.0 if workers <= 1 else workers * float(cfg.parallel_efficiency))
         model_s, bound = gpu_seconds(gpu, gnn["train_gbytes"] * scale, gnn["train_gflop"] * scale, gnn["train_kernels"])
         measured = gpu.measured_step_s is not None
         if measured:
@@ -286,7 +278,7 @@ def project(cfg: DictConfig, rows: list[dict], counts: dict[str, dict[str, list[
         # the rehearsal ran its stages with the same caps: its own units are capped alike
         h = sum(units(r["stage"], cfg, {sp: (len(counts[c][sp]), _capped_mean(counts[c][sp], caps.get(f"{r['stage']}.{sp}")))
                                         for sp in SPLITS}, {}) for c in cols)
-        r["projected_h"] = _sig(r["wall_s"] * r.get("round_scale", 1.0) * w / max(1e-9, h) / 3600)
+        r["projected_h"] = _sig(r["wall_s"] * w / max(1e-9, h) / 3600)
         r["projected_h_cores"] = _sig(r["projected_h"] / (speedup if r["stage"] in cfg.parallel else 1.0))
     rows.extend(gnn_gpu_rows(cfg, gnn, sizes, s_per_step))
 
@@ -386,8 +378,7 @@ def rehearse(cfg: DictConfig) -> list[dict]:
             if name in cfg.per_collection else [None]
         for c in collections:
             wall, rss, text = run_process(stage_command(cfg, name, c), logs / f"{name}{'-' + c.replace(':', '_') if c else ''}.log")
-            rows.append({"stage": name, "collection": c or "all", "wall_s": round(wall, 1), "peak_rss_mb": round(rss),
-                         **(gbdt_rounds(cfg, text) if name == "train_gbdt" else {})})
+            rows.append({"stage": name, "collection": c or "all", "wall_s": round(wall, 1), "peak_rss_mb": round(rss)})
             log.info("%s %s: %.1f s, peak RSS %.0f MB", name, c or "(all collections)", wall, rss)
             if name == "train_gnn":
                 gnn_text = text
