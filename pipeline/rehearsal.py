@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -371,6 +372,10 @@ def rehearse(cfg: DictConfig) -> list[dict]:
     t0 = time.perf_counter()
     raw = ensure_data(cfg)
     counts = data_counts(raw)
+    # every stage from nothing: the preprocessing stages skip outputs already up to date
+    for name in ("interim", "processed", "models", "predictions"):
+        shutil.rmtree(cfg.paths[name], ignore_errors=True)
+    shutil.rmtree(Path(cfg.paths.data_dir) / "rehearsal-parts", ignore_errors=True)
     logs = Path(cfg.paths.reports) / "logs"
     rows, gnn_text = [], ""
     for name in cfg.stages:
@@ -412,9 +417,15 @@ def reproject(cfg: DictConfig) -> list[dict]:
     if not done.is_file():
         log.info("no %s yet (make rehearsal measures the stages); the multiples above apply to its projections", done)
         return []
-    rows = json.loads(done.read_text())["rows"]
-    apply_fold_costs(cfg, rows)  # on the folds=0 projections a plain rehearsal records
-    print(_markdown(rows, cfg, json.loads(done.read_text()).get("seconds", 0)), flush=True)
+    doc = json.loads(done.read_text())
+    # the GNN's projected rows again for this setting (its inference scores every labelled
+    # config with folds); then the fold multiples on the training rows of a plain rehearsal
+    rows = [r for r in doc["rows"] if not r["stage"].startswith("train_gnn (")]
+    gnn = doc.get("gnn", {})
+    if "sizes" in gnn:
+        rows += gnn_gpu_rows(cfg, gnn, gnn["sizes"], gnn["s_per_step"])
+    apply_fold_costs(cfg, rows)
+    print(_markdown(rows, cfg, doc.get("seconds", 0)), flush=True)
     return rows
 
 
