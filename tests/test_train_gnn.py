@@ -276,6 +276,17 @@ def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
     assert 2 * per_config < train["model_gflop"] / 8 < 4 * per_config
     for rec in (train, infer):
         assert rec["matmul_gflops"] > 0 and 0 < rec["of_matmul_rate"] and rec["peak_rss_mb"] > 0
+    # what bounds a GPU step: bytes moved and kernels, per step and per inferred config / group
+    assert train["model_gbytes"] > 0 and train["kernels"] > infer["kernels_per_group"] > 0
+    assert infer["gbytes_per_config"] > 0 and infer["gflop_per_config"] == pytest.approx(per_config, rel=0.01)
+
+
+def test_traffic_counts_each_operand_and_result_once_and_no_view() -> None:
+    from pipeline.bench_gnn import count
+
+    a, b = torch.ones(8, 16), torch.ones(16, 4)
+    got = count(lambda: torch.mm(a, b).t().relu())  # mm reads a, b, writes 8x4; t() is a view; relu reads and writes 4x8
+    assert got == {"flops": 2 * 8 * 16 * 4, "bytes": 4 * (8 * 16 + 16 * 4 + 8 * 4 + 2 * 4 * 8), "kernels": 2}
 
 
 def test_matmul_rate_counts_two_flops_a_multiply_add(monkeypatch) -> None:
