@@ -52,8 +52,9 @@ def test_experiment_is_a_diff_that_changes_the_gnn_config(name: str) -> None:
     exp = OmegaConf.to_container(compose("train_gnn", [f"experiment={name}"]), resolve=True)
     assert exp != base
     changed = {k for k in base if base[k] != exp[k]}
-    assert changed <= {"epochs", "samples_per_graph", "valid_permutations", "infer_permutations", "model",
-                       "device", "threads", "amp", "amp_dtype", "logger"}, changed
+    assert changed <= {"epochs", "samples_per_graph", "valid_permutations", "infer_permutations", "labelled_permutations",
+                       "model", "device", "threads", "amp", "amp_dtype", "logger", "prefetch", "prefetch_workers",
+                       "time_budget"}, changed
     instantiate(exp["model"], node_feat_dim=5)  # the experiment's model builds
 
 
