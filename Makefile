@@ -260,7 +260,7 @@ gpu-check: $(INSTALLED) ## on a CUDA machine: the GPU tests (bf16/fp16 training,
 transductive: $(INSTALLED) ## every model on unseen configs of every labelled graph of DATA (or FILE=<npz>): held-out tau per graph and seed -> reports/<dataset>/transductive.{md,json,png}
 	$(PY) -m pipeline.transductive $(COMMON) $(if $(FILE),file='$(FILE)',data='$(DATA)') $(ARGS)
 
-# ---- runtime audit (pipeline.audit, features/audit.py) ----
+# ---- runtime audit (pipeline.audit, models/audit.py) ----
 AUDIT := $(REPORTS)/$(DATASET)/audit.json
 $(eval $(call args_file,$(STATE)/audit.args,$(COMMON) $(call goal_args,audit)))
 .PHONY: audit

@@ -5,7 +5,7 @@ combined with non-negative weights fitted on the train graphs.
 
     model = AnalyticalRanker().fit([(totals, runtime), ...])   # one (configs, F) and (configs,) per graph
     scores = model.scores(totals)                             # (configs,), lower = predicted faster
-    model.save(path); AnalyticalRanker.load(path)
+    path.write_text(model.to_json()); AnalyticalRanker.load(path)   # the stage writes it atomically
 
 The fit: each graph's runtimes and totals are divided by its mean runtime and centred, so that
 graphs of any size weigh alike and only within-graph differences count; the columns are scaled
@@ -24,7 +24,6 @@ import numpy as np
 from scipy.optimize import nnls
 
 from features.cost_terms import term_groups, term_mask
-from pipeline.core.fsutil import write_text_atomic
 
 
 class AnalyticalRanker:
@@ -96,8 +95,9 @@ class AnalyticalRanker:
         w = [] if self.weights is None else self.weights.tolist()
         return {"l2": self.l2, "terms": list(self.terms), "names": list(self.names), "weights": w, "rows": self.rows}
 
-    def save(self, path: str | Path) -> None:
-        write_text_atomic(path, json.dumps(self.state(), indent=1) + "\n")
+    def to_json(self) -> str:
+        """The saved form (`load` reads it back)."""
+        return json.dumps(self.state(), indent=1) + "\n"
 
     @classmethod
     def load(cls, path: str | Path, names: tuple[str, ...] | None = None) -> "AnalyticalRanker":

@@ -7,9 +7,9 @@ Reads every train and valid `.npz` under `data` (test files carry no runtimes: t
 skipped with one log line). Per graph it deduplicates the configs as the extract stage does
 (layout rows streamed in chunks of `chunk_configs`, packed with `features.configs.pack_layout`;
 tile rows are the 24-column `config_feat`; both digested by `ConfigDeduper`) and computes the
-numbers of `features.audit.audit_graph`: configs, unique configs, spread, noise estimated from
+numbers of `models.audit.audit_graph`: configs, unique configs, spread, noise estimated from
 duplicate groups, spread-to-noise ratio, outlier duplicate groups, tile normalizer agreement and
-the simulated noise ceiling; flags come from `features.audit.flag_graph` with `thresholds`.
+the simulated noise ceiling; flags come from `models.audit.flag_graph` with `thresholds`.
 
 Writes into `out`, atomically: `audit.md` (a table and what its columns mean), `audit.json`
 (every number and flag per graph by Kaggle ID, the thresholds and the resolved config) and
@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from features.audit import FLAGS, audit_graph, flag_graph  # noqa: E402
+from models.audit import FLAGS, audit_graph, flag_graph  # noqa: E402
 from features.configs import ConfigDeduper, Dedup, pack_layout  # noqa: E402
 from pipeline.io.catalog import COLLECTIONS, discover  # noqa: E402
 from pipeline.core.cli import stage  # noqa: E402

@@ -174,7 +174,7 @@ def noise_ceiling(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], tr
 
 
 def audit_ceiling(files: list[GraphFile], audit_json: str | Path) -> dict[str, float]:
-    """Per graph ID, the ceiling `make audit` estimated from duplicate configs (`features.audit`:
+    """Per graph ID, the ceiling `make audit` estimated from duplicate configs (`models.audit`:
     the metric a ranker knowing every true runtime gets against runtimes re-drawn with the noise
     measured among identical configs); graphs without one (no duplicates) are left out."""
     graphs = json.loads(Path(audit_json).read_text()).get("graphs", {})

@@ -27,6 +27,7 @@ from models.metrics import kendall_tau
 from pipeline.core import folds
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
+from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import begin_stage, finish_stage, parallel_map
 from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
@@ -89,7 +90,7 @@ def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
         return None
     taus = [kendall_tau(model.scores(x), y) for x, y in data if np.ptp(y) > 0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    write_text_atomic(out, model.to_json())
     used = int((model.weights > 0).sum())
     log.info("%s: %d train graphs fitted, %d configs, %d of %d totals weighted; train tau %.4f",
              collection, len(data), model.rows, used, len(TOTAL_NAMES), float(np.mean(taus)) if taus else float("nan"))

@@ -24,7 +24,7 @@ members' held-out predictions. Extra blends of other member sets: `ensembles.<na
 
 With `data=` the graphs are every train/valid file of the root with at least `min_configs`
 unique configs (tile graphs too); the noise ceiling of each graph is the audit's
-(`features.audit.audit_graph`: the metric a ranker knowing every true runtime would get against
+(`models.audit.audit_graph`: the metric a ranker knowing every true runtime would get against
 re-measured runtimes), computed on the whole graph. Writes `<report>/transductive.json` (every
 figure per graph, model and seed), `transductive.md` (per graph and model: mean over seeds,
 spread, the ceiling) and `transductive.png`; the work trees go under `out`.
@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from features.audit import audit_graph  # noqa: E402
+from models.audit import audit_graph  # noqa: E402
 from features.configs import unpack_layout  # noqa: E402
 from models.ensemble import Blender, average_seeds, blend, collection_score, normalize  # noqa: E402
 from pipeline import audit, extract, pad, prune, train_analytical, train_gbdt, train_gnn  # noqa: E402

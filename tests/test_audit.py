@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features import audit as fa
+from models import audit as fa
 from pipeline import audit
 from pipeline.io import audit_json
 from pipeline.core.cli import compose

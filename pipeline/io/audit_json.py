@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from features.audit import FLAGS
+from models.audit import FLAGS
 from pipeline.core.errors import DataError
 
 
