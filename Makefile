@@ -125,6 +125,7 @@ $(eval $(call args_file,$(STATE)/report.args,$(COMMON) $(call goal_args,report))
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "  variables: DATA=$(DATA) DATASET=$(DATASET) SPLIT=$(SPLIT) MODEL=$(MODEL) SUBMISSION=$(SUBMISSION) ARGS=\"key=value ...\""
+	@echo "             FOLDS=<K> FINAL=true EXPERIMENT=<conf/experiment name, e.g. full_gpu> <STAGE>_ARGS=\"key=value ...\""
 
 # Every stage is a file target, so a second `make all` does no stage work. The valid-split
 # steps run where DATA has a valid split, the test submission where it has a test split.
