@@ -110,8 +110,8 @@ def predict_split(collection: str, split: str, cfg: DictConfig) -> dict[str, np.
         model = AnalyticalRanker.load(model_file, TOTAL_NAMES)
     except (ValueError, KeyError) as e:
         raise DataError(model_file, str(e)) from None
-    items = [{"path": p, "collection": collection, "split": split, "state": model.state(), "chunk": int(cfg.chunk_configs)}
-             for p in paths]
+    state = model.state()
+    items = [{"path": p, "collection": collection, "split": split, "state": state, "chunk": int(cfg.chunk_configs)} for p in paths]
     return dict(parallel_map(score_graph, items, [str(p) for p in paths], int(cfg.jobs), desc=f"{collection} {split}"))
 
 

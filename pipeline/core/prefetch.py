@@ -1,7 +1,6 @@
-"""Build batches ahead of the training step: a producer thread runs `build` over the items in
-order, at most `depth` batches ahead, while the consumer runs the model. With `workers` > 1,
-that many threads build batches at once (handed over in item order), for a model step on a GPU
-faster than one thread builds a batch.
+"""Build batches ahead of the training step: `workers` threads run `build` over the items, at
+most `depth` + `workers` batches in flight, handed to the consumer in item order while it runs
+the model (more than one worker for a model step on a GPU faster than one thread builds a batch).
 
     feed = Prefetch(items, build, depth=2, workers=1)
     for item, batch in feed:
@@ -18,7 +17,6 @@ a GPU (and on spare CPU cores).
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -27,7 +25,6 @@ from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 B = TypeVar("B")
-_DONE = object()
 
 
 class Prefetch(Generic[T, B]):
@@ -36,7 +33,6 @@ class Prefetch(Generic[T, B]):
         self.workers = max(1, int(workers))
         self.waited_s = 0.0  # consumer time blocked on the next batch (with depth 0: all build time)
         self.build_s = 0.0  # time spent in `build` (summed over the workers)
-        self._stop = threading.Event()
         self._lock = threading.Lock()
 
     def _timed(self, item: T) -> B:
@@ -73,15 +69,6 @@ class Prefetch(Generic[T, B]):
                 for _, future in pending:
                     future.cancel()
 
-    def _put(self, q: queue.Queue, item) -> None:
-        """Put `item`, waiting for room, unless the consumer has stopped."""
-        while not self._stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
     def __iter__(self) -> Iterator[tuple[T, B]]:
         if self.depth == 0:
             for item in self.items:
@@ -90,39 +77,4 @@ class Prefetch(Generic[T, B]):
                 self.waited_s += time.perf_counter() - t
                 yield item, batch
             return
-        if self.workers > 1:
-            yield from self._pool()
-            return
-        q: queue.Queue = queue.Queue(self.depth)
-
-        def produce() -> None:
-            try:
-                for item in self.items:
-                    if self._stop.is_set():
-                        return
-                    try:
-                        out = (item, self._timed(item), None)
-                    except BaseException as e:  # handed to the consumer, raised there
-                        out = (item, None, e)
-                    self._put(q, out)
-                    if out[2] is not None:
-                        return
-            finally:
-                self._put(q, _DONE)
-
-        thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-        thread.start()
-        try:
-            while True:
-                t = time.perf_counter()
-                got = q.get()
-                self.waited_s += time.perf_counter() - t
-                if got is _DONE:
-                    return
-                item, batch, err = got
-                if err is not None:
-                    raise err
-                yield item, batch
-        finally:
-            self._stop.set()  # the consumer stopped early (time budget, error): the producer ends too
-            thread.join()
+        yield from self._pool()
