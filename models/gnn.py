@@ -13,7 +13,7 @@ Design (after the competition's 1st place solution):
   the same thing in both.
 - Layout collections: a configurable node's configured output layout stands in for its own
   layout; its configured input and kernel layouts add a further term. The groups arrive
-  completed (`pipeline.io.gnn_tensors` fills each group's unset positions with
+  completed (`pipeline.gnn.dataset` fills each group's unset positions with
   `features.completion.complete_layout`: output from the node's own layout, input from its
   producer's). Everything that does not depend on the config is encoded once as (N, H) and
   broadcast to (K, N, H).
@@ -506,7 +506,7 @@ def predict_scores(
     Args:
         model: put in eval mode for the call (its mode is restored after).
         batch: one graph with all K configs to score: a GraphBatch, or anything with
-            `num_configs`, `device` and `select(idx) -> GraphBatch` (pipeline.io.gnn_tensors's
+            `num_configs`, `device` and `select(idx) -> GraphBatch` (pipeline.gnn.dataset's
             GraphData builds each group from packed configs, so all K need not be in memory).
         k: configs per forward pass (memory bound; train with the same K).
         permutations: passes to average (>= 1).

@@ -12,7 +12,7 @@ Backends (`BACKENDS` says which are importable here; `set_backend` picks the def
   for every torch, so it is optional).
 
 Both give the same results: a node that receives nothing gets 0 for every reduction; mean
-divides by the number of incoming rows. `python -m pipeline.bench_scatter` times every
+divides by the number of incoming rows. `python -m pipeline.tools.bench_scatter` times every
 installed backend; native is the default because it needs nothing and, on CPU at K=64,
 N=5000, E=10000, H=64, sum/mean take ~50-60 ms forward and ~150-180 ms forward + backward.
 """

@@ -74,6 +74,9 @@ def stage(command: str, *extra: str) -> None:
 # ## Trained artifacts and preprocessing of the test files
 
 # %%
+sys.path.insert(0, str(code))  # the project's own helpers, from the code copy
+from pipeline import graph  # noqa: E402  (the stage graph and the model families)
+
 models_dir = data_dir / "models" / DATASET
 present = []
 for m in manifest["models"]:
@@ -87,9 +90,9 @@ needs_features = [m for m in present if m != "ensemble"]  # the ensemble reads i
 if PREPROCESS is True or (PREPROCESS == "auto" and needs_features):
     if not manifest["stats"]:
         raise RuntimeError("the bundle has no normalization statistics (artifacts/stats.json): rebuild it with `make kaggle` after `make pad`")
-    stage("pipeline.prune", "splits=[test]")
-    stage("pipeline.pad", "splits=[test]", f"stats_from={bundle / 'artifacts' / 'stats.json'}")
-    stage("pipeline.extract", "splits=[test]")
+    for step in graph.feature_stages():  # prune, pad, extract, as the stage graph orders them
+        stage(f"pipeline.{step.module}", "splits=[test]",
+              *([f"stats_from={bundle / 'artifacts' / 'stats.json'}"] if step.module == "pad" else []))
 
 # %% [markdown]
 # ## Inference: every bundled model in predict-only mode, the ensemble last
@@ -100,7 +103,6 @@ for m in present:
         stage("pipeline.baseline", "splits=[test]")  # a training-free member its weights may count on
     stage(manifest["inference"][m])
 
-sys.path.insert(0, str(code))  # the project's own helpers, from the code copy
 from pipeline.io.predictions import predictions_path  # noqa: E402
 
 pred_dir = data_dir / "predictions" / DATASET

@@ -42,7 +42,8 @@ from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph  # noqa: E402
-from pipeline.core.runner import Task, chunk_bar, config_hash, rel_path, run_tasks  # noqa: E402
+from pipeline.core.runner import Task, chunk_bar, config_hash, run_tasks
+from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ def baseline_scores(f: GraphFile, chunk_configs: int) -> np.ndarray:
     return out
 
 
-@stage("baseline")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> dict[str, int]:
+    """Score every graph of `splits` (and `oof` with folds); returns the graphs written per split."""
     stamp_dir = begin_stage(predictions_path(cfg.predictions, cfg.name, "any").parent)
     written = {}
     oof = predictions_path(cfg.predictions, cfg.name, "oof")
@@ -59,6 +59,12 @@ def main(cfg: DictConfig) -> None:
         log.info("wrote %s (%d graphs)", out, len(scores))
         written[split] = len(scores)
     finish_stage(stamp_dir, written)
+    return written
+
+
+@stage("baseline")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from omegaconf import DictConfig
 
 from models.ensemble import Blender, blend, collection_score
 from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
+from pipeline.graph import FAMILIES
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.io.runtimes import load_runtimes
@@ -229,10 +230,12 @@ def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("fit", "apply"):
         raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
     blender: Blender = instantiate(cfg.blender, "blender")
+    if cfg.members is None:
+        cfg.members = [f.name for f in FAMILIES]
     cfg.fit_split = fit_split_of(cfg)  # auto resolved once, as saved beside the predictions
     if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
         raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
-                                         "(run baseline, train-gbdt, train-analytical or train-gnn first)")
+                                         f"(run {' or '.join(f.stage for f in FAMILIES)} first)")
     stamp_dir = Path(cfg.weights).parent
     if cfg.mode == "fit":
         begin_stage(stamp_dir)

@@ -54,7 +54,8 @@ from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
 from pipeline.io.npz import Stream, iter_node_config_feat, read_graph, read_members, write_npz
 from pipeline.io.tables import table_path
-from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, rel_path, run_tasks
+from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, run_tasks
+from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
 VERSION = 3

@@ -36,6 +36,7 @@ from pathlib import Path
 import nbformat
 from omegaconf import DictConfig
 
+from pipeline.graph import ENSEMBLE, FAMILIES, family, stage as stage_of
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
@@ -205,16 +206,39 @@ def _copy_code(cfg: DictConfig, dataset: Path) -> None:
             raise DataError(src, "listed in `code` but not in the project")
 
 
+def included(cfg: DictConfig) -> list[str]:
+    """The models to bundle: `include`, or every family that trains (pipeline/graph.py) and the ensemble."""
+    if cfg.include is not None:
+        for m in cfg.include:
+            if m != ENSEMBLE and m not in {f.name for f in FAMILIES}:
+                raise DataError(None, f"include names '{m}', which is no model family ({', '.join(f.name for f in FAMILIES)}) "
+                                      f"nor the {ENSEMBLE}")
+        return list(cfg.include)
+    return [f.name for f in FAMILIES if f.trained] + [ENSEMBLE]
+
+
+def inference_command(name: str) -> str:
+    """The predict-only command of a bundled model, its stage's module in predict (ensemble: apply) mode."""
+    if name == ENSEMBLE:
+        return f"pipeline.{stage_of(ENSEMBLE).module} mode=apply splits=[test]"  # after the baseline's test predictions (a possible member)
+    return f"pipeline.{family(name).module} mode=predict splits=[test]"
+
+
+def predictor_order(cfg: DictConfig) -> list[str]:
+    """The models whose test predictions the notebook submits, the first present."""
+    if cfg.predictor_order is not None:
+        return list(cfg.predictor_order)
+    return [ENSEMBLE] + [f.name for f in FAMILIES if f.trained]
+
+
 def _copy_models(cfg: DictConfig, dataset: Path) -> list[str]:
     """Copy the trained artifacts of the `include`d models that exist; returns their names."""
     models = []
-    for m in cfg.include:
+    for m in included(cfg):
         src = Path(cfg.models_dir) / m
         if src.is_dir() and any(p.is_file() for p in src.rglob("*")):
             shutil.copytree(src, dataset / "artifacts" / "models" / m, ignore=MODEL_IGNORE)
             models.append(m)
-            if m not in cfg.inference:
-                raise DataError(None, f"model '{m}' is included but `inference.{m}` (its predict-only command) is not set")
     log.info("trained models bundled: %s", ", ".join(models) or f"none under {cfg.models_dir} (the notebook will submit the baseline)")
     return models
 
@@ -252,7 +276,7 @@ def _fill_dataset(cfg: DictConfig, out: Path, dataset: Path) -> dict:
     wheels = _copy_wheels(cfg, out, dataset)
     manifest = {
         "commit": git_commit(), "source_dataset": cfg.paths.dataset, "models": models,
-        "inference": {m: cfg.inference[m] for m in models}, "predictor_order": list(cfg.predictor_order),
+        "inference": {m: inference_command(m) for m in models}, "predictor_order": predictor_order(cfg),
         "stats": stats.is_file(), "wheels": wheels,
     }
     write_text_atomic(dataset / "manifest.json", json.dumps(manifest, indent=1) + "\n")

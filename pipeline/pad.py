@@ -41,7 +41,8 @@ from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.npz import LAZY_KEY, SCHEMA, read_graph, read_member, read_members, write_npz
-from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
+from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, run_tasks
+from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
 VERSION = 2

@@ -29,7 +29,8 @@ from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
 from pipeline.io.npz import LAZY_KEY, read_graph, write_npz
-from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, rel_path, run_tasks
+from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, run_tasks
+from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
 VERSION = 2  # bump when the output format changes, so finished outputs are redone

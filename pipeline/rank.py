@@ -40,9 +40,10 @@ from omegaconf import DictConfig
 from features.layout import opcode_name
 from models.metrics import config_order
 from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
-from pipeline.core.cli import compose, stage
+from pipeline.core.cli import compose, stage as entry_point
+from pipeline.graph import ENSEMBLE, FAMILIES, family, feature_stages, run_stage, stage
 from pipeline.core.errors import DataError
-from pipeline.core import folds
+from pipeline.train import folds
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
@@ -104,25 +105,20 @@ def check_file(path: Path, collection: str) -> Graph:
 
 
 def model_kind(models: Path, name: str, collection: str) -> str | None:
-    """What stage serves `name` for `collection`: gnn, gbdt, analytical, ensemble, baseline; None: not trained."""
-    if name == "baseline":
-        return "baseline"
-    d = models / name
-    if name == "ensemble":
-        return "ensemble" if (d / "weights.json").is_file() else None
-    dirs = [r / collection_dir(collection) for r in folds.model_dirs(d)]  # fold/seed runs: every run's models
-    if any((r / "best.pt").is_file() for r in dirs):
-        return "gnn"
-    if any(any(r.glob("model*.txt")) for r in dirs):
-        return "gbdt"
-    if any((r / "model.json").is_file() for r in dirs):
-        return "analytical"
-    return None
+    """The family that serves the model `name` for `collection` (pipeline/graph.py), or the
+    ensemble; None: not trained for it."""
+    if name == ENSEMBLE:
+        return ENSEMBLE if (models / name / "weights.json").is_file() else None
+    if name in {f.name for f in FAMILIES if not f.trained}:
+        return name  # needs no training
+    dirs = [r / collection_dir(collection) for r in folds.model_dirs(models / name)]  # fold/seed runs: every run's models
+    files = [p.name for d in dirs if d.is_dir() for p in d.iterdir()]
+    return next((f.name for f in FAMILIES if f.trained and f.is_trained(files)), None)
 
 
 def trained_for(models: Path, collection: str) -> list[str]:
     names = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
-    return [n for n in names if n != "ensemble" and model_kind(models, n, collection)]
+    return [n for n in names if n != ENSEMBLE and model_kind(models, n, collection)]
 
 
 def ensemble_members(weights: Path, collection: str, models: Path) -> list[str]:
@@ -135,8 +131,9 @@ def ensemble_members(weights: Path, collection: str, models: Path) -> list[str]:
     if entry is not None:
         return [m for m, w in entry["weights"].items() if w > 0]
     # no weights for it: the ensemble serves the first member, in its order, that covers the graph
-    order = list(doc.get("members") or compose("ensemble").members)
-    return [next((m for m in order if model_kind(models, m, collection)), "baseline")]
+    order = list(doc.get("members") or [f.name for f in FAMILIES])
+    untrained = next(f.name for f in FAMILIES if not f.trained)
+    return [next((m for m in order if model_kind(models, m, collection)), untrained)]
 
 
 @contextmanager
@@ -155,18 +152,13 @@ def quiet(verbose: bool) -> Iterator[None]:
             logging.getLogger(n).setLevel(lvl)
 
 
-def stage_cfg(name: str, paths: Mapping[str, str], *overrides: str) -> DictConfig:
-    """A stage's own config (as make runs it) with this run's paths, one process, no bars."""
-    common = [f"paths.{k}={v}" for k, v in paths.items()] + ["jobs=1"]
-    return compose(name, common + list(overrides))
-
-
 class Ranker:
     """Runs one file through prune, pad, extract and the models in a temporary folder."""
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.paths = {k: str(cfg.paths[k]) for k in ("dataset", "data_dir")}
+        # this run's paths, one process, no bars
+        self.common = [f"paths.{k}={cfg.paths[k]}" for k in ("dataset", "data_dir")] + ["jobs=1"]
         self.models = Path(cfg.paths.models)
         self.stats = Path(cfg.stats)
 
@@ -179,9 +171,9 @@ class Ranker:
             raise DataError(where, f"no trained {model} for {collection} (trained for it: "
                                    f"{', '.join(have) if have else 'none'}; baseline needs no training; train with make all "
                                    f"DATA=<root>, or pick another model=)")
-        if kind != "ensemble":
+        if kind != ENSEMBLE:
             return [(model, kind)]
-        members = ensemble_members(self.models / "ensemble" / "weights.json", collection, self.models)
+        members = ensemble_members(self.models / ENSEMBLE / "weights.json", collection, self.models)
         plan = []
         for m in members:
             k = model_kind(self.models, m, collection)
@@ -204,68 +196,51 @@ class Ranker:
             gf = GraphFile(collection, "test", raw)
             pred = t / "predictions"
             with quiet(bool(self.cfg.verbose)):
-                if any(k in ("gnn", "gbdt", "analytical") for _, k in plan):
+                if any(family(k).needs_features for _, k in plan):
                     self.features(t, collection)
                 for name, kind in plan:
                     self.predict(t, gf, name, kind)
                 served = {}
-                if model == "ensemble":
+                if model == ENSEMBLE:
                     served = self.blend(t, collection, [n for n, _ in plan])
             scores = read_predictions(predictions_path(pred, model, "test"))
             s = scores[gf.id]
         return Ranking(str(path), collection, model, config_order(collection_kind(collection), s), s, served)
 
     def features(self, t: Path, collection: str) -> None:
-        from pipeline import extract, pad, prune
-
+        """The feature stages of the stage graph (prune, pad, extract) on the file under `t`, each
+        reading the one before; pad applies the training run's statistics."""
         if not self.stats.is_file():
             raise DataError(self.stats, "normalization statistics of the training run not found (run make pad on the "
                                         "training root first)")
-        only = [f"collections=[{collection}]", "splits=[test]"]
-        prune.run(stage_cfg("prune", self.paths, f"data={t / 'raw'}", f"out={t / 'pruned'}", *only))
-        pad.run(stage_cfg("pad", self.paths, f"data={t / 'pruned'}", f"out={t / 'padded'}", f"stats={t / 'stats.json'}",
-                          f"stats_from={self.stats}", *only))
-        extract.run(stage_cfg("extract", self.paths, f"data={t / 'padded'}", f"out={t / 'processed'}", *only))
+        data = t / "raw"
+        for step in feature_stages():
+            out = t / ("processed" if step.target == "extract" else step.target)
+            extra = [f"stats={t / 'stats.json'}", f"stats_from={self.stats}"] if step.target == "pad" else []
+            run_stage(step.module, [*self.common, f"data={data}", f"out={out}", *extra, f"collections=[{collection}]", "splits=[test]"])
+            data = out
 
     def predict(self, t: Path, gf: GraphFile, name: str, kind: str) -> None:
+        """The model `name` of family `kind` in predict mode on the file under `t`."""
         pred = t / "predictions"
-        only = [f"collections=[{gf.collection}]", "splits=[test]"]
-        if kind == "baseline":
-            from pipeline.baseline import baseline_scores
-
-            write_predictions(predictions_path(pred, name, "test"), {gf.id: baseline_scores(gf, int(self.cfg.chunk_configs))})
-        elif kind == "gbdt":
-            from pipeline import train_gbdt
-
-            dispatch(train_gbdt, stage_cfg("train_gbdt", self.paths, f"name={name}", "mode=predict", f"models={self.models / name}",
-                                     f"tables={t / 'processed' / 'tables'}", f"predictions={pred}", *only))
-        elif kind == "analytical":
-            from pipeline import train_analytical
-
-            dispatch(train_analytical, stage_cfg("train_analytical", self.paths, f"name={name}", "mode=predict",
-                                           f"models={self.models / name}", f"data={t / 'processed' / 'gnn'}",
-                                           f"predictions={pred}", *only))
+        f = family(kind)
+        only = [f"collections=[{gf.collection}]", "splits=[test]", f"predictions={pred}"]
+        if name != f.name:
+            only.append(f"name={name}")
+        if not f.trained:  # its stage reads the raw file
+            run_stage(f.module, [*self.common, f"data={t / 'raw'}", *only])
         else:
-            from pipeline import train_gnn
-
-            dispatch(train_gnn, stage_cfg("train_gnn", self.paths, "mode=predict", f"out={self.models / name}",
-                                    f"data={t / 'processed' / 'gnn'}", f"predictions={pred}", "progress=false",
-                                    f"device={self.cfg.device}", *only))
+            extra = [a.format(device=self.cfg.device) for a in f.predict_args]
+            run_stage(f.module, [*self.common, "mode=predict", f"{f.model_key}={self.models / name}",
+                                 f"{f.data_key}={t / 'processed' / f.data_sub}", *extra, *only])
         if not predictions_path(pred, name, "test").is_file():
             raise DataError(self.models / name, f"{name} wrote no predictions for {gf.collection}")
 
     def blend(self, t: Path, collection: str, members: list[str]) -> dict[str, float]:
-        from pipeline import ensemble
-
-        cfg = stage_cfg("ensemble", self.paths, "mode=apply", "splits=[test]", f"data={t / 'raw'}",
-                        f"predictions={t / 'predictions'}", f"weights={self.models / 'ensemble' / 'weights.json'}",
-                        f"members=[{','.join(members)}]")
-        return {m: float(w) for m, w in ensemble.run(cfg)["served"]["test"][collection].items()}
-
-
-def dispatch(trainer, cfg: DictConfig) -> None:
-    """A trainer's predict mode, through its fold/seed runs where it was trained in them."""
-    folds.dispatch(cfg, trainer.FAMILY, trainer.run, trainer.FAMILY.name if "name" not in cfg else cfg.name)
+        result = run_stage(stage(ENSEMBLE).module, [
+            *self.common, "mode=apply", "splits=[test]", f"data={t / 'raw'}", f"predictions={t / 'predictions'}",
+            f"weights={self.models / ENSEMBLE / 'weights.json'}", f"members=[{','.join(members)}]"])
+        return {m: float(w) for m, w in result["served"]["test"][collection].items()}
 
 
 def rank_file(path: str | Path, collection: str | None = None, model: str = "ensemble", **overrides: object) -> Ranking:
@@ -358,7 +333,7 @@ def run(cfg: DictConfig) -> Ranking:
     return r
 
 
-@stage("rank")
+@entry_point("rank")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -54,6 +54,7 @@ from models import metrics  # noqa: E402
 from pipeline.io.catalog import (COLLECTIONS, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id,  # noqa: E402
                                   truth_path)
 from pipeline.core.cli import stage  # noqa: E402
+from pipeline.graph import model_order  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
@@ -63,7 +64,7 @@ from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
 log = logging.getLogger(__name__)
 
 # Known models first, in pipeline order, so colours and table rows stay put from run to run.
-MODEL_ORDER = ("baseline", "gbdt", "analytical", "gnn", "ensemble")
+MODEL_ORDER = tuple(model_order())
 # Said under the score table: these figures flatter the models, and by how much is unknown.
 IN_SAMPLE = {
     "valid": "These valid scores are in-sample, hence optimistic: the ensemble's weights are fitted on these "

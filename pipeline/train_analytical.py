@@ -24,14 +24,15 @@ from features.configs import unlearnable_reason
 from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
-from pipeline.core import folds
+from pipeline import graph
+from pipeline.train import folds
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import begin_stage, finish_stage, parallel_map
 from pipeline.io.audit_json import exclusions
-from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
-from pipeline.io.gnn_tensors import GraphData, graph_files, load_graph
+from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
+from pipeline.gnn.dataset import GraphData, graph_files, load_graph
 from pipeline.io.predictions import predictions_path, write_predictions
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def run(cfg: DictConfig) -> dict:
         raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "no GNN tensors found (run the extract stage first)")
-    wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
+    wanted = wanted_collections(cfg.collections)
     for c in wanted:
         if collection_kind(c) == "tile":
             log.info("%s: no analytical layout terms for tile configs; left to the other members", c)
@@ -149,7 +150,7 @@ def run(cfg: DictConfig) -> dict:
     return metas
 
 
-FAMILY = folds.Family("analytical", inputs=("data",), out="models", seeds_inside=True, final_overrides=lambda _: {})
+FAMILY = folds.Family(graph.family("analytical"), seeds_inside=True, final_overrides=lambda _: {})
 
 
 @stage("train_analytical")

@@ -40,8 +40,9 @@ from pipeline.core.progress import tqdm
 from models import gbdt
 from features.configs import unlearnable_reason
 from models.ensemble import average_seeds
-from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
-from pipeline.core import folds
+from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
+from pipeline import graph
+from pipeline.train import folds
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.fsutil import atomic_path, write_text_atomic
@@ -266,7 +267,7 @@ def run(cfg: DictConfig) -> dict:
     model: gbdt.GBDTRanker = instantiate(cfg.model, "model")
     if not cfg.seeds:
         raise DataError(None, "seeds must list at least one seed")
-    wanted = list(cfg.collections) if cfg.collections else list(COLLECTIONS)
+    wanted = wanted_collections(cfg.collections)
     if not Path(cfg.tables).is_dir():
         raise DataError(cfg.tables, "no GBDT tables found (run the extract stage first)")
     present = [c for c in wanted if (Path(cfg.tables) / collection_dir(c)).is_dir()]
@@ -320,7 +321,7 @@ def final_overrides(fold_metas: list[dict]) -> dict:
     return {"model.num_boost_round": folds.median_int(rounds, 0)} if rounds else {}
 
 
-FAMILY = folds.Family("gbdt", inputs=("tables",), out="models", seeds_inside=True, final_overrides=final_overrides)
+FAMILY = folds.Family(graph.family("gbdt"), seeds_inside=True, final_overrides=final_overrides)
 
 
 @stage("train_gbdt")

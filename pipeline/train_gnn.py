@@ -55,21 +55,23 @@ from features.configs import unlearnable_reason
 from models.gnn import GNNRanker
 from models.metrics import config_order, graph_score
 from pipeline.io.audit_json import exclusions
-from pipeline.core import folds, memory
-from pipeline.core.allocator import set_malloc
+from pipeline import graph
+from pipeline.train import folds
+from pipeline.gnn import memory
+from pipeline.gnn.allocator import set_malloc
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.logger import NullLogger
-from pipeline.core.gnn_steps import (build_batch, build_model, check_choices, configs_per_step, load_model, model_config,
+from pipeline.gnn.steps import (build_batch, build_model, check_choices, configs_per_step, load_model, model_config,
                                      score_graph, train_step)
 from pipeline.core.prefetch import Prefetch
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
-from pipeline.core.training import (Dist, Precision, epoch_order, load_checkpoint, make_optimizer, make_scheduler,
+from pipeline.gnn.training import (Dist, Precision, epoch_order, load_checkpoint, make_optimizer, make_scheduler,
                                     WeightAverage, rng_states, save_checkpoint, seed_everything, set_rng_states,
                                     setup_dist, shard)
-from pipeline.io.catalog import COLLECTIONS, collection_dir, collection_kind
-from pipeline.io.gnn_tensors import GraphData, feature_dims, graph_files, load_graphs, sample_rows
+from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
+from pipeline.gnn.dataset import GraphData, feature_dims, graph_files, load_graphs, sample_rows
 from pipeline.io.predictions import predictions_path, write_predictions
 
 log = logging.getLogger(__name__)
@@ -198,7 +200,7 @@ def swa_start_epoch(cfg: DictConfig) -> int | None:
 def fit_memory(cfg: DictConfig, collection: str, model: GNNRanker, train: list[GraphData], k: int, infer_k: int,
                prec: Precision) -> tuple[int, int, dict | None]:
     """(K, inference group size, what was chosen) within `memory_budget` GB on the largest
-    train graph (pipeline.core.memory; sets `model.checkpoint`), logged; unchanged without a
+    train graph (pipeline.gnn.memory; sets `model.checkpoint`), logged; unchanged without a
     budget. Every rank plans the same."""
     if cfg.memory_budget is None:
         return k, infer_k, None
@@ -463,11 +465,6 @@ def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, in
     return written
 
 
-def wanted_collections(cfg: DictConfig) -> list[str]:
-    """`collections`, or every collection when null."""
-    return list(cfg.collections) if cfg.collections is not None else list(COLLECTIONS)
-
-
 # ---------------------------------------------------------------------------- collections at once
 
 
@@ -489,7 +486,7 @@ def _init_worker() -> None:
 
 
 def use_malloc(cfg: DictConfig, dist: Dist) -> None:
-    """The C allocator policy `malloc` for CPU training (pipeline.core.allocator)."""
+    """The C allocator policy `malloc` for CPU training (pipeline.gnn.allocator)."""
     if dist.device.type == "cpu" and set_malloc(str(cfg.malloc)):
         log.info("malloc=%s: freed memory is kept for the next steps (malloc=system for glibc's defaults)", cfg.malloc)
 
@@ -540,7 +537,7 @@ def run(cfg: DictConfig) -> dict:
     try:
         summary: dict[str, dict] = {}
         if cfg.mode == "train":
-            collections = [c for c in wanted_collections(cfg) if graph_files(cfg.data, c, "train")]
+            collections = [c for c in wanted_collections(cfg.collections) if graph_files(cfg.data, c, "train")]
             if not collections:
                 log.warning("%s: no train graphs for the requested collections; nothing trained", cfg.data)
             if dist.main:
@@ -565,7 +562,7 @@ def run(cfg: DictConfig) -> dict:
                 logger.finish()
             trained = list(summary)
         else:
-            trained = [c for c in wanted_collections(cfg) if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
+            trained = [c for c in wanted_collections(cfg.collections) if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
             if not trained:
                 raise DataError(cfg.out, "no best.pt checkpoints for the requested collections (train first: make train-gnn)")
             scores = None
@@ -602,7 +599,7 @@ def final_overrides(fold_summaries: list[dict]) -> dict:
     return {"epochs": folds.median_int([s["best_epoch"] + 1 for s in fold_summaries], 0)} if fold_summaries else {}
 
 
-FAMILY = folds.Family("gnn", inputs=("data",), out="out", seeds_inside=False, final_overrides=final_overrides)
+FAMILY = folds.Family(graph.family("gnn"), seeds_inside=False, final_overrides=final_overrides)
 
 
 @stage("train_gnn")

@@ -51,30 +51,20 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from models.audit import audit_graph  # noqa: E402
 from features.configs import unpack_layout  # noqa: E402
 from models.ensemble import Blender, average_seeds, blend, collection_score, normalize  # noqa: E402
-from pipeline import audit, extract, pad, prune, train_analytical, train_gbdt, train_gnn  # noqa: E402
+from pipeline import audit  # noqa: E402
+from pipeline.graph import FAMILIES, feature_stages, model_order, run_stage  # noqa: E402
 from pipeline.baseline import baseline_scores  # noqa: E402
 from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import write_text_atomic  # noqa: E402
-from pipeline.core.runner import rel_path  # noqa: E402
+from pipeline.io.catalog import rel_path
 from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id  # noqa: E402
 from pipeline.io.npz import read_graph, write_graph  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
-MEMBERS = ("baseline", "gbdt", "analytical", "gnn")  # the pipeline's members, in blend order
+MEMBERS = tuple(m for m in model_order() if m != "ensemble")  # the pipeline's members, in pipeline order
 REFERENCE = "lightgbm"
-
-
-def _compose(name: str, overrides: list[str]) -> DictConfig:
-    """A stage's config, also from inside this stage's own hydra run (which holds hydra's
-    global state, so `pipeline.core.cli.compose` cannot initialize it again)."""
-    from hydra import compose as hydra_compose
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name=name, overrides=overrides)
-    return compose(name, overrides)
 
 
 def _overrides(d: dict, prefix: str = "") -> list[str]:
@@ -191,28 +181,26 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     runs: list[dict] = []
     if not wanted & {"gbdt", "analytical", "gnn"}:
         return out, {"gnn_seed_scores": [], "gnn_epochs": None}
-    prune.run(_compose("prune", [f"data={raw}", f"out={work / 'pruned'}", *common]))
-    pad.run(_compose("pad", [f"data={work / 'pruned'}", f"out={work / 'padded'}", *common]))
-    extract.run(_compose("extract", [f"data={work / 'padded'}", f"out={work / 'processed'}", *common]))
+    data = raw
+    for step in feature_stages():  # prune, pad, extract
+        out_dir = work / ("processed" if step.target == "extract" else step.target)
+        run_stage(step.module, [f"data={data}", f"out={out_dir}", *common])
+        data = out_dir
     preds = work / "predictions"
-    if "gbdt" in wanted:
-        train_gbdt.run(_compose("train_gbdt", [
-            f"tables={work / 'processed' / 'tables'}", f"models={work / 'models' / 'gbdt'}", f"predictions={preds}",
-            f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg.gbdt, resolve=True))]))
-        out["gbdt"] = read_predictions(predictions_path(preds, "gbdt", "test"))[gid]
-    if u.kind == "layout" and "analytical" in wanted:
-        train_analytical.run(_compose("train_analytical", [
-            f"data={work / 'processed' / 'gnn'}", f"models={work / 'models' / 'analytical'}", f"predictions={preds}",
-            f"collections=[{collection}]", "splits=[test]", *common,
-            *_overrides(OmegaConf.to_container(cfg.analytical, resolve=True))]))
-        out["analytical"] = read_predictions(predictions_path(preds, "analytical", "test"))[gid]
+    for f in FAMILIES:  # the trained members but the GNN (several seeds, below), each through its own stage
+        if f.name not in wanted or not f.trained or f.name == "gnn" or u.kind not in f.kinds:
+            continue
+        run_stage(f.module, [
+            f"{f.data_key}={work / 'processed' / f.data_sub}", f"{f.model_key}={work / 'models' / f.name}", f"predictions={preds}",
+            f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg[f.name], resolve=True))])
+        out[f.name] = read_predictions(predictions_path(preds, f.name, "test"))[gid]
     gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
     summary: dict = {}
     for seed in gnn_seeds if "gnn" in wanted else []:
         sub = f"gnn_seed{seed}"
-        summary = train_gnn.run(_compose("train_gnn", [
+        summary = run_stage("train_gnn", [
             f"data={work / 'processed' / 'gnn'}", f"out={work / 'models' / sub}", f"predictions={preds / sub}",
-            f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *gnn]))
+            f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *gnn])
         runs.append({gid: read_predictions(predictions_path(preds / sub, "gnn", "test"))[gid]})
     if runs:  # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
         out["gnn"] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
@@ -363,12 +351,12 @@ def run(cfg: DictConfig) -> dict:
     unknown = sorted(set(cfg.members) - {*MEMBERS, REFERENCE})
     if unknown:
         raise DataError(None, f"members: unknown model(s) {unknown} (known: {', '.join([*MEMBERS, REFERENCE])})")
-    blender: Blender = instantiate(_compose("ensemble", _overrides(OmegaConf.to_container(cfg.blender, resolve=True),
+    blender: Blender = instantiate(compose("ensemble", _overrides(OmegaConf.to_container(cfg.blender, resolve=True),
                                                                   "blender.")).blender, "blender")
     seeds = [int(s) for s in (cfg.seeds if OmegaConf.is_list(cfg.seeds) else [cfg.seeds])]
     if not seeds:
         raise DataError(None, "seeds must list at least one seed, e.g. seeds=[0,1,2]")
-    audit_cfg = _compose("audit", [f"seed={seeds[0]}"])
+    audit_cfg = compose("audit", [f"seed={seeds[0]}"])
     audit_params = audit.per_graph_params(audit_cfg)
     graphs, per_collection = {}, {}
     for src, collection, split in candidate_files(cfg):

@@ -1,4 +1,4 @@
-"""The C allocator policy (pipeline.core.allocator): `reuse` keeps freed large blocks mapped, so
+"""The C allocator policy (pipeline.gnn.allocator): `reuse` keeps freed large blocks mapped, so
 allocating the same large array again touches pages already there."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import textwrap
 
 import pytest
 
-from pipeline.core import allocator
+from pipeline.gnn import allocator
 
 PROGRAM = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from pipeline.core.allocator import set_malloc
+    from pipeline.gnn.allocator import set_malloc
     changed = set_malloc(sys.argv[1])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):

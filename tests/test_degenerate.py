@@ -18,12 +18,12 @@ from conftest import ROOT
 from features.configs import unlearnable_reason
 from features.pad import Moments, fit_normalizer
 from models.gnn import predict_scores
-from pipeline.core import gnn_steps
+from pipeline.gnn import steps as gnn_steps
 from pipeline import extract, pad, prune, train_gbdt, train_gnn
 from pipeline.core.cli import run_guarded
 from pipeline.core.errors import describe, where
 from features.completion import GroupCompleter
-from pipeline.io.gnn_tensors import load_graph
+from pipeline.gnn.dataset import load_graph
 from pipeline.core.progress import LineFile, tqdm
 
 

@@ -1,4 +1,4 @@
-"""Folds over graphs for every trainer (pipeline.core.folds): the assignment, the views, the
+"""Folds over graphs for every trainer (pipeline.train.folds): the assignment, the views, the
 out-of-fold predictions, and `make all FOLDS=3` to a validated submission."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core import folds
+from pipeline.train import folds
 from pipeline.io.catalog import discover, graph_id
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
@@ -144,7 +144,7 @@ def test_training_cost_counts_models_and_graphs_seen() -> None:
 
 
 def test_rehearsal_plan_only_prints_the_setting_cost(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.rehearsal", "plan_only=true", "folds=5", "final=true",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.rehearsal", "plan_only=true", "folds=5", "final=true",
                            "gnn_seeds=2", f"paths.reports={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| layout:xla:default"))

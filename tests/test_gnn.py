@@ -157,7 +157,7 @@ def test_config_change_at_a_configurable_node_changes_its_score(node_slot: int, 
 
 
 def test_config_layouts_are_read_as_given() -> None:
-    # completing -1 positions is the data's job (pipeline.io.gnn_tensors, features.completion.complete_layout);
+    # completing -1 positions is the data's job (pipeline.gnn.dataset, features.completion.complete_layout);
     # the model must not fill them a second way
     m = model()
     default = torch.full((3, 2, 18), -1, dtype=torch.long)

@@ -18,9 +18,9 @@ from features.completion import complete_layout
 from models.gnn import GNNRanker
 from features.completion import CompletionTable, GroupCompleter, group_defaults
 from features.cost_terms import NUM_TERMS, TERM_NAMES, TOTAL_NAMES, layout_terms
-from pipeline.io.gnn_tensors import feature_dims, graph_data, load_graph, load_graphs, sample_rows
+from pipeline.gnn.dataset import feature_dims, graph_data, load_graph, load_graphs, sample_rows
 from pipeline.io.npz import read_graph, write_npz
-from pipeline.core.runner import rel_path
+from pipeline.io.catalog import rel_path
 
 from builders import build_tiny_tree
 

@@ -9,14 +9,14 @@ import sys
 import pytest
 import torch
 
-from pipeline import gpu_check
+from pipeline.tools import gpu_check
 
 from conftest import ROOT
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: gpu-check would run the GPU tests")
 def test_without_cuda_it_says_so_and_exits_0() -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.gpu_check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.gpu_check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("gpu-check: no CUDA device visible") and "nothing to check" in proc.stdout
     assert gpu_check.no_gpu_reason() in proc.stdout

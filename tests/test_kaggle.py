@@ -17,7 +17,7 @@ import pytest
 from pipeline import kaggle, pad, prune, sample_data
 from pipeline.io.catalog import discover
 from pipeline.core.errors import DataError
-from pipeline.core.runner import rel_path
+from pipeline.io.catalog import rel_path
 from pipeline.io.submission_csv import validate_submission
 
 from conftest import ROOT
@@ -236,7 +236,7 @@ def test_bundle_with_gbdt_fold_models_predicts_their_mean(trained, tmp_path) -> 
     predict mode on the bundled models (what the notebook runs) gives the fold models' mean, as at
     training."""
     from pipeline import extract, train_gbdt
-    from pipeline.core import folds
+    from pipeline.train import folds
     from pipeline.io.predictions import read_predictions
 
     processed = tmp_path / "processed"

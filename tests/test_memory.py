@@ -1,4 +1,4 @@
-"""Memory that fits a budget (pipeline.core.memory): the measured peaks are the tensors' peaks,
+"""Memory that fits a budget (pipeline.gnn.memory): the measured peaks are the tensors' peaks,
 linear in the configs per step, and the plan keeps K, then checkpoints, then lowers K."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core import gnn_steps, memory
+from pipeline.gnn import steps as gnn_steps, memory
 from pipeline.core.cli import compose
-from pipeline.core.training import Precision
+from pipeline.gnn.training import Precision
 
 GB = memory.GB
 
@@ -56,7 +56,7 @@ def test_peak_bytes_sees_the_largest_tensor_alive_at_once():
 
 @pytest.fixture(scope="module")
 def graph():
-    from pipeline.bench_gnn import synthetic_graph
+    from pipeline.tools.bench_gnn import synthetic_graph
 
     g, _ = synthetic_graph(nodes=1500, config_nodes=60, configs=40, hops=1, feat_dim=8, seed=0)
     return g

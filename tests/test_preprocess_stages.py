@@ -18,7 +18,8 @@ from pipeline import extract, pad, prune
 from pipeline.io.catalog import discover
 from pipeline.core.errors import DataError
 from pipeline.io.npz import Stream, read_graph, write_npz
-from pipeline.core.runner import Task, rel_path, run_tasks
+from pipeline.core.runner import Task, run_tasks
+from pipeline.io.catalog import rel_path
 from builders import cfg as stage_cfg
 
 
@@ -241,7 +242,7 @@ def test_parallel_run_matches_serial_and_reports_bad_files(stages, tmp_path):
 
 
 def test_bench_pieces(tmp_path):
-    from pipeline import bench
+    from pipeline.tools import bench
 
     path = tmp_path / "g.npz"
     bench._synthetic(path, nodes=300, config_nodes=20, configs=50, seed=0)

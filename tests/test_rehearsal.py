@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import rehearsal
+from pipeline.tools import rehearsal
 
 from builders import cfg
 

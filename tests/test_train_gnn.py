@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core import gnn_steps, training
+from pipeline.gnn import steps as gnn_steps, training
 from pipeline import train_gnn
 from pipeline.io.catalog import collection_dir, discover
-from pipeline.io.gnn_tensors import feature_dims
+from pipeline.gnn.dataset import feature_dims
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.core.logger import NullLogger
@@ -142,7 +142,7 @@ def test_submitit_local_jobs_train_one_collection_each_and_predict_mode_merges_t
 
 
 def test_a_memory_budget_checkpoints_then_lowers_k_and_a_roomy_one_changes_nothing(tiny, tmp_path: Path, caplog) -> None:
-    from pipeline.core import memory
+    from pipeline.gnn import memory
 
     one = ["collections=[layout:nlp:random]", "epochs=1", "samples_per_graph=2", "model.dropout=0.1"]
     plain = train_gnn.run(cfg(tiny, tmp_path / "a", *one))["layout:nlp:random"]
@@ -262,7 +262,7 @@ def test_loggers() -> None:
 
 
 def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
-    from pipeline.bench_gnn import bench_device, synthetic_graph
+    from pipeline.tools.bench_gnn import bench_device, synthetic_graph
 
     g, shape = synthetic_graph(nodes=600, config_nodes=30, configs=40, hops=1, feat_dim=8, seed=0)
     assert shape["kept_nodes"] < 600 and g.num_configs == 40
@@ -282,7 +282,7 @@ def test_bench_gnn_runs_on_a_small_generated_graph() -> None:
 
 
 def test_traffic_counts_each_operand_and_result_once_and_no_view() -> None:
-    from pipeline.bench_gnn import count
+    from pipeline.tools.bench_gnn import count
 
     a, b = torch.ones(8, 16), torch.ones(16, 4)
     got = count(lambda: torch.mm(a, b).t().relu())  # mm reads a, b, writes 8x4; t() is a view; relu reads and writes 4x8
@@ -290,7 +290,7 @@ def test_traffic_counts_each_operand_and_result_once_and_no_view() -> None:
 
 
 def test_matmul_rate_counts_two_flops_a_multiply_add(monkeypatch) -> None:
-    from pipeline import bench_gnn
+    from pipeline.tools import bench_gnn
 
     clock = iter(range(100))
     monkeypatch.setattr(bench_gnn.time, "perf_counter", lambda: next(clock) * 0.5)  # every product takes 0.5 s
@@ -300,7 +300,7 @@ def test_matmul_rate_counts_two_flops_a_multiply_add(monkeypatch) -> None:
 def test_train_step_clips_and_advances_the_schedule() -> None:
     from omegaconf import DictConfig
 
-    from pipeline.bench_gnn import synthetic_graph
+    from pipeline.tools.bench_gnn import synthetic_graph
 
     g, _ = synthetic_graph(nodes=300, config_nodes=10, configs=20, hops=1, feat_dim=8, seed=0)
     c = compose("train_gnn", ["model.hidden=8", "model.layers=1"])
@@ -319,7 +319,7 @@ def test_train_step_clips_and_advances_the_schedule() -> None:
 
 
 def test_bench_graph_cache_is_keyed_by_its_sizes(tmp_path: Path) -> None:
-    from pipeline import bench
+    from pipeline.tools import bench
 
     def graph(configs: int) -> Path:
         c = compose("bench", [f"paths.data_dir={tmp_path}", "generator=builtin", "nodes=200", "config_nodes=10", f"configs={configs}"])
@@ -337,7 +337,7 @@ def test_bench_graph_cache_is_keyed_by_its_sizes(tmp_path: Path) -> None:
 
 def test_seeds_train_one_model_each_and_predict_their_rank_average(tiny, tmp_path: Path) -> None:
     from models.ensemble import average_seeds
-    from pipeline.core import folds
+    from pipeline.train import folds
 
     one = ["collections=[layout:xla:default]", "epochs=1", "samples_per_graph=1"]
     c = cfg(tiny, tmp_path / "seeds", *one, "seeds=[0,1]")
@@ -364,7 +364,7 @@ def test_seeds_train_one_model_each_and_predict_their_rank_average(tiny, tmp_pat
 def test_a_final_fit_trains_for_the_fold_models_median_epochs(tiny, tmp_path: Path) -> None:
     import json
 
-    from pipeline.core import folds
+    from pipeline.train import folds
 
     processed = Path(tiny["gnn"]).parent
     (processed / ".complete").touch(exist_ok=True)

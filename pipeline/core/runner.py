@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterable
 from omegaconf import DictConfig, OmegaConf
 from pipeline.core.progress import tqdm
 
-from pipeline.io.catalog import collection_dir
 from pipeline.core.errors import DataError, debug_enabled, describe
 from pipeline.core.fsutil import write_text_atomic
 
@@ -46,11 +45,6 @@ def config_hash(cfg: DictConfig | dict, *extra: Any, exclude: Iterable[str] = RU
         d.pop(k, None)
     blob = json.dumps([d, *extra], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def rel_path(collection: str, split: str, stem: str) -> Path:
-    """Where a graph lives under any stage's output folder: the raw layout, no stage suffix."""
-    return collection_dir(collection) / split / f"{stem}.npz"
 
 
 def chunk_bar(chunks, total: int, chunk: int, name: str):

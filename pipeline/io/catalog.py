@@ -131,3 +131,14 @@ def truth_path(root: str | Path, collection: str, split: str, stem: str) -> Path
     (float64 (C,) by original config index; written only by the sample generator, read only by
     the report's noise ceiling, never by a model)."""
     return Path(root) / TRUTH / collection_dir(collection) / split / f"{stem}.npy"
+
+
+def rel_path(collection: str, split: str, stem: str) -> Path:
+    """Where a graph lives under any stage's output folder: the raw layout, no stage suffix."""
+    return collection_dir(collection) / split / f"{stem}.npz"
+
+
+def wanted_collections(collections) -> list[str]:
+    """The collections a stage's `collections` setting asks for, the one meaning every stage
+    gives it: null = every collection; a list = exactly those (an empty list: none)."""
+    return list(COLLECTIONS) if collections is None else [check_collection(str(c)) for c in collections]

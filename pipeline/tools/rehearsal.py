@@ -1,6 +1,6 @@
 """A full-size rehearsal: every stage on a generated dataset at real per-graph sizes, timed.
 
-    python -m pipeline.rehearsal [gnn_minutes=3] [generate.graphs.train=3]    (make rehearsal)
+    python -m pipeline.tools.rehearsal [gnn_minutes=3] [generate.graphs.train=3]    (make rehearsal)
 
 Generates (once; cached by the `generate` overrides in `<raw>/rehearsal.json`) a few graphs
 per collection with the embedded sample's generator at the real data's per-graph sizes
@@ -13,7 +13,7 @@ per stage and collection, with a projection to the real dataset's graph counts
 `reports/rehearsal/rehearsal.{md,json}` and each stage's log beside them.
 
 With `folds` / `final` (conf/common.yaml) and `gnn_seeds`, the training rows' projections are
-multiplied by what that setting trains (`pipeline.core.folds.training_cost`: K fold models on
+multiplied by what that setting trains (`pipeline.train.folds.training_cost`: K fold models on
 (K-1)/K of the labelled graphs each, a final fit on all of them, times the seeds), and a table
 says how many models per collection. `plan_only=true` runs no stage: it prints that table, and
 the projections of an earlier rehearsal's `rehearsal.json` scaled to the setting.
@@ -28,7 +28,7 @@ graphs stops wherever it does; the real data may use every round).
 `cores` gives a second column: the stages that spread over processes or threads (`parallel`)
 divided by cores / this machine's cores x `parallel_efficiency`.
 The GNN's CPU projection is steps x its measured seconds per step (steps = real train graphs x
-epochs x samples_per_graph). Its GPU projection is built from `pipeline.bench_gnn`'s counts on its
+epochs x samples_per_graph). Its GPU projection is built from `pipeline.tools.bench_gnn`'s counts on its
 full-size graph (K configs), for train_gnn as `gpu_gnn_args` set it: per training step the batch built on the CPU (its measured seconds,
 scaled by K and configurable nodes, divided among `prefetch_workers` threads at
 `parallel_efficiency`; built ahead, so it overlaps) against
@@ -58,11 +58,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.core import peak_rss
+from pipeline import graph
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
-from pipeline.core.folds import training_cost
+from pipeline.train.folds import training_cost
 from pipeline.core.fsutil import atomic_path
-from pipeline.core.gnn_steps import configs_per_step
+from pipeline.gnn.steps import configs_per_step
 from pipeline.io.catalog import collection_dir, collection_kind, discover
 from pipeline.io.npz import read_members
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
@@ -170,7 +171,7 @@ def graph_sizes(processed: Path, collection: str) -> dict[str, float]:
 def gnn_counts(cfg: DictConfig) -> dict:
     """bench_gnn's measured and counted figures on its full-size graph: per train step (K configs)
     and per inferred config / group."""
-    cmd = [sys.executable, "-m", "pipeline.bench_gnn", "devices=[cpu]", "train_steps=2", "configs=128", *cfg.bench_args]
+    cmd = [sys.executable, "-m", "pipeline.tools.bench_gnn", "devices=[cpu]", "train_steps=2", "configs=128", *cfg.bench_args]
     _, _, text = run_process(cmd, Path(cfg.paths.reports) / "logs" / "bench_gnn.log")
     rec = {r["bench"]: r for r in (json.loads(line) for line in text.splitlines() if line.startswith("{"))}
     t, i = rec["gnn_train"], rec["gnn_infer"]
@@ -294,7 +295,7 @@ TRAINED = ("train_gbdt", "train_analytical")  # rows that train per fold (the GN
 def fold_costs(cfg: DictConfig) -> dict[str, dict]:
     """Per collection of `real_graphs`: the models the setting (folds, final; the GNN's
     `gnn_seeds`) trains and its training-time multiple against one plain run
-    (`pipeline.core.folds.training_cost`), for LightGBM / the analytical ranker and for the GNN."""
+    (`pipeline.train.folds.training_cost`), for LightGBM / the analytical ranker and for the GNN."""
     k, final = int(cfg.folds), bool(cfg.final)
     fold_valid = "valid" in list(cfg.fold_splits)
     out = {}
@@ -360,7 +361,7 @@ def _markdown(rows: list[dict], cfg: DictConfig, total_s: float) -> str:
             f"{cfg.parallel_efficiency} parallel efficiency, the others as here. GPU ({g.name}): {g.bandwidth_gbs} GB/s x "
             f"{g.bandwidth_fraction}, {g.tflops} TFLOP/s x {g.flops_fraction}, {g.launch_us} us per kernel launch"
             f"{'' if g.measured_step_s is None else f', step measured at {g.measured_step_s} s'}; bytes and FLOPs counted by "
-            f"pipeline.bench_gnn on this machine (float32; bf16 autocast moves fewer).\n")
+            f"pipeline.tools.bench_gnn on this machine (float32; bf16 autocast moves fewer).\n")
     return "\n".join(head + body) + "\n" + totals + "\n".join(step_table) + "\n" + note
 
 
@@ -378,8 +379,11 @@ def rehearse(cfg: DictConfig) -> list[dict]:
     shutil.rmtree(Path(cfg.paths.data_dir) / "rehearsal-parts", ignore_errors=True)
     logs = Path(cfg.paths.reports) / "logs"
     rows, gnn_text = [], ""
-    for name in cfg.stages:
-        collections = [c for c in sorted(counts) if name not in cfg.layout_only or collection_kind(c) == "layout"] \
+    stages = list(cfg.stages) if cfg.stages is not None else [s.module for s in graph.order()] + ["submission"]
+    layout_only = list(cfg.layout_only) if cfg.layout_only is not None else \
+        [f.module for f in graph.FAMILIES if tuple(f.kinds) == ("layout",)]
+    for name in stages:
+        collections = [c for c in sorted(counts) if name not in layout_only or collection_kind(c) == "layout"] \
             if name in cfg.per_collection else [None]
         for c in collections:
             wall, rss, text = run_process(stage_command(cfg, name, c), logs / f"{name}{'-' + c.replace(':', '_') if c else ''}.log")

@@ -48,6 +48,7 @@ import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from models.ensemble import average_seeds
+from pipeline import graph
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import begin_stage, finish_stage
@@ -262,16 +263,26 @@ def view(plan: Plan, fold: int | None, what: str) -> Path:
 
 @dataclass(frozen=True)
 class Family:
-    """How the fold runs drive one trainer: which config keys read the extract output (their
-    last folder names the view: gnn or tables), which holds the model folder, whether the
-    trainer averages `seeds` itself, and what a final fit changes per collection given the fold
-    runs' summaries of it."""
+    """How the fold runs drive one trainer: its family in pipeline/graph.py (name, the config key
+    reading the extract output, whose last folder names the view: gnn or tables; the key of the
+    model folder), whether the trainer averages `seeds` itself, and what a final fit changes per
+    collection given the fold runs' summaries of it."""
 
-    name: str
-    inputs: tuple[str, ...]
-    out: str
+    family: graph.Family
     seeds_inside: bool
     final_overrides: Callable[[list[dict]], dict]
+
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.family.data_key,) if self.family.data_key else ()
+
+    @property
+    def out(self) -> str:
+        return self.family.model_key
 
 
 def seeds_of(cfg: DictConfig, family: Family) -> list[int]:

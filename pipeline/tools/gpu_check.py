@@ -1,9 +1,9 @@
 """Verify a CUDA machine in one command: the GPU tests, then the GNN benchmark on the GPU.
 
-    python -m pipeline.gpu_check [--bench-args k=128 ...]     (make gpu-check)
+    python -m pipeline.tools.gpu_check [--bench-args k=128 ...]     (make gpu-check)
 
 Runs `tests/test_gpu.py` (a bf16 and an fp16 training run, the checkpoint reloaded to predict
-the same scores, a 1-rank torchrun run on nccl), then `python -m pipeline.bench_gnn
+the same scores, a 1-rank torchrun run on nccl), then `python -m pipeline.tools.bench_gnn
 devices=[cuda]` (a full-size layout graph), and prints one summary: each test's outcome and the
 benchmark's configs/s, fraction of the matmul rate and peak GPU memory. Exit status 0 when
 everything passed, 1 when a test or the benchmark failed. On a machine without a CUDA device
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TESTS = "tests/test_gpu.py"
 TEST_TIMEOUT_S, BENCH_TIMEOUT_S = 240, 150  # within 5 minutes together
 
@@ -46,7 +46,7 @@ def run_tests() -> tuple[bool, list[str]]:
 
 def run_bench(extra: list[str]) -> tuple[bool, list[dict], str]:
     """bench_gnn on cuda; (ran, its JSON records, the tail of its log when it failed)."""
-    cmd = [sys.executable, "-m", "pipeline.bench_gnn", "devices=[cuda]", *extra]
+    cmd = [sys.executable, "-m", "pipeline.tools.bench_gnn", "devices=[cuda]", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc.returncode == 0 and len(records) == 2, records, (proc.stdout + proc.stderr)[-2000:]
@@ -66,8 +66,8 @@ def bench_lines(records: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.gpu_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--bench-args", nargs="*", default=[], help="overrides passed to pipeline.bench_gnn")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--bench-args", nargs="*", default=[], help="overrides passed to pipeline.tools.bench_gnn")
     args = parser.parse_args(argv)
     reason = no_gpu_reason()
     if reason:

@@ -1,4 +1,4 @@
-"""The GNN's steps shared by `pipeline.train_gnn` and `pipeline.bench_gnn`: config checks, the
+"""The GNN's steps shared by `pipeline.train_gnn` and `pipeline.tools.bench_gnn`: config checks, the
 model built from its config (and back from a checkpoint), one optimizer step, and scoring every
 config of a graph.
 """
@@ -17,11 +17,11 @@ from models import gnn
 from models import scatter as sc
 from models.gnn import GNNRanker, predict_scores
 from models.losses import LOSSES
-from pipeline.core.allocator import POLICIES
+from pipeline.gnn.allocator import POLICIES
 from pipeline.core.errors import DataError
-from pipeline.core.training import AMP_DTYPES, Precision, load_checkpoint
+from pipeline.gnn.training import AMP_DTYPES, Precision, load_checkpoint
 from pipeline.io.catalog import collection_kind
-from pipeline.io.gnn_tensors import GraphData
+from pipeline.gnn.dataset import GraphData
 
 
 def check_choices(cfg: DictConfig) -> None:

@@ -1,7 +1,7 @@
 """Benchmark of the scatter backends (models/scatter.py) at the GNN's working sizes.
 
-    python -m pipeline.bench_scatter                     # K=64 N=5000 E=10000 H=64, CPU or CUDA
-    python -m pipeline.bench_scatter --device cpu --nodes 10000 --edges 20000
+    python -m pipeline.tools.bench_scatter                     # K=64 N=5000 E=10000 H=64, CPU or CUDA
+    python -m pipeline.tools.bench_scatter --device cpu --nodes 10000 --edges 20000
 
 Prints one JSON line per backend and op: gather (K, N, H) -> (K, E, H); scatter sum, mean and
 max (K, E, H) -> (K, N, H); and one bidirectional SAGE layer of models/gnn.py. Each line has the

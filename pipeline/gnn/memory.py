@@ -147,7 +147,7 @@ def _line(sizes: tuple[int, ...], peaks: list[int]) -> Line:
 
 
 def measure(model: torch.nn.Module, graph, autocast: Callable[[], object], train: bool = True) -> Footprint:
-    """The memory lines of `model` on `graph` (a pipeline.io.gnn_tensors.GraphData or GraphBatch
+    """The memory lines of `model` on `graph` (a pipeline.gnn.dataset.GraphData or GraphBatch
     on the model's device): a forward and backward of the ranking loss on its first 2 and 4
     configs (`PROBE_K`), with and without checkpointing (`train`; else those lines are empty),
     and a forward without gradients. `autocast` is the training's autocast context factory."""

@@ -1,12 +1,12 @@
 """Benchmark of the preprocessing stages on one full-size layout graph.
 
-    python -m pipeline.bench                      # make bench; configs=20000 for a quicker run
+    python -m pipeline.tools.bench                      # make bench; configs=20000 for a quicker run
 
 Generates (once per size; cached as `raw/cache/bench-<generator>-<nodes>n-<config_nodes>cn-
 <configs>c-seed<seed>.npz`) a layout:nlp:random train graph of `nodes` nodes, `config_nodes`
 configurable nodes and `configs` configs, with the embedded sample generator
 (`generator=sample_data`) or the small built-in one (`synthetic_layout`, also what
-`pipeline.bench_gnn` builds in memory). The cached graph is hard-linked (copied where links are
+`pipeline.tools.bench_gnn` builds in memory). The cached graph is hard-linked (copied where links are
 refused) as `raw/layout/nlp/random/train/bench.npz`, the only graph the stages see, so asking
 for another size never reuses a graph of the old one. Then runs prune, pad and extract on it,
 each in its own process with `jobs=1` (one core), and prints one JSON line per stage: wall_s,
@@ -219,7 +219,7 @@ def main(cfg: DictConfig) -> list[dict]:
     common = [f"paths.dataset={cfg.paths.dataset}", f"paths.data_dir={cfg.paths.data_dir}", "jobs=1",
               f"collections=[{COLLECTION}]", "hydra.run.dir=${paths.data_dir}/bench-logs"]
     # the floor: inflating the member and nothing else (the interpreter start is counted, as for stages)
-    lines = [measure("zlib-inflate", f"from pipeline.bench import inflate_floor\ninflate_floor({str(path)!r})\n", mb)]
+    lines = [measure("zlib-inflate", f"from pipeline.tools.bench import inflate_floor\ninflate_floor({str(path)!r})\n", mb)]
     print(json.dumps(lines[-1]), flush=True)
     outs = {"prune": Path(cfg.paths.interim) / "pruned", "pad": Path(cfg.paths.interim) / "padded",
             "extract": Path(cfg.paths.processed)}

@@ -1,13 +1,13 @@
 """GNN throughput on a generated full-size layout graph: training and inference configs per second.
 
-    python -m pipeline.bench_gnn [nodes=20000 config_nodes=1000 k=64 devices=[cpu,cuda]]   (make bench-gnn)
+    python -m pipeline.tools.bench_gnn [nodes=20000 config_nodes=1000 k=64 devices=[cpu,cuda]]   (make bench-gnn)
 
-Builds in memory (nothing read or written) the layout graph `pipeline.bench` generates with its
+Builds in memory (nothing read or written) the layout graph `pipeline.tools.bench` generates with its
 built-in generator (`synthetic_layout`: `nodes` nodes, `config_nodes` configurable nodes),
 prunes it as the prune stage would (`features.prune.prune`, `hops`), gives it
 normalized-looking node features and the node layouts of the pad stage
 (`features.layout.node_layout`), and `configs` packed configs of its configurable nodes, loaded
-as `pipeline.io.gnn_tensors.GraphData` like an extracted file. Then, per device (`devices`; default:
+as `pipeline.gnn.dataset.GraphData` like an extracted file. Then, per device (`devices`; default:
 cpu, plus cuda when available), times `train_steps` steps of the training stage's own
 `train_step` on K configs (unpack and complete + forward + backward + clipping + AdamW +
 scheduler; autocast on CUDA as in train_gnn) and one permutation of `predict_scores` over all
@@ -31,7 +31,7 @@ execution runs them, unfused; views move nothing), and `kernels`, the ops launch
 gives them per config (`gbytes_per_config`, `gflop_per_config`) and per group of `infer_k`
 (`kernels_per_group`). `make rehearsal` turns them into GPU time at a stated bandwidth, rate and
 launch cost. `step_tensors_mb` (and `checkpointed_mb`) are the step's tensor peak as `memory_budget`
-estimates it (pipeline.core.memory). `malloc` sets the C allocator first (`pipeline.core.allocator`; `malloc=system` for
+estimates it (pipeline.gnn.memory). `malloc` sets the C allocator first (`pipeline.gnn.allocator`; `malloc=system` for
 glibc's defaults).
 """
 
@@ -56,21 +56,21 @@ from features.layout import node_layout
 from features.cost_terms import slot_facts
 from features.prune import config_node_pairs, prune
 from models.gnn import predict_scores
-from pipeline.bench import COLLECTION, synthetic_configs, synthetic_layout
-from pipeline.core.allocator import set_malloc
-from pipeline.core.memory import measure
+from pipeline.tools.bench import COLLECTION, synthetic_configs, synthetic_layout
+from pipeline.gnn.allocator import set_malloc
+from pipeline.gnn.memory import measure
 from pipeline.core.cli import stage
-from pipeline.io.gnn_tensors import GraphData, graph_data
-from pipeline.core.gnn_steps import build_batch, check_choices, model_config, train_step
+from pipeline.gnn.dataset import GraphData, graph_data
+from pipeline.gnn.steps import build_batch, check_choices, model_config, train_step
 from pipeline.core.prefetch import Prefetch
-from pipeline.core.training import Precision, make_optimizer, warmup_cosine
+from pipeline.gnn.training import Precision, make_optimizer, warmup_cosine
 
 log = logging.getLogger(__name__)
 
 
 def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat_dim: int, seed: int,
                     pair_depth: int | None = 4) -> tuple[GraphData, dict]:
-    """The pruned `pipeline.bench` graph with `configs` distinct-ish packed configs."""
+    """The pruned `pipeline.tools.bench` graph with `configs` distinct-ish packed configs."""
     raw, palette, rng = synthetic_layout(nodes, config_nodes, seed)
     edges = raw["edge_index"]
     p = prune(nodes, edges, raw["node_config_ids"], None, hops=hops)
@@ -173,7 +173,7 @@ def bench_device(cfg: DictConfig, g: GraphData, shape: dict, device: torch.devic
     def step(b: tuple | None = None) -> None:
         train_step(model, model, *(b or batch()), opt, sched, scaler, prec, 1.0)
 
-    footprint = measure(model, g, prec.autocast)  # what memory_budget plans with (pipeline.core.memory)
+    footprint = measure(model, g, prec.autocast)  # what memory_budget plans with (pipeline.gnn.memory)
     planned = {"step_tensors_mb": round(footprint.train.at(k) / 2**20), "checkpointed_mb": round(footprint.checkpointed.at(k) / 2**20)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
