@@ -192,6 +192,13 @@ def test_edges_follow_the_dataset_encoder(hand: H.HloModule) -> None:
     assert (np.diff(key) > 0).all()  # sorted, no repeats
 
 
+def test_an_operand_name_resolves_in_its_own_computation_first() -> None:
+    text = MODULE.replace("%s.1", "%s")  # while_body and while_cond both name their parameter %s
+    m = H.parse_hlo(text)
+    reads = [(m.names[u], int(v)) for u, v in m.edge_index if m.names[u] in ("i", "i.1")]
+    assert reads == [("i", 5), ("i.1", 11)]  # each reads the parameter of its own computation
+
+
 def test_node_splits_cut_after_loop_computations(hand: H.HloModule) -> None:
     ends = np.cumsum([3, 2, 6, 4])  # add_f32, fused_computation, while_body, while_cond
     assert hand.node_splits.tolist() == [[0, ends[2], ends[3], len(hand.names)]]

@@ -419,7 +419,9 @@ def parse_hlo(text: str, source: str = "<hlo>", edges: str = "dataset") -> HloMo
         raise DataError(source, "is not HLO module text (no computation with instructions found)")
 
     n = len(insts)
-    index = {inst.name: i for i, inst in enumerate(insts)}
+    index = {inst.name: i for i, inst in enumerate(insts)}  # XLA's names are unique in a module;
+    local = [{insts[i].name: i for i in range(first, end)} for _, first, end, _ in comps]  # else: own computation first
+    comp_of = np.repeat(np.arange(len(comps)), [end - first for _, first, end, _ in comps])
     comp_root = {name: r for name, _, _, r in comps}
     opcodes = np.zeros(n, dtype=np.uint8)
     rows, operands, rows_e = [], [], []
@@ -432,7 +434,7 @@ def parse_hlo(text: str, source: str = "<hlo>", edges: str = "dataset") -> HloMo
         ops: list[int] = []
         if inst.opcode not in ("constant", "parameter", "iota", "rng-get-and-update-state"):
             for arg in inst.args:
-                v = index.get(_operand_name(arg))
+                v = local[comp_of[i]].get(_operand_name(arg), index.get(_operand_name(arg)))
                 if v is None:
                     warn(f"operand reference '{_operand_name(arg)[:30]}'")
                 else:
