@@ -14,25 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.layout import LAYOUT0, NODE_FEAT_DIM, PRODUCT_COL, SHAPE0, TYPE_COLS
+from features.layout import LAYOUT0, NODE_FEAT_DIM, OPCODE_NAMES, PRODUCT_COL, SHAPE0
+# node_feat columns beyond those features.layout names have one home, pipeline.io.hlo (each cites
+# the dataset's featurizer); its HLO text parser reads the columns this builder writes.
+# TUPLE_SIZE_COL is re-exported to pipeline.sample.graphs.
+from pipeline.io.hlo import (
+    BASE_DILATION, BATCH_GROUP_COL, CONV_DIMS, DIMENSIONS_COL, DIMS_SUM_COL, EMPTY_PRODUCT_COLS, ETYPE_COL,
+    FEATURE_GROUP_COL, PAD_HIGH, PAD_LOW, PARAMETER_NUMBER_COL, SLICE_LIMIT, SLICE_START, SLICE_STRIDE,
+    TUPLE_SIZE_COL, WIN_DILATION, WINDOW_FALSE_COUNT, WINDOW_SIZE, WINDOW_STRIDE,
+)
 from pipeline.sample.costmodel import IS_ROOT, Op
-
-# node_feat columns (docs/FORMAT.md) beyond those features.layout names
-# element type one-hot: the type's position in the order of features.layout.ELEMENT_BYTES
-ETYPE_COL = {t: TYPE_COLS.start + k for t, k in {"pred": 1, "s32": 4, "u32": 8, "f32": 11, "bf16": 13, "tuple": 16}.items()}
-DIMS_SUM_COL = 27
-TUPLE_SIZE_COL = 29  # tuple_shapes_size
-PARAMETER_NUMBER_COL = 30
-DIMENSIONS_COL = 31  # 31-36: broadcast / reduce / transpose dimensions
-# the dims-product columns of the window, slice, dynamic_slice and pad fields: 1 when empty
-EMPTY_PRODUCT_COLS = [44, 52, 60, 68, 76, 84, 112, 116, 120, 124, 128, 132]
-WINDOW_SIZE, WINDOW_STRIDE, PAD_LOW, PAD_HIGH, WIN_DILATION, BASE_DILATION = 37, 45, 53, 61, 69, 77
-WINDOW_FALSE_COUNT = 92
-# convolution dim numbers: input batch, input feature, input spatial 0-3, kernel in feature,
-# kernel out feature, kernel spatial 0-3, output batch, output feature
-CONV_DIMS = 93
-FEATURE_GROUP_COL, BATCH_GROUP_COL = 107, 108
-SLICE_START, SLICE_STRIDE, SLICE_LIMIT = 109, 113, 117
 
 
 @dataclass
@@ -47,6 +38,8 @@ class Hlo:
     layouts: list[tuple[int, ...]] = field(default_factory=list)
     candidates: list[int] = field(default_factory=list)  # convolutions, dots, reshapes
     comp_starts: list[int] = field(default_factory=list)
+    # the values set_dims wrote, by node and first column: what `to_text` prints as attributes
+    fields: dict[int, dict[int, list[int]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         """The number of nodes so far."""
@@ -85,6 +78,7 @@ class Hlo:
         """Write `values` into node i's field starting at column `col`, and the field's sum and
         product columns when `with_sum_product`."""
         self.rows[i][col : col + len(values)] = values
+        self.fields.setdefault(i, {})[col] = [int(v) for v in values]
         if with_sum_product:
             n = 6 if col < SLICE_START else 2  # window fields have 6 dims, slice fields 2
             self.rows[i][col + n] = sum(values)
@@ -214,6 +208,106 @@ class Hlo:
                 mask = self.eltwise(Op.COMPARE, x, self.scalar_broadcast(x), dtype="pred")
                 x = self.eltwise(Op.SELECT, mask, x, self.scalar_broadcast(x), dtype=self.dtypes[x])
         return x
+
+    # -- the module as HLO text -----------------------------------------------------------------
+
+    def _shape_text(self, i: int, users: dict[int, list[int]], operands: dict[int, list[int]]) -> str:
+        """Node i's result shape as HLO prints it: `bf16[8,16]{1,0}`, `f32[]`, or a tuple of
+        its elements (a tuple's operands, a tuple parameter's element reads, a loop's state)."""
+        if self.dtypes[i] != "tuple":
+            dims = ",".join(str(d) for d in self.shapes[i])
+            lay = "{" + ",".join(str(d) for d in self.layouts[i]) + "}" if self.shapes[i] else ""
+            return f"{self.dtypes[i]}[{dims}]{lay}"
+        if self.ops[i] == Op.TUPLE:
+            elems = [self._shape_text(v, users, operands) for v in operands.get(i, [])]
+        elif self.ops[i] == Op.WHILE:
+            return self._shape_text(operands[i][0], users, operands)
+        else:
+            elems = [self._shape_text(u, users, operands) for u in users.get(i, [])
+                     if self.ops[u] == Op.GET_TUPLE_ELEMENT]
+        size = int(self.rows[i][TUPLE_SIZE_COL])
+        elems = (elems + ["s32[]"] * size)[:size]
+        return "(" + ", ".join(elems) + ")"
+
+    def _attrs_text(self, i: int, reducer: str, body: str | None) -> list[str]:
+        """Node i's attributes: every field set_dims wrote, and the computations it calls."""
+        f = self.fields.get(i, {})
+        out = []
+        if DIMENSIONS_COL in f:
+            out.append("dimensions={" + ",".join(map(str, f[DIMENSIONS_COL])) + "}")
+        if WINDOW_SIZE in f:
+            x = "x".join
+            pads = x(f"{lo}_{hi}" for lo, hi in zip(f[PAD_LOW], f[PAD_HIGH]))
+            out.append(f"window={{size={x(map(str, f[WINDOW_SIZE]))} stride={x(map(str, f[WINDOW_STRIDE]))} "
+                       f"pad={pads} lhs_dilate={x(map(str, f[BASE_DILATION]))} "
+                       f"rhs_dilate={x(map(str, f[WIN_DILATION]))}}}")
+        if CONV_DIMS in f:
+            d = f[CONV_DIMS]
+
+            def labels(rank: int, named: dict[int, str], spatial: list[int]) -> str:
+                lab = ["?"] * rank
+                for pos, c in named.items():
+                    lab[pos] = c
+                for k, pos in enumerate(spatial):
+                    lab[pos] = str(k)
+                return "".join(lab)
+
+            inp = labels(4, {d[0]: "b", d[1]: "f"}, d[2:4])
+            ker = labels(4, {d[6]: "i", d[7]: "o"}, d[8:10])
+            outl = labels(4, {d[12]: "b", d[13]: "f"}, d[2:4])  # output spatial dims as the input's
+            out.append(f"dim_labels={inp}_{ker}->{outl}")
+        if SLICE_START in f:
+            # the builder records only a slice's first two dims (their sum and product too), so
+            # the text lists those: the features of the text are the builder's
+            out.append("slice={" + ", ".join(f"[{s}:{lim}:{st}]" for s, lim, st in
+                                             zip(f[SLICE_START], f[SLICE_LIMIT], f[SLICE_STRIDE])) + "}")
+        if self.ops[i] == Op.REDUCE:
+            out.append(f"to_apply=%{reducer}")
+        if self.ops[i] == Op.WHILE and body is not None:
+            out.append(f"body=%{body}")
+        return out
+
+    def to_text(self, name: str = "sample") -> str:
+        """The module as HLO text that `pipeline.io.hlo.parse_hlo(text, edges="operands")` reads
+        back into exactly `arrays()`, with node_splits `comp_starts + [N]`.
+
+        A computation ends at each node flagged is_root (the reducers, each computation's
+        result tuple); one that ends where `comp_starts` starts the next is named as a while
+        body, so the dataset's split rule (after computations named like a loop) cuts there.
+        The last computation is the ENTRY. Nodes are named `<opcode>.<index>`."""
+        n = len(self.ops)
+        operands: dict[int, list[int]] = {}
+        users: dict[int, list[int]] = {}
+        for u, v in self.edges:
+            operands.setdefault(u, []).append(v)
+            users.setdefault(v, []).append(u)
+        ends = [i + 1 for i in range(n) if self.rows[i][IS_ROOT] > 0]
+        if not ends or ends[-1] != n:
+            raise ValueError("the module's last node must be a computation root")
+        cuts = set(self.comp_starts[1:])
+        lines, start, body, reducer = [f"HloModule {name}", ""], 0, None, None
+        for k, end in enumerate(ends):
+            entry = k == len(ends) - 1
+            comp = "main" if entry else f"while_body.{k}" if end in cuts else f"region.{k}"
+            reducer = reducer or comp
+            params = [i for i in range(start, end) if self.ops[i] == Op.PARAMETER]
+            sig = ", ".join(f"{OPCODE_NAMES[self.ops[p]]}.{p}: {self._shape_text(p, users, operands)}" for p in params)
+            lines.append(f"{'ENTRY ' if entry else ''}%{comp} ({sig}) -> {self._shape_text(end - 1, users, operands)} {{")
+            for i in range(start, end):
+                op = OPCODE_NAMES[self.ops[i]]
+                if self.ops[i] == Op.PARAMETER:
+                    args = str(int(self.rows[i][PARAMETER_NUMBER_COL]))
+                elif self.ops[i] == Op.CONSTANT:
+                    args = "0"
+                else:
+                    args = ", ".join(f"%{OPCODE_NAMES[self.ops[v]]}.{v}" for v in operands.get(i, []))
+                attrs = "".join(", " + a for a in self._attrs_text(i, reducer, body))
+                root = "ROOT " if self.rows[i][IS_ROOT] > 0 else ""
+                lines.append(f"  {root}%{op}.{i} = {self._shape_text(i, users, operands)} {op}({args}){attrs}")
+            lines += ["}", ""]
+            body = comp if end in cuts else body
+            start = end
+        return "\n".join(lines)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The module as the file's arrays: node_feat (N, 140) float32, node_opcode (N,) uint8,

@@ -1,0 +1,57 @@
+"""A small JAX program whose optimized HLO is the worked example of `pipeline.featurize`.
+
+    pip install -r requirements-hlo.txt        # or: pip install '.[hlo]'
+    python docs/examples/jax_blocks.py         # writes docs/examples/jax_blocks.hlo.txt
+    python -m pipeline.featurize hlo=docs/examples/jax_blocks.hlo.txt out=jax_blocks.npz
+
+Two blocks: a convolution block (NHWC conv, bias, relu) and a single-head attention block
+(q/k/v projections, softmax over the scores, output projection). The text written is the
+module after XLA's optimizations on the machine that runs this (CPU here), so its layouts are
+the ones that backend assigned; a TPU dump would differ in fusion and layouts, not in form.
+JAX is an optional extra: the parser never imports it, and the generated text is committed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+OUT = Path(__file__).with_suffix(".hlo.txt")
+
+
+def conv_block(x, w, b):
+    """NHWC x, HWIO w: 'SAME' convolution, bias, relu."""
+    y = jax.lax.conv_general_dilated(x, w, window_strides=(1, 1), padding="SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.nn.relu(y + b)
+
+
+def attention_block(t, wq, wk, wv, wo):
+    """t (batch, seq, hidden): softmax(q k^T / sqrt(d)) v, then the output projection."""
+    q, k, v = t @ wq, t @ wk, t @ wv
+    scores = jnp.einsum("bqd,bkd->bqk", q, k) / jnp.sqrt(q.shape[-1]).astype(t.dtype)
+    return jax.nn.softmax(scores, axis=-1) @ v @ wo
+
+
+def model(x, w, b, wq, wk, wv, wo):
+    """The conv block's output, flattened to a sequence of pixels, through the attention block."""
+    y = conv_block(x, w, b)
+    n, h, wd, c = y.shape
+    return attention_block(y.reshape(n, h * wd, c), wq, wk, wv, wo)
+
+
+def main() -> None:
+    keys = jax.random.split(jax.random.PRNGKey(0), 7)
+    n, h, c, hidden = 2, 8, 16, 32
+    args = (jax.random.normal(keys[0], (n, h, h, c)), jax.random.normal(keys[1], (3, 3, c, hidden)),
+            jax.random.normal(keys[2], (hidden,)),
+            *(jax.random.normal(keys[3 + i], (hidden, hidden)) for i in range(4)))
+    text = jax.jit(model).lower(*args).compile().as_text()
+    OUT.write_text(text)
+    print(f"wrote {OUT} ({len(text.splitlines())} lines) with jax {jax.__version__}")
+
+
+if __name__ == "__main__":
+    main()
