@@ -49,6 +49,8 @@ def main() -> None:
             jax.random.normal(keys[2], (hidden,)),
             *(jax.random.normal(keys[3 + i], (hidden, hidden)) for i in range(4)))
     text = jax.jit(model).lower(*args).compile().as_text()
+    # the source locations in the metadata name this file: relative to the repository, not this machine
+    text = text.replace(str(Path(__file__).resolve()), "docs/examples/jax_blocks.py")
     OUT.write_text(text)
     print(f"wrote {OUT} ({len(text.splitlines())} lines) with jax {jax.__version__}")
 
