@@ -1,7 +1,15 @@
 """Rank the configurations of one program with the models trained here.
 
     python -m pipeline.rank file=<npz> [collection=layout:xla:random] [model=ensemble] [top=10] [out=<json>]
+    python -m pipeline.rank hlo=<HLO text> [configs=1000] [search=random] [collection=layout:xla:<search>] ...
     make rank FILE=<npz> [COLLECTION=...] [MODEL=ensemble] [TOP=10] [OUT=<json>] [DATA=<training root>]
+    make rank HLO=<HLO text> [CONFIGS=1000] ...
+
+`hlo` is a program's HLO module text as XLA dumps it (any frontend; docs/examples/jax_blocks.py
+for JAX): it is featurized (`pipeline.featurize.hlo_to_arrays`: the layout file's arrays and
+`configs` candidate configs drawn by `search`, config 0 the module's own layouts) and ranked as a
+file of collection `layout:xla:<search>` unless `collection` says otherwise; the printed configs
+name each tensor by its HLO instruction.
 
 `file` is one program in the TpuGraphs `.npz` format. Its collection is read from its place in a
 TpuGraphs tree (`.../<kind>/<source>/<search>/<split>/<stem>.npz`); elsewhere `collection=` must
@@ -18,8 +26,9 @@ compiler's default, its opcode and its output/input/kernel minor-to-major order)
 predicted relative score (0 = the predicted fastest, 1 = the slowest). `out=<json>` also writes
 the full order in original config indices, with the scores.
 
-From Python, for autotuner loops: `rank_file(path, collection, model)` or `rank_arrays(arrays,
-collection, model)` (the arrays of one graph, as in a raw file) return a `Ranking`.
+From Python, for autotuner loops: `rank_file(path, collection, model)`, `rank_arrays(arrays,
+collection, model)` (the arrays of one graph, as in a raw file) or `rank_hlo(text, ...)` return a
+`Ranking` (`rank_hlo`: with the configurable instructions' names and the configs' arrays).
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ class Ranking:
     order: np.ndarray  # (C,) original config indices, predicted fastest first
     scores: np.ndarray  # (C,) the model's score by original config index (lower = faster)
     served: dict[str, float] = field(default_factory=dict)  # ensemble: the members and their weights
+    nodes: list[str] = field(default_factory=list)  # from HLO: the configurable instructions, node_config_ids order
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # from HLO: the featurized program
 
     def relative(self) -> np.ndarray:
         """(C,) scores scaled to 0 (predicted fastest) .. 1 (slowest), by original index."""
@@ -72,6 +83,7 @@ class Ranking:
 
     def to_dict(self) -> dict:
         return {"file": self.file, "collection": self.collection, "model": self.model, "served": self.served,
+                **({"configurable_nodes": self.nodes} if self.nodes else {}),
                 "num_configs": int(self.order.size), "order": self.order.tolist(), "scores": self.scores.tolist()}
 
 
@@ -261,6 +273,35 @@ def rank_arrays(arrays: Mapping[str, np.ndarray], collection: str, model: str = 
         return rank_file(path, collection, model, **overrides)
 
 
+def hlo_collection(search: str, given: str | None) -> str:
+    """The collection HLO configs are ranked as: `given`, else the layout:xla one of their search."""
+    if given:
+        check_collection(given)
+        if collection_kind(given) != "layout":
+            raise DataError(None, f"collection={given}: HLO text gives layout configs; pick a layout collection")
+        return given
+    return f"layout:xla:{search}"
+
+
+def rank_hlo(text: str, collection: str | None = None, model: str = "ensemble", configs: int = 1000,
+             search: str = "random", seed: int = 0, source: str = "<hlo>", cfg: DictConfig | None = None,
+             **overrides: object) -> Ranking:
+    """Rank candidate layout configs of the HLO module `text` with the trained `model` (`cfg`: a
+    composed rank config, else `overrides` of its keys); the Ranking's `nodes` name the
+    configurable instructions and `arrays` hold the featurized program and its configs."""
+    from pipeline.featurize import hlo_to_arrays
+
+    arrays, names = hlo_to_arrays(text, int(configs), search, int(seed), source=source)
+    collection = hlo_collection(search, collection)
+    cfg = cfg if cfg is not None else compose("rank", [f"{k}={v}" for k, v in overrides.items()])
+    with tempfile.TemporaryDirectory(prefix="rank-hlo-", dir=cfg.tmp) as tmp:
+        path = Path(tmp) / f"{Path(source).name.split('.')[0] or 'program'}.npz"
+        write_graph(path, arrays)
+        r = Ranker(cfg).run(path, collection, model)
+    r.file, r.nodes, r.arrays = source, names, arrays
+    return r
+
+
 def describe_tile(config_feat: np.ndarray) -> str:
     parts = []
     for name, lo in (("kernel", 0), ("output", 8), ("input", 16)):
@@ -275,21 +316,25 @@ def _order(group: np.ndarray) -> str:
     return "{" + ",".join(dims) + "}" if dims else "-"
 
 
-def describe_layout(config: np.ndarray, node_ids: np.ndarray, opcodes: np.ndarray, max_nodes: int) -> str:
-    """The configurable nodes whose layout is not the compiler's default (a group all -1)."""
+def describe_layout(config: np.ndarray, node_ids: np.ndarray, opcodes: np.ndarray, max_nodes: int,
+                    names: list[str] | None = None) -> str:
+    """The configurable nodes whose layout is not the compiler's default (a group all -1), each by
+    its HLO instruction name where `names` (node_config_ids order) are known."""
     set_nodes = np.flatnonzero((config >= 0).any(axis=1))
     if not set_nodes.size:
         return "compiler default everywhere"
     items = []
     for i in set_nodes[:max_nodes]:
         out, inp, ker = config[i, :6], config[i, 6:12], config[i, 12:]
-        items.append(f"node {int(node_ids[i])} {opcode_name(opcodes[node_ids[i]])} out {_order(out)} in {_order(inp)}"
+        who = f"%{names[i]}" if names else f"node {int(node_ids[i])}"
+        items.append(f"{who} {opcode_name(opcodes[node_ids[i]])} out {_order(out)} in {_order(inp)}"
                      + (f" ker {_order(ker)}" if (ker >= 0).any() else ""))
     more = set_nodes.size - max_nodes
     return "; ".join(items) + (f"; +{more} more nodes" if more > 0 else "")
 
 
-def describe_configs(path: Path, indices: np.ndarray, max_nodes: int, chunk_configs: int) -> dict[int, str]:
+def describe_configs(path: Path, indices: np.ndarray, max_nodes: int, chunk_configs: int,
+                     names: list[str] | None = None) -> dict[int, str]:
     """A readable form of each config in `indices` (layout configs are streamed, never all read)."""
     g = read_graph(path, split="test")
     if g.kind == "tile":
@@ -298,7 +343,7 @@ def describe_configs(path: Path, indices: np.ndarray, max_nodes: int, chunk_conf
     out = {}
     for start, chunk in iter_node_config_feat(g, chunk_configs):
         for i in want.intersection(range(start, start + len(chunk))):
-            out[i] = describe_layout(chunk[i - start], g.node_config_ids, g.node_opcode, max_nodes)
+            out[i] = describe_layout(chunk[i - start], g.node_config_ids, g.node_opcode, max_nodes, names)
         if len(out) == len(want):
             break
     return out
@@ -316,21 +361,41 @@ def format_ranking(r: Ranking, text: Mapping[int, str], top: int) -> str:
 
 
 def run(cfg: DictConfig) -> Ranking:
-    if not cfg.file:
-        raise DataError(None, "give the program to rank: file=<npz> (make rank FILE=<npz>)")
-    path = Path(cfg.file)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    if bool(cfg.file) == bool(cfg.get("hlo")):
+        raise DataError(None, "give the program to rank: file=<npz> or hlo=<HLO text> (make rank FILE=<npz> or HLO=<file>), "
+                              "one of the two")
     if int(cfg.top) < 1:
         raise DataError(None, f"top must be at least 1, got {cfg.top}")
-    collection = collection_of(path, cfg.collection)
-    r = Ranker(cfg).run(path, collection, str(cfg.model))
-    shown = r.order[: int(cfg.top)]
-    print(format_ranking(r, describe_configs(path, shown, int(cfg.max_nodes), int(cfg.chunk_configs)), int(cfg.top)), flush=True)
+    if cfg.get("hlo"):
+        r = rank_hlo_file(cfg)
+        shown = r.order[: int(cfg.top)]
+        feat, ids, opcodes = r.arrays["node_config_feat"], r.arrays["node_config_ids"], r.arrays["node_opcode"]
+        text = {int(i): describe_layout(feat[i], ids, opcodes, int(cfg.max_nodes), r.nodes) for i in shown}
+    else:
+        path = Path(cfg.file)
+        if not path.is_file():
+            raise DataError(path, "file not found")
+        r = Ranker(cfg).run(path, collection_of(path, cfg.collection), str(cfg.model))
+        shown = r.order[: int(cfg.top)]
+        text = describe_configs(path, shown, int(cfg.max_nodes), int(cfg.chunk_configs))
+    print(format_ranking(r, text, int(cfg.top)), flush=True)
     if cfg.out:
         write_text_atomic(cfg.out, json.dumps(r.to_dict()) + "\n")
         log.info("wrote %s (the full order of %d configs)", cfg.out, r.order.size)
     return r
+
+
+def rank_hlo_file(cfg: DictConfig) -> Ranking:
+    """The ranking of the HLO text file `cfg.hlo` with this run's settings."""
+    from pipeline.io.hlo import read_hlo_text
+
+    if int(cfg.configs) < 1:
+        raise DataError(None, f"configs must be at least 1, got {cfg.configs}")
+    if cfg.search not in ("random", "default"):
+        raise DataError(None, f"search must be random or default, got '{cfg.search}'")
+    source = Path(cfg.hlo)
+    return rank_hlo(read_hlo_text(source), cfg.collection, str(cfg.model), int(cfg.configs), str(cfg.search), int(cfg.seed),
+                    str(source), cfg=cfg)
 
 
 @entry_point("rank")

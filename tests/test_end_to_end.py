@@ -56,6 +56,13 @@ def test_make_all_writes_a_valid_submission(tmp_path: Path) -> None:
         order = json.loads(out.read_text())["order"]
         assert order[: len(by_id[f.id])] == by_id[f.id], f.id
         assert "ranked by ensemble" in proc.stdout and proc.stdout.count("\n") >= 5, proc.stdout
+    # a program of a real frontend, from its HLO text, through the trained models
+    out = tmp_path / "rank-hlo.json"
+    proc = subprocess.run(["make", "rank", f"DATA_DIR={data_dir}", f"HLO={ROOT / 'docs/examples/jax_blocks.hlo.txt'}",
+                           "CONFIGS=200", f"OUT={out}", "TOP=3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert sorted(doc["order"]) == list(range(200)) and "ranked by ensemble" in proc.stdout, proc.stdout
     assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*") if p.is_file()) == before  # nothing written in data/
 
 

@@ -110,3 +110,46 @@ def test_command_prints_the_top_and_writes_the_full_order(tmp_path: Path) -> Non
     table = [ln for ln in proc.stdout.splitlines() if ln[:4].strip().isdigit()]
     assert [int(ln.split()[1]) for ln in table] == doc["order"][:2]
     assert float(table[0].split()[2]) == 0.0  # the predicted fastest scores 0
+
+
+EXAMPLE = ROOT / "docs" / "examples" / "jax_blocks.hlo.txt"
+
+
+def test_make_rank_hlo_gives_a_full_permutation_named_by_instruction(tmp_path: Path) -> None:
+    out = tmp_path / "order.json"
+    proc = subprocess.run(["make", "--no-print-directory", "rank", f"HLO={EXAMPLE}", "MODEL=baseline", "CONFIGS=300", "TOP=3",
+                           f"OUT={out}", f"DATA_DIR={tmp_path / 'data'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["collection"] == "layout:xla:random" and doc["num_configs"] == 300
+    assert sorted(doc["order"]) == list(range(300))
+    assert "conv_general_dilated.0" in doc["configurable_nodes"] and len(doc["configurable_nodes"]) == 7
+    table = [ln for ln in proc.stdout.splitlines() if ln[:4].strip().isdigit()]
+    assert [int(ln.split()[1]) for ln in table] == doc["order"][:3]
+    assert "%dot" in table[0]  # tensors named by their HLO instruction
+    assert not (tmp_path / "data").exists()
+
+
+def test_rank_hlo_from_python_matches_the_baseline_of_its_arrays(tmp_path: Path) -> None:
+    from pipeline.rank import rank_hlo
+
+    r = rank_hlo(EXAMPLE.read_text(), model="baseline", configs=50, search="default", seed=3,
+                 **{"paths.data_dir": str(tmp_path / "data")})
+    assert r.collection == "layout:xla:default" and r.order.size == 50 == r.arrays["node_config_feat"].shape[0]
+    direct = rank_arrays(r.arrays, "layout:xla:default", "baseline", **{"paths.data_dir": str(tmp_path / "data")})
+    assert np.array_equal(direct.scores, r.scores)
+    with pytest.raises(DataError, match="pick a layout collection"):
+        rank_hlo(EXAMPLE.read_text(), "tile:xla", "baseline", configs=5)
+
+
+@pytest.mark.parametrize("content, says", [(b"", "is empty"), (b"\x00\x01binary", "binary"),
+                                           (b"HloModule m\n\nENTRY %main (p: f32[4]) -> f32[4] {\n  %p = f32[4]{0} parameter(0)\n"
+                                            b"  ROOT %n = f32[4]{0} negate(%p)\n}\n", "no layout-configurable instruction")])
+def test_bad_hlo_input_is_one_line(tmp_path: Path, content: bytes, says: str) -> None:
+    f = tmp_path / "prog.hlo.txt"
+    f.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.rank", f"hlo={f}", "model=baseline",
+                           f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'h'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and says in lines[0] and str(f) in lines[0], proc.stderr
