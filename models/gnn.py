@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from features.cost_terms import NUM_TERMS, term_mask
 from features.layout import LAYOUT_CONFIG_DIM, NUM_OPCODES, TILE_CONFIG_DIM
 from models import scatter as sc
-from models.losses import RankingLoss
+from models.losses import LOSSES, RankingLoss
 
 LAYOUT_SYMBOLS = 7  # layout values -1..5 -> embedding rows 0..6
 LAYOUT_WIDTH = 6  # positions in one minor-to-major group
@@ -256,8 +256,6 @@ class NodeNorm(nn.Module):
 
     def __init__(self, hidden: int, mode: str = "instance", eps: float = 1e-5):
         super().__init__()
-        if mode not in NORMS:
-            raise ValueError(f"unknown norm '{mode}' (one of {NORMS})")
         self.mode, self.eps = mode, eps
         if mode != "none":  # the identity has nothing to learn
             self.weight = nn.Parameter(torch.ones(hidden))
@@ -313,8 +311,6 @@ class SAGEBlock(nn.Module):
         self.lin_fwd = nn.Linear(hidden, hidden, bias=False)  # producer -> consumer
         self.lin_bwd = nn.Linear(hidden, hidden, bias=False)  # consumer -> producer
         self.norm = NodeNorm(hidden, norm)
-        if channel_attention not in CHANNEL_ATTENTION:
-            raise ValueError(f"unknown channel attention '{channel_attention}' (one of {CHANNEL_ATTENTION})")
         self.channel = ChannelAttention(hidden, se_reduction) if channel_attention == "se" else nn.Identity()
         self.cross = cross if cross is not None else nn.Identity()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -328,10 +324,65 @@ class SAGEBlock(nn.Module):
         return x + self.drop(h)
 
 
+@dataclass(frozen=True)
+class GNNConfig:
+    """The GNN's knobs (conf/arch/gnn.yaml, `model.<knob>=`; their meaning in `GNNRanker`), each
+    checked once, here: a bad value is a ValueError naming the knob, raised before anything is
+    built (the training stage builds this first, so a typo fails before any data is read)."""
+
+    kind: str = "layout"
+    hidden: int = 64
+    layers: int = 4
+    layout_embed_dim: int = 8
+    aggr: str = "mean"
+    norm: str = "instance"
+    channel_attention: str = "se"
+    se_reduction: int = 4
+    cross: str = "softmax"
+    cross_nodes: bool = True
+    cross_temperature: float = 1.0
+    heads: int = 4
+    dropout: float = 0.0
+    scatter_backend: str = "native"
+    checkpoint: bool = False
+    loss: str = "hinge"
+    loss_margin: float | None = None
+    config_feat_dim: int = TILE_CONFIG_DIM
+    cost_terms: bool | list[str] = False
+
+    def __post_init__(self) -> None:
+        choices = {"kind": KINDS, "cross": CROSS, "norm": NORMS, "aggr": sc.REDUCTIONS,
+                   "channel_attention": CHANNEL_ATTENTION, "loss": LOSSES, "scatter_backend": tuple(sc.BACKENDS)}
+        for key, known in choices.items():
+            if getattr(self, key) not in known:
+                raise ValueError(f"{key}={getattr(self, key)} is not one of {', '.join(known)}")
+        if not sc.BACKENDS[self.scatter_backend]:
+            raise ValueError(f"scatter_backend={self.scatter_backend} is not installed here (pip install torch-scatter, "
+                             "or use native)")
+        for key in ("hidden", "layers", "layout_embed_dim", "se_reduction", "heads", "config_feat_dim"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+        if self.cross == "mha" and self.hidden % self.heads:
+            raise ValueError(f"heads={self.heads} must divide hidden={self.hidden} (cross=mha)")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
+        term_mask(self.cost_terms)  # names a known term group (ValueError otherwise)
+
+    @classmethod
+    def of(cls, knobs: dict) -> "GNNConfig":
+        """From a config's knobs (`_target_` and the data-dependent `node_feat_dim` left out); an
+        unknown knob is a ValueError naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(knobs) - known - {"_target_", "node_feat_dim"})
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not a GNN knob (known: {', '.join(sorted(known))})")
+        return cls(**{k: v for k, v in knobs.items() if k in known})
+
+
 class GNNRanker(nn.Module):
     """Scores the K configs of one graph; lower = predicted faster.
 
-    Args:
+    Args (`node_feat_dim`, then the knobs of `GNNConfig`, checked there):
         node_feat_dim: F, the width of `node_feat` after the padding stage.
         kind: `layout` or `tile` (what the batches carry; see GraphBatch).
         hidden: H (64).
@@ -365,70 +416,43 @@ class GNNRanker(nn.Module):
     to H.
     """
 
-    def __init__(
-        self,
-        node_feat_dim: int,
-        kind: str = "layout",
-        hidden: int = 64,
-        layers: int = 4,
-        layout_embed_dim: int = 8,
-        aggr: str = "mean",
-        norm: str = "instance",
-        channel_attention: str = "se",
-        se_reduction: int = 4,
-        cross: str = "softmax",
-        cross_nodes: bool = True,
-        cross_temperature: float = 1.0,
-        heads: int = 4,
-        dropout: float = 0.0,
-        scatter_backend: str = "native",
-        checkpoint: bool = False,
-        loss: str = "hinge",
-        loss_margin: float | None = None,
-        config_feat_dim: int = TILE_CONFIG_DIM,
-        cost_terms: bool | list[str] = False,
-    ):
+    def __init__(self, node_feat_dim: int, **knobs):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind '{kind}' (layout or tile)")
-        if cross not in CROSS:
-            raise ValueError(f"unknown cross-config attention '{cross}' (one of {CROSS})")
-        if aggr not in sc.REDUCTIONS:
-            raise ValueError(f"unknown aggregation '{aggr}' (one of {sc.REDUCTIONS})")
-        sc.check_backend(scatter_backend)
-        self.kind, self.cross_kind = kind, cross
-        self.hidden, self.checkpoint = hidden, checkpoint
+        c = self.config = GNNConfig.of(knobs)  # every knob checked before anything is built
+        h = c.hidden
+        self.kind, self.cross_kind = c.kind, c.cross
+        self.hidden, self.checkpoint = h, c.checkpoint
 
-        self.opcode_embed = nn.Embedding(NUM_OPCODES, hidden)
-        self.feat_proj = nn.Linear(node_feat_dim, hidden)
-        self.layout_embed = nn.Embedding(LAYOUT_SYMBOLS, layout_embed_dim)  # shared: node and config layouts
-        self.out_layout_proj = nn.Linear(LAYOUT_WIDTH * layout_embed_dim, hidden)  # a node's (effective) output layout
-        if kind == "layout":
+        self.opcode_embed = nn.Embedding(NUM_OPCODES, h)
+        self.feat_proj = nn.Linear(node_feat_dim, h)
+        self.layout_embed = nn.Embedding(LAYOUT_SYMBOLS, c.layout_embed_dim)  # shared: node and config layouts
+        self.out_layout_proj = nn.Linear(LAYOUT_WIDTH * c.layout_embed_dim, h)  # a node's (effective) output layout
+        if c.kind == "layout":
             # configured input + kernel groups; its bias doubles as a "configurable" marker
-            self.cfg_layout_proj = nn.Linear(2 * LAYOUT_WIDTH * layout_embed_dim, hidden)
-            cols = np.flatnonzero(term_mask(cost_terms))  # the term columns read, of NUM_TERMS
+            self.cfg_layout_proj = nn.Linear(2 * LAYOUT_WIDTH * c.layout_embed_dim, h)
+            cols = np.flatnonzero(term_mask(c.cost_terms))  # the term columns read, of NUM_TERMS
             self.register_buffer("term_cols", torch.from_numpy(cols).long(), persistent=False)
-            self.terms_proj = nn.Linear(cols.size, hidden, bias=False) if cols.size else None
+            self.terms_proj = nn.Linear(cols.size, h, bias=False) if cols.size else None
         else:
-            self.config_mlp = nn.Sequential(nn.Linear(config_feat_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+            self.config_mlp = nn.Sequential(nn.Linear(c.config_feat_dim, h), nn.ReLU(), nn.Linear(h, h))
 
         def node_cross() -> nn.Module | None:
-            return CrossConfigSoftmax(hidden, cross_temperature) if cross == "softmax" and cross_nodes else None
+            return CrossConfigSoftmax(h, c.cross_temperature) if c.cross == "softmax" and c.cross_nodes else None
 
         self.blocks = nn.ModuleList(
-            SAGEBlock(hidden, aggr, norm, channel_attention, se_reduction, node_cross(), dropout, scatter_backend)
-            for _ in range(layers)
+            SAGEBlock(h, c.aggr, c.norm, c.channel_attention, c.se_reduction, node_cross(), c.dropout, c.scatter_backend)
+            for _ in range(c.layers)
         )
-        joined = 2 * hidden + (hidden if kind == "tile" else 0)  # tile: pooled graph + config embedding
-        self.readout_in = nn.Sequential(nn.Linear(joined, hidden), nn.ReLU())
-        if cross == "softmax":
-            self.readout_cross: nn.Module = CrossConfigSoftmax(hidden, cross_temperature)
-        elif cross == "mha":
-            self.readout_cross = CrossConfigMHA(hidden, heads, dropout)
+        joined = 2 * h + (h if c.kind == "tile" else 0)  # tile: pooled graph + config embedding
+        self.readout_in = nn.Sequential(nn.Linear(joined, h), nn.ReLU())
+        if c.cross == "softmax":
+            self.readout_cross: nn.Module = CrossConfigSoftmax(h, c.cross_temperature)
+        elif c.cross == "mha":
+            self.readout_cross = CrossConfigMHA(h, c.heads, c.dropout)
         else:
             self.readout_cross = nn.Identity()
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.loss = RankingLoss(loss, loss_margin)
+        self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
+        self.loss = RankingLoss(c.loss, c.loss_margin)
 
     @property
     def compares_configs(self) -> bool:

@@ -10,6 +10,7 @@ Graph (edge [u, v]: u consumes v):
 
 from __future__ import annotations
 
+import re
 import itertools
 from pathlib import Path
 
@@ -367,3 +368,25 @@ def test_a_model_reads_only_the_cost_term_groups_it_names() -> None:
     assert model(cost_terms=[]).terms_proj is None and model(cost_terms=True).terms_proj.in_features == len(TERM_NAMES)
     with pytest.raises(ValueError, match=r"unknown cost term group\(s\) \['slots'\]"):
         model(cost_terms=["slots"])
+
+
+@pytest.mark.parametrize("knobs, says", [({"cross": "attention"}, "cross=attention is not one of softmax, mha, none"),
+                                         ({"norm": "batch"}, "norm=batch is not one of instance, none"),
+                                         ({"channel_attention": "cbam"}, "channel_attention=cbam is not one of se, none"),
+                                         ({"cross": "mha", "hidden": 10, "heads": 4}, "heads=4 must divide hidden=10"),
+                                         ({"layers": 0}, "layers=0 must be at least 1"),
+                                         ({"dropout": 1.0}, "dropout=1.0 must lie in [0, 1)"),
+                                         ({"widht": 3}, "widht is not a GNN knob")])
+def test_every_knob_is_checked_once_in_its_config(knobs: dict, says: str) -> None:
+    from models.gnn import GNNConfig
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        GNNConfig.of(knobs)
+    with pytest.raises(ValueError, match=re.escape(says)):  # the model checks through the same config
+        GNNRanker(node_feat_dim=3, **knobs)
+
+
+def test_the_config_holds_the_knobs_the_model_was_built_with() -> None:
+    m = GNNRanker(node_feat_dim=3, hidden=8, layers=2, cross="none")
+    assert (m.config.hidden, m.config.layers, m.config.cross, m.config.kind) == (8, 2, "none", "layout")
+    assert len(m.blocks) == 2

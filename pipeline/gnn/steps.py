@@ -14,9 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from models import gnn
-from models import scatter as sc
 from models.gnn import GNNRanker, predict_scores
-from models.losses import LOSSES
 from pipeline.gnn.allocator import POLICIES
 from pipeline.core.errors import DataError
 from pipeline.gnn.training import AMP_DTYPES, Precision, load_checkpoint
@@ -26,16 +24,12 @@ from pipeline.gnn.dataset import GraphData
 
 def check_choices(cfg: DictConfig) -> None:
     """Fail with one sentence on a config choice the model or the stage does not know, before
-    anything is loaded or built."""
-    choices = {"cross": gnn.CROSS, "norm": gnn.NORMS, "aggr": sc.REDUCTIONS, "channel_attention": gnn.CHANNEL_ATTENTION,
-               "loss": LOSSES, "scatter_backend": tuple(sc.BACKENDS)}
-    for key, known in choices.items():
-        value = cfg.model.get(key)
-        if value not in known:
-            raise DataError(None, f"model.{key}={value} is not one of {', '.join(known)}")
-    backend = cfg.model.get("scatter_backend")
-    if not sc.BACKENDS[backend]:
-        raise DataError(None, f"model.scatter_backend={backend} is not installed here (pip install torch-scatter, or use native)")
+    anything is loaded or built: the model's knobs through `models.gnn.GNNConfig` (their one
+    check), the stage's own here."""
+    try:
+        gnn.GNNConfig.of(OmegaConf.to_container(cfg.model, resolve=True))
+    except ValueError as e:
+        raise DataError(None, f"model.{e}") from None
     budget = cfg.get("memory_budget")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         raise DataError(None, f"memory_budget={budget} must be a positive number of GB (or null)")
