@@ -13,6 +13,7 @@ artifact paths from `conf/paths/default.yaml`, their one home.
 
     python3 -m pipeline.graph show               # the stage graph and the families, as a newcomer reads them
     python3 -m pipeline.graph make               # the Makefile's stage rules
+    python3 -m pipeline.graph make-paths         # the artifact paths as make variables
     python3 -m pipeline.graph dataset <DATA>     # the dataset name make gives the npz root DATA
 """
 
@@ -96,6 +97,38 @@ STAGES: tuple[Stage, ...] = (
           help="the cross-config-attention GNN per collection -> data/models/<dataset>/gnn, predictions gnn/{valid,test}"),
     Stage("ensemble", "ensemble", ("baseline", "train-gbdt", "train-analytical", "train-gnn"), "{models}/ensemble/.complete",
           trains=True, help="blend the members per collection with weights fitted on valid -> predictions ensemble/{valid,test}"),
+)
+
+@dataclass(frozen=True)
+class Command:
+    """A make target that runs one module with no file of its own to keep up to date."""
+
+    target: str
+    module: str  # python -m <module>
+    args: str  # its make-level arguments
+    help: str
+
+
+# The commands beside the stages (pipeline/tools/ and the stage modules run on demand).
+COMMANDS: tuple[Command, ...] = (
+    Command("sample-data", "pipeline.sample_data", "$(COMMON) $(SAMPLE_ARGS) $(ARGS)",
+            "generate the embedded sample dataset under data/raw/sample"),
+    Command("inspect", "pipeline.inspect", "$(COMMON) $(ARGS)", "check every file under DATA against the format and summarize it"),
+    Command("validate", "pipeline.validate", "$(COMMON) split=$(SPLIT) submission=$(SUBMISSION) $(ARGS)",
+            "check SUBMISSION against the files of SPLIT under DATA"),
+    Command("transductive", "pipeline.transductive", "$(COMMON) $(if $(FILE),file='$(FILE)',data='$(DATA)') $(ARGS)",
+            "every model on unseen configs of every labelled graph of DATA (or FILE=<npz>): held-out tau per graph and seed "
+            "-> reports/<dataset>/transductive.{md,json,png}"),
+    Command("download", "pipeline.download", "$(COMMON) $(ARGS)", "fetch the real competition data into data/raw/kaggle with the Kaggle CLI"),
+    Command("kaggle-push", "pipeline.kaggle", "$(COMMON) mode=push out=$(KAGGLE_OUT) $(ARGS)",
+            "rebuild the Kaggle bundles and upload them (ARGS=\"owner=<kaggle user>\"; says what to set without CLI or credentials)"),
+    Command("bench-gnn", "pipeline.tools.bench_gnn", "$(ARGS)",
+            "only the GNN training and inference throughput (configs/s) on a generated full-size layout graph (JSON lines)"),
+    Command("rehearsal", "pipeline.tools.rehearsal", "$(FOLD_ARGS) $(ARGS)",
+            "every stage on a generated dataset at real per-graph sizes (cached): wall time and peak RSS per stage and collection, "
+            "projected to the real dataset (reports/rehearsal/rehearsal.md)"),
+    Command("gpu-check", "pipeline.tools.gpu_check", "$(if $(ARGS),--bench-args $(ARGS))",
+            "on a CUDA machine: the GPU tests and bench-gnn on cuda, one summary; elsewhere says there is no GPU (exit 0)"),
 )
 
 # The ensemble's candidate members, in its order (ties and the fallback follow it).
@@ -198,6 +231,17 @@ def make_path(template: str) -> str:
     return expand(template)
 
 
+def make_paths() -> str:
+    """The artifact paths of conf/paths/default.yaml as make variables, for the Makefile to
+    include before anything uses them: PATH_<key> (with make's DATA, REPORTS, SUBMISSIONS) and
+    `$(call RAW_OF,<name>)`, the npz root `DATASET=<name>` alone reads."""
+    lines = ["# Generated from conf/paths/default.yaml by `python3 -m pipeline.graph make-paths`: edit that file, not this one."]
+    lines += [f"PATH_{k} = {make_path('{' + k + '}')}" for k in path_templates() if k not in MAKE_PATHS or k == "reports"]
+    own = re.sub(r"\{([a-z_]+)\}", lambda m: {"dataset": "$(1)", "data_dir": "$(DATA_DIR)"}[m.group(1)], path_templates()["raw"])
+    lines.append(f"RAW_OF = {own}")
+    return "\n".join(lines) + "\n"
+
+
 def dataset_name(data: str, sample_root: str = SAMPLE_ROOT) -> str:
     """The dataset name of the npz root `data`, which keys every artifact path: `sample` for the
     embedded sample's root; else the folder's name, lower-cased, characters other than a-z 0-9 .
@@ -234,6 +278,8 @@ def make_rules() -> str:
                   f"{s.target}: $(STAMP_{s.var}) ## {s.help}",
                   f"$(STAMP_{s.var}): $(INSTALLED) {deps} {confs} $(STATE)/{s.module}.args",
                   f"\t$(PY) -m pipeline.{s.module} {args}", ""]
+    for c in COMMANDS:
+        lines += [f".PHONY: {c.target}", f"{c.target}: $(INSTALLED) ## {c.help}", f"\t$(PY) -m {c.module} {c.args}", ""]
     lines.append(f"MODEL_STAGES := {' '.join(s.target for s in order() if family_of_stage(s.target))}")
     lines += [f"STAMP_{f.name} := $(STAMP_{stage(f.stage).var})" for f in FAMILIES]
     lines.append(f"STAMP_{ENSEMBLE} := $(STAMP_{stage(ENSEMBLE).var})")
@@ -256,13 +302,15 @@ def show() -> str:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["make"]:
         sys.stdout.write(make_rules())
+    elif argv[:1] == ["make-paths"]:
+        sys.stdout.write(make_paths())
     elif argv[:1] == ["show"]:
         print(show())
     elif argv[:1] == ["dataset"] and len(argv) in (2, 3):
         print(dataset_name(*argv[1:]))
     else:
         print(__doc__.strip().splitlines()[-3:][0].strip(), file=sys.stderr)
-        print("usage: python3 -m pipeline.graph show | make | dataset <DATA> [<sample root>]", file=sys.stderr)
+        print("usage: python3 -m pipeline.graph show | make | make-paths | dataset <DATA> [<sample root>]", file=sys.stderr)
         return 2
     return 0
 

@@ -10,8 +10,8 @@ Graph (edge [u, v]: u consumes v):
 
 from __future__ import annotations
 
-import re
 import itertools
+import re
 from pathlib import Path
 
 import hydra.utils

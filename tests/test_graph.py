@@ -84,3 +84,10 @@ def test_the_command_line_needs_only_the_standard_library() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "train-gnn" in proc.stdout and "model.json" in proc.stdout
+
+
+def test_make_paths_come_from_the_paths_config() -> None:
+    text = graph.make_paths()
+    assert "PATH_interim = $(DATA_DIR)/interim/$(DATASET)" in text
+    assert "PATH_reports = $(REPORTS)/$(DATASET)" in text and "RAW_OF = $(DATA_DIR)/raw/$(1)" in text
+    assert "PATH_raw" not in text  # make's DATA stands for it
