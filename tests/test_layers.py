@@ -22,7 +22,7 @@ ALLOWED = {
     "pipeline.io": {"pipeline.core", "pipeline.io", "features", "models"},
     "pipeline.sample": {"pipeline.core", "pipeline.io", "pipeline.sample", "features"},
     "pipeline.gnn": {"pipeline.core", "pipeline.io", "pipeline.gnn", "features", "models"},
-    "pipeline.train": {"pipeline.core", "pipeline.io", "pipeline.train", "pipeline.graph", "features", "models"},
+    "pipeline.train": {"pipeline.core", "pipeline.io", "pipeline.train", "features", "models"},
     "pipeline.graph": {"pipeline.core", "pipeline.train", "pipeline.graph"},  # run_stage: lazily, inside the function
     STAGES: EVERY - {"pipeline.tools"},
     "pipeline.tools": EVERY,

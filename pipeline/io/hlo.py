@@ -132,19 +132,30 @@ _ARRAY = re.compile(r"([a-z][a-z0-9]*)\[([^\]]*)\](?:\{([^}]*)\})?")
 _COMMENT = re.compile(r"/\*.*?\*/")
 
 
-def split_top(s: str, sep: str = ",") -> list[str]:
-    """`s` split at `sep` outside brackets and quoted strings, pieces stripped, empty ones dropped."""
-    out, depth, quote, start = [], 0, False, 0
-    for i, ch in enumerate(s):
+def _scan(s: str, start: int = 0):
+    """(index, character, bracket depth after it) of each character of `s` from `start` that lies
+    outside quoted strings."""
+    depth, quote = 0, False
+    for i in range(start, len(s)):
+        ch = s[i]
         if quote:
             quote = ch != '"' or s[i - 1] == "\\"
-        elif ch == '"':
+            continue
+        if ch == '"':
             quote = True
-        elif ch in _OPEN:
+            continue
+        if ch in _OPEN:
             depth += 1
         elif ch in _CLOSE:
             depth -= 1
-        elif ch == sep and depth == 0:
+        yield i, ch, depth
+
+
+def split_top(s: str, sep: str = ",") -> list[str]:
+    """`s` split at `sep` outside brackets and quoted strings, pieces stripped, empty ones dropped."""
+    out, start = [], 0
+    for i, ch, depth in _scan(s):
+        if ch == sep and depth == 0:
             out.append(s[start:i].strip())
             start = i + 1
     out.append(s[start:].strip())
@@ -153,20 +164,7 @@ def split_top(s: str, sep: str = ",") -> list[str]:
 
 def _matching(s: str, i: int) -> int:
     """Index of the bracket closing the one at s[i] (quoted strings skipped); -1 if unclosed."""
-    depth, quote = 0, False
-    for j in range(i, len(s)):
-        ch = s[j]
-        if quote:
-            quote = ch != '"' or s[j - 1] == "\\"
-        elif ch == '"':
-            quote = True
-        elif ch in _OPEN:
-            depth += 1
-        elif ch in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                return j
-    return -1
+    return next((j for j, ch, depth in _scan(s, i) if ch in _CLOSE and depth == 0), -1)
 
 
 @dataclass

@@ -41,14 +41,13 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from models.ensemble import average_seeds
-from pipeline import graph
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import begin_stage, finish_stage
@@ -268,7 +267,7 @@ class Family:
     model folder), whether the trainer averages `seeds` itself, and what a final fit changes per
     collection given the fold runs' summaries of it."""
 
-    family: graph.Family
+    family: Any  # a pipeline.graph.Family, read by its fields (the stage graph runs trainers through this module)
     seeds_inside: bool
     final_overrides: Callable[[list[dict]], dict]
 
