@@ -25,15 +25,14 @@ from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
 from pipeline import graph
-from pipeline.train import folds
+from pipeline.train import folds, trainer
 from pipeline.core.cli import instantiate, stage
-from pipeline.core.errors import DataError, where
+from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
-from pipeline.core.runner import begin_stage, finish_stage, parallel_map
+from pipeline.core.runner import parallel_map
 from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
 from pipeline.gnn.dataset import GraphData, graph_files, load_graph
-from pipeline.io.predictions import predictions_path, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +116,7 @@ def predict_split(collection: str, split: str, cfg: DictConfig) -> dict[str, np.
 
 
 def run(cfg: DictConfig) -> dict:
-    if cfg.mode not in ("train", "predict"):
-        raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
+    trainer.check_mode(cfg)
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "no GNN tensors found (run the extract stage first)")
     wanted = wanted_collections(cfg.collections)
@@ -126,28 +124,8 @@ def run(cfg: DictConfig) -> dict:
         if collection_kind(c) == "tile":
             log.info("%s: no analytical layout terms for tile configs; left to the other members", c)
     layout = [c for c in wanted if collection_kind(c) == "layout" and (Path(cfg.data) / collection_dir(c)).is_dir()]
-    metas = {}
-    if cfg.mode == "train":
-        begin_stage(cfg.models)
-        for split in cfg.splits:  # a collection no longer fitted must not leave stale predictions
-            predictions_path(cfg.predictions, cfg.name, split).unlink(missing_ok=True)
-        for c in layout:
-            with where(c):
-                m = fit_collection(c, cfg)
-            if m is not None:
-                metas[c] = m
-    for split in cfg.splits:
-        scores: dict[str, np.ndarray] = {}
-        for c in layout:
-            with where(f"{c} {split}"):
-                scores.update(predict_split(c, split, cfg))
-        if scores:
-            dst = predictions_path(cfg.predictions, cfg.name, split)
-            write_predictions(dst, scores, cfg)
-            log.info("wrote %s (%d graphs)", dst, len(scores))
-    if cfg.mode == "train":
-        finish_stage(cfg.models, metas)
-    return metas
+    return trainer.run_collections(cfg, cfg.models, layout, fit=lambda c: fit_collection(c, cfg),
+                                   predict=lambda c, split: predict_split(c, split, cfg), desc="train-analytical")
 
 
 FAMILY = folds.Family(graph.family("analytical"), seeds_inside=True, final_overrides=lambda _: {})

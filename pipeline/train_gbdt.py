@@ -42,14 +42,12 @@ from features.configs import unlearnable_reason
 from models.ensemble import average_seeds
 from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
 from pipeline import graph
-from pipeline.train import folds
+from pipeline.train import folds, trainer
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.fsutil import atomic_path, write_text_atomic
 from pipeline.io.audit_json import exclusions
 from pipeline.io.tables import table_path
-from pipeline.io.predictions import predictions_path, write_predictions
-from pipeline.core.runner import begin_stage, finish_stage
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +259,22 @@ def predict_table(table: Table, models: list[tuple[str, lgb.Booster, str]], num_
     return out
 
 
+def predict_collection(c: str, split: str, cfg: DictConfig) -> dict[str, np.ndarray]:
+    """Scores of the `split` table of collection `c`: its seeds' models, rank-averaged per graph."""
+    path = table_path(cfg.tables, c, split)
+    if not path.is_file():
+        return {}
+    models = load_models(c, cfg.models)
+    if not models:
+        log.warning("%s: no model under %s; %s not predicted", c, Path(cfg.models) / collection_dir(c), split)
+        return {}
+    preds = predict_table(Table(path, need_runtime=False), models, int(cfg.num_threads))
+    runs = [preds[n] for n in sorted(preds)]
+    return runs[0] if len(runs) == 1 else average_seeds(runs, "rank")
+
+
 def run(cfg: DictConfig) -> dict:
-    if cfg.mode not in ("train", "predict"):
-        raise DataError(None, f"mode must be train or predict, got '{cfg.mode}'")
+    trainer.check_mode(cfg)
     model: gbdt.GBDTRanker = instantiate(cfg.model, "model")
     if not cfg.seeds:
         raise DataError(None, "seeds must list at least one seed")
@@ -273,39 +284,9 @@ def run(cfg: DictConfig) -> dict:
     present = [c for c in wanted if (Path(cfg.tables) / collection_dir(c)).is_dir()]
     if not present:
         log.warning("%s: no table of the requested collections; nothing to train or predict", cfg.tables)
-    metas = {}
-    if cfg.mode == "train":
-        begin_stage(cfg.models)
-        for split in cfg.splits:  # a collection no longer trained must not leave stale predictions
-            predictions_path(cfg.predictions, cfg.name, split).unlink(missing_ok=True)
-        for c in tqdm(present, desc="train-gbdt", unit="collection"):
-            with where(c):
-                m = train_collection(c, cfg, model)
-            if m is not None:
-                metas[c] = m
-    for split in cfg.splits:
-        scores: dict[str, np.ndarray] = {}
-        for c in present:
-            path = table_path(cfg.tables, c, split)
-            if not path.is_file():
-                continue
-            models = load_models(c, cfg.models)
-            if not models:
-                log.warning("%s: no model under %s; %s not predicted", c, Path(cfg.models) / collection_dir(c), split)
-                continue
-            with where(f"{c} {split}"):
-                preds = predict_table(Table(path, need_runtime=False), models, int(cfg.num_threads))
-            runs = [preds[n] for n in sorted(preds)]
-            scores.update(runs[0] if len(runs) == 1 else average_seeds(runs, "rank"))
-        if not scores:
-            log.warning("no %s predictions written (no table or no model)", split)
-            continue
-        dst = predictions_path(cfg.predictions, cfg.name, split)
-        write_predictions(dst, scores, cfg)
-        log.info("wrote %s (%d graphs)", dst, len(scores))
-    if cfg.mode == "train":
-        finish_stage(cfg.models, {c: m["runs"] for c, m in metas.items()})
-    return metas
+    return trainer.run_collections(cfg, cfg.models, present, fit=lambda c: train_collection(c, cfg, model),
+                                   predict=lambda c, split: predict_collection(c, split, cfg), desc="train-gbdt",
+                                   stamp=lambda metas: {c: m["runs"] for c, m in metas.items()})
 
 
 def valid_metric(metas: dict[str, dict]) -> float:

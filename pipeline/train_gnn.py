@@ -56,7 +56,7 @@ from models.gnn import GNNRanker
 from models.metrics import config_order, graph_score
 from pipeline.io.audit_json import exclusions
 from pipeline import graph
-from pipeline.train import folds
+from pipeline.train import folds, trainer
 from pipeline.gnn import memory
 from pipeline.gnn.allocator import set_malloc
 from pipeline.core.cli import stage
@@ -527,8 +527,7 @@ def train_in_parallel(cfg: DictConfig, collections: list[str], jobs: int, logger
 
 def run(cfg: DictConfig) -> dict:
     """Train (mode=train) and/or predict (both modes); returns {collection: training summary}."""
-    if cfg.mode not in ("train", "predict"):
-        raise DataError(None, f"unknown mode '{cfg.mode}' (train or predict)")
+    trainer.check_mode(cfg)
     check_choices(cfg)
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "GNN tensors not found (run the extract stage first: make extract)")

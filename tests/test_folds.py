@@ -152,3 +152,31 @@ def test_rehearsal_plan_only_prints_the_setting_cost(tmp_path: Path) -> None:
     want = folds.training_cost(5, 1, True, 61, 7)
     assert cells[2] == str(want["models"]) and cells[4] == str(folds.training_cost(5, 2, True, 61, 7)["models"])
     assert float(cells[3]) == pytest.approx(want["multiple"], abs=0.01)
+
+
+def test_the_trainer_skeleton_trains_predicts_and_stamps(tmp_path: Path) -> None:
+    """pipeline.train.trainer: train mode fits each collection, removes stale predictions, writes
+    one file per split and the stamp last; predict mode only predicts; a bad mode is one sentence."""
+    from omegaconf import OmegaConf
+
+    from pipeline.core.errors import DataError
+    from pipeline.io.predictions import predictions_path, read_predictions
+    from pipeline.train import trainer
+
+    pred, models = tmp_path / "pred", tmp_path / "models"
+    cfg = OmegaConf.create({"mode": "train", "splits": ["valid", "test"], "predictions": str(pred), "name": "m"})
+    stale = predictions_path(pred, "m", "test")
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    fitted = []
+    metas = trainer.run_collections(cfg, models, ["tile:xla", "layout:xla:random"], fit=lambda c: fitted.append(c) or {"c": c},
+                                    predict=lambda c, split: {f"{c}:{split}": np.arange(3.0)} if split == "valid" else {},
+                                    desc="t")
+    assert fitted == ["tile:xla", "layout:xla:random"] and set(metas) == set(fitted)
+    assert set(read_predictions(predictions_path(pred, "m", "valid"))) == {"tile:xla:valid", "layout:xla:random:valid"}
+    assert not stale.exists() and (models / ".complete").is_file()
+    cfg.mode = "predict"
+    assert trainer.run_collections(cfg, models, ["tile:xla"], fit=lambda c: 1 / 0, predict=lambda c, s: {}, desc="t") == {}
+    cfg.mode = "fit"
+    with pytest.raises(DataError, match="mode must be train or predict, got 'fit'"):
+        trainer.run_collections(cfg, models, [], fit=lambda c: None, predict=lambda c, s: {}, desc="t")

@@ -225,7 +225,7 @@ def test_swa_keeps_the_averaged_weights_and_resumes_the_average(tiny, tmp_path: 
 def test_bad_requests_fail_with_one_sentence(tiny, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="GNN tensors not found"):
         train_gnn.run(compose("train_gnn", [f"data={tmp_path / 'nothing'}"]))
-    with pytest.raises(DataError, match="unknown mode"):
+    with pytest.raises(DataError, match="mode must be train or predict"):
         train_gnn.run(cfg(tiny, tmp_path, "mode=fit"))
     for choice, sentence in [("model.cross=attention", "model.cross=attention is not one of softmax, mha, none"),
                              ("model.norm=batch", "model.norm=batch is not one of"),
