@@ -294,7 +294,7 @@ def show() -> str:
     lines.append("model families (name: trained by; trained when its collection folder holds; reads):")
     for f in FAMILIES:
         reads = f"extract's {f.data_sub}" if f.needs_features else "the raw files"
-        lines.append(f"  {f.name:<11} {f.stage:<17} {', '.join(f.trained) or '(no training)':<12} {reads}; "
+        lines.append(f"  {f.name:<11} {f.stage:<17} {', '.join(f.trained) or '(no training)':<14} {reads}; "
                      f"{'/'.join(f.kinds)}")
     return "\n".join(lines)
 
