@@ -51,6 +51,7 @@ def test_rehearsal_times_every_stage_and_projects_to_the_real_counts(tmp_path: P
         assert step["waits_for_cpu"] == (step["batch_s"] > step["model_s"])
     infer = [r for r in rows if r["stage"] == "train_gnn (inference)"]
     assert len(infer) == 5 and all(r["gpu_h"] > 0 for r in infer)
+    assert (tmp_path / "reports/submission.csv").is_file()  # its submission beside its report, none under submissions/
     report = json.loads((tmp_path / "reports/rehearsal.json").read_text())
     assert report["graphs"]["layout:nlp:random"]["valid"]["graphs"] == 1
     md = (tmp_path / "reports/rehearsal.md").read_text()

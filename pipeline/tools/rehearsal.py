@@ -130,6 +130,8 @@ def stage_command(cfg: DictConfig, name: str, collection: str | None) -> list[st
         cmd += [f"time_budget={cfg.gnn_minutes}", "progress=false", *cfg.gnn_args]
     if name == "train_gbdt":
         cmd += list(cfg.gbdt_args)
+    if name == "submission":  # beside the rehearsal's report: never over a submission of the user's
+        cmd += [f"submission={Path(cfg.paths.reports) / 'submission.csv'}", "keep_copy=false"]
     return cmd
 
 
