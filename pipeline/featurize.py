@@ -66,6 +66,10 @@ def hlo_to_arrays(text: str, configs: int = 1000, search: str = "random", seed: 
         DataError: not HLO text, a name in `configurable` that is not a configurable
             instruction, or no configurable node.
     """
+    if search not in ("random", "default"):  # the settings a user gives, checked before any parsing
+        raise DataError(None, f"search must be 'random' or 'default', not '{search}'", key="search")
+    if int(configs) < 1:
+        raise DataError(None, f"configs must be at least 1, not {configs}", key="configs")
     m = parse_hlo(text, source=source, edges=edges)
     ids = m.config_ids
     if configurable is not None:
@@ -92,10 +96,6 @@ def hlo_to_arrays(text: str, configs: int = 1000, search: str = "random", seed: 
 
 def run(hlo: str | Path, out: str | Path, configs: int = 1000, search: str = "random", seed: int = 0) -> list[str]:
     """Write the layout file of the HLO text at `hlo` to `out`; return the configurable nodes' names."""
-    if search not in ("random", "default"):
-        raise DataError(None, f"search must be 'random' or 'default', not '{search}'", key="search")
-    if int(configs) < 1:
-        raise DataError(None, f"configs must be at least 1, not {configs}", key="configs")
     text = read_hlo_text(hlo)
     arrays, names = hlo_to_arrays(text, int(configs), search, int(seed), source=str(hlo))
     write_graph(out, arrays)

@@ -47,6 +47,11 @@ class Stage:
     make_args: str = ""  # make-variable arguments besides <VAR>_ARGS, e.g. the GNN's EXPERIMENT
 
     @property
+    def folder(self) -> str:
+        """The name of its output folder, from its stamp: pruned, padded, processed, ..."""
+        return Path(self.stamp).parent.name.strip("{}")
+
+    @property
     def var(self) -> str:
         """The make variable prefix: STAMP_<var>, <var>_ARGS."""
         return self.target.removeprefix("train-").replace("-", "_").upper()
@@ -202,6 +207,18 @@ def run_stage(module: str, overrides: list[str] | tuple[str, ...] = ()) -> objec
     if trainer is None:
         return stage_module.run(cfg)
     return folds.dispatch(cfg, trainer, stage_module.run, cfg.get("name") or trainer.name)
+
+
+def run_feature_stages(data: Path, work: Path, overrides: list[str] | tuple[str, ...] = (),
+                       extra: dict[str, list[str]] | None = None) -> Path:
+    """The feature stages (prune, pad, extract) in this process on the npz root `data`, each
+    writing `work/<its folder>` (pruned, padded, processed) and reading the one before, with
+    `overrides` and `extra[<target>]`; returns the extract output (its `gnn/` and `tables/`)."""
+    for step in feature_stages():
+        out = Path(work) / step.folder
+        run_stage(step.module, [*overrides, f"data={data}", f"out={out}", *(extra or {}).get(step.target, [])])
+        data = out
+    return Path(data)
 
 
 # ------------------------------------------------------------------------------------ paths

@@ -50,12 +50,12 @@ from features.layout import opcode_name
 from models.metrics import config_order
 from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
 from pipeline.core.cli import compose, stage as entry_point
-from pipeline.graph import ENSEMBLE, FAMILIES, family, feature_stages, run_stage, stage
+from pipeline.graph import ENSEMBLE, FAMILIES, family, run_feature_stages, run_stage, stage
 from pipeline.core.errors import DataError
 from pipeline.train import folds
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
-from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.io.predictions import predictions_path, read_predictions
 from pipeline.core.progress import silenced
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,9 @@ class Ranker:
             gf = GraphFile(collection, "test", raw)
             pred = t / "predictions"
             with quiet(bool(self.cfg.verbose)):
-                if any(family(k).needs_features for _, k in plan):
-                    self.features(t, collection)
+                features = self.features(t, collection) if any(family(k).needs_features for _, k in plan) else None
                 for name, kind in plan:
-                    self.predict(t, gf, name, kind)
+                    self.predict(t, gf, name, kind, features)
                 served = {}
                 if model == ENSEMBLE:
                     served = self.blend(t, collection, [n for n, _ in plan])
@@ -219,21 +218,18 @@ class Ranker:
             s = scores[gf.id]
         return Ranking(str(path), collection, model, config_order(collection_kind(collection), s), s, served)
 
-    def features(self, t: Path, collection: str) -> None:
-        """The feature stages of the stage graph (prune, pad, extract) on the file under `t`, each
-        reading the one before; pad applies the training run's statistics."""
+    def features(self, t: Path, collection: str) -> Path:
+        """The feature stages of the stage graph on the file under `t` (pad applying the training
+        run's statistics); returns the extract output."""
         if not self.stats.is_file():
             raise DataError(self.stats, "normalization statistics of the training run not found (run make pad on the "
                                         "training root first)")
-        data = t / "raw"
-        for step in feature_stages():
-            out = t / ("processed" if step.target == "extract" else step.target)
-            extra = [f"stats={t / 'stats.json'}", f"stats_from={self.stats}"] if step.target == "pad" else []
-            run_stage(step.module, [*self.common, f"data={data}", f"out={out}", *extra, f"collections=[{collection}]", "splits=[test]"])
-            data = out
+        return run_feature_stages(t / "raw", t, [*self.common, f"collections=[{collection}]", "splits=[test]"],
+                                  {"pad": [f"stats={t / 'stats.json'}", f"stats_from={self.stats}"]})
 
-    def predict(self, t: Path, gf: GraphFile, name: str, kind: str) -> None:
-        """The model `name` of family `kind` in predict mode on the file under `t`."""
+    def predict(self, t: Path, gf: GraphFile, name: str, kind: str, features: Path | None) -> None:
+        """The model `name` of family `kind` in predict mode on the file under `t` (`features`:
+        the extract output, for the families that read it)."""
         pred = t / "predictions"
         f = family(kind)
         only = [f"collections=[{gf.collection}]", "splits=[test]", f"predictions={pred}"]
@@ -244,7 +240,7 @@ class Ranker:
         else:
             extra = [a.format(device=self.cfg.device) for a in f.predict_args]
             run_stage(f.module, [*self.common, "mode=predict", f"{f.model_key}={self.models / name}",
-                                 f"{f.data_key}={t / 'processed' / f.data_sub}", *extra, *only])
+                                 f"{f.data_key}={features / f.data_sub}", *extra, *only])
         if not predictions_path(pred, name, "test").is_file():
             raise DataError(self.models / name, f"{name} wrote no predictions for {gf.collection}")
 
@@ -389,10 +385,6 @@ def rank_hlo_file(cfg: DictConfig) -> Ranking:
     """The ranking of the HLO text file `cfg.hlo` with this run's settings."""
     from pipeline.io.hlo import read_hlo_text
 
-    if int(cfg.configs) < 1:
-        raise DataError(None, f"configs must be at least 1, got {cfg.configs}")
-    if cfg.search not in ("random", "default"):
-        raise DataError(None, f"search must be random or default, got '{cfg.search}'")
     source = Path(cfg.hlo)
     return rank_hlo(read_hlo_text(source), cfg.collection, str(cfg.model), int(cfg.configs), str(cfg.search), int(cfg.seed),
                     str(source), cfg=cfg)

@@ -44,7 +44,7 @@ from pipeline.io.catalog import collection_dir, collection_kind, wanted_collecti
 from pipeline import graph
 from pipeline.train import folds, trainer
 from pipeline.core.cli import instantiate, stage
-from pipeline.core.errors import DataError, where
+from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path, write_text_atomic
 from pipeline.io.audit_json import exclusions
 from pipeline.io.tables import table_path

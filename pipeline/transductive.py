@@ -52,13 +52,12 @@ from models.audit import audit_graph  # noqa: E402
 from features.configs import unpack_layout  # noqa: E402
 from models.ensemble import Blender, average_seeds, blend, collection_score, normalize  # noqa: E402
 from pipeline import audit  # noqa: E402
-from pipeline.graph import FAMILIES, feature_stages, model_order, run_stage  # noqa: E402
+from pipeline.graph import FAMILIES, model_order, run_feature_stages, run_stage  # noqa: E402
 from pipeline.baseline import baseline_scores  # noqa: E402
 from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import write_text_atomic  # noqa: E402
-from pipeline.io.catalog import rel_path
-from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id, rel_path  # noqa: E402
 from pipeline.io.npz import read_graph, write_graph  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 
@@ -179,19 +178,15 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     if REFERENCE in wanted:
         out[REFERENCE] = lightgbm_scores(u, np.sort(tr), np.sort(te), OmegaConf.to_container(cfg.lightgbm, resolve=True), gnn_seeds[0])
     runs: list[dict] = []
-    if not wanted & {"gbdt", "analytical", "gnn"}:
+    if not wanted & {f.name for f in FAMILIES if f.trained}:
         return out, {"gnn_seed_scores": [], "gnn_epochs": None}
-    data = raw
-    for step in feature_stages():  # prune, pad, extract
-        out_dir = work / ("processed" if step.target == "extract" else step.target)
-        run_stage(step.module, [f"data={data}", f"out={out_dir}", *common])
-        data = out_dir
+    processed = run_feature_stages(raw, work, common)
     preds = work / "predictions"
     for f in FAMILIES:  # the trained members but the GNN (several seeds, below), each through its own stage
         if f.name not in wanted or not f.trained or f.name == "gnn" or u.kind not in f.kinds:
             continue
         run_stage(f.module, [
-            f"{f.data_key}={work / 'processed' / f.data_sub}", f"{f.model_key}={work / 'models' / f.name}", f"predictions={preds}",
+            f"{f.data_key}={processed / f.data_sub}", f"{f.model_key}={work / 'models' / f.name}", f"predictions={preds}",
             f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg[f.name], resolve=True))])
         out[f.name] = read_predictions(predictions_path(preds, f.name, "test"))[gid]
     gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
@@ -199,7 +194,7 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     for seed in gnn_seeds if "gnn" in wanted else []:
         sub = f"gnn_seed{seed}"
         summary = run_stage("train_gnn", [
-            f"data={work / 'processed' / 'gnn'}", f"out={work / 'models' / sub}", f"predictions={preds / sub}",
+            f"data={processed / 'gnn'}", f"out={work / 'models' / sub}", f"predictions={preds / sub}",
             f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *gnn])
         runs.append({gid: read_predictions(predictions_path(preds / sub, "gnn", "test"))[gid]})
     if runs:  # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds

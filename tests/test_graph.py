@@ -31,6 +31,7 @@ def test_the_order_puts_every_stage_after_what_it_reads() -> None:
         assert set(s.after) <= seen, s.target
         seen.add(s.target)
     assert [s.target for s in graph.feature_stages()] == ["prune", "pad", "extract"]
+    assert [s.folder for s in graph.feature_stages()] == ["pruned", "padded", "processed"]
 
 
 def test_a_cycle_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

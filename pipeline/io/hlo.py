@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.layout import LAYOUT0, NODE_FEAT_DIM, OPCODE_NAMES, PRODUCT_COL, SHAPE0, TYPE_COLS
+from features.layout import LAYOUT0, NODE_FEAT_DIM, OPCODE_NAMES, SHAPE0, TYPE_COLS
 from pipeline.core.errors import DataError
 
 log = logging.getLogger(__name__)

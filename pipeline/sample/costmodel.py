@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features import layout
+from pipeline.io.hlo import IS_ROOT_COL
 
 
 class Op:
@@ -75,8 +76,8 @@ TRANSPARENT = frozenset({Op.ADD, Op.COMPARE, Op.CONVERT, Op.DIVIDE, Op.EXPONENTI
 # Sources that can be materialized in any layout for free.
 LAYOUT_FREE = frozenset({Op.BROADCAST, Op.CONSTANT})
 
-# node_feat columns (docs/FORMAT.md; the shared ones live in features.layout)
-IS_ROOT = 0
+# node_feat columns (docs/FORMAT.md; the shared ones live in features.layout and pipeline.io.hlo)
+IS_ROOT = IS_ROOT_COL
 TYPE_COLS = layout.TYPE_COLS
 SHAPE_COLS = layout.SHAPE_COLS
 LAYOUT_COLS = layout.LAYOUT_COLS
