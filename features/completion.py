@@ -5,7 +5,8 @@ to (docs/FORMAT.md, "Config columns").
 - `complete_layout(group, own)`: one group completed from a default layout;
 - `effective_output_layout`: each configurable node's output layout under each config;
 - `group_defaults`: what each group of a configurable node completes from (output: the node's
-  own layout; input: operand 0's; kernel: operand 1's for convolution and dot);
+  own layout; input: operand 0's; kernel: operand 1's for convolution and dot; operands from
+  `features.operands`, where two that cannot be told apart default alike);
 - `CompletionTable`: completion of packed groups through a table per distinct default layout,
   computed once per graph (the GNN's batches and the GBDT features pay gathers, not the
   comparisons); `GroupCompleter` applies it to each group of a graph's configurable nodes.
@@ -18,7 +19,7 @@ import itertools
 import numpy as np
 
 from features.configs import NUM_CODES, pack_layout, unpack_layout
-from features.layout import slot_nodes
+from features.operands import Operands
 
 
 def complete_layout(group: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -65,18 +66,24 @@ _PREFIX_ROW = np.full(NUM_CODES, -1, dtype=np.int32)  # code -> row of _PREFIX, 
 _PREFIX_ROW[pack_layout(_PREFIX)[:, 0]] = np.arange(_PREFIX.shape[0], dtype=np.int32)
 
 
-def group_defaults(node_layout: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
-                   config_nodes: np.ndarray) -> np.ndarray:
+def group_defaults(node_layout: np.ndarray, operands: Operands) -> np.ndarray:
     """The layout each config group of each configurable node completes from (see the module
     docstring): own layout, operand 0's (else own), operand 1's for convolution and dot (else
-    all -1, which leaves the group as given).
-    Shapes: node_layout (N, 6); node_opcode (N,); edge_index (E, 2) rows [consumer, producer];
-    config_nodes (M,) -> (M, 3, 6) int8.
+    all -1, which leaves the group as given). Where the two operands cannot be told apart
+    (`Operands.ambiguous`) both groups complete from their common layout, or from the
+    row-major (descending) order of their rank where the two tensors' layouts differ: a default
+    that does not depend on which is which.
+    Shapes: node_layout (N, 6); operands.slots (M, 3) -> (M, 3, 6) int8.
     """
     lay = np.asarray(node_layout, dtype=np.int8)
-    slots = slot_nodes(node_opcode, edge_index, config_nodes)  # (M, 3), -1 absent
+    slots = operands.slots  # (M, 3), -1 absent
     out = np.where((slots >= 0)[..., None], lay[np.maximum(slots, 0)], np.int8(-1))
     out[:, 1] = np.where((slots[:, 1] >= 0)[:, None], out[:, 1], lay[slots[:, 0]])  # no producer: own layout
+    amb = operands.ambiguous & ((out[:, 1] != out[:, 2]).any(-1))
+    if amb.any():
+        rank = (out[amb, 1:] >= 0).sum(-1)[..., None]  # (A, 2, 1)
+        pos = np.arange(6)
+        out[amb, 1:] = np.where(pos < rank, rank - 1 - pos, -1).astype(np.int8)
     return out
 
 

@@ -8,8 +8,9 @@ a relayout copy; a consumer that wants its input in another layout than its prod
 costs a copy of the producer's bytes; a convolution runs best with its feature dims minor-most;
 a reshape is a free bitcast only between row-major layouts.
 
-- `slot_facts(node_feat, node_opcode, edge_index, config_nodes)`: per configurable node and
-  slot (0 output, 1 input = operand 0, 2 kernel = operand 1 of a convolution or dot), the
+- `slot_facts(node_feat, node_opcode, edge_index, operands)`: per configurable node and
+  slot (0 output, 1 input = operand 0, 2 kernel = operand 1 of a convolution or dot, as
+  `features.operands.infer_operands` tells them apart), the
   slot tensor's dims and element bytes, the dims a convolution wants minor-most and
   second-minor, whether the slot meets a node of fixed layout, and a convolution's or dot's
   matmul flops; written by the extract stage beside the GNN tensors (`config_slots`), from the
@@ -38,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, ELEMENTWISE, KINDS, LAYOUT_FREE, SHAPE_COLS, TYPE_COLS, slot_nodes
+from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, ELEMENTWISE, KINDS, LAYOUT_FREE, SHAPE_COLS, TYPE_COLS
+from features.operands import Operands
 
 CONVOLUTION_FEATURE_COLS = (106, 94, 100)  # output feature, input feature, kernel output feature (docs/FORMAT.md)
 KERNEL_INPUT_FEATURE_COL = 99  # a convolution's kernel input feature: wanted second-minor
@@ -144,15 +146,18 @@ def _fixed_slots(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.
 
 
 def slot_facts(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
-               config_nodes: np.ndarray) -> np.ndarray:
+               operands: Operands) -> np.ndarray:
     """(M, 3, SLOT_FACTS) int64 facts of each slot tensor (module docstring), from RAW node_feat
     (N, 140): dims 0-5 (0 beyond the rank), element bytes (0: absent or not an array), the dims a
     convolution wants minor-most and second-minor in that slot (-1: none), and whether the slot
-    meets a node of fixed layout (`config_nodes` are the nodes whose layout varies; every other
-    node, configurable or not, holds its layout)."""
+    meets a node of fixed layout (`operands.slots[:, 0]` are the nodes whose layout varies; every
+    other node, configurable or not, holds its layout). The two operand slots of a node whose
+    operands cannot be told apart (`operands.ambiguous`) carry the same tensor facts: the larger
+    of each (equal where the shapes are), and a fixed neighbour where either meets one.
+    """
     nf = np.asarray(node_feat)
-    nodes = np.asarray(config_nodes, dtype=np.int64)
-    slots = slot_nodes(node_opcode, edge_index, nodes)
+    slots = operands.slots
+    nodes = slots[:, 0]
     present = slots >= 0
     node = np.where(present, slots, 0)
     out = np.zeros((*slots.shape, SLOT_FACTS), dtype=np.int64)
@@ -168,6 +173,12 @@ def slot_facts(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.nd
         ok = conv & present[:, s] & (want >= 0) & (want < rank[:, s])
         out[ok, s, at] = want[ok]
     out[..., 9] = _fixed_slots(nf, node_opcode, edge_index, slots, nodes) & present
+    amb = operands.ambiguous
+    if amb.any():  # tensor facts (dims, bytes, fixed neighbour) that do not depend on which operand is which
+        both = np.maximum(out[amb, 1], out[amb, 2])
+        for s in (1, 2):
+            out[amb, s, :7] = both[:, :7]
+            out[amb, s, 9] = both[:, 9]
     out[:, 0, 10] = _matmul_flops(out, np.asarray(node_opcode)[nodes])
     return out
 

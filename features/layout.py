@@ -127,25 +127,6 @@ def root_node(node_feat: np.ndarray) -> int:
     return int(roots[-1]) if roots.size else node_feat.shape[0] - 1
 
 
-def slot_nodes(node_opcode: np.ndarray, edge_index: np.ndarray, config_nodes: np.ndarray) -> np.ndarray:
-    """(M, 3) int64 node behind each slot of each configurable node, -1 where absent: the node
-    itself; operand 0 (its first edge row: files list operands in order, pruning keeps direct
-    edges in their order); operand 1 of a convolution or dot."""
-    nodes = np.asarray(config_nodes, dtype=np.int64)
-    e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
-    order = np.argsort(e[:, 0], kind="stable")  # by consumer, operand order kept
-    consumer, producer = e[order, 0], e[order, 1]
-    first = np.searchsorted(consumer, nodes, "left")
-    count = np.searchsorted(consumer, nodes, "right") - first
-    out = np.full((nodes.size, 3), -1, dtype=np.int64)
-    out[:, 0] = nodes
-    if producer.size:
-        out[:, 1] = np.where(count > 0, producer[np.minimum(first, producer.size - 1)], -1)
-        kernel = (count > 1) & np.isin(np.asarray(node_opcode)[nodes], KERNEL_OPCODES)
-        out[kernel, 2] = producer[np.minimum(first + 1, producer.size - 1)][kernel]
-    return out
-
-
 def opcode_kind(node_opcode: np.ndarray) -> np.ndarray:
     """Index into KINDS of each opcode: convolution 0, dot 1, reshape 2, anything else 3."""
     op = np.asarray(node_opcode, dtype=np.int64)

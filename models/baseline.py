@@ -4,9 +4,12 @@ Layout: a config costs the bytes copied where a producer's output layout and its
 expected layout disagree in the two minor-most dimensions (the ones TPU tiling depends on; real
 config groups often set only those two). A configurable node's output layout is its config's
 output group completed from its own node_feat layout (`features.completion.complete_layout`; all -1 is
-the compiler default); a consumer expects its configured input group, completed from the
-producer's own layout, when it is configurable, and the producer's own layout otherwise. Every edge touching a configurable node contributes
-`bytes(producer) * [mismatch]`.
+the compiler default); a configurable consumer expects, of its operand 0, its input group and, of
+a convolution's or dot's operand 1, its kernel group (`features.operands`), each completed from
+the producer's own layout; a consumer that is not configurable expects the producer's own
+layout. Every edge touching a configurable node contributes `bytes(producer) * [mismatch]`; the
+two operands of a node that cannot be told apart each count half under either group, and a
+producer read as both operands counts once per operand.
 
 Tile: a config costs its padding waste, the padded output volume over the true volume when the
 output is cut into tiles of `output_bounds`, with the tile count as a small tie-break.
@@ -21,6 +24,7 @@ import numpy as np
 from features.layout import SHAPE_COLS, node_layout, root_node, tensor_bytes
 from features.completion import CompletionTable
 from features.configs import NUM_CODES, pack_layout, unpack_layout
+from features.operands import infer_operands
 from features.tabular import tile_padding
 
 MINOR = 2  # layout positions compared: the minor-most and second-minor dimensions
@@ -34,30 +38,55 @@ def _minor_key(layouts: np.ndarray) -> np.ndarray:
 
 
 class LayoutCopyCost:
-    """Precomputes the edges that touch configurable nodes; then scores config chunks.
+    """Precomputes the reads that touch configurable nodes; then scores config chunks.
 
     Args:
-        node_feat: (N, 140) float32.
+        node_feat: (N, 140) float32, raw.
+        node_opcode: (N,) opcode ids.
         edge_index: (E, 2) int64, row [u, v]: u consumes v.
         node_config_ids: (NC,) int64.
     """
 
-    def __init__(self, node_feat: np.ndarray, edge_index: np.ndarray, node_config_ids: np.ndarray):
+    def __init__(self, node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
+                 node_config_ids: np.ndarray):
         n = node_feat.shape[0]
+        ids = np.asarray(node_config_ids, dtype=np.int64)
         slot = np.full(n, -1, dtype=np.int64)
-        slot[node_config_ids] = np.arange(node_config_ids.size)
-        u, v = edge_index[:, 0], edge_index[:, 1]
-        keep = (slot[u] >= 0) | (slot[v] >= 0)
-        self.cons_slot = slot[u[keep]]  # (E',) consumer's config slot or -1
-        self.prod_slot = slot[v[keep]]  # (E',) producer's config slot or -1
-        default = node_layout(node_feat)[v[keep]]  # (E', 6) producer's own layout
-        self.default_key = _minor_key(default)  # (E',)
-        self.weight = tensor_bytes(node_feat)[v[keep]]  # (E',)
+        slot[ids] = np.arange(ids.size)
+        e = np.asarray(edge_index, dtype=np.int64).reshape(-1, 2)
+        u, v = e[:, 0], e[:, 1]
+        # reads by unconfigurable consumers of configurable producers: they expect the producer's layout
+        plain = (slot[u] < 0) & (slot[v] >= 0)
+        cons, prod, group, weight = [np.full(int(plain.sum()), -1)], [v[plain]], [np.full(int(plain.sum()), 1)], [np.ones(int(plain.sum()))]
+        # reads by configurable consumers: operand 0 under the input group, operand 1 under the kernel group
+        ops = infer_operands(node_feat, node_opcode, e, ids)
+        half = np.where(ops.ambiguous, 0.5, 1.0)
+        for s_, g_, w_ in ((1, 1, half), (2, 2, half), (1, 2, 1.0 - half), (2, 1, 1.0 - half)):
+            ok = (ops.slots[:, s_] >= 0) & (w_ > 0)
+            cons.append(np.flatnonzero(ok))
+            prod.append(ops.slots[ok, s_])
+            group.append(np.full(int(ok.sum()), g_))
+            weight.append(np.broadcast_to(w_, ok.shape)[ok])
+        # any further producer (not an operand slot) of a configurable consumer: under its input group
+        known = set(zip(np.repeat(ids, 2).tolist(), ops.slots[:, 1:].reshape(-1).tolist()))
+        extra = np.asarray([slot[a] >= 0 and (a, b) not in known for a, b in e.tolist()], dtype=bool).reshape(-1)
+        cons.append(slot[u[extra]])
+        prod.append(v[extra])
+        group.append(np.full(int(extra.sum()), 1))
+        weight.append(np.ones(int(extra.sum())))
+        self.cons_slot = np.concatenate(cons).astype(np.int64)  # (R,) consumer's config slot or -1
+        producer = np.concatenate(prod).astype(np.int64)  # (R,) producer node
+        self.group = np.concatenate(group).astype(np.int64)  # (R,) the consumer's group that lays the read out
+        self.prod_slot = slot[producer]  # (R,) producer's config slot or -1
+        default = node_layout(node_feat)[producer]  # (R, 6) producer's own layout
+        self.default_key = _minor_key(default)  # (R,)
+        self.weight = tensor_bytes(node_feat)[producer] * np.concatenate(weight)  # (R,)
         # completion through packed codes, one table per graph (features.completion.CompletionTable):
-        # output groups from each configurable node's own layout, input groups from the producer's
-        own = node_layout(node_feat)[node_config_ids]  # (NC, 6)
-        layouts, idx = np.unique(np.concatenate([own, default]).astype(np.int8), axis=0, return_inverse=True)
+        # output groups from each configurable node's own layout, input and kernel groups from the producer's
+        own = node_layout(node_feat)[ids]  # (NC, 6)
+        layouts, idx = np.unique(np.concatenate([own, default]).astype(np.int8).reshape(-1, 6), axis=0, return_inverse=True)
         self.table = CompletionTable(layouts)
+        idx = idx.reshape(-1)
         self.own_idx, self.default_idx = idx[: own.shape[0]], idx[own.shape[0]:]
 
     def __call__(self, config_chunk: np.ndarray) -> np.ndarray:
@@ -66,10 +95,10 @@ class LayoutCopyCost:
         if self.weight.size == 0:
             return np.zeros(c)
         ps, cs = self.prod_slot, self.cons_slot
-        codes = pack_layout(config_chunk[:, :, 0:12])  # (c, NC, 2): output and input groups
+        codes = pack_layout(config_chunk)  # (c, NC, 3): output, input and kernel groups
         out = _MINOR_KEY[self.table(codes[..., 0], self.own_idx[None])]  # (c, NC)
-        produced = np.where((ps >= 0)[None], out[:, np.maximum(ps, 0)], self.default_key[None])  # (c, E')
-        wanted_in = _MINOR_KEY[self.table(codes[:, np.maximum(cs, 0), 1], self.default_idx[None])]  # (c, E')
+        produced = np.where((ps >= 0)[None], out[:, np.maximum(ps, 0)], self.default_key[None])  # (c, R)
+        wanted_in = _MINOR_KEY[self.table(codes[:, np.maximum(cs, 0), self.group], self.default_idx[None])]  # (c, R)
         wanted = np.where((cs >= 0)[None], wanted_in, self.default_key[None])
         return (produced != wanted).astype(np.float64) @ self.weight
 

@@ -31,7 +31,7 @@ def baseline_scores(f: GraphFile, chunk_configs: int) -> np.ndarray:
     g = read_graph(f.path, split=f.split)
     if g.kind == "tile":
         return tile_padding_cost(g.node_feat, g.config_feat)
-    cost = LayoutCopyCost(g.node_feat, g.edge_index, g.node_config_ids)
+    cost = LayoutCopyCost(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids)
     out = np.empty(g.num_configs)
     for start, chunk in iter_node_config_feat(g, chunk_configs):
         out[start : start + chunk.shape[0]] = cost(chunk)

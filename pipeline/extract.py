@@ -19,7 +19,10 @@ thread computes the features still owed. Writes:
   config, so its row holds its effective output layout under it,
   `features.pad.effective_output_layout`, not its own layout), `node_opcode`, `edge_index`,
   `node_splits`, `node_config_ids`, `node_ids` (original ids), `config_pairs`, `config_slots`
-  (NV, 3, `features.cost_terms.SLOT_FACTS`) the raw tensor facts of each varying node's slots. Tile:
+  (NV, 3, `features.cost_terms.SLOT_FACTS`) the raw tensor facts of each varying node's slots,
+  `config_defaults` (NV, 3, 6) int8 the layout each of their groups completes from
+  (`features.completion.group_defaults`; operands told apart by `features.operands`, one log
+  line per graph where some could not be). Tile:
   `config_feat` (U, 24) raw and `config_feat_norm`, `config_runtime_normalizers` (U,) of each
   row's first occurrence.
 - `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),
@@ -45,8 +48,9 @@ from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from features.configs import ConfigDeduper, dedup_configs, pack_layout
-from features.completion import effective_output_layout
+from features.completion import effective_output_layout, group_defaults
 from features.cost_terms import slot_facts
+from features.operands import infer_operands
 from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
 from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
@@ -206,16 +210,22 @@ def _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_b
         dedup = deduper.finish()
         num_unique = dedup.num_unique
         varying = dedup.varying if dedup.varying is not None else np.zeros(nc, dtype=bool)  # (NC,) bool
+        operands = infer_operands(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids[varying])
+        counts = operands.counts()
+        if counts["ambiguous"] or counts["guessed"]:
+            log.info("%s: %s", gid, operands.summary())
+        node_layout = _node_layout(g, padded, varying, first)
         codes = Stream((num_unique, int(varying.sum()), 3), np.int32,
                        _read_spool(spool, num_unique, nc, varying, max(1, chunk_configs)))
         arrays = {
             "config_map": dedup.config_map, "runtime": dedup.runtime, "config_first": dedup.first,
             "config_runtime": g.config_runtime, "varying": varying,
             "config_node_ids": g.node_config_ids[varying], "node_config_ids": g.node_config_ids,
-            "node_feat": padded["node_feat_norm"], "node_layout": _node_layout(g, padded, varying, first),
+            "node_feat": padded["node_feat_norm"], "node_layout": node_layout,
             "node_opcode": g.node_opcode, "edge_index": g.edge_index, "node_splits": g.node_splits,
             "node_ids": padded["node_ids"], "config_pairs": padded["config_pairs"],
-            "config_slots": slot_facts(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids[varying]),
+            "config_slots": slot_facts(g.node_feat, g.node_opcode, g.edge_index, operands),
+            "config_defaults": group_defaults(node_layout, operands),
         }
         with ThreadPoolExecutor(1, thread_name_prefix="extract-features") as pool:
             feats = pool.submit(features.finish) if features is not None else None

@@ -1,5 +1,6 @@
 """Shared fixtures. Real dataset files are read from ../shared/tpugraphs-samples (or the folder
-named by TPUGRAPHS_SAMPLES); tests that need them skip with the reason when it is absent."""
+named by TPUGRAPHS_SAMPLES), the real HLO module from ../shared/tpugraphs-hlo (or
+TPUGRAPHS_HLO); tests that need them skip with the reason when it is absent."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(os.environ.get("TPUGRAPHS_SAMPLES", ROOT.parent / "shared" / "tpugraphs-samples"))
+# the dataset encoder's own module as HLO text, with the configs tried on it
+HLO_SAMPLES = Path(os.environ.get("TPUGRAPHS_HLO", ROOT.parent / "shared" / "tpugraphs-hlo"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

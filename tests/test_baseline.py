@@ -23,8 +23,11 @@ def _node(shape: tuple[int, ...], layout: tuple[int, ...], f32: bool = True) -> 
     return f
 
 
+OPCODES = np.array([63, 63, 34, 75, 2], np.uint8)  # parameter, parameter, dot, reshape, add
+
+
 def five_node_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """param0, param1 -> conv(2, configurable) -> reshape(3, configurable) -> add(4)."""
+    """param0 [8, 16], param1 [16, 4] -> dot(2, configurable) [8, 4] -> reshape(3, configurable) -> add(4)."""
     feat = np.stack([
         _node((8, 16), (1, 0)),
         _node((16, 4), (1, 0)),
@@ -36,9 +39,11 @@ def five_node_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return feat, edges, np.array([2, 3], np.int64)
 
 
-def _config(conv_out=(-1, -1), reshape_in=(-1, -1)) -> np.ndarray:
+def _config(conv_out=(-1, -1), reshape_in=(-1, -1), dot_lhs=(-1, -1), dot_rhs=(-1, -1)) -> np.ndarray:
     c = np.full((2, 18), -1, np.float32)
     c[0, 0:2] = conv_out
+    c[0, 6:8] = dot_lhs
+    c[0, 12:14] = dot_rhs
     c[1, 6:8] = reshape_in
     return c
 
@@ -52,15 +57,23 @@ def test_node_tensor_facts() -> None:
 
 def test_layout_copy_cost_by_hand() -> None:
     feat, edges, ids = five_node_graph()
-    cost = LayoutCopyCost(feat, edges, ids)
     chunk = np.stack([
         _config(),                                  # all defaults: nothing copied
-        _config(conv_out=(0, 1)),                   # conv output transposed, reshape expects default
+        _config(conv_out=(0, 1)),                   # dot output transposed, reshape expects default
         _config(conv_out=(0, 1), reshape_in=(0, 1)),  # both agree on the transposed layout
-        _config(reshape_in=(0, 1)),                 # reshape wants transposed, conv gives default
+        _config(reshape_in=(0, 1)),                 # reshape wants transposed, dot gives default
         _config(conv_out=(1, 0)),                   # explicitly the default: nothing copied
+        _config(dot_lhs=(0, 1)),                    # the dot reads param0 [8, 16] transposed: 512 bytes
+        _config(dot_rhs=(0, 1)),                    # ... param1 [16, 4] transposed: 256 bytes
     ])
-    assert cost(chunk).tolist() == [0, 128, 0, 128, 0]
+    want = [0, 128, 0, 128, 0, 512, 256]
+    assert LayoutCopyCost(feat, OPCODES, edges, ids)(chunk).tolist() == want
+    # the same program with the kernel numbered before the input and edge rows sorted, as the
+    # real files write them: operands are told apart by shape, not by edge order
+    perm = np.array([1, 0, 2, 3, 4])  # new id of each old node
+    feat2, edges2 = feat[np.argsort(perm)], perm[edges]
+    edges2 = edges2[np.lexsort((edges2[:, 1], edges2[:, 0]))]
+    assert LayoutCopyCost(feat2, OPCODES[np.argsort(perm)], edges2, ids)(chunk).tolist() == want
 
 
 def _reference_copy_cost(feat: np.ndarray, edges: np.ndarray, ids: np.ndarray, chunk: np.ndarray) -> np.ndarray:
@@ -94,7 +107,7 @@ def test_layout_copy_cost_matches_the_rule_on_random_prefix_configs() -> None:
             for g in range(3):  # a random prefix of a permutation of the node's dims (the data's form)
                 k = rng.integers(0, rank[node] + 1)
                 chunk[c, i, 6 * g : 6 * g + k] = rng.permutation(rank[node])[:k]
-    got = LayoutCopyCost(feat, edges, ids)(chunk)
+    got = LayoutCopyCost(feat, np.full(n, 75, np.uint8), edges, ids)(chunk)  # reshapes: every producer read under the input group
     assert np.array_equal(got, _reference_copy_cost(feat, edges, ids, chunk)) and got.any()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from features.completion import complete_layout, group_defaults
 from features.cost_terms import NUM_TERMS, SLOT_FACTS, TERM_NAMES, layout_terms, slot_facts
 from features.layout import NODE_FEAT_DIM, node_layout
+from features.operands import BY_SHAPE, RESOLVED, Operands, infer_operands
 
 F32 = 2 + 11  # one-hot column of f32 (docs/FORMAT.md: 2-20 element types, f32 the 12th)
 SHAPES = [(8, 200), (200, 130), (8, 130), (8, 130), (8, 130)]
@@ -34,11 +35,30 @@ def raw_node_feat() -> np.ndarray:
     return nf
 
 
+def operands() -> Operands:
+    """The slots of nodes 2 and 4: the convolution reads 0 (input) and 1 (kernel); the dot reads
+    the add as operand 0 and, in these tests, nothing as operand 1 (`infer_operands` would read
+    the add as both: a batch-only dot of [8, 130] by itself fits, test_operands_from_shapes)."""
+    return Operands(np.array([[2, 0, 1], [4, 3, -1]]), np.array([BY_SHAPE, RESOLVED], dtype=np.int8))
+
+
+def test_operands_from_shapes_whatever_the_edge_order() -> None:
+    nf = raw_node_feat()
+    for edges in (EDGES, EDGES[::-1], EDGES[[1, 0, 2, 3]]):
+        ops = infer_operands(nf, OPCODES, edges, CONFIG_NODES)
+        assert ops.slots.tolist() == [[2, 0, 1], [4, 3, 3]] and ops.status.tolist() == [BY_SHAPE, RESOLVED]
+    # the kernel numbered before the input: told apart by the dimension numbers, not the ids
+    swap = np.array([1, 0, 2, 3, 4])
+    ops = infer_operands(nf[swap], OPCODES[swap], swap[EDGES], CONFIG_NODES)
+    assert ops.slots[0].tolist() == [2, 1, 0]
+
+
 def terms(groups: list[list[int]]) -> dict[str, np.ndarray]:
     """Terms of one config given as the 18 raw values of nodes 2 and 4, by name: (2,) per node."""
     nf = raw_node_feat()
-    facts = slot_facts(nf, OPCODES, EDGES, CONFIG_NODES)
-    defaults = group_defaults(node_layout(nf), OPCODES, EDGES, CONFIG_NODES)
+    ops = operands()
+    facts = slot_facts(nf, OPCODES, EDGES, ops)
+    defaults = group_defaults(node_layout(nf), ops)
     raw = np.asarray(groups, dtype=np.int8).reshape(1, 2, 3, 6)
     done = complete_layout(raw, defaults[None]).reshape(1, 2, 18)
     t = layout_terms(facts, defaults, np.array([[1, 0]]), done)
@@ -53,7 +73,8 @@ def g(*parts: list[int]) -> list[int]:
 
 
 def test_slot_facts_read_the_slot_tensors_and_their_neighbours() -> None:
-    facts = slot_facts(raw_node_feat(), OPCODES, EDGES, CONFIG_NODES)
+    nf = raw_node_feat()
+    facts = slot_facts(nf, OPCODES, EDGES, operands())
     assert facts.shape == (2, 3, SLOT_FACTS)
     conv, dot = facts
     assert conv[:, :2].tolist() == [[8, 130], [8, 200], [200, 130]]  # output, operand 0, operand 1
@@ -117,8 +138,9 @@ def test_a_changed_input_next_to_a_fixed_producer_is_a_copy() -> None:
 
 def test_terms_of_many_configs_are_the_terms_of_each() -> None:
     nf = raw_node_feat()
-    facts = slot_facts(nf, OPCODES, EDGES, CONFIG_NODES)
-    defaults = group_defaults(node_layout(nf), OPCODES, EDGES, CONFIG_NODES)
+    ops = operands()
+    facts = slot_facts(nf, OPCODES, EDGES, ops)
+    defaults = group_defaults(node_layout(nf), ops)
     rng = np.random.default_rng(0)
     raw = np.full((7, 2, 3, 6), -1, dtype=np.int8)
     raw[..., :2] = np.where(rng.random((7, 2, 3, 1)) < 0.5, [[1, 0]], [[0, 1]])

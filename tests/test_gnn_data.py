@@ -17,6 +17,7 @@ from features.configs import pack_layout, unpack_layout
 from features.completion import complete_layout
 from models.gnn import GNNRanker
 from features.completion import CompletionTable, GroupCompleter, group_defaults
+from features.operands import BY_SHAPE, RESOLVED, Operands, infer_operands
 from features.cost_terms import NUM_TERMS, TERM_NAMES, TOTAL_NAMES, layout_terms
 from pipeline.gnn.dataset import feature_dims, graph_data, load_graph, load_graphs, sample_rows
 from pipeline.io.npz import read_graph, write_npz
@@ -45,7 +46,8 @@ def test_config_codes_round_trip_to_the_raw_configs_of_the_varying_nodes(tiny) -
         # and a batch carries them completed from each group's default layout
         batch = g.select(np.arange(g.num_configs))
         assert batch.config_layout.dtype == torch.long
-        defaults = group_defaults(z["node_layout"], z["node_opcode"], z["edge_index"], g.graph.config_nodes.numpy())
+        defaults = z["config_defaults"]
+        assert defaults.shape == (g.codes.shape[1], 3, 6)
         want = complete_layout(raw_groups.reshape(-1, g.codes.shape[1], 3, 6), defaults[None])
         done = batch.config_layout.numpy()[g.config_map]
         assert np.array_equal(done, want.reshape(raw_groups.shape))
@@ -74,7 +76,7 @@ def test_config_codes_round_trip_to_the_raw_configs_of_the_varying_nodes(tiny) -
 def hand_graph(groups: list[list[list[int]]]) -> dict[str, np.ndarray]:
     """Arrays of an extracted layout file: a rank-5 convolution (node 2) reading an input (0) and
     a kernel (1), and a rank-2 reshape (3) reading the convolution; 2 and 3 configurable.
-    `groups` (U, 2, 18) configs."""
+    `groups` (U, 2, 18) configs; the operands as the extract stage tells them apart."""
     lay = -np.ones((4, 6), dtype=np.int8)
     lay[0, :5] = [3, 4, 2, 1, 0]  # the input's own layout, not the convolution's
     lay[1, :5] = [0, 1, 2, 3, 4]
@@ -84,7 +86,8 @@ def hand_graph(groups: list[list[list[int]]]) -> dict[str, np.ndarray]:
     return {"node_feat": np.zeros((4, 3), np.float32), "node_layout": lay, "node_opcode": np.array([63, 63, 26, 75], np.uint8),
             "edge_index": np.array([[2, 0], [2, 1], [3, 2]]), "config_map": np.arange(u), "runtime": np.arange(1.0, u + 1),
             "config_runtime": np.arange(1.0, u + 1), "config_node_ids": np.array([2, 3]),
-            "config_codes": pack_layout(np.array(groups, dtype=np.float32))}
+            "config_codes": pack_layout(np.array(groups, dtype=np.float32)),
+            "config_defaults": group_defaults(lay, Operands(np.array([[2, 0, 1], [3, 2, -1]]), np.array([BY_SHAPE, RESOLVED], np.int8)))}
 
 
 def _g(*parts: list[int]) -> list[int]:
@@ -147,7 +150,8 @@ def test_completion_tables_agree_with_complete_layout() -> None:
     got = unpack_layout(table(pack_layout(odd)[:, 0], np.array([1, 0]))[:, None])
     assert np.array_equal(got, complete_layout(odd, defaults[[1, 0], 0]))
     # a node without a producer in the graph completes its input group from its own layout
-    d = group_defaults(np.array([[1, 0, -1, -1, -1, -1]] * 2), np.array([26, 26]), np.zeros((0, 2)), np.array([0, 1]))
+    alone = infer_operands(np.zeros((2, 140)), np.array([26, 26]), np.zeros((0, 2)), np.array([0, 1]))
+    d = group_defaults(np.array([[1, 0, -1, -1, -1, -1]] * 2), alone)
     assert d[:, 1].tolist() == [[1, 0, -1, -1, -1, -1]] * 2 and (d[:, 2] == -1).all()
 
 

@@ -18,11 +18,12 @@ minor-to-major order (often nothing: -1 everywhere is the compiler's default), a
 `features.completion.complete_layout` fills the rest from the layout the group defaults to:
 - output group: the node's own layout;
 - input group: the layout of operand 0 (the producer it reads), the tensor the group lays out;
-  operand 0 is the node's first edge row (raw files list a node's operands in order, and
-  pruning keeps direct edges in their order and appends bridges after them); a node without
-  a producer in the graph falls back to its own layout;
+  a node without a producer in the graph falls back to its own layout;
 - kernel group: the layout of operand 1 of a convolution or dot (the kernel); other nodes have
   no kernel, and their kernel group stays as given.
+The files do not say which producer is which operand; the extract stage tells them apart from
+the tensors' shapes (`features.operands`) and writes what each group completes from
+(`config_defaults`, `features.completion.group_defaults`).
 The completion of every prefix-form group under each distinct default layout of a graph is
 tabulated once per graph (`features.completion.GroupCompleter`), so `select` pays two gathers per batch, not the
 (k, NV, 3, 6, 6) comparisons of `complete_layout`.
@@ -44,7 +45,7 @@ import torch
 from torch import Tensor
 
 from features.configs import unpack_layout
-from features.completion import GroupCompleter, group_defaults
+from features.completion import GroupCompleter
 from features.cost_terms import SLOT_FACTS, config_totals, layout_terms
 from features.layout import opcode_kind
 from models.gnn import GraphBatch
@@ -53,7 +54,8 @@ from pipeline.core.errors import DataError
 from pipeline.io.npz import read_members
 
 LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
-               "config_runtime", "config_node_ids", "config_codes", "varying", "config_pairs", "config_slots")
+               "config_runtime", "config_node_ids", "config_codes", "varying", "config_pairs", "config_slots",
+               "config_defaults")
 TILE_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
              "config_runtime", "config_feat_norm", "config_runtime_normalizers")
 @dataclass
@@ -233,7 +235,11 @@ def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str 
     except ValueError as e:
         raise DataError(path, str(e)) from None
     if kind == "layout":  # after the check: ids and layouts are in range
-        defaults = group_defaults(a["node_layout"], a["node_opcode"], a["edge_index"], nodes)
+        if "config_defaults" not in a:
+            raise DataError(path, "has no config_defaults (written by an older extract stage): rerun `make extract`", "config_defaults")
+        defaults = np.asarray(a["config_defaults"], dtype=np.int8)
+        if defaults.shape != (nodes.size, 3, 6):
+            raise DataError(path, f"config_defaults has shape {defaults.shape}, expected ({nodes.size}, 3, 6)", "config_defaults")
         complete = GroupCompleter(defaults)
         if "config_slots" in a:
             facts = np.asarray(a["config_slots"])

@@ -53,7 +53,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from features.configs import pack_layout
 from features.layout import node_layout
+from features.completion import group_defaults
 from features.cost_terms import slot_facts
+from features.operands import infer_operands
 from features.prune import config_node_pairs, prune
 from models.gnn import predict_scores
 from pipeline.tools.bench import COLLECTION, synthetic_configs, synthetic_layout
@@ -78,13 +80,15 @@ def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat
     codes = np.concatenate([pack_layout(c) for c in synthetic_configs(palette, configs, rng)])  # (U, NC, 3)
     runtime = rng.random(configs) + 1.0
     opcode, raw_feat = raw["node_opcode"][p.node_ids], raw["node_feat"][p.node_ids]
+    operands = infer_operands(raw_feat, opcode, p.edge_index, p.node_config_ids)
     arrays = {"node_feat": rng.standard_normal((kept, feat_dim)).astype(np.float32),
               "node_layout": node_layout(raw_feat), "node_opcode": opcode,
               "edge_index": p.edge_index, "config_map": np.arange(configs), "runtime": runtime, "config_runtime": runtime,
               "config_node_ids": p.node_config_ids, "config_codes": codes,
               "varying": np.ones(config_nodes, dtype=bool),
               "config_pairs": config_node_pairs(edges, nodes, raw["node_config_ids"], pair_depth),
-              "config_slots": slot_facts(raw_feat, opcode, p.edge_index, p.node_config_ids)}
+              "config_slots": slot_facts(raw_feat, opcode, p.edge_index, operands),
+              "config_defaults": group_defaults(node_layout(raw_feat), operands)}
     g = graph_data(arrays, COLLECTION, "train")
     return g, {"nodes": nodes, "kept_nodes": int(kept), "edges": int(edges.shape[0]), "kept_edges": int(p.edge_index.shape[0]),
                "config_nodes": config_nodes, "configs": configs}
