@@ -114,13 +114,15 @@ $(PATH_reports)/audit.json: $(INSTALLED) $(RAW) conf/audit.yaml $(STATE)/audit.a
 clean: ## remove generated artifacts of DATASET (keeps .venv and raw data)
 	rm -rf $(PATH_interim) $(PATH_processed) $(PATH_models) $(PATH_predictions) $(PATH_reports) logs
 
-rank: $(INSTALLED) ## rank one program's configs with the models trained on DATA: FILE=<npz> or HLO=<HLO text> [COLLECTION=] [MODEL=ensemble] [TOP=10] [OUT=<json>]
+rank: $(INSTALLED) ## rank one program's configs with the models trained on DATA: FILE=<npz> or HLO=<HLO text> [COLLECTION=] [MODEL=ensemble] [TOP=10] [OUT=<json>] [ALLOW_OPTIMIZED=true]
 	@if [ -z '$(FILE)$(HLO)' ]; then echo "error: give the program to rank: make rank FILE=<npz> or HLO=<HLO text file> [COLLECTION=layout:xla:random]" >&2; exit 2; fi
 	$(PY) -m pipeline.rank $(COMMON) $(if $(FILE),file='$(FILE)') $(if $(HLO),hlo='$(HLO)') model=$(MODEL) top=$(TOP) \
-	  $(if $(COLLECTION),collection=$(COLLECTION)) $(if $(CONFIGS),configs=$(CONFIGS)) $(if $(OUT),out='$(OUT)') $(ARGS)
-featurize: $(INSTALLED) ## an XLA HLO text dump as a TpuGraphs layout npz with candidate configs: HLO=<file> OUT=<npz> [CONFIGS=1000]
+	  $(if $(COLLECTION),collection=$(COLLECTION)) $(if $(CONFIGS),configs=$(CONFIGS)) $(if $(OUT),out='$(OUT)') \
+	  $(if $(ALLOW_OPTIMIZED),allow_optimized=$(ALLOW_OPTIMIZED)) $(ARGS)
+featurize: $(INSTALLED) ## HLO text before XLA's optimizations as a TpuGraphs layout npz with candidate configs: HLO=<file> OUT=<npz> [CONFIGS=1000] [ALLOW_OPTIMIZED=true]
 	@if [ -z '$(HLO)' ] || [ -z '$(OUT)' ]; then echo "error: give the HLO text and the npz to write: make featurize HLO=<file> OUT=<npz>" >&2; exit 2; fi
-	$(PY) -m pipeline.featurize hlo='$(HLO)' out='$(OUT)' $(if $(CONFIGS),configs=$(CONFIGS)) $(ARGS)
+	$(PY) -m pipeline.featurize hlo='$(HLO)' out='$(OUT)' $(if $(CONFIGS),configs=$(CONFIGS)) \
+	  $(if $(ALLOW_OPTIMIZED),allow_optimized=$(ALLOW_OPTIMIZED)) $(ARGS)
 
 kaggle: $(KAGGLE_OUT)/.complete ## Kaggle bundles: dataset (code, trained artifacts, wheels) and notebook -> build/kaggle
 $(KAGGLE_OUT)/.complete: $(INSTALLED) notebooks/kaggle_submission.py $(shell find pipeline features models conf -name '*.py' -o -name '*.yaml') \

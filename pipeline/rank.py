@@ -1,13 +1,15 @@
 """Rank the configurations of one program with the models trained here.
 
     python -m pipeline.rank file=<npz> [collection=layout:xla:random] [model=ensemble] [top=10] [out=<json>]
-    python -m pipeline.rank hlo=<HLO text> [configs=1000] [search=random] [collection=layout:xla:<search>] ...
+    python -m pipeline.rank hlo=<HLO text> [configs=1000] [search=random] [collection=layout:xla:<search>] [allow_optimized=false] ...
     make rank FILE=<npz> [COLLECTION=...] [MODEL=ensemble] [TOP=10] [OUT=<json>] [DATA=<training root>]
     make rank HLO=<HLO text> [CONFIGS=1000] ...
 
-`hlo` is a program's HLO module text as XLA dumps it (any frontend; docs/examples/jax_blocks.py
-for JAX): it is featurized (`pipeline.featurize.hlo_to_arrays`: the layout file's arrays and
-`configs` candidate configs drawn by `search`, config 0 the module's own layouts) and ranked as a
+`hlo` is a program's HLO module text before XLA's optimizations (any frontend; JAX's
+`jax.jit(f).lower(*args).as_text(dialect="hlo")`, docs/examples/jax_blocks.py; optimized HLO is
+refused unless `allow_optimized=true`): it is featurized (`pipeline.featurize.hlo_to_arrays`: the
+layout file's arrays and `configs` candidate configs drawn by `search`, config 0 the compiler's
+default) and ranked as a
 file of collection `layout:xla:<search>` unless `collection` says otherwise; the printed configs
 name each tensor by its HLO instruction.
 
@@ -281,13 +283,15 @@ def hlo_collection(search: str, given: str | None) -> str:
 
 def rank_hlo(text: str, collection: str | None = None, model: str = "ensemble", configs: int = 1000,
              search: str = "random", seed: int = 0, source: str = "<hlo>", cfg: DictConfig | None = None,
-             **overrides: object) -> Ranking:
+             allow_optimized: bool = False, **overrides: object) -> Ranking:
     """Rank candidate layout configs of the HLO module `text` with the trained `model` (`cfg`: a
     composed rank config, else `overrides` of its keys); the Ranking's `nodes` name the
-    configurable instructions and `arrays` hold the featurized program and its configs."""
+    configurable instructions and `arrays` hold the featurized program and its configs. HLO after
+    XLA's optimizations is refused unless `allow_optimized` (`pipeline.featurize.hlo_to_arrays`)."""
     from pipeline.featurize import hlo_to_arrays
 
-    arrays, names = hlo_to_arrays(text, int(configs), search, int(seed), source=source)
+    arrays, names = hlo_to_arrays(text, int(configs), search, int(seed), source=source,
+                                  allow_optimized=bool(allow_optimized))
     collection = hlo_collection(search, collection)
     cfg = cfg if cfg is not None else compose("rank", [f"{k}={v}" for k, v in overrides.items()])
     with tempfile.TemporaryDirectory(prefix="rank-hlo-", dir=cfg.tmp) as tmp:
@@ -387,7 +391,7 @@ def rank_hlo_file(cfg: DictConfig) -> Ranking:
 
     source = Path(cfg.hlo)
     return rank_hlo(read_hlo_text(source), cfg.collection, str(cfg.model), int(cfg.configs), str(cfg.search), int(cfg.seed),
-                    str(source), cfg=cfg)
+                    str(source), cfg=cfg, allow_optimized=bool(cfg.get("allow_optimized", False)))
 
 
 @entry_point("rank")

@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(os.environ.get("TPUGRAPHS_SAMPLES", ROOT.parent / "shared" / "tpugraphs-samples"))
+SHARED_HLO = Path(os.environ.get("TPUGRAPHS_HLO", ROOT.parent / "shared" / "tpugraphs-hlo"))
 # the dataset encoder's own module as HLO text, with the configs tried on it
 HLO_SAMPLES = Path(os.environ.get("TPUGRAPHS_HLO", ROOT.parent / "shared" / "tpugraphs-hlo"))
 
@@ -30,3 +31,11 @@ def samples() -> Path:
 @pytest.fixture(scope="session")
 def real_files(samples: Path) -> list[Path]:
     return sorted(samples.rglob("*.npz"))
+
+
+@pytest.fixture(scope="session")
+def shared_hlo() -> Path:
+    """The dataset's unet3d layout module as HLO text and the configs its autotuner tried."""
+    if not (SHARED_HLO / "unet3d_layout_module.hlo.txt").is_file():
+        pytest.skip(f"the dataset's HLO module not found at {SHARED_HLO} (set TPUGRAPHS_HLO to its folder)")
+    return SHARED_HLO

@@ -170,7 +170,7 @@ def test_attribute_columns(hand: H.HloModule) -> None:
     assert c[H.WINDOW_TRUE_COUNT] == 1 and c[H.WINDOW_FALSE_COUNT] == 1
     assert c[H.CONV_DIMS : H.CONV_DIMS + 14].tolist() == [0, 3, 1, 2, 0, 0, 2, 3, 0, 1, 0, 0, 0, 3]
     assert c[H.FEATURE_GROUP_COL] == 2 and c[H.BATCH_GROUP_COL] == 1
-    assert node(hand, "d")[H.FEATURE_GROUP_COL] == 0  # only convolutions carry group counts
+    assert node(hand, "d")[H.FEATURE_GROUP_COL] == 0  # only convolutions and custom-calls carry group counts
     s = node(hand, "s0")
     assert s[H.SLICE_START : H.SLICE_START + 12].tolist() == [0, 0, 0, 0, 2, 1, 3, 2, 8, 8, 16, 64]
     p = node(hand, "pd")
@@ -180,6 +180,34 @@ def test_attribute_columns(hand: H.HloModule) -> None:
     # fields an instruction lacks: zeros, and 1 in the empty products
     x = node(hand, "x.0")
     assert x[H.EMPTY_PRODUCT_COLS].tolist() == [1] * 12 and x[H.WINDOW_SIZE] == 0
+
+
+def test_iota_custom_call_default_layout_and_unbounded_columns() -> None:
+    text = """HloModule cols
+
+ENTRY %main (p: f32[4,8]) -> f32[4,8] {
+  %p = f32[4,8] parameter(0)
+  %io = s32[4,8]{1,0} iota(), iota_dimension=1
+  %cc = f32[4,8]{1,0} custom-call(%p), custom_call_target="K"
+  %u = f32[?,8]{1,0} parameter(1)
+  ROOT %s = f32[] constant(0)
+}
+"""
+    m = H.parse_hlo(text)
+    assert node(m, "io")[H.DIMENSIONS_COL] == 1  # iota_dimension, the proto's dimensions field
+    cc = node(m, "cc")
+    assert cc[H.FEATURE_GROUP_COL] == 1 and cc[H.BATCH_GROUP_COL] == 1  # 1, as in every real file
+    assert node(m, "p")[LAYOUT0 : LAYOUT0 + 2].tolist() == [1, 0]  # omitted: XLA's default, descending
+    u = node(m, "u")
+    assert u[SHAPE0 : SHAPE0 + 3].tolist() == [H.UNBOUNDED_SIZE, 8, 0] and u[LAYOUT0 : LAYOUT0 + 2].tolist() == [1, 0]
+
+
+def test_nodes_in_fused_computations_are_not_configurable() -> None:
+    text = MODULE.replace("ROOT %neg = f32[8,128]{1,0} negate(%p0)",
+                          "%rs = f32[128,8]{1,0} reshape(%p0)\n  ROOT %neg = f32[8,128]{1,0} negate(%p0)")
+    m = H.parse_hlo(text)
+    assert "rs" in m.names and m.fused[m.names.index("rs")] and not m.fused[m.names.index("r")]
+    assert [m.names[i] for i in m.config_ids] == ["conv", "r", "d"]
 
 
 def test_edges_follow_the_dataset_encoder(hand: H.HloModule) -> None:
@@ -242,7 +270,7 @@ def test_the_command_writes_a_layout_file_and_fails_in_one_line(tmp_path: Path) 
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     g = read_graph(out)
-    assert g.kind == "layout" and g.num_configs == 20 and g.num_config_nodes == 7
+    assert g.kind == "layout" and g.num_configs == 20 and g.num_config_nodes == 14  # 6 dots, 1 convolution, 7 reshapes
     bad = tmp_path / "bad.txt"
     bad.write_text("hello\n")
     r = subprocess.run([sys.executable, "-m", "pipeline.featurize", f"hlo={bad}", f"out={tmp_path / 'b.npz'}"],
@@ -251,16 +279,16 @@ def test_the_command_writes_a_layout_file_and_fails_in_one_line(tmp_path: Path) 
     assert not (tmp_path / "b.npz").exists()
 
 
-# -- the JAX example against the real files ------------------------------------------------------
+# -- the JAX example against the real files (tests/test_hlo_real.py: its statistics) ---------------
 
 
 def test_jax_example_is_parsed_whole() -> None:
     m = H.read_hlo(EXAMPLE)
     assert (m.node_opcode > 0).all()  # every opcode of the example is in the dataset's vocabulary
     ops = {OPCODE_NAMES[int(o)] for o in m.node_opcode[m.config_ids]}
-    assert ops == {"dot", "convolution"}
+    assert ops == {"dot", "convolution", "reshape"}
     arrays, names = hlo_to_arrays(EXAMPLE.read_text(), configs=30, seed=1)
-    assert arrays["node_config_feat"].shape == (30, len(names), 18) and "conv_general_dilated.0" in names
+    assert arrays["node_config_feat"].shape == (30, len(names), 18) and "conv_general_dilated.1" in names
 
 
 # columns where the example may leave the real files' range, and why that is the program, not the parser

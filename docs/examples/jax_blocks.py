@@ -1,14 +1,17 @@
-"""A small JAX program whose optimized HLO is the worked example of `pipeline.featurize`.
+"""A small JAX program whose HLO is the worked example of `pipeline.featurize` and `make rank HLO=`.
 
     pip install -r requirements-hlo.txt        # or: pip install '.[hlo]'
-    python docs/examples/jax_blocks.py         # writes docs/examples/jax_blocks.hlo.txt
+    python docs/examples/jax_blocks.py         # writes docs/examples/jax_blocks.hlo.txt (and .optimized.hlo.txt)
     python -m pipeline.featurize hlo=docs/examples/jax_blocks.hlo.txt out=jax_blocks.npz
 
 Two blocks: a convolution block (NHWC conv, bias, relu) and a single-head attention block
-(q/k/v projections, softmax over the scores, output projection). The text written is the
-module after XLA's optimizations on the machine that runs this (CPU here), so its layouts are
-the ones that backend assigned; a TPU dump would differ in fusion and layouts, not in form.
-JAX is an optional extra: the parser never imports it, and the generated text is committed.
+(q/k/v projections, softmax over the scores, output projection). `jax_blocks.hlo.txt` is the
+module before XLA's optimizations (`jax.jit(f).lower(*args).as_text(dialect="hlo")`), the form
+the dataset's graphs were built from: no fusion, bitcast or copy, layouts the default ones.
+`jax_blocks.optimized.hlo.txt` is the same module after XLA's CPU optimizations
+(`.compile().as_text()`), kept to show what the featurizer refuses (fusions, bitcasts, a
+schedule) and what `allow_optimized=true` ranks anyway. JAX is an optional extra: the parser
+never imports it, and the generated texts are committed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 OUT = Path(__file__).with_suffix(".hlo.txt")
+OPTIMIZED = Path(__file__).with_suffix(".optimized.hlo.txt")
 
 
 def conv_block(x, w, b):
@@ -48,12 +52,12 @@ def main() -> None:
     args = (jax.random.normal(keys[0], (n, h, h, c)), jax.random.normal(keys[1], (3, 3, c, hidden)),
             jax.random.normal(keys[2], (hidden,)),
             *(jax.random.normal(keys[3 + i], (hidden, hidden)) for i in range(4)))
-    text = jax.jit(model).lower(*args).compile().as_text()
-    # the source locations in the metadata name this file: relative to the repository, not this machine
-    text = text.replace(str(Path(__file__).resolve()), "docs/examples/jax_blocks.py")
-    OUT.write_text(text)
-    print(f"wrote {OUT} ({len(text.splitlines())} lines) with jax {jax.__version__}")
-
+    lowered = jax.jit(model).lower(*args)
+    for path, text in ((OUT, lowered.as_text(dialect="hlo")), (OPTIMIZED, lowered.compile().as_text())):
+        # the source locations in the metadata name this file: relative to the repository, not this machine
+        text = text.replace(str(Path(__file__).resolve()), "docs/examples/jax_blocks.py")
+        path.write_text(text)
+        print(f"wrote {path} ({len(text.splitlines())} lines) with jax {jax.__version__}")
 
 if __name__ == "__main__":
     main()

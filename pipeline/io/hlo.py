@@ -50,7 +50,8 @@ ETYPE_COL = {t: TYPE_COLS.start + k for k, t in enumerate(ELEMENT_TYPES)}
 DIMS_SUM_COL = 27          # shape "dimensions_sum" (27) and "dimensions_product" (28 = PRODUCT_COL) over all dims
 TUPLE_SIZE_COL = 29        # "tuple_shapes_size": top-level element count of a tuple shape
 PARAMETER_NUMBER_COL = 30  # "parameter_number" (0 for every non-parameter)
-DIMENSIONS_COL = 31        # 31-36 "dimensions": broadcast / reduce / transpose / concatenate ... dims, first 6
+DIMENSIONS_COL = 31        # 31-36 "dimensions": broadcast / reduce / transpose / concatenate ... dims, first 6;
+                           # an iota's iota_dimension is its one "dimensions" entry (the proto's field)
 # "window" (FeaturizeWindow): six fields of 6 leading values + sum + product (product 1 when
 # empty), then window_reversal as 6 bools + true count (91) + false count (92)
 WINDOW_SIZE, WINDOW_STRIDE, PAD_LOW, PAD_HIGH, WIN_DILATION, BASE_DILATION = 37, 45, 53, 61, 69, 77
@@ -59,6 +60,9 @@ WINDOW_REVERSAL, WINDOW_TRUE_COUNT, WINDOW_FALSE_COUNT = 85, 91, 92
 # feature, kernel output feature, kernel spatial 0-3, output batch, output feature
 CONV_DIMS = 93
 FEATURE_GROUP_COL, BATCH_GROUP_COL = 107, 108  # "feature_group_count", "batch_group_count"
+# the opcodes whose proto carries the two group counts (1 unless set): 1 for every one of them in the
+# real files (convolution and custom-call), 0 for every other node
+GROUP_COUNT_OPCODES = ("convolution", "custom-call")
 # "slice_dims" 109-120: start, stride, limit, each 2 leading values + sum + product
 SLICE_START, SLICE_STRIDE, SLICE_LIMIT = 109, 113, 117
 DYNAMIC_SLICE_COL = 121    # "dynamic_slice_sizes" 121-124: 2 leading + sum + product
@@ -80,12 +84,12 @@ CALL_ATTRS = ("calls", "to_apply", "body", "condition", "branch_computations", "
               "false_computation", "select", "scatter", "called_computations")
 # attributes read into features, and those known to carry nothing the 140 columns encode
 FEATURE_ATTRS = {"dimensions", "window", "dim_labels", "feature_group_count", "batch_group_count", "slice",
-                 "dynamic_slice_sizes", "padding", "is_stable"}
+                 "dynamic_slice_sizes", "padding", "is_stable", "iota_dimension"}
 IGNORED_ATTRS = {
     "metadata", "backend_config", "frontend_attributes", "sharding", "index", "lhs_contracting_dims",
     "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims", "kind", "custom_call_target",
     "api_version", "operand_layout_constraints", "custom_call_has_side_effect", "output_to_operand_aliasing",
-    "direction", "type", "iota_dimension", "replica_groups", "channel_id", "use_global_device_ids",
+    "direction", "type", "replica_groups", "channel_id", "use_global_device_ids",
     "constrain_layout", "exponent_bits", "mantissa_bits", "fft_type", "fft_length", "distribution",
     "offset_dims", "collapsed_slice_dims", "start_index_map", "index_vector_dim", "slice_sizes",
     "indices_are_sorted", "unique_indices", "update_window_dims", "inserted_window_dims",
@@ -108,7 +112,10 @@ class HloModule:
     Shapes: node_feat (N, 140) float32, node_opcode (N,) uint8, edge_index (E, 2) int64 (row
     [u, v]: u consumes v), node_splits (1, S) int64, names (N,) instruction names, config_ids
     (NC,) int64 the layout-configurable nodes, operands: each node's operand node indices in
-    operand order (repeats kept), ranks / layouts: each node's rank and minor-to-major layout.
+    operand order (repeats kept), layouts / dims: each node's minor-to-major layout and shape
+    dims, attrs: each node's attributes as text (`dim_labels`, `lhs_batch_dims`, ...), fused:
+    (N,) bool, the node lies in a computation a fusion calls, scheduled: the header says
+    `is_scheduled=true`.
     """
 
     name: str
@@ -121,6 +128,10 @@ class HloModule:
     operands: list[list[int]] = field(repr=False)
     layouts: list[tuple[int, ...]] = field(repr=False)
     computations: list[str] = field(repr=False)
+    dims: list[tuple[int, ...]] = field(default_factory=list, repr=False)
+    attrs: list[dict[str, str]] = field(default_factory=list, repr=False)
+    fused: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    scheduled: bool = False
 
 
 # -- text scanning -----------------------------------------------------------------------------------
@@ -177,10 +188,15 @@ class Shape:
     tuple_size: int = 0
 
 
+UNBOUNDED_SIZE = 1  # an unbounded dim `?`: its place kept (rank, layout), this size (the proto's INT64_MIN is no size)
+
+
 def parse_shape(s: str) -> tuple[Shape, int]:
     """The shape at the start of `s` and the length of its text. `f32[8,128]{1,0:T(8,128)}`
     (the layout is the minor_to_major list before any ':' tiling), `f32[]`, `token[]` or a
-    tuple `(f32[2]{0}, s32[])`; dynamic bounds `<=8` count as their bound."""
+    tuple `(f32[2]{0}, s32[])`; dynamic bounds `<=8` count as their bound, an unbounded `?`
+    as UNBOUNDED_SIZE. A layout the text omits is XLA's default, as its parser assigns it:
+    descending minor-to-major (`f32[8,128]` is `{1,0}`)."""
     s = s.lstrip()
     if s.startswith("("):
         end = _matching(s, 0)
@@ -190,11 +206,13 @@ def parse_shape(s: str) -> tuple[Shape, int]:
     m = _ARRAY.match(s)
     if not m:
         raise ValueError(f"no shape at '{s[:30]}'")
-    dims = tuple(int(d.strip().lstrip("<=")) for d in m.group(2).split(",") if d.strip() and d.strip() != "?")
-    layout = ()
+    dims = tuple(UNBOUNDED_SIZE if d.strip() == "?" else int(d.strip().lstrip("<="))
+                 for d in m.group(2).split(",") if d.strip())
     if m.group(3) is not None:
         minor = m.group(3).split(":")[0]
         layout = tuple(int(x) for x in minor.split(",") if x.strip())
+    else:
+        layout = tuple(range(len(dims) - 1, -1, -1))
     return Shape(m.group(1), dims, layout), m.end()
 
 
@@ -328,14 +346,16 @@ def feature_row(inst: Instruction, warn) -> np.ndarray:
         row[PARAMETER_NUMBER_COL] = _ints(inst.args[0])[0]
     if "dimensions" in a:
         _put(row, DIMENSIONS_COL, _ints(a["dimensions"]), 6, False)
+    elif "iota_dimension" in a:
+        _put(row, DIMENSIONS_COL, _ints(a["iota_dimension"]), 6, False)
     if "window" in a:
         _window(row, a["window"], warn)
-    convolution_like = "dim_labels" in a or inst.opcode == "convolution"
+    grouped = "dim_labels" in a or inst.opcode in GROUP_COUNT_OPCODES
     if "dim_labels" in a:
         _dim_labels(row, a["dim_labels"])
-    # the proto holds 1 for a convolution's group counts; the text prints them only when not 1
-    row[FEATURE_GROUP_COL] = int(a.get("feature_group_count", 1 if convolution_like else 0))
-    row[BATCH_GROUP_COL] = int(a.get("batch_group_count", 1 if convolution_like else 0))
+    # the proto holds 1 for a convolution's or custom-call's group counts; the text prints them only when not 1
+    row[FEATURE_GROUP_COL] = int(a.get("feature_group_count", 1 if grouped else 0))
+    row[BATCH_GROUP_COL] = int(a.get("batch_group_count", 1 if grouped else 0))
     if "slice" in a:
         starts, strides, limits = _slices(a["slice"])
         _put(row, SLICE_START, starts, 2, True)
@@ -382,7 +402,7 @@ def parse_hlo(text: str, source: str = "<hlo>", edges: str = "dataset") -> HloMo
             warned.add(kind)
             log.warning("%s: unknown %s, left out of the features (warned once)", source, kind)
 
-    module_name = ""
+    module_name, scheduled = "", False
     comps: list[tuple[str, int, int, int]] = []  # name, first node, end, root node
     insts: list[Instruction] = []
     current: tuple[str, int] | None = None
@@ -394,6 +414,7 @@ def parse_hlo(text: str, source: str = "<hlo>", edges: str = "dataset") -> HloMo
         if current is None:
             if line.startswith("HloModule"):
                 module_name = (line.split() + [""])[1].rstrip(",")
+                scheduled = re.search(r"\bis_scheduled=true\b", line) is not None
                 continue
             m = _HEADER.match(line)
             if m:
@@ -455,7 +476,9 @@ def parse_hlo(text: str, source: str = "<hlo>", edges: str = "dataset") -> HloMo
     splits = [0] + [end for name, _, end, _ in comps if any(p in name for p in SPLIT_NAME_PARTS)]
     if splits[-1] < n:
         splits.append(n)
-    config_ids = np.flatnonzero(np.isin(opcodes, list(CONFIGURABLE_OPCODES))).astype(np.int64)
+    fused = _fused_nodes(insts, comps, comp_of)
+    # configurable: every convolution, dot and reshape outside fused computations, as the dataset's
+    config_ids = np.flatnonzero(np.isin(opcodes, list(CONFIGURABLE_OPCODES)) & ~fused).astype(np.int64)
     return HloModule(
         name=module_name,
         node_feat=np.stack(rows).astype(np.float32),
@@ -467,7 +490,83 @@ def parse_hlo(text: str, source: str = "<hlo>", edges: str = "dataset") -> HloMo
         operands=operands,
         layouts=[inst.shape.layout for inst in insts],
         computations=[c[0] for c in comps],
+        dims=[inst.shape.dims for inst in insts],
+        attrs=[inst.attrs for inst in insts],
+        fused=fused,
+        scheduled=scheduled,
     )
+
+
+def _fused_nodes(insts: list[Instruction], comps: list[tuple[str, int, int, int]], comp_of: np.ndarray) -> np.ndarray:
+    """(N,) bool: the node lies in a computation a fusion instruction calls, or one such a
+    computation calls in turn (a fused computation is one kernel, not layout-configurable nodes)."""
+    called: dict[str, set[str]] = {}
+    fused_roots: set[str] = set()
+    for i, inst in enumerate(insts):
+        here = comps[comp_of[i]][0]
+        for key in CALL_ATTRS:
+            if key in inst.attrs:
+                names = set(_called(inst.attrs[key]))
+                called.setdefault(here, set()).update(names)
+                if inst.opcode == "fusion":
+                    fused_roots |= names
+    seen, stack = set(), list(fused_roots)
+    while stack:
+        c = stack.pop()
+        if c not in seen:
+            seen.add(c)
+            stack.extend(called.get(c, ()))
+    in_comp = np.array([name in seen for name, *_ in comps], dtype=bool)
+    return in_comp[comp_of] if len(comp_of) else np.zeros(0, dtype=bool)
+
+
+# -- before or after XLA's optimizations -------------------------------------------------------------
+# The dataset's graphs are modules as they stood before XLA's optimizations (docs/FORMAT.md, "From
+# HLO text"). Signs of a module after them, with the thresholds that call it optimized; the real
+# layout files (tpugraphs-samples) and the dataset's own unet3d module stay far inside each one:
+# - `is_scheduled=true` in the header: only the scheduler, XLA's last pass, sets it;
+# - any bitcast: XLA's simplifier and layout assignment make them, frontends never do (real: 0);
+# - fusions above FUSION_MAX_SHARE of the instructions and above FUSION_MAX_COUNT (real files: 0 to
+#   2 fusions, at most 0.41 % of a graph; a fused CPU or TPU module: one for most elementwise chains);
+# - copies above the same share and count (real files: none; layout assignment inserts them);
+# - non-default layouts on more than NONDEFAULT_MAX_SHARE of the rank >= 2 array tensors (real
+#   files: 1 to 14 %; XLA's TPU layout assignment sets most of them).
+FUSION_MAX_COUNT, FUSION_MAX_SHARE = 2, 0.01
+NONDEFAULT_MAX_SHARE = 0.30
+
+
+def optimization_signs(m: HloModule) -> dict[str, float]:
+    """Counts of what XLA's optimizations leave in a module: fusion, bitcast and copy
+    instructions, instructions in all, rank >= 2 array tensors and the share of them whose
+    layout is not the default descending one, and whether the header says it is scheduled."""
+    op = m.node_opcode
+    ranked = [i for i, d in enumerate(m.dims) if len(d) >= 2 and len(m.layouts[i]) == len(d)]
+    nondefault = sum(m.layouts[i] != tuple(range(len(m.dims[i]) - 1, -1, -1)) for i in ranked)
+    return {"instructions": int(op.size), "fusion": int((op == OPCODE_IDS["fusion"]).sum()),
+            "bitcast": int((op == OPCODE_IDS["bitcast"]).sum()), "copy": int((op == OPCODE_IDS["copy"]).sum()),
+            "rank2_tensors": len(ranked), "nondefault_share": nondefault / max(len(ranked), 1),
+            "scheduled": float(m.scheduled)}
+
+
+def optimized_reasons(signs: dict[str, float]) -> list[str]:
+    """The signs (optimization_signs) past their thresholds, each in a few words; [] = a module
+    before XLA's optimizations."""
+    n, out = signs["instructions"], []
+    if signs["scheduled"]:
+        out.append("is_scheduled=true")
+    if signs["bitcast"]:
+        out.append(f"{signs['bitcast']} bitcasts")
+    for kind in ("fusion", "copy"):
+        if signs[kind] > max(FUSION_MAX_COUNT, FUSION_MAX_SHARE * n):
+            out.append(f"{signs[kind]} {kind} instructions")
+    if signs["nondefault_share"] > NONDEFAULT_MAX_SHARE:
+        out.append(f"{signs['nondefault_share']:.0%} of rank>=2 tensors with assigned layouts")
+    return out
+
+
+BEFORE_OPTIMIZATIONS = ("dump the module before XLA's optimizations instead: `jax.jit(f).lower(*args)"
+                        ".as_text(dialect=\"hlo\")` in JAX, or the `*.before_optimizations.txt` file of "
+                        "XLA_FLAGS=--xla_dump_to=<dir>")
 
 
 def read_hlo_text(path: str | Path) -> str:
