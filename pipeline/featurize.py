@@ -102,7 +102,7 @@ def hlo_to_arrays(text: str, configs: int = 1000, search: str = "random", seed: 
 
     Args:
         text: HLO module text.
-        configs: candidate configs wanted (config 0 = the module's own layouts).
+        configs: candidate configs wanted (config 0 = the compiler's default).
         search: "random" or "default" (`features.hlo_configs.candidate_configs`).
         seed: seed of the config draw.
         source: the file name errors name.
@@ -125,7 +125,7 @@ def hlo_to_arrays(text: str, configs: int = 1000, search: str = "random", seed: 
     if reasons and not allow_optimized:
         raise DataError(source, f"is HLO after XLA's optimizations ({', '.join(reasons)}), but the dataset's graphs "
                                 f"are programs before them: {BEFORE_OPTIMIZATIONS}; or pass allow_optimized=true "
-                                "to rank it anyway")
+                                "(make: ALLOW_OPTIMIZED=true) to rank it anyway")
     ids = m.config_ids
     if reasons:
         log.warning("%s: HLO after XLA's optimizations (%s), featurized anyway (allow_optimized=true): its fusions, "
