@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.layout import CONVOLUTION, DOT, ELEMENT_BYTES, ELEMENTWISE, KINDS, LAYOUT_FREE, SHAPE_COLS, TYPE_COLS
-from features.operands import Operands
+from features.operands import Operands, group_weights
 
 CONVOLUTION_FEATURE_COLS = (106, 94, 100)  # output feature, input feature, kernel output feature (docs/FORMAT.md)
 KERNEL_INPUT_FEATURE_COL = 99  # a convolution's kernel input feature: wanted second-minor
@@ -213,8 +213,9 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
     Args:
         facts: (M, 3, SLOT_FACTS) `slot_facts` of the M configurable nodes.
         defaults: (M, 3, 6) the layouts the groups complete from (`features.completion.group_defaults`).
-        pairs: (P, 2) `[consumer, producer]` positions into M (a configurable producer feeding a
-            configurable consumer, `config_pairs`).
+        pairs: (P, 3) `[consumer, producer, group]`: positions into M (a configurable producer
+            feeding a configurable consumer, `config_pairs`) and the consumer's group it is read
+            under (`features.operands.pair_group`).
         layout: (k, M, 18) completed groups, -1 beyond the rank.
         log_bytes: bytes as log2(1 + bytes) / 16 (model inputs); False: as bytes (sums of them
             are an additive cost, `config_totals`).
@@ -273,16 +274,20 @@ def layout_terms(facts: np.ndarray, defaults: np.ndarray, pairs: np.ndarray, lay
     out[..., c] = scale_flops(flops[None] * (off > 0))
     out[..., c + 1] = scale_flops(flops[None] * -np.log2(lane[..., 0]))
 
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
     if pairs.size:
         n = len(SLOT_TERMS) * 3
-        code = (groups[..., :2, :].astype(np.int64) + 1) @ (8 ** np.arange(6))  # (k, M, 2): output and input layouts, one integer each
+        code = (groups.astype(np.int64) + 1) @ (8 ** np.arange(6))  # (k, M, 3): output, input and kernel layouts, one integer each
         offset = (np.arange(k) * m)[:, None]
         sums = np.zeros((3, k * m))
         block = max(1, (1 << 22) // k)  # pairs compared at once: temporaries stay ~k x block, whatever the pair count
         for i in range(0, pairs.shape[0], block):
             cons, prod = pairs[i : i + block, 0], pairs[i : i + block, 1]
-            mism = (code[:, cons, 1] != code[:, prod, 0]) & present[cons, 1]  # (k, P) the consumer wants another layout
+            w = group_weights(pairs[i : i + block, 2])  # (P, 2) input and kernel group weights
+            mism = np.zeros((k, cons.size))  # (k, P) the consumer wants another layout
+            for s in (1, 2):
+                on = w[:, s - 1] > 0
+                mism[:, on] += w[on, s - 1] * ((code[:, cons[on], s] != code[:, prod[on], 0]) & present[cons[on], s])
             for row, at, weight in ((0, cons, mism), (1, cons, mism * nbytes[prod, 0]), (2, prod, mism)):
                 sums[row] += np.bincount((at[None] + offset).ravel(), weight.ravel(), minlength=k * m)
         out[..., n] = sums[0].reshape(k, m)

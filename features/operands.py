@@ -38,7 +38,7 @@ from itertools import permutations
 
 import numpy as np
 
-from features.layout import CONVOLUTION, DOT, KERNEL_OPCODES, SHAPE_COLS
+from features.layout import DOT, KERNEL_OPCODES, SHAPE_COLS
 
 # node_feat columns of a convolution (docs/FORMAT.md): dimension numbers, group counts, window sizes
 CONV_INPUT_BATCH, CONV_INPUT_FEATURE = 93, 94
@@ -198,14 +198,24 @@ def infer_operands(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: n
     return Operands(slots, status)
 
 
-def symmetric_mask(operands: Operands) -> np.ndarray:
-    """(M, 3) bool: the slots whose tensor is not known apart from the other operand's (both
-    operand slots of an ambiguous node)."""
-    mask = np.zeros(operands.slots.shape, dtype=bool)
-    mask[:, 1:] = operands.ambiguous[:, None]
-    return mask
+INPUT, KERNEL, EITHER = 1, 2, 3  # the consumer group a producer is read under (bit flags: EITHER = both)
 
 
-def conv_or_dot(node_opcode: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """(M,) bool: the node has an input and a kernel group (a convolution or dot)."""
-    return np.isin(np.asarray(node_opcode)[np.asarray(nodes, dtype=np.int64)], (CONVOLUTION, DOT))
+def pair_group(operands: Operands, consumer: np.ndarray, via: np.ndarray) -> np.ndarray:
+    """(P,) int64 the group of configurable consumer `consumer` (positions into
+    `operands.slots`) under which it reads a tensor reached through its direct producer `via`:
+    INPUT through operand 0 (or any operand of a one-operand node), KERNEL through operand 1,
+    EITHER where the operands cannot be told apart or `via` is both."""
+    slots = operands.slots[np.asarray(consumer, dtype=np.int64)]
+    via = np.asarray(via, dtype=np.int64)
+    first, second = via == slots[:, 1], (via == slots[:, 2]) & (slots[:, 2] >= 0)
+    group = np.where(second & ~first, KERNEL, INPUT) | np.where(second & first, KERNEL, 0)
+    return np.where(operands.ambiguous[consumer] & (first | second), EITHER, group).astype(np.int64)
+
+
+def group_weights(group: np.ndarray) -> np.ndarray:
+    """(P, 2) float32 weights of the input and the kernel group of pairs read under `group`
+    (INPUT, KERNEL, EITHER: half each, a comparison that does not depend on which is which)."""
+    g = np.asarray(group, dtype=np.int64)
+    w = np.stack([(g & INPUT) > 0, (g & KERNEL) > 0], axis=-1).astype(np.float32)
+    return w / np.maximum(w.sum(-1, keepdims=True), 1.0)

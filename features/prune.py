@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from features.operands import Operands, pair_group
+
 
 def khop_mask(edge_index: np.ndarray, num_nodes: int, seeds: np.ndarray, hops: int) -> np.ndarray:
     """Nodes within `hops` undirected hops of `seeds`; `hops < 0` keeps every node.
@@ -71,29 +73,31 @@ def _producer_lookup(edge_index: np.ndarray, num_nodes: int) -> Callable[[int], 
 
 
 def _bounded_producer_pairs(producers: Callable[[int], np.ndarray], keep: np.ndarray, direct: bool,
-                            max_depth: int) -> list[tuple[int, int]]:
-    """`nearest_kept_producers` pairs through at most `max_depth` removed nodes.
+                            max_depth: int) -> list[tuple[int, int, int]]:
+    """`nearest_kept_producers` triples through at most `max_depth` removed nodes.
 
-    Per kept consumer, a breadth-first walk down through the removed nodes.
+    Per kept consumer and direct producer, a breadth-first walk down through the removed nodes.
     """
-    pairs: list[tuple[int, int]] = []
+    triples: list[tuple[int, int, int]] = []
     for node in np.flatnonzero(keep):
         node = int(node)
-        direct_producers = producers(node)
-        if direct:
-            pairs.extend((node, int(p)) for p in direct_producers[keep[direct_producers]])
-        frontier, seen = set(direct_producers[~keep[direct_producers]].tolist()), set()
-        for _ in range(max_depth):
-            if not frontier:
-                break
-            seen |= frontier
-            next_frontier: set[int] = set()
-            for removed in frontier:
-                below = producers(removed)
-                pairs.extend((node, int(p)) for p in below[keep[below]])
-                next_frontier.update(below[~keep[below]].tolist())
-            frontier = next_frontier - seen
-    return pairs
+        for d in producers(node).tolist():
+            if keep[d]:
+                if direct:
+                    triples.append((node, d, d))
+                continue
+            frontier, seen = {d}, set()
+            for _ in range(max_depth):
+                if not frontier:
+                    break
+                seen |= frontier
+                next_frontier: set[int] = set()
+                for removed in frontier:
+                    below = producers(removed)
+                    triples.extend((node, d, int(p)) for p in below[keep[below]])
+                    next_frontier.update(below[~keep[below]].tolist())
+                frontier = next_frontier - seen
+    return triples
 
 
 def _kept_below_removed(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray,
@@ -116,40 +120,42 @@ def _kept_below_removed(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray
 
 
 def _unbounded_producer_pairs(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool,
-                              producers: Callable[[int], np.ndarray]) -> list[tuple[int, int]]:
-    """`nearest_kept_producers` pairs through removed chains of any length."""
+                              producers: Callable[[int], np.ndarray]) -> list[tuple[int, int, int]]:
+    """`nearest_kept_producers` triples through removed chains of any length."""
     reach = _kept_below_removed(edge_index, num_nodes, keep, producers)
-    pairs: list[tuple[int, int]] = []
+    triples: list[tuple[int, int, int]] = []
     for node in np.flatnonzero(keep):
         node = int(node)
         for p in producers(node):
             p = int(p)
             if keep[p]:
                 if direct:
-                    pairs.append((node, p))
+                    triples.append((node, p, p))
             else:
-                pairs.extend((node, w) for w in reach[p])
-    return pairs
+                triples.extend((node, p, w) for w in reach[p])
+    return triples
 
 
 def nearest_kept_producers(edge_index: np.ndarray, num_nodes: int, keep: np.ndarray, direct: bool = False,
-                           max_depth: int | None = None) -> np.ndarray:
+                           max_depth: int | None = None, via: bool = False) -> np.ndarray:
     """Pairs `[u, w]` of kept nodes where w is a nearest kept producer of u through removed nodes.
 
     "Nearest" means the path from u down to w passes through removed nodes only. With
     `direct=False` only paths with at least one removed node are returned (the bridges that
     pruning would otherwise cut); with `direct=True` direct kept-kept edges are included too.
     `max_depth` bounds the removed nodes on a path (None: unbounded).
-    Returns (B, 2) int64, unique rows, original ids.
+    Returns (B, 2) int64, unique rows, original ids; with `via`, (B, 3) rows `[u, d, w]` where
+    d is u's direct producer the path leaves through (w itself on a direct edge).
     """
     producers = _producer_lookup(edge_index, num_nodes)
     if max_depth is not None:
-        pairs = _bounded_producer_pairs(producers, keep, direct, max_depth)
+        triples = _bounded_producer_pairs(producers, keep, direct, max_depth)
     else:
-        pairs = _unbounded_producer_pairs(edge_index, num_nodes, keep, direct, producers)
-    if not pairs:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
+        triples = _unbounded_producer_pairs(edge_index, num_nodes, keep, direct, producers)
+    if not triples:
+        return np.zeros((0, 3 if via else 2), dtype=np.int64)
+    rows = np.asarray(triples, dtype=np.int64)
+    return np.unique(rows if via else rows[:, [0, 2]], axis=0)
 
 
 @dataclass
@@ -230,17 +236,28 @@ def prune(
     )
 
 
-def config_node_pairs(edge_index: np.ndarray, num_nodes: int, node_config_ids: np.ndarray,
+def config_node_pairs(edge_index: np.ndarray, num_nodes: int, operands: Operands,
                       max_depth: int | None = None) -> np.ndarray:
-    """Producer-consumer pairs among configurable nodes, through chains of at most `max_depth`
-    other nodes (None: any chain).
+    """Producer-consumer pairs among configurable nodes (`operands.slots[:, 0]`), through chains
+    of at most `max_depth` other nodes (None: any chain), with the consumer's group the
+    producer's tensor is read under (`features.operands.pair_group`: input, kernel or either).
 
-    Returns (P, 2) int64 rows `[consumer_pos, producer_pos]`, positions into `node_config_ids`
-    (the second axis of node_config_feat), so they survive any later pruning.
+    Returns (P, 3) int64 rows `[consumer_pos, producer_pos, group]`, positions into the
+    configurable nodes (the second axis of node_config_feat), so they survive any later pruning.
     """
+    config_nodes = operands.slots[:, 0]
     keep = np.zeros(num_nodes, dtype=bool)
-    keep[node_config_ids] = True
-    pairs = nearest_kept_producers(edge_index, num_nodes, keep, direct=True, max_depth=max_depth)
+    keep[config_nodes] = True
+    triples = nearest_kept_producers(edge_index, num_nodes, keep, direct=True, max_depth=max_depth, via=True)
     pos = np.full(num_nodes, -1, dtype=np.int64)
-    pos[node_config_ids] = np.arange(node_config_ids.size)
-    return pos[pairs].reshape(-1, 2)
+    pos[config_nodes] = np.arange(config_nodes.size)
+    if not triples.size:
+        return np.zeros((0, 3), dtype=np.int64)
+    cons = pos[triples[:, 0]]
+    group = pair_group(operands, cons, triples[:, 1])
+    rows = np.stack([cons, pos[triples[:, 2]], group], axis=1)
+    # a producer reached through both operands is read under either group
+    uniq, inv = np.unique(rows[:, :2], axis=0, return_inverse=True)
+    merged = np.zeros(len(uniq), dtype=np.int64)
+    np.bitwise_or.at(merged, inv.reshape(-1), rows[:, 2])
+    return np.concatenate([uniq, merged[:, None]], axis=1)

@@ -11,9 +11,11 @@ features (per config):
   whose raw config group (out, in, kernel) is the default (`def`: sets nothing) or has
   minor-most dimension d (`m0`..`m5`): 3 x 4 x 7 counts.
 - `mismatch_pairs`, `mismatch_bytes`: producer-consumer pairs of configurable nodes (through
-  any chain of other nodes) where the consumer sets an input group and its completed layout
-  differs from the producer's effective output layout (a default input group asks for
-  nothing), and the producer tensor bytes of those pairs; `change_pairs`, `change_bytes`:
+  any chain of other nodes) where the consumer sets the group the producer is read under
+  (input, or kernel for a convolution's or dot's operand 1: `features.prune.config_node_pairs`;
+  half each where the operands cannot be told apart) and its completed layout differs from the
+  producer's effective output layout (a default group asks for nothing), and the producer
+  tensor bytes of those pairs; `change_pairs`, `change_bytes`:
   pairs whose effective output layouts differ.
 - `pad_waste_bytes`, `pad_waste_minor_bytes`: bytes lost padding each configurable node's tensor
   to TPU tiles (minor-most dim to 128, second-minor to 8; and the minor-most alone) under its
@@ -31,6 +33,7 @@ import numpy as np
 
 from features.layout import ELEMENT_BYTES, KINDS, SHAPE_COLS, TYPE_COLS, node_layout, opcode_kind, root_node, tensor_bytes
 from features.completion import CompletionTable
+from features.operands import group_weights
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
 
@@ -47,7 +50,7 @@ class LayoutContext:
     """What the layout features need of one graph, for its NC configurable nodes.
 
     kind (NC,) 0..3; own (NC, 6) int8 node layout (-1 padded); dims (NC, 6) shape dims;
-    nbytes (NC,) tensor bytes; pairs (P, 2) `[consumer_pos, producer_pos]`; graph (dict) size
+    nbytes (NC,) tensor bytes; pairs (P, 3) `[consumer_pos, producer_pos, group]`; graph (dict) size
     stats; own_idx (NC,) index of each node's own layout among its distinct values, the
 defaults of `complete`.
     """
@@ -74,7 +77,7 @@ def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_i
     own = node_layout(nf)
     owns, own_idx = np.unique(own.reshape(-1, 6), axis=0, return_inverse=True)
     return LayoutContext(kind, own, nf[:, SHAPE_COLS].astype(np.float64), nb,
-                         np.asarray(pairs, dtype=np.int64).reshape(-1, 2), stats,
+                         np.asarray(pairs, dtype=np.int64).reshape(-1, 3), stats,
                          own_idx.reshape(-1).astype(np.int64), CompletionTable(owns))
 
 
@@ -116,13 +119,17 @@ def layout_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarr
     eff = ctx.complete(codes[..., 0], ctx.own_idx[None, :])  # (c, NC) effective output layout
     cons, prod = ctx.pairs[:, 0], ctx.pairs[:, 1]
     pbytes = ctx.nbytes[prod].astype(np.float32)  # (P,)
-    given = codes[:, cons, 1]  # consumer's configured input group (c, P)
-    want = ctx.complete(given, ctx.own_idx[prod][None, :])
     have = eff[:, prod]  # producer's effective output layout (c, P)
-    mism = (given != 0) & (want != have)
+    w = group_weights(ctx.pairs[:, 2])  # (P, 2) the input and kernel group each pair is read under
+    mism = np.zeros(have.shape, dtype=np.float32)
+    for s in (1, 2):
+        on = w[:, s - 1] > 0
+        given = codes[:, cons[on], s]  # consumer's configured group (c, P')
+        want = ctx.complete(given, ctx.own_idx[prod[on]][None, :])
+        mism[:, on] += w[on, s - 1] * ((given != 0) & (want != have[:, on]))
     change = eff[:, cons] != have
-    out["mismatch_pairs"] = np.count_nonzero(mism, axis=1).astype(np.float32)
-    out["mismatch_bytes"] = (mism.astype(np.float32) @ pbytes).astype(np.float64)
+    out["mismatch_pairs"] = mism.sum(axis=1)
+    out["mismatch_bytes"] = (mism @ pbytes).astype(np.float64)
     out["change_pairs"] = np.count_nonzero(change, axis=1).astype(np.float32)
     out["change_bytes"] = (change.astype(np.float32) @ pbytes).astype(np.float64)
 

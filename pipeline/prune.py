@@ -6,9 +6,11 @@ Reads the raw tree under `data` (every collection and split present; absent ones
 skipped). Writes the same tree under `out` (`<collection dir>/<split>/<stem>.npz`, raw format,
 readable by `pipeline.io.npz.read_graph`), then `out/.complete`. Each file keeps the raw keys,
 remapped (`edge_index`, `node_config_ids`, `node_splits`), and adds `node_ids` (N',) original id
-of each kept node, `original_size` [N, E], and for layout files `config_pairs` (P, 2)
+of each kept node, `original_size` [N, E], and for layout files `config_pairs` (P, 3)
 producer-consumer pairs among configurable nodes through chains of at most `pair_depth` other
-nodes of the full graph, as positions into `node_config_ids` (`features.prune.config_node_pairs`).
+nodes of the full graph, as positions into `node_config_ids`, with the consumer's group the
+producer is read under (`features.prune.config_node_pairs`; operands told apart by
+`features.operands`).
 Invariant: every configurable node is kept, in order; `config_runtime` (and the tile
 `config_feat`, `config_runtime_normalizers`) and `node_config_feat` are the raw ones;
 node_config_feat is copied still compressed (no inflate, no deflate: a multi-GB member costs a
@@ -24,6 +26,7 @@ from collections import defaultdict
 import numpy as np
 from omegaconf import DictConfig
 
+from features.operands import infer_operands
 from features.prune import config_node_pairs, prune
 from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
@@ -33,7 +36,7 @@ from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, r
 from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
-VERSION = 2  # bump when the output format changes, so finished outputs are redone
+VERSION = 3  # bump when the output format changes, so finished outputs are redone
 
 
 def prune_file(src: str, dst: str, split: str, hops: int, bridge: bool, pair_depth: int | None) -> dict:
@@ -55,7 +58,8 @@ def prune_file(src: str, dst: str, split: str, hops: int, bridge: bool, pair_dep
     else:
         arrays["node_config_ids"] = p.node_config_ids
         arrays["node_splits"] = p.node_splits
-        arrays["config_pairs"] = config_node_pairs(e, g.num_nodes, g.node_config_ids, pair_depth)
+        operands = infer_operands(g.node_feat, g.node_opcode, e, g.node_config_ids)
+        arrays["config_pairs"] = config_node_pairs(e, g.num_nodes, operands, pair_depth)
         # node_config_feat is unchanged: copied still compressed (extract validates it as it streams)
         write_npz(dst, arrays, copy_from=(src, [LAZY_KEY]))
     return {"nodes": [g.num_nodes, int(p.node_ids.size)], "edges": [int(e.shape[0]), int(p.edge_index.shape[0])],

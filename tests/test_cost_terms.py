@@ -61,7 +61,7 @@ def terms(groups: list[list[int]]) -> dict[str, np.ndarray]:
     defaults = group_defaults(node_layout(nf), ops)
     raw = np.asarray(groups, dtype=np.int8).reshape(1, 2, 3, 6)
     done = complete_layout(raw, defaults[None]).reshape(1, 2, 18)
-    t = layout_terms(facts, defaults, np.array([[1, 0]]), done)
+    t = layout_terms(facts, defaults, np.array([[1, 0, 1]]), done)
     assert t.shape == (1, 2, NUM_TERMS) and t.dtype == np.float32
     return {name: t[0, :, i] for i, name in enumerate(TERM_NAMES)}
 
@@ -146,7 +146,7 @@ def test_terms_of_many_configs_are_the_terms_of_each() -> None:
     raw[..., :2] = np.where(rng.random((7, 2, 3, 1)) < 0.5, [[1, 0]], [[0, 1]])
     raw[rng.random((7, 2, 3)) < 0.3] = -1
     done = complete_layout(raw, defaults[None]).reshape(7, 2, 18)
-    pairs = np.array([[1, 0]])
+    pairs = np.array([[1, 0, 1]])
     together = layout_terms(facts, defaults, pairs, done)
     one_by_one = np.concatenate([layout_terms(facts, defaults, pairs, done[i : i + 1]) for i in range(7)])
     np.testing.assert_array_equal(together, one_by_one)

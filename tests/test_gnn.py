@@ -54,7 +54,7 @@ def graph(config_layout: torch.Tensor | None = None, config_feat: torch.Tensor |
         defaults = np.full((2, 3, 6), -1)
         defaults[:, :2, :2] = [1, 0]
         done = config_layout.numpy().copy()
-        terms = torch.from_numpy(layout_terms(facts, defaults, np.array([[1, 0]]), done))
+        terms = torch.from_numpy(layout_terms(facts, defaults, np.array([[1, 0, 1]]), done))
     return GraphBatch(
         opcode=torch.tensor([63, 63, 26, 75, 2, 24]),
         node_feat=feat,

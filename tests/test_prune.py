@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.operands import EITHER, INPUT, KERNEL, infer_operands
 from features.prune import config_node_pairs, khop_mask, nearest_kept_producers, prune
 
 # A chain 0 <- 1 <- 2 <- 3 <- 4 <- 5 (u consumes v: rows [1,0], [2,1], ...), plus 6 consuming 3.
@@ -96,9 +97,27 @@ def test_unordered_edges_are_handled():
 
 
 def test_config_node_pairs_are_positions():
-    pairs = config_node_pairs(CHAIN, 7, np.array([6, 0, 3]))
-    # 3 consumes 0 through 2, 1; 6 consumes 3 directly. Positions: 6->0, 0->1, 3->2
-    assert sorted(map(tuple, pairs.tolist())) == [(0, 2), (2, 1)]
+    ids = np.array([6, 0, 3])
+    pairs = config_node_pairs(CHAIN, 7, infer_operands(np.zeros((7, 140)), np.zeros(7), CHAIN, ids))
+    # 3 consumes 0 through 2, 1; 6 consumes 3 directly. Positions: 6->0, 0->1, 3->2; read as input
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 2, INPUT), (2, 1, INPUT)]
+
+
+def test_config_node_pairs_know_the_operand_they_reach():
+    """A dot (4) reads configurable 0 through 2 as its kernel and configurable 1 through 3 as its
+    input: the kernel numbered first, edge rows sorted; a second dot (7) reads two tensors of
+    one shape (5, 6) and cannot tell them apart; 8 reads 0 through both of a dot's operands."""
+    shapes = {0: (16, 4), 1: (8, 16), 2: (16, 4), 3: (8, 16), 4: (8, 4), 5: (5, 5), 6: (5, 5), 7: (5, 5),
+              8: (4, 4), 9: (4, 16), 10: (16, 4)}
+    nf = np.zeros((11, 140), np.float32)
+    for n, sh in shapes.items():
+        nf[n, 21 : 21 + len(sh)] = sh
+    op = np.array([63, 63, 2, 2, 34, 63, 63, 34, 34, 98, 2])
+    edges = np.array([[2, 0], [3, 1], [4, 2], [4, 3], [7, 5], [7, 6], [8, 9], [8, 10], [9, 0], [10, 0]], np.int64)
+    ids = np.array([0, 1, 4, 5, 6, 7, 8])
+    pairs = config_node_pairs(edges, 11, infer_operands(nf, op, edges, ids), max_depth=2)
+    assert sorted(map(tuple, pairs.tolist())) == [(2, 0, KERNEL), (2, 1, INPUT), (5, 3, EITHER), (5, 4, EITHER),
+                                                  (6, 0, EITHER)]
 
 
 def test_tile_graph_passes_through():

@@ -123,10 +123,10 @@ def test_make_rank_hlo_gives_a_full_permutation_named_by_instruction(tmp_path: P
     doc = json.loads(out.read_text())
     assert doc["collection"] == "layout:xla:random" and doc["num_configs"] == 300
     assert sorted(doc["order"]) == list(range(300))
-    assert "conv_general_dilated.0" in doc["configurable_nodes"] and len(doc["configurable_nodes"]) == 7
+    assert "conv_general_dilated.1" in doc["configurable_nodes"] and len(doc["configurable_nodes"]) == 14
     table = [ln for ln in proc.stdout.splitlines() if ln[:4].strip().isdigit()]
     assert [int(ln.split()[1]) for ln in table] == doc["order"][:3]
-    assert "%dot" in table[0]  # tensors named by their HLO instruction
+    assert "%conv_general_dilated.1 convolution" in table[0]  # tensors named by their HLO instruction
     assert not (tmp_path / "data").exists()
 
 

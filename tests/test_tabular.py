@@ -22,7 +22,7 @@ def _graph():
 
 def test_layout_features_by_hand():
     nf, op = _graph()
-    ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0]]), {"nodes": 2})
+    ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0, 1]]), {"nodes": 2})
     cfg = -np.ones((3, 2, 18), dtype=np.float32)
     # config 0: all default. config 1: node 1 wants input [1, 0] (matches node 0's own layout)
     # config 2: node 0 outputs [0, 1] while node 1 still wants [1, 0]: a mismatch of 2560*4 bytes
@@ -66,7 +66,7 @@ def _rank3_pair():
     nf[:, 13] = 1
     nf[:, 21:24] = [8, 16, 32]; nf[:, 28] = 8 * 16 * 32
     nf[0, 134:137] = [1, 0, 2]; nf[1, 134:137] = [0, 1, 2]
-    ctx = layout_context(pad_layout(nf), np.array([34, 75], np.uint8), np.array([0, 1]), np.array([[1, 0]]), {})
+    ctx = layout_context(pad_layout(nf), np.array([34, 75], np.uint8), np.array([0, 1]), np.array([[1, 0, 1]]), {})
     return ctx
 
 
@@ -86,9 +86,26 @@ def test_prefix_groups_are_completed_before_comparing():
     assert f["change_pairs"].tolist() == [1, 1, 1, 1]
 
 
+def test_a_pair_is_compared_under_the_group_it_is_read_under():
+    """The same producer read as a dot's operand 1 (kernel group), as its operand 0 (input
+    group), and as either of two operands that cannot be told apart (half each)."""
+    nf = np.zeros((2, 140), dtype=np.float32)
+    nf[:, 13] = 1
+    nf[:, 21:23] = [16, 16]; nf[:, 28] = 256
+    nf[:, 134:136] = [1, 0]
+    cfg = -np.ones((3, 2, 18), dtype=np.float32)
+    cfg[1, 1, 12:14] = [0, 1]  # the kernel group asks for the transpose
+    cfg[2, 1, 6:8] = [0, 1]    # the input group asks for the transpose
+    got = {}
+    for group in (1, 2, 3):
+        ctx = layout_context(pad_layout(nf), np.array([75, 34], np.uint8), np.array([0, 1]), np.array([[1, 0, group]]), {})
+        got[group] = layout_features(ctx, pack_layout(cfg))["mismatch_pairs"].tolist()
+    assert got == {1: [0, 0, 1], 2: [0, 1, 0], 3: [0, 0.5, 0.5]}
+
+
 def test_padding_waste_uses_the_completed_layout():
     nf, op = _graph()
-    ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0]]), {"nodes": 2})
+    ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0, 1]]), {"nodes": 2})
     cfg = -np.ones((2, 2, 18), dtype=np.float32)
     cfg[0, 0, 0:2] = [0, 1]
     cfg[1, 0, 0:1] = [0]  # a 1-element prefix: completed from the own [1, 0] it is [0, 1] too

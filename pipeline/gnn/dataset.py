@@ -162,7 +162,7 @@ class GraphData:
 @dataclass
 class TermInputs:
     """The per-graph inputs of `features.cost_terms.layout_terms` for the NV varying nodes:
-    facts (NV, 3, SLOT_FACTS), defaults (NV, 3, 6), pairs (P, 2) positions into NV."""
+    facts (NV, 3, SLOT_FACTS), defaults (NV, 3, 6), pairs (P, 3) positions into NV and the group."""
 
     facts: np.ndarray
     defaults: np.ndarray
@@ -170,13 +170,13 @@ class TermInputs:
 
 
 def varying_pairs(pairs: np.ndarray, varying: np.ndarray) -> np.ndarray:
-    """(P, 2) `[consumer, producer]` positions into all configurable nodes -> the pairs whose
-    both ends vary, as positions into the varying ones."""
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    """(P, 3) `[consumer, producer, group]` rows, positions into all configurable nodes -> the
+    pairs whose both ends vary, as positions into the varying ones."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
     varying = np.asarray(varying, dtype=bool)
     pos = np.where(varying, np.cumsum(varying) - 1, -1)
-    mapped = pos[pairs] if pairs.size else pairs
-    return mapped[(mapped >= 0).all(1)]
+    mapped = np.concatenate([pos[pairs[:, :2]], pairs[:, 2:]], axis=1) if pairs.size else pairs
+    return mapped[(mapped[:, :2] >= 0).all(1)]
 
 
 def sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -245,8 +245,10 @@ def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str 
             facts = np.asarray(a["config_slots"])
             if facts.shape != (nodes.size, 3, SLOT_FACTS):
                 raise DataError(path, f"config_slots has shape {facts.shape}, expected ({nodes.size}, 3, {SLOT_FACTS})", "config_slots")
-            varying, pairs = np.asarray(a["varying"], dtype=bool), np.asarray(a["config_pairs"]).reshape(-1, 2)
-            if int(varying.sum()) != nodes.size or (pairs.size and (pairs.min() < 0 or pairs.max() >= varying.size)):
+            varying, pairs = np.asarray(a["varying"], dtype=bool), np.asarray(a["config_pairs"])
+            if pairs.ndim != 2 or pairs.shape[1] != 3:
+                raise DataError(path, f"config_pairs has shape {pairs.shape}, expected (P, 3) (written by an older prune stage: rerun `make prune`)", "config_pairs")
+            if int(varying.sum()) != nodes.size or (pairs.size and (pairs[:, :2].min() < 0 or pairs[:, :2].max() >= varying.size)):
                 raise DataError(path, f"varying / config_pairs do not match the {nodes.size} varying configurable nodes", "config_pairs")
             terms = TermInputs(facts, defaults, varying_pairs(pairs, varying))
     stem = "graph" if path is None else Path(path).stem

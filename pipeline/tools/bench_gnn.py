@@ -86,7 +86,7 @@ def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat
               "edge_index": p.edge_index, "config_map": np.arange(configs), "runtime": runtime, "config_runtime": runtime,
               "config_node_ids": p.node_config_ids, "config_codes": codes,
               "varying": np.ones(config_nodes, dtype=bool),
-              "config_pairs": config_node_pairs(edges, nodes, raw["node_config_ids"], pair_depth),
+              "config_pairs": config_node_pairs(edges, nodes, infer_operands(raw["node_feat"], raw["node_opcode"], edges, raw["node_config_ids"]), pair_depth),
               "config_slots": slot_facts(raw_feat, opcode, p.edge_index, operands),
               "config_defaults": group_defaults(node_layout(raw_feat), operands)}
     g = graph_data(arrays, COLLECTION, "train")
