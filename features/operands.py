@@ -22,7 +22,9 @@ Per configurable node with operands (convolution, dot) and its producers, ordere
   -> `guessed`;
 - two producers: each order is tested; exactly one fits -> resolved (`by_shape`); both fit ->
   `ambiguous` (the operands cannot be told apart: identical shapes, or shapes that fit either
-  way); neither fits -> `guessed`;
+  way); neither fits: a dot is tested again with its batch dims anywhere in the output (a
+  transposed output, which XLA itself never writes but other graph writers do), lhs free dims
+  still before rhs free dims (`by_loose_shape`, or `ambiguous`); else -> `guessed`;
 - three or more producers (never seen in a real file): every ordered pair is tested; exactly one
   fits -> resolved, else `guessed`.
 A guess takes the two lowest-numbered producers in id order. Consumers treat an `ambiguous`
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from itertools import permutations
+from itertools import combinations, permutations
 
 import numpy as np
 
@@ -48,7 +50,10 @@ CONV_OUTPUT_BATCH, CONV_OUTPUT_FEATURE = 105, 106
 FEATURE_GROUP_COUNT, BATCH_GROUP_COUNT = 107, 108
 WINDOW_SIZE = slice(37, 43)
 
-RESOLVED, BY_SHAPE, AMBIGUOUS, GUESSED = 0, 1, 2, 3  # `Operands.status`; RESOLVED: nothing to tell apart
+# `Operands.status`; RESOLVED: nothing to tell apart; BY_LOOSE_SHAPE: a dot told apart only once
+# its batch dims may sit anywhere in the output (no order fits XLA's batch-first output)
+RESOLVED, BY_SHAPE, AMBIGUOUS, GUESSED, BY_LOOSE_SHAPE = 0, 1, 2, 3, 4
+TWO_OPERANDS = (BY_SHAPE, AMBIGUOUS, GUESSED, BY_LOOSE_SHAPE)
 
 
 @dataclass(frozen=True)
@@ -73,15 +78,16 @@ class Operands:
         return self.status == GUESSED
 
     def counts(self) -> dict[str, int]:
-        """How many nodes were told apart by shape, left ambiguous and guessed."""
-        return {"by_shape": int((self.status == BY_SHAPE).sum()), "ambiguous": int(self.ambiguous.sum()),
-                "guessed": int(self.guessed.sum())}
+        """How many nodes were told apart by shape (strictly, loosely), left ambiguous and guessed."""
+        return {"by_shape": int((self.status == BY_SHAPE).sum()), "by_loose_shape": int((self.status == BY_LOOSE_SHAPE).sum()),
+                "ambiguous": int(self.ambiguous.sum()), "guessed": int(self.guessed.sum())}
 
     def summary(self) -> str:
         """One line: the counts, for a log line per graph."""
         c = self.counts()
-        two = int(np.isin(self.status, (BY_SHAPE, AMBIGUOUS, GUESSED)).sum())
+        two = int(np.isin(self.status, TWO_OPERANDS).sum())
         return (f"{two} convolution/dot nodes with two operands: {c['by_shape']} told apart by shape, "
+                f"{c['by_loose_shape']} by shape with the output's batch dims moved, "
                 f"{c['ambiguous']} ambiguous (featurized symmetrically), {c['guessed']} guessed (id order)")
 
 
@@ -104,20 +110,26 @@ def _remainder(full: tuple[int, ...], *parts: tuple[int, ...]) -> Counter | None
     return None if any(v < 0 for v in rest.values()) else +rest
 
 
-def dot_fits(out: tuple[int, ...], lhs: tuple[int, ...], rhs: tuple[int, ...]) -> bool:
+def dot_fits(out: tuple[int, ...], lhs: tuple[int, ...], rhs: tuple[int, ...], batch_anywhere: bool = False) -> bool:
     """Some dimension numbers make `dot(lhs, rhs)` of these shapes give `out`: the output is
-    batch, lhs free, rhs free dims; contracting dims pair up size by size."""
+    batch, lhs free, rhs free dims; contracting dims pair up size by size. `batch_anywhere`
+    lets the batch dims sit anywhere in the output (a dot whose output was transposed), the
+    lhs free dims still before the rhs free dims."""
     for nb in range(min(len(out), len(lhs), len(rhs)) + 1):
-        for nc in range(min(len(lhs), len(rhs)) - nb + 1):
-            kl, kr = len(lhs) - nb - nc, len(rhs) - nb - nc
-            if kl + kr + nb != len(out):
-                continue
-            batch, lfree, rfree = out[:nb], out[nb:nb + kl], out[nb + kl:]
-            if not (_in_order(lfree, lhs) and _in_order(rfree, rhs)):
-                continue
-            cl, cr = _remainder(lhs, batch, lfree), _remainder(rhs, batch, rfree)
-            if cl is not None and cl == cr:
-                return True
+        at_batch = combinations(range(len(out)), nb) if batch_anywhere else [tuple(range(nb))]
+        for where in at_batch:
+            batch = tuple(out[i] for i in where)
+            free = tuple(d for i, d in enumerate(out) if i not in where)
+            for nc in range(min(len(lhs), len(rhs)) - nb + 1):
+                kl, kr = len(lhs) - nb - nc, len(rhs) - nb - nc
+                if kl < 0 or kr < 0 or kl + kr != len(free):
+                    continue
+                lfree, rfree = free[:kl], free[kl:]
+                if not (_in_order(lfree, lhs) and _in_order(rfree, rhs)):
+                    continue
+                cl, cr = _remainder(lhs, batch, lfree), _remainder(rhs, batch, rfree)
+                if cl is not None and cl == cr:
+                    return True
     return False
 
 
@@ -140,10 +152,11 @@ def conv_fits(feat: np.ndarray, out: tuple[int, ...], inp: tuple[int, ...], ker:
     return all(0 <= d < r and (w <= 0 or ker[d] == w) for d, w in zip(spatial.tolist(), window.tolist()))
 
 
-def _fits(opcode: int, feat: np.ndarray, shapes: list[tuple[int, ...]], node: int, a: int, b: int) -> bool:
+def _fits(opcode: int, feat: np.ndarray, shapes: dict[int, tuple[int, ...]], node: int, a: int, b: int,
+          loose: bool = False) -> bool:
     if opcode == DOT:
-        return dot_fits(shapes[node], shapes[a], shapes[b])
-    return conv_fits(feat[node], shapes[node], shapes[a], shapes[b])
+        return dot_fits(shapes[node], shapes[a], shapes[b], batch_anywhere=loose)
+    return not loose and conv_fits(feat[node], shapes[node], shapes[a], shapes[b])
 
 
 def infer_operands(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray,
@@ -186,12 +199,16 @@ def infer_operands(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: n
             continue
         orders = list(permutations(producers, 2))
         fitting = [(a, b) for a, b in orders if _fits(int(op[node]), feat, shapes, node, a, b)]
-        if len(producers) == 2 and len(fitting) == 2:
+        loose = [] if fitting else [(a, b) for a, b in orders if _fits(int(op[node]), feat, shapes, node, a, b, loose=True)]
+        if len(producers) == 2 and (len(fitting) == 2 or len(loose) == 2):
             status[j] = AMBIGUOUS
             slots[j, 1:] = producers
         elif len(fitting) == 1:
             status[j] = BY_SHAPE
             slots[j, 1:] = fitting[0]
+        elif len(loose) == 1:
+            status[j] = BY_LOOSE_SHAPE
+            slots[j, 1:] = loose[0]
         else:
             status[j] = GUESSED
             slots[j, 1:] = producers[:2]

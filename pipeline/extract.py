@@ -62,7 +62,7 @@ from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, fini
 from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
-VERSION = 3
+VERSION = 4
 PADDED_KEYS = ("node_feat_norm", "node_layout", "node_ids", "original_size")
 
 
@@ -211,9 +211,6 @@ def _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_b
         num_unique = dedup.num_unique
         varying = dedup.varying if dedup.varying is not None else np.zeros(nc, dtype=bool)  # (NC,) bool
         operands = infer_operands(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids[varying])
-        counts = operands.counts()
-        if counts["ambiguous"] or counts["guessed"]:
-            log.info("%s: %s", gid, operands.summary())
         node_layout = _node_layout(g, padded, varying, first)
         codes = Stream((num_unique, int(varying.sum()), 3), np.int32,
                        _read_spool(spool, num_unique, nc, varying, max(1, chunk_configs)))
@@ -236,7 +233,10 @@ def _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_b
     if part is not None:
         graph.update(ctx.graph, varying_nodes=float(varying.sum()), unique_configs=float(num_unique))
         _write_parquet(_table(gid, dedup, merged, graph), part)
-    return {"configs": g.num_configs, "unique": num_unique, "config_nodes": nc, "varying": int(varying.sum())}
+    counts = operands.counts()
+    unsure = counts["ambiguous"] + counts["guessed"] + counts["by_loose_shape"]
+    return {"configs": g.num_configs, "unique": num_unique, "config_nodes": nc, "varying": int(varying.sum()),
+            "operands": operands.summary() if unsure else None}
 
 
 def extract_tile(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,
@@ -298,6 +298,9 @@ def run(cfg: DictConfig) -> dict[str, dict]:
             dst = table_path(out / "tables", c, s)
             combine_tables(ps, dst)
             log.info("%s/%s: table %s", c, s, dst)
+    for rel, r in sorted(results.items()):  # one line per graph whose operands were not all told apart
+        if r.get("operands"):
+            log.info("%s: %s", rel, r["operands"])
     tot_c = sum(r["configs"] for r in results.values())
     tot_u = sum(r["unique"] for r in results.values())
     log.info("%d graphs: %d configs -> %d unique (%.1f%%)", len(files), tot_c, tot_u, 100 * tot_u / max(tot_c, 1))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from features.layout import node_rank
-from features.operands import AMBIGUOUS, BY_SHAPE, GUESSED, RESOLVED, conv_fits, dot_fits, infer_operands
+from features.operands import AMBIGUOUS, BY_LOOSE_SHAPE, BY_SHAPE, GUESSED, RESOLVED, conv_fits, dot_fits, infer_operands
 from conftest import HLO_SAMPLES
 
 UNET3D = HLO_SAMPLES / "unet3d_layout_module.hlo.txt"
@@ -19,6 +19,11 @@ def test_dot_fits_reads_batch_free_and_contracting_dims() -> None:
     assert dot_fits((2, 8, 4), (2, 16, 8), (2, 16, 4))  # batch 2, contracting 16 (not minor-most)
     assert not dot_fits((2, 8, 4), (2, 16, 4), (2, 16, 8))
     assert dot_fits((5, 7), (5, 7), (5, 7)) and dot_fits((3, 3), (3, 3), (3, 3))
+    # attention probabilities [b, h, q, k] times values [b, k, h, d] written as [b, q, h, d]:
+    # the batch dims (b, h) are not in front, so only the loose reading fits, and one way only
+    probs, values, out = (1, 8, 512, 512), (1, 512, 8, 16), (1, 512, 8, 16)
+    assert not dot_fits(out, probs, values) and not dot_fits(out, values, probs)
+    assert dot_fits(out, probs, values, batch_anywhere=True) and not dot_fits(out, values, probs, batch_anywhere=True)
 
 
 def _conv_row(labels: dict[int, int], window: list[int]) -> np.ndarray:
@@ -57,7 +62,11 @@ def test_infer_operands_statuses() -> None:
     assert ops.slots[2].tolist() == [8, 4, 5]  # ambiguous: id order, flagged
     assert ops.slots[3].tolist() == [9, 0, 1]  # nothing fits [9]: the documented guess, id order
     assert ops.slots[4].tolist() == [10, 4, -1]  # one producer that cannot be both operands
-    assert ops.counts() == {"by_shape": 2, "ambiguous": 1, "guessed": 2}
+    assert ops.counts() == {"by_shape": 2, "by_loose_shape": 0, "ambiguous": 1, "guessed": 2}
+    # the transposed attention output: values (numbered first) are operand 1
+    nf, op, e = _graph([(1, 512, 8, 16), (1, 8, 512, 512), (1, 512, 8, 16)], [75, 96, 34], [(2, 0), (2, 1)])
+    ops = infer_operands(nf, op, e, np.array([2]))
+    assert ops.slots.tolist() == [[2, 1, 0]] and ops.status.tolist() == [BY_LOOSE_SHAPE]
     # a reshape has one operand; a dot reading one tensor twice (x . x) needs no telling apart
     nf, op, e = _graph([(4, 6), (24,), (4, 4)], [63, 75, 34], [(1, 0), (2, 0)])
     ops = infer_operands(nf, op, e, np.array([1, 2]))
