@@ -20,18 +20,33 @@ values), which is what lets `outlier_groups` see corrupted groups against it. Th
 estimate sqrt(sum_g (n_g - 1) s_g^2 / sum_g (n_g - 1)), unbiased for sigma^2 under clean noise
 but dragged up by a single corrupted group, is reported beside it (`pooled`).
 
-Ceiling (`noise_ceiling`): the best score any model can expect on the graph when the measured
-runtimes carry the estimated noise, by simulation with a fixed seed. The truth of each config
-is its unique config's mean log runtime; each config's measurement is re-drawn as truth +
-N(0, sigma^2); layout: the mean over draws of Kendall's tau-b between truth and re-draw over all
-configs, duplicates included as the metric sees them (what a model that knows every true runtime
-scores); tile: the mean of `2 - min(rt[top5 by truth]) /
-min(rt)`. Observed means carry noise themselves, so near-equal configs look slightly more
-separated than they are: the ceiling leans optimistic, an upper bound rather than a forecast.
-Its analytic cousin for Gaussian spread (`gaussian_ceiling`, 2/pi asin(rho)) ignores how the
-configs cluster and reads near 1 whenever spread >> noise; the simulation does not, which is
-why the two part on real graphs where many distinct configs run within a few noise widths of
-each other (`near_tie_share`).
+Ceiling (`audit_graph`'s `ceiling` and `ceiling_distinct`): an upper bound of the score any
+model can expect on the graph under the noise the data shows, by simulation with a fixed seed
+(`simulate_ceiling`): the expected score of an oracle that knows every true runtime, against
+re-measured runtimes, scored exactly as a report scores the graph: `ceiling` over every config,
+copies included (`pipeline.evaluate`, the validation report), `ceiling_distinct` over the
+distinct configs against the fastest of their copies (`pipeline.transductive`, as `extract
+dedup=min`). Those differ: duplicates crowd where configs nearly tie, so counting every copy
+weighs the near ties (coin tosses) far more than scoring each distinct config once does, and
+the fastest of n copies carries less noise than one measurement. The first estimator scored
+every copy with one noise width for the whole graph; on an AlexNet graph of xla:random (27,785
+of 47,712 configs in duplicate groups, all within 0.3% of the fastest runtime) that put the
+ceiling at 0.818 while four models reached 0.841-0.849 on held-out distinct configs
+(`pipeline.tools.ceiling_check` reproduces it on a generated graph of that shape).
+Why it bounds, each step erring upward: the truth of a config is its copies' mean (one
+measurement when alone), so near-equal configs look more separated than they are; the noise is
+local to runtime (`local_noise`: windows of duplicate groups along the log target, each a lower
+confidence bound of its noise), since noise can differ with runtime and sampling error must not
+inflate it; configs that no window reaches count as noiseless (`config_noise`); the better of
+two oracles counts for distinct configs (the true order, and the true order shifted by each
+config's expected fastest-of-n, which a model could learn). It is n/a with a reason
+(`ceiling_support`) when the duplicates cannot support it: no or too few duplicate groups, or
+duplicates covering too small a share of the pairs of configs within noise reach (the only
+pairs noise can reorder; `noise_coverage`), as when all duplicates sit in one runtime region and
+configs tie elsewhere. Its analytic cousin for Gaussian spread (`gaussian_ceiling`, 2/pi
+asin(rho)) ignores how the configs cluster and reads near 1 whenever spread >> noise; the
+simulation does not, which is why the two part on real graphs where many distinct configs run
+within a few noise widths of each other (`near_tie_share`).
 """
 
 from __future__ import annotations
@@ -41,9 +56,10 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.stats import binom, chi2, norm
 
-from models.metrics import TILE_TOP_K, kendall_tau
+from models import metrics
+from models.metrics import TILE_TOP_K
 
 FLAGS = ("degenerate", "noise-dominated", "inconsistent")
 
@@ -169,37 +185,182 @@ def gaussian_ceiling(spread_std: float, sigma: float | None) -> float | None:
     return 2.0 / math.pi * math.asin(rho)
 
 
-def noise_ceiling(truth: np.ndarray, sigma: float | None, metric: str, draws: int, seed: int,
-                  max_configs: int) -> float | None:
-    """Simulated best expected score (module docstring); None when it is undefined.
+@dataclass
+class LocalNoise:
+    """Noise as a function of runtime, from duplicate groups (W windows along the log target).
 
-    Args:
-        truth: (C,) the true log target of every config (its unique config's mean).
-        sigma: noise width in log space.
-        metric: `tau` (layout) or `top5` (tile).
-        draws: re-draws averaged.
-        seed: the generator's seed (the same graph always gets the same ceiling).
-        max_configs: tau is taken on a random subset of this many configs at most (a subset's
-            tau is an unbiased estimate of the whole graph's).
+    The duplicate groups, sorted by mean log target, are cut into consecutive windows of at
+    least `window_dof` degrees of freedom each (the last takes the remainder; fewer in all make
+    one window). Per window: its groups' span of mean log target [lo, hi] and `sigma`, a lower
+    confidence bound of its noise (`noise_lower_bound`). Shapes (W,); empty without duplicate
+    groups. Real graphs need the windows: a file may hold duplicates only where configs nearly
+    tie (one AlexNet graph: every duplicate within 0.3% of its fastest runtime), and noise that
+    differs with runtime is no single number.
     """
-    t = np.asarray(truth, dtype=np.float64)
-    if sigma is None or t.size < 2 or float(t.min()) == float(t.max()):
-        return None
-    if sigma == 0:
-        return 1.0
+
+    lo: np.ndarray
+    hi: np.ndarray
+    sigma: np.ndarray
+    groups: int
+    dof: int
+
+
+def noise_lower_bound(g: Groups, confidence: float) -> float:
+    """A lower bound of the noise width of `g`'s duplicate groups at `confidence` (one-sided).
+
+    Each group's z_g = s_g^2 / m(k_g) (`estimate_noise`) has median exactly sigma^2, so the
+    number of groups with z_g under sigma^2 is Binomial(G, 1/2) whatever the group sizes; its
+    j-th smallest z_g, j the binomial's (1 - confidence) quantile, lies under sigma^2 with
+    probability at least `confidence` (0 when G is too small for any j). Distribution-free
+    given the chi-square law of each group, and as robust as the median: corrupted groups only
+    push z_g up.
+    """
+    dup = g.dup
+    k = (g.count[dup] - 1).astype(np.float64)
+    z = np.sort(g.ss[dup] / k / (chi2.median(k) / k))
+    j = int(binom.ppf(1.0 - confidence, z.size, 0.5))
+    return math.sqrt(float(z[j - 1])) if j >= 1 else 0.0
+
+
+def local_noise(g: Groups, window_dof: int, confidence: float) -> LocalNoise:
+    """Per-window noise bounds of `g`'s duplicate groups (see `LocalNoise`)."""
+    dup = np.flatnonzero(g.dup)
+    dup = dup[np.argsort(g.mean[dup], kind="stable")]
+    k = g.count[dup] - 1
+    if not dup.size:
+        empty = np.zeros(0)
+        return LocalNoise(empty, empty, empty, 0, 0)
+    per = max(1, int(window_dof))
+    window = np.minimum((np.cumsum(k) - 1) // per, max(0, int(k.sum()) // per - 1))
+    lo, hi, sigma = [], [], []
+    for w in range(int(window.max()) + 1):
+        members = dup[window == w]
+        sub = Groups(g.count[members], g.mean[members], g.ss[members], g.lo[members], g.hi[members])
+        lo.append(float(g.mean[members].min()))
+        hi.append(float(g.mean[members].max()))
+        sigma.append(noise_lower_bound(sub, confidence))
+    return LocalNoise(np.array(lo), np.array(hi), np.array(sigma), int(dup.size), int(k.sum()))
+
+
+def config_noise(ln: LocalNoise, mean: np.ndarray, margin_widths: float) -> tuple[np.ndarray, np.ndarray]:
+    """(U,) noise of each unique config of mean log target `mean` (U,), and (U,) bool whether
+    duplicates cover it.
+
+    A window covers [lo - m sigma, hi + m sigma] (m = `margin_widths`); a config inside several
+    gets the least of their sigmas, a config inside none gets 0 and is uncovered. Both choices
+    can only raise the ceiling: a noiseless config is ordered perfectly, so noise nobody
+    measured never pulls the ceiling under what the data allows (`simulate_ceiling`).
+    """
+    m = np.asarray(mean, dtype=np.float64)
+    sigma = np.full(m.size, np.inf)
+    for lo, hi, s in zip(ln.lo, ln.hi, ln.sigma):
+        inside = (m >= lo - margin_widths * s) & (m <= hi + margin_widths * s)
+        sigma[inside] = np.minimum(sigma[inside], s)
+    covered = np.isfinite(sigma)
+    sigma[~covered] = 0.0
+    return sigma, covered
+
+
+def _near_pairs(mean: np.ndarray, reach: float) -> int:
+    """Pairs of values of `mean` at most `reach` apart."""
+    m = np.sort(mean)
+    return int(np.maximum(np.searchsorted(m, m + reach, side="right") - np.arange(1, m.size + 1), 0).sum())
+
+
+def noise_coverage(mean: np.ndarray, covered: np.ndarray, reach: float) -> float:
+    """Share of the pairs of unique configs within `reach` in mean log target (the pairs noise
+    could reorder) whose two configs are both covered by duplicates; 1 when there is no such pair."""
+    m = np.asarray(mean, dtype=np.float64)
+    near = _near_pairs(m, reach)
+    return 1.0 if near == 0 else _near_pairs(m[covered], reach) / near
+
+
+def min_normal_mean(n: np.ndarray) -> np.ndarray:
+    """E[min of n independent standard normals] for each n >= 1 (0 for 1, -0.564 for 2), by quadrature."""
+    n = np.asarray(n, dtype=np.int64)
+    x = np.linspace(-9.0, 9.0, 6001)
+    dx = x[1] - x[0]
+    out = {}
+    for k in np.unique(n):
+        out[int(k)] = -float(np.sum(x * k * norm.pdf(x) * norm.cdf(x) ** (k - 1)) * dx)
+    return np.array([out[int(k)] for k in n], dtype=np.float64)
+
+
+SCORINGS = ("configs", "distinct")
+
+
+def simulate_ceiling(mean: np.ndarray, sigma: np.ndarray, count: np.ndarray, config_map: np.ndarray, metric: str,
+                     scoring: str, draws: int, seed: int, max_configs: int, fraction: float = 1.0) -> float:
+    """Expected score of an oracle that knows every true runtime, scored as the reports score.
+
+    Each unique config u has true log target `mean[u]`, noise `sigma[u]` (in log) and `count[u]`
+    measured copies; `config_map` (C,) gives each config's unique config. A draw re-measures
+    every copy as mean + sigma N(0, 1), then scores:
+    - `configs` (`pipeline.evaluate`, `pipeline.report`): every config, copies included; the
+      oracle's order is the true log target, copies side by side by index (`metrics.ranking`),
+      layout: Kendall tau-b of that order against the draw; tile: the top-5 score, the better
+      in expectation of listing copies or each config once (`metrics.tile_order`).
+    - `distinct` (`pipeline.transductive`): each unique config once against the fastest of its
+      copies (the min of `count` draws, as `extract dedup=min`); tile: on a random `fraction`
+      of the unique configs per draw (the held-out share). The ceiling is the better in
+      expectation of two oracles: ranking by the true runtime, and by the true runtime shifted
+      by the expected minimum of its copies (`min_normal_mean`), which a model could learn when
+      how often a config was measured follows from its features.
+    tau is taken on a random subset of at most `max_configs` configs per draw (a subset's tau
+    is an unbiased estimate of the whole's, up to tau-b's tie correction). Seeded by `seed`.
+    """
+    if scoring not in SCORINGS:
+        raise ValueError(f"unknown scoring '{scoring}' (known: {', '.join(SCORINGS)})")
+    if metric not in ("tau", "top5"):
+        raise ValueError(f"unknown metric '{metric}' (known: tau, top5)")
+    mean = np.asarray(mean, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    count = np.asarray(count, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    if metric == "tau":
-        if t.size > max_configs:
-            t = t[np.sort(rng.choice(t.size, max_configs, replace=False))]
-        return float(np.mean([kendall_tau(t, t + sigma * rng.standard_normal(t.size)) for _ in range(draws)]))
-    if metric == "top5":
-        top = np.argsort(t, kind="stable")[:TILE_TOP_K]
-        scores = []
+
+    def score(keys: list[np.ndarray], m: np.ndarray) -> list[float]:
+        if metric == "tau":
+            return [metrics.layout_score(metrics.ranking(k), m) for k in keys]
+        r = np.exp(m - m.min())
+        return [metrics.tile_score(o, r) for k in keys for o in (metrics.ranking(k), metrics.tile_order(k))]
+
+    scores = []
+    if scoring == "configs":
+        cmap = np.asarray(config_map, dtype=np.int64)
         for _ in range(draws):
-            m = t + sigma * rng.standard_normal(t.size)
-            scores.append(2.0 - math.exp(float(m[top].min() - m.min())))
-        return float(np.mean(scores))
-    raise ValueError(f"unknown metric '{metric}' (known: tau, top5)")
+            c = cmap
+            if metric == "tau" and c.size > max_configs:
+                c = c[np.sort(rng.choice(c.size, max_configs, replace=False))]
+            scores.append(score([mean[c]], mean[c] + sigma[c] * rng.standard_normal(c.size)))
+    else:
+        starts = np.r_[0, np.cumsum(count)[:-1]]
+        shifted = mean + sigma * min_normal_mean(count)
+        u = mean.size
+        keep = min(u, max_configs) if metric == "tau" else min(u, max(TILE_TOP_K + 1, int(round(fraction * u))))
+        for _ in range(draws):
+            fastest = np.minimum.reduceat(rng.standard_normal(int(count.sum())), starts)
+            m = mean + sigma * fastest
+            s = np.arange(u) if keep >= u else np.sort(rng.choice(u, keep, replace=False))
+            scores.append(score([mean[s], shifted[s]], m[s]))
+    return float(np.max(np.mean(scores, axis=0)))
+
+
+def ceiling_support(g: Groups, ln: LocalNoise, coverage: float | None, min_groups: int,
+                    min_coverage: float) -> str | None:
+    """Why the duplicates cannot support a ceiling for `g` (one line), or None when they can."""
+    if g.count.size < 2:
+        return "one unique config"
+    if float(g.mean.min()) == float(g.mean.max()):
+        return "every unique config has the same runtime"
+    if ln.groups == 0:
+        return "no duplicate configs: the noise is unknown"
+    if ln.groups < min_groups:
+        return f"{ln.groups} duplicate group(s), under min_noise_groups={min_groups}: too few to estimate the noise"
+    if coverage is not None and coverage < min_coverage:
+        return (f"duplicates (runtimes {math.exp(ln.lo.min()):.4g}..{math.exp(ln.hi.max()):.4g}) cover "
+                f"{100 * coverage:.0f}% of the pairs of configs within noise reach, under min_noise_coverage="
+                f"{min_coverage:g}: the noise of the rest is unknown")
+    return None
 
 
 def _positive_target(target: np.ndarray) -> np.ndarray:
@@ -245,7 +406,8 @@ def _spread_stats(target: np.ndarray, g: Groups, noise: Noise, outlier_factor: f
 
 def audit_graph(config_map: np.ndarray, target: np.ndarray, varying: np.ndarray | None, metric: str, *,
                 outlier_factor: float, outlier_min_log_range: float, ceiling_draws: int,
-                ceiling_max_configs: int, near_tie_widths: float, seed: int,
+                ceiling_max_configs: int, near_tie_widths: float, seed: int, noise_window_dof: int,
+                noise_confidence: float, min_noise_groups: int, min_noise_coverage: float, held_out_fraction: float = 1.0,
                 runtime: np.ndarray | None = None, normalizers: np.ndarray | None = None) -> dict:
     """Every number of one graph's audit, as plain JSON-ready values (flags come from `flag_graph`).
 
@@ -255,10 +417,19 @@ def audit_graph(config_map: np.ndarray, target: np.ndarray, varying: np.ndarray 
         varying: (W,) bool, per configurable node (tile: per config column) whether it ever
             varies; None when unknown.
         metric: `tau` (layout) or `top5` (tile), the ceiling's metric.
+        noise_window_dof, noise_confidence, min_noise_groups, min_noise_coverage: the local
+            noise (`local_noise`) and when it supports a ceiling (`ceiling_support`).
+        held_out_fraction: share of the unique configs the transductive check scores (tile's
+            `ceiling_distinct` depends on it; tau's does not).
         runtime, normalizers: (C,) tile only, for `normalizer_check`.
+
+    The ceilings: `ceiling` as `pipeline.evaluate` and the report score a graph (every config),
+    `ceiling_distinct` as the transductive check does (distinct configs against their fastest
+    copy); both None with the reason in `ceiling_why` when the duplicates cannot support them.
     """
     target = _positive_target(target)
-    g = group_stats(config_map, np.log(target))
+    cmap = np.asarray(config_map, dtype=np.int64)
+    g = group_stats(cmap, np.log(target))
     noise = estimate_noise(g)
     num_unique = int(g.count.size)
     stats = {
@@ -270,10 +441,23 @@ def audit_graph(config_map: np.ndarray, target: np.ndarray, varying: np.ndarray 
         "width": None if varying is None else int(np.size(varying)),
         **_spread_stats(target, g, noise, outlier_factor, outlier_min_log_range, near_tie_widths),
     }
-    stats["ceiling"] = noise_ceiling(g.mean[np.asarray(config_map, dtype=np.int64)], noise.sigma, metric,
-                                     ceiling_draws, seed, ceiling_max_configs) if num_unique > 1 else None
-    stats["ceiling_metric"] = metric
-    stats["ceiling_gaussian"] = gaussian_ceiling(stats["spread_std"], noise.sigma)
+    ln = local_noise(g, noise_window_dof, noise_confidence)
+    sigma, covered = config_noise(ln, g.mean, near_tie_widths)
+    coverage = noise_coverage(g.mean, covered, near_tie_widths * float(ln.sigma.max())) if ln.groups else None
+    why = ceiling_support(g, ln, coverage, min_noise_groups, min_noise_coverage)
+    args = (g.mean, sigma, g.count, cmap, metric)
+    sim = (ceiling_draws, seed, ceiling_max_configs)
+    stats.update({
+        "noise_windows": int(ln.sigma.size),
+        "noise_local_min": float(ln.sigma.min()) if ln.groups else None,
+        "noise_local_max": float(ln.sigma.max()) if ln.groups else None,
+        "noise_coverage": coverage,
+        "ceiling": None if why else simulate_ceiling(*args, "configs", *sim),
+        "ceiling_distinct": None if why else simulate_ceiling(*args, "distinct", *sim, fraction=held_out_fraction),
+        "ceiling_why": why,
+        "ceiling_metric": metric,
+        "ceiling_gaussian": gaussian_ceiling(stats["spread_std"], noise.sigma),
+    })
     if normalizers is not None:
         stats.update(normalizer_check(runtime, normalizers))
     return stats

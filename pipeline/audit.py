@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 AUDITED_SPLITS = ("train", "valid")
 # knobs that change the per-graph numbers (the cache is keyed on them); the other thresholds
 # are applied to cached numbers
-PER_GRAPH_KEYS = ("ceiling_draws", "ceiling_max_configs", "near_tie_widths", "seed")
+PER_GRAPH_KEYS = ("ceiling_draws", "ceiling_max_configs", "near_tie_widths", "seed", "noise_window_dof", "noise_confidence",
+                  "min_noise_groups", "min_noise_coverage")
 PER_GRAPH_THRESHOLDS = ("outlier_factor", "outlier_min_log_range")
 SHORT = {"tile:xla": "tile", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
          "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
@@ -101,10 +102,9 @@ def _g(v: float | None, fmt: str = ".3g") -> str:
 
 
 def _row(gid: str, g: Mapping) -> str:
-    ceiling = _g(g["ceiling"], ".3f")
     flags = ", ".join(g["flags"]) or "-"
     return (f"| `{gid}` | {g['split']} | {g['configs']} | {g['unique']} | {g['spread']:.4g} | {_g(g['noise'], '.2e')} "
-            f"| {_g(g['ratio'], '.3g')} | {ceiling} | {flags} |")
+            f"| {_g(g['ratio'], '.3g')} | {_g(g['ceiling'], '.3f')} | {_g(g['ceiling_distinct'], '.3f')} | {flags} |")
 
 
 def _markdown(result: dict, name: str) -> str:
@@ -115,8 +115,8 @@ def _markdown(result: dict, name: str) -> str:
         f"# Runtime audit: `{result['data']}`", "",
         f"{len(graphs)} train/valid graphs audited ({result['summary']['skipped_test']} test files skipped: no runtimes); "
         + ", ".join(f"{counts[f]} {f}" for f in FLAGS) + f", {result['summary']['clean']} unflagged.", "",
-        "| graph | split | configs | unique | spread | noise | ratio | ceiling | flags |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| graph | split | configs | unique | spread | noise | ratio | ceiling | distinct | flags |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines += [_row(gid, g) for gid, g in graphs.items()]
     lines += [
@@ -126,10 +126,15 @@ def _markdown(result: dict, name: str) -> str:
         "*noise*: the relative measurement noise, the standard deviation of log runtime among identical configs, "
         "estimated robustly from the duplicate groups (each group's variance scaled by the median of its chi-square "
         "law, then the weighted median; n/a without duplicates). *ratio*: standard deviation of log runtime across "
-        "unique configs divided by the noise (n/a when the noise is unknown or zero). *ceiling*: the best score a "
-        "model that knew every true runtime could expect against runtimes carrying that noise (layout: Kendall "
-        f"tau-b; tile: the top-5 score), mean of {result['config']['ceiling_draws']} seeded re-draws; it leans "
-        "optimistic, an upper bound rather than a forecast.",
+        "unique configs divided by the noise (n/a when the noise is unknown or zero). *ceiling*: an upper bound of "
+        "the score a model can expect under the measurement noise: the score of an oracle knowing every true runtime "
+        "against re-measured runtimes (layout: Kendall tau-b; tile: the top-5 score), mean of "
+        f"{result['config']['ceiling_draws']} seeded re-draws, scored as `make evaluate` and the validation report "
+        "score a graph (every config, copies included). *distinct*: the same, scored as `make transductive` does "
+        "(each distinct config once, against the fastest of its copies). The noise behind both is estimated per "
+        f"runtime window of {result['config']['noise_window_dof']} degrees of freedom of duplicate groups, each a "
+        f"{result['config']['noise_confidence']:g} lower confidence bound; configs no window reaches count as "
+        "noiseless. n/a: the duplicates cannot support a ceiling (reasons below).",
         "",
         f"**Flags.** *degenerate*: fewer than two unique configs, no configurable node that ever varies, or one "
         f"runtime for all. *noise-dominated*: ratio under {th['noise_dominated']}. *inconsistent*: more than "
@@ -146,7 +151,7 @@ def _markdown(result: dict, name: str) -> str:
         "(`near_tie_share` in the JSON), however large the ratio. A Gaussian-spread approximation "
         "(`ceiling_gaussian`), which ignores that clustering, would put it at 1.",
     ]
-    notes = []
+    notes = [f"- `{gid}`: ceiling n/a: {g['ceiling_why']}." for gid, g in graphs.items() if g.get("ceiling_why")]
     for gid, g in graphs.items():
         c, cg, nt = g["ceiling"], g["ceiling_gaussian"], g["near_tie_share"]
         if c is not None and cg is not None and nt is not None and cg - c > 0.02:
@@ -278,8 +283,10 @@ def run(cfg: DictConfig) -> dict:
     write_text_atomic(out / f"{name}.md", _markdown(result, name))
     for gid, g in graphs.items():
         if len(graphs) <= int(cfg.log_graphs) or g["flags"]:
+            ceiling = (f"{g['ceiling']:.3f} distinct={g['ceiling_distinct']:.3f}" if g["ceiling_why"] is None
+                       else f"n/a ({g['ceiling_why']})")
             log.info("%s: configs=%d unique=%d spread=%.4g noise=%s ratio=%s ceiling=%s flags=%s", gid, g["configs"],
-                     g["unique"], g["spread"], _g(g["noise"], ".2e"), _g(g["ratio"]), _g(g["ceiling"], ".3f"),
+                     g["unique"], g["spread"], _g(g["noise"], ".2e"), _g(g["ratio"]), ceiling,
                      "; ".join(f"{k} ({v})" for k, v in g["flags"].items()) or "-")
     log.info("audited %d graphs: %s, %d unflagged; report written to %s (%s.md, %s.json, %s.png)", len(graphs),
              ", ".join(f"{n} {f}" for f, n in counts.items()), result["summary"]["clean"], out, name, name, name)

@@ -28,7 +28,7 @@ tile score of the noiseless top 5. A collection's
 ceiling is the mean over its graphs, only for collections whose every graph has its truth.
 JSON: `noise_ceiling.collections.<c>`, `.score` (mean of the collections, null unless every
 scored collection has a ceiling), `.graphs.<c>`, `.per_graph.<ID>`, `.missing` (IDs without a
-usable truth file) and `.fraction.<m>.<c>` / `.fraction.<m>.overall` (model score / ceiling; null
+usable truth file or audit ceiling; `.why.<ID>`: the audit's reason) and `.fraction.<m>.<c>` / `.fraction.<m>.overall` (model score / ceiling; null
 where the ceiling is not positive or absent). In `validation.md`: a `noise ceiling` row under
 the scores and a table of the fractions. Without `.truth/` or an audit all of it is absent.
 Invariant: scores are those of `pipeline.evaluate` on the submission `pipeline.submission` would
@@ -175,12 +175,21 @@ def noise_ceiling(files: list[GraphFile], runtimes: Mapping[str, np.ndarray], tr
 
 
 def audit_ceiling(files: list[GraphFile], audit_json: str | Path) -> dict[str, float]:
-    """Per graph ID, the ceiling `make audit` estimated from duplicate configs (`models.audit`:
-    the metric a ranker knowing every true runtime gets against runtimes re-drawn with the noise
-    measured among identical configs); graphs without one (no duplicates) are left out."""
+    """Per graph ID, the ceiling `make audit` estimated from duplicate configs (`models.audit`'s
+    `ceiling`: an upper bound of the score a model can expect, scored as here, every config
+    against its measured runtime); graphs without one (n/a: the duplicates cannot support it,
+    the reason in the audit) are left out, and so is their collection's ceiling."""
     graphs = json.loads(Path(audit_json).read_text()).get("graphs", {})
     return {f.id: float(graphs[f.id]["ceiling"]) for f in files
             if graphs.get(f.id, {}).get("ceiling") is not None}
+
+
+def audit_ceiling_reasons(files: list[GraphFile], audit_json: str | Path) -> dict[str, str]:
+    """Per graph ID of `files` without an audit ceiling, why (the audit's `ceiling_why`; a graph
+    the audit did not cover: "not audited")."""
+    graphs = json.loads(Path(audit_json).read_text()).get("graphs", {})
+    return {f.id: (graphs[f.id].get("ceiling_why") or "no reason recorded") if f.id in graphs else "not audited"
+            for f in files if graphs.get(f.id, {}).get("ceiling") is None}
 
 
 def ceiling_entry(files: list[GraphFile], per_graph: Mapping[str, float], scored: Mapping[str, dict]) -> dict | None:
@@ -369,9 +378,9 @@ def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
 def _ceiling_lines(ceiling: dict, models: list[str], cols: list[str]) -> list[str]:
     """The "Fraction of the noise ceiling" section: each model's score / the ceiling."""
     if ceiling.get("source") == "audit":
-        what = (f"The *{CEILING_LABEL}* row is `make audit`'s estimate per graph (the metric a ranker knowing every true "
-                "runtime gets against runtimes re-drawn with the noise measured among identical configs), averaged per "
-                "collection; a graph without duplicate configs has none, and neither has its collection.")
+        what = (f"The *{CEILING_LABEL}* row is `make audit`'s estimate per graph (an upper bound of the score a model can "
+                "expect under the noise measured among identical configs, scored as here), averaged per collection; a "
+                "graph whose duplicates cannot support one has none (`audit.md` says why), and neither has its collection.")
     else:
         what = (f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
                 "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
@@ -386,6 +395,10 @@ def _ceiling_lines(ceiling: dict, models: list[str], cols: list[str]) -> list[st
                      + f" | {_num(fraction['overall'], '.3f')} |")
     if ceiling["missing"]:
         lines += ["", f"{len(ceiling['missing'])} graph(s) have no ceiling; their collections have none."]
+        reasons: dict[str, int] = {}
+        for why in ceiling.get("why", {}).values():
+            reasons[why] = reasons.get(why, 0) + 1
+        lines += [f"- n/a for {n} graph(s): {why}" for why, n in sorted(reasons.items(), key=lambda r: -r[1])]
     return lines
 
 
@@ -546,6 +559,7 @@ def _report_ceiling(cfg: DictConfig, files: list[GraphFile], runtimes: Mapping[s
         ceiling = ceiling_entry(files, audit_ceiling(files, cfg.audit), scored)
         if ceiling is not None:
             ceiling["source"] = "audit"
+            ceiling["why"] = audit_ceiling_reasons(files, cfg.audit)
     if ceiling is not None:
         log.info("noise ceiling: overall %s (%s)", "n/a" if ceiling["score"] is None else f"{ceiling['score']:.4f}",
                  ", ".join(f"{c} {v:.4f}" for c, v in ceiling["collections"].items()))

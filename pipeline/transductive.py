@@ -24,8 +24,10 @@ members' held-out predictions. Extra blends of other member sets: `ensembles.<na
 
 With `data=` the graphs are every train/valid file of the root with at least `min_configs`
 unique configs (tile graphs too); the noise ceiling of each graph is the audit's
-(`models.audit.audit_graph`: the metric a ranker knowing every true runtime would get against
-re-measured runtimes), computed on the whole graph. Writes `<report>/transductive.json` (every
+`ceiling_distinct` (`models.audit.audit_graph`: an upper bound of the score a model can expect,
+scored as here: each distinct config once against the fastest of its copies, tile on the
+held-out share), computed on the whole graph; `—` with the audit's reason where the duplicates
+cannot support one. Writes `<report>/transductive.json` (every
 figure per graph, model and seed), `transductive.md` (per graph and model: mean over seeds,
 spread, the ceiling) and `transductive.png`; the work trees go under `out`.
 Invariant: no config (after dedup) is on both sides; every model sees the same split; nothing
@@ -132,13 +134,15 @@ class Unique:
         write_graph(dst, {**self.arrays, "config_runtime": self.runtime[rows]}, chunks, (u, nc, 18))
 
 
-def read_unique(path: Path, split: str | None, chunk: int, audit_params: dict) -> Unique:
-    """A raw train/valid file's distinct configs (`Unique`), deduplicated as `make audit` does."""
+def read_unique(path: Path, split: str | None, chunk: int, audit_params: dict, held_out_fraction: float = 0.5) -> Unique:
+    """A raw train/valid file's distinct configs (`Unique`), deduplicated as `make audit` does;
+    its audit's `ceiling_distinct` scores `held_out_fraction` of them, as `check_graph` does."""
     g = read_graph(path, split=split)
     drop = ("node_config_feat", "config_runtime", "config_feat", "config_runtime_normalizers")
     arrays = {k: v for k, v in g.arrays().items() if k not in drop}
     d, rows, target, extra, metric = audit.deduplicated(g, path, chunk, progress=False)
-    stats = audit_graph(d.config_map, target, d.varying, metric, **audit_params, **extra)
+    stats = audit_graph(d.config_map, target, d.varying, metric, **audit_params, **extra,
+                        held_out_fraction=held_out_fraction)
     norm = None if g.kind == "layout" else g.config_runtime_normalizers[d.first]
     varying = d.varying if g.kind == "layout" else None
     return Unique(g.kind, arrays, rows, d.runtime.astype(np.int64), norm, varying, g.num_configs, stats)
@@ -180,7 +184,7 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     runs: list[dict] = []
     if not wanted & {f.name for f in FAMILIES if f.trained}:
         return out, {"gnn_seed_scores": [], "gnn_epochs": None}
-    processed = run_feature_stages(raw, work, common)
+    processed = run_feature_stages(raw, work, common, {"extract": ["flat_configs=true"]})  # one graph: its own groups are features
     preds = work / "predictions"
     for f in FAMILIES:  # the trained members but the GNN (several seeds, below), each through its own stage
         if f.name not in wanted or not f.trained or f.name == "gnn" or u.kind not in f.kinds:
@@ -289,7 +293,8 @@ def markdown(report: dict) -> str:
     models = sorted({m for g in graphs.values() for m in g["mean"]}, key=_model_order)
     lines = [f"# Transductive check: {report['source']}", "",
              "Held-out half of each graph's distinct configs (Kendall tau for layout, top-5 score for tile), "
-             f"mean over seeds {report['seeds']} ± population std; ceiling: the audit's noise ceiling of the whole graph. "
+             f"mean over seeds {report['seeds']} ± population std; ceiling: the audit's noise ceiling of the whole graph scored "
+             "as here (distinct configs against their fastest copy; `models.audit`), an upper bound of what a model can expect. "
              f"`lightgbm` is a reference regressor outside the pipeline; `ensemble` is blended out of fold on the train half.", "",
              "| graph | configs | distinct | " + " | ".join(models) + " | ceiling |",
              "|---|---:|---:|" + "---:|" * (len(models) + 1)]
@@ -304,6 +309,7 @@ def markdown(report: dict) -> str:
             cells.append(f"**{v}**" if g["mean"][m] == best else v)
         ceil = g["ceiling"]
         lines.append(f"| {gid} | {g['configs']} | {g['distinct']} | " + " | ".join(cells) + f" | {'—' if ceil is None else f'{ceil:.3f}'} |")
+    lines += [f"- {gid}: no ceiling: {g['ceiling_why']}." for gid, g in graphs.items() if g.get("ceiling_why")]
     lines += ["", "Per seed:", ""]
     for gid, g in graphs.items():
         for r in g["runs"]:
@@ -357,7 +363,7 @@ def run(cfg: DictConfig) -> dict:
     for src, collection, split in candidate_files(cfg):
         if cfg.max_graphs is not None and per_collection.get(collection, 0) >= int(cfg.max_graphs):
             continue
-        u = read_unique(src, split, int(cfg.chunk_configs), audit_params)
+        u = read_unique(src, split, int(cfg.chunk_configs), audit_params, float(cfg.valid_fraction))
         gid = graph_id(collection, src.stem)
         if u.kind != collection_kind(collection):
             raise DataError(src, f"is a {u.kind} file; collection {collection} holds {collection_kind(collection)} files")
@@ -368,7 +374,8 @@ def run(cfg: DictConfig) -> dict:
         runs = [check_graph(u, collection, src.stem, s, cfg, blender, Path(cfg.out) / collection_kind(collection) / src.stem / f"s{s}")
                 for s in seeds]
         graphs[gid] = {"file": str(src), "kind": u.kind, "configs": u.num_configs, "distinct": int(u.configs.shape[0]),
-                       "ceiling": None if u.audit.get("ceiling") is None else round(float(u.audit["ceiling"]), 4), "runs": runs}
+                       "ceiling": None if u.audit["ceiling_distinct"] is None else round(float(u.audit["ceiling_distinct"]), 4),
+                       "ceiling_why": u.audit["ceiling_why"], "runs": runs}
     if not graphs:
         raise DataError(cfg.file or cfg.data, f"no labelled graph with at least min_configs={int(cfg.min_configs)} distinct configs")
     report = {"source": str(cfg.file or cfg.data), "seeds": seeds, "graphs": summarize(graphs),

@@ -216,8 +216,10 @@ def test_without_truth_the_audit_gives_the_ceiling(sample, tmp_path) -> None:
     shutil.copytree(sample["raw"], raw, ignore=shutil.ignore_patterns(TRUTH))
     files = discover(raw, splits=["valid"])
     layout = [f for f in files if f.collection == "layout:xla:default"]
-    graphs = {f.id: {"ceiling": 0.5 + 0.1 * i} for i, f in enumerate(layout)}  # tile graphs: none (no duplicates)
-    (tmp_path / "audit.json").write_text(json.dumps({"graphs": graphs}))
+    graphs = {f.id: {"ceiling": 0.5 + 0.1 * i} for i, f in enumerate(layout)}
+    none = {f.id: {"ceiling": None, "ceiling_why": "no duplicate configs: the noise is unknown"}
+            for f in files if f.collection == "tile:xla"}  # tile graphs: none (no duplicates)
+    (tmp_path / "audit.json").write_text(json.dumps({"graphs": graphs | none}))
     out = tmp_path / "rep"
     result = report.run(stage_cfg("report", data=raw, predictions=sample["pred"], out=out, audit=tmp_path / "audit.json"))
     ceiling = result["noise_ceiling"]
@@ -225,7 +227,10 @@ def test_without_truth_the_audit_gives_the_ceiling(sample, tmp_path) -> None:
     assert ceiling["collections"]["layout:xla:default"] == pytest.approx(np.mean([g["ceiling"] for g in graphs.values()]))
     assert ceiling["fraction"]["baseline"]["layout:xla:default"] == pytest.approx(
         result["models"]["baseline"]["collections"]["layout:xla:default"] / ceiling["collections"]["layout:xla:default"])
-    assert "`make audit`'s estimate per graph" in (out / "validation.md").read_text()
+    md = (out / "validation.md").read_text()
+    assert "`make audit`'s estimate per graph" in md
+    assert f"- n/a for {len(none)} graph(s): no duplicate configs: the noise is unknown" in md
+    assert set(ceiling["why"]) >= set(none)
 
 
 def test_collection_with_a_missing_truth_file_gets_no_ceiling(sample, tmp_path) -> None:

@@ -81,3 +81,18 @@ def test_members_picks_the_models_trained(samples: Path, tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"members: unknown model\(s\) \['xgb'\]"):
         transductive.run(compose("transductive", [f"file={src}", f"out={tmp_path / 'x'}", f"report={tmp_path / 'r'}",
                                                   "seeds=[0]", "members=[xgb]"]))
+
+
+def test_the_ceiling_is_the_audits_distinct_one_or_its_reason(samples: Path) -> None:
+    """The check scores distinct configs against their fastest copy; so does its ceiling."""
+    from pipeline import audit
+
+    params = audit.per_graph_params(compose("audit", ["seed=0"]))
+    u = transductive.read_unique(samples / "layout/xla/default/train/unet3d.npz", "train", 1024, params, 0.5)
+    assert u.audit["ceiling"] < u.audit["ceiling_distinct"] <= 1.0 and u.audit["ceiling_why"] is None
+    rep = {"source": "x", "seeds": [0], "graphs": {
+        "layout:xla:random:a": {"configs": 20, "distinct": 12, "ceiling": None, "ceiling_why": "one unique config",
+                                "mean": {"gnn": 0.5}, "std": {"gnn": 0.0}, "runs": []}}}
+    md = transductive.markdown(rep)
+    assert "| layout:xla:random:a | 20 | 12 | **0.5000 ± 0.0000** | — |" in md
+    assert "- layout:xla:random:a: no ceiling: one unique config." in md
