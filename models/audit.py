@@ -246,18 +246,30 @@ def config_noise(ln: LocalNoise, mean: np.ndarray, margin_widths: float) -> tupl
     """(U,) noise of each unique config of mean log target `mean` (U,), and (U,) bool whether
     duplicates cover it.
 
-    A window covers [lo - m sigma, hi + m sigma] (m = `margin_widths`); a config inside several
-    gets the least of their sigmas, a config inside none gets 0 and is uncovered. Both choices
-    can only raise the ceiling: a noiseless config is ordered perfectly, so noise nobody
-    measured never pulls the ceiling under what the data allows (`simulate_ceiling`).
+    Windows span disjoint stretches [lo, hi] of the log target (their groups are consecutive in
+    it); a config inside one gets its sigma. A config between two windows, or beyond the last,
+    is covered by a window whose stretch it lies within `margin_widths` of that window's sigma
+    from, and gets the least sigma of those; a config no window reaches gets 0 and is
+    uncovered. Both choices can only raise the ceiling: a noiseless config is ordered
+    perfectly, so noise nobody measured never pulls the ceiling under what the data allows.
     """
     m = np.asarray(mean, dtype=np.float64)
-    sigma = np.full(m.size, np.inf)
-    for lo, hi, s in zip(ln.lo, ln.hi, ln.sigma):
-        inside = (m >= lo - margin_widths * s) & (m <= hi + margin_widths * s)
-        sigma[inside] = np.minimum(sigma[inside], s)
-    covered = np.isfinite(sigma)
-    sigma[~covered] = 0.0
+    sigma = np.zeros(m.size)
+    covered = np.zeros(m.size, dtype=bool)
+    if not ln.sigma.size:
+        return sigma, covered
+    left = np.searchsorted(ln.lo, m, side="right") - 1  # the last window starting at or below m
+    inside = (left >= 0) & (m <= ln.hi[np.maximum(left, 0)])
+    sigma[inside], covered[inside] = ln.sigma[left[inside]], True
+    best = np.full(m.size, np.inf)
+    below = np.maximum(left, 0)  # the window under m reaches up to hi + margin
+    reach = (left >= 0) & ~inside & (m <= ln.hi[below] + margin_widths * ln.sigma[below])
+    best[reach] = ln.sigma[below[reach]]
+    above = np.minimum(left + 1, ln.sigma.size - 1)  # the window over m reaches down to lo - margin
+    reach = (left + 1 < ln.sigma.size) & ~inside & (m >= ln.lo[above] - margin_widths * ln.sigma[above])
+    best[reach] = np.minimum(best[reach], ln.sigma[above[reach]])
+    gap = ~inside & np.isfinite(best)
+    sigma[gap], covered[gap] = best[gap], True
     return sigma, covered
 
 

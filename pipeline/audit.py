@@ -9,7 +9,7 @@ skipped with one log line). Per graph it deduplicates the configs as the extract
 tile rows are the 24-column `config_feat`; both digested by `ConfigDeduper`) and computes the
 numbers of `models.audit.audit_graph`: configs, unique configs, spread, noise estimated from
 duplicate groups, spread-to-noise ratio, outlier duplicate groups, tile normalizer agreement and
-the simulated noise ceiling; flags come from `models.audit.flag_graph` with `thresholds`.
+the noise ceilings (`ceiling`, `ceiling_distinct`, or n/a with `ceiling_why`); flags come from `models.audit.flag_graph` with `thresholds`.
 
 Writes into `out`, atomically: `audit.md` (a table and what its columns mean), `audit.json`
 (every number and flag per graph by Kaggle ID, the thresholds and the resolved config) and
