@@ -31,17 +31,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.layout import ELEMENT_BYTES, KINDS, SHAPE_COLS, TYPE_COLS, node_layout, opcode_kind, root_node, tensor_bytes
-from features.completion import CompletionTable
-from features.operands import group_weights
+from features.layout import CONVOLUTION, ELEMENT_BYTES, KINDS, SHAPE_COLS, TYPE_COLS, node_layout, opcode_kind, root_node, tensor_bytes
+from features.completion import CompletionTable, GroupCompleter, group_defaults
+from features.configs import unpack_layout
+from features.cost_terms import TOTAL_NAMES, config_totals, layout_terms, slot_facts
+from features.operands import CONV_INPUT_BATCH, CONV_OUTPUT_BATCH, group_weights, infer_operands
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group
 
 GROUPS = ("out", "in", "kernel")
 CATS = ("def",) + tuple(f"m{d}" for d in range(6))
 COUNT_NAMES = tuple(f"cnt_{g}_{k}_{c}" for g in GROUPS for k in KINDS for c in CATS)
+# the role of the dim a completed group puts minor-most: a convolution's feature dim (the one it
+# wants minor in that slot, or the kernel's input feature dim), its batch dim, the tensor's last
+# dim (row-major minor-most), any other
+ROLES = ("feature", "batch", "last", "other")
+RANK_BUCKETS = ("r12", "r3", "r4", "r56")  # tensor ranks 1-2, 3, 4, 5-6
+ROLE_NAMES = tuple(f"role_{g}_{k}_{r}" for g in GROUPS for k in KINDS for r in ROLES)
+ROLE_BYTES_NAMES = tuple(f"role_bytes_{g}_{k}_{r}" for g in GROUPS for k in KINDS for r in ROLES)
+RANK_ROLE_NAMES = tuple(f"rank_role_{g}_{b}_{r}" for g in GROUPS for b in RANK_BUCKETS for r in ROLES)
+CHANGED_NAMES = tuple(f"{n}_{g}_{k}" for n in ("changed", "changed_bytes") for g in GROUPS for k in KINDS)
 LAYOUT_NAMES = COUNT_NAMES + ("mismatch_pairs", "mismatch_bytes", "change_pairs", "change_bytes",
-                              "pad_waste_bytes", "pad_waste_minor_bytes")
+                              "pad_waste_bytes", "pad_waste_minor_bytes") + ROLE_NAMES + ROLE_BYTES_NAMES + RANK_ROLE_NAMES + CHANGED_NAMES
+# the analytical cost terms (`features.cost_terms`), bytes as bytes, summed per opcode kind: the
+# analytical ranker's inputs, here beside the rest
+TOTALS_NAMES = tuple(f"ct_{name}" for name in TOTAL_NAMES)
+LAYOUT_NAMES = LAYOUT_NAMES + TOTALS_NAMES
+FLAT_PREFIX = "flat_"  # `flat_<node position>_<group>`: a group's packed code, one graph's own columns
 TILE_NAMES = tuple(f"cfg_{i}" for i in range(24)) + ("tile_count", "tile_pad_waste", "tile_bytes")
 
 
@@ -63,10 +79,21 @@ defaults of `complete`.
     graph: dict[str, float]
     own_idx: np.ndarray
     complete: CompletionTable  # packed groups completed from own layouts: complete(codes, own_idx)
+    groups: GroupCompleter  # every group completed from the layout it defaults to (its slot tensor's)
+    role: np.ndarray  # (NC, 3, 7) int8 role (ROLES index) of a completed group's first digit; -1 none
+    slot_bytes: np.ndarray  # (NC, 3) bytes of each slot tensor (0 absent)
+    rank_bucket: np.ndarray  # (NC, 3) RANK_BUCKETS index of each slot tensor (-1 absent)
+    facts: np.ndarray  # (NC, 3, SLOT_FACTS) `features.cost_terms.slot_facts`
+    defaults: np.ndarray  # (NC, 3, 6) what each group completes from (`features.completion.group_defaults`)
+    flat: bool = False  # also `flat_<j>_<g>` columns: the graph's own groups (one graph trained and scored)
 
 
 def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_ids: np.ndarray,
-                   pairs: np.ndarray, graph: dict[str, float]) -> LayoutContext:
+                   pairs: np.ndarray, graph: dict[str, float], edge_index: np.ndarray | None = None,
+                   flat: bool = False) -> LayoutContext:
+    """What `layout_features` needs of one graph: RAW node_feat (N, 140), its opcodes, the NC
+    configurable nodes, `config_pairs` (P, 3), per-graph statistics and the graph's edges (operands:
+    `features.operands`; None: no operand tensors); `flat` adds the graph's own group columns."""
     nf = node_feat[node_config_ids]
     kind = opcode_kind(node_opcode[node_config_ids])
     nb = tensor_bytes(nf)
@@ -76,9 +103,38 @@ def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_i
         stats[f"n_{name}"] = float((kind == k).sum())
     own = node_layout(nf)
     owns, own_idx = np.unique(own.reshape(-1, 6), axis=0, return_inverse=True)
+    edges = np.zeros((0, 2), dtype=np.int64) if edge_index is None else edge_index
+    operands = infer_operands(node_feat, node_opcode, edges, node_config_ids)
+    facts = slot_facts(node_feat, node_opcode, edges, operands)  # (NC, 3, SLOT_FACTS)
+    role, slot_bytes, bucket = _slot_roles(node_feat, node_opcode, operands.slots, facts)
+    defaults = group_defaults(node_layout(node_feat), operands)
     return LayoutContext(kind, own, nf[:, SHAPE_COLS].astype(np.float64), nb,
                          np.asarray(pairs, dtype=np.int64).reshape(-1, 3), stats,
-                         own_idx.reshape(-1).astype(np.int64), CompletionTable(owns))
+                         own_idx.reshape(-1).astype(np.int64), CompletionTable(owns),
+                         GroupCompleter(defaults), role, slot_bytes, bucket, facts, defaults, flat)
+
+
+def _slot_roles(node_feat: np.ndarray, node_opcode: np.ndarray, slots: np.ndarray,
+                facts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per configurable node and slot: the ROLES index of each dim (by the digit a packed group
+    gives it: dim + 1; -1 for no dim), the slot tensor's bytes and its rank bucket."""
+    dims = facts[..., :6]
+    rank = (dims > 0).sum(-1)  # (NC, 3)
+    present = (slots >= 0) & (rank > 0)
+    nbytes = np.where(dims > 0, dims, 1).prod(-1).astype(np.float64) * facts[..., 6] * present
+    nc = slots.shape[0]
+    conv = np.asarray(node_opcode)[slots[:, 0]] == CONVOLUTION
+    batch = np.full((nc, 3), -1, dtype=np.int64)  # a convolution's batch dim: output, input
+    if nc:
+        batch[conv, 0] = node_feat[slots[conv, 0], CONV_OUTPUT_BATCH].astype(np.int64)
+        batch[conv, 1] = node_feat[slots[conv, 0], CONV_INPUT_BATCH].astype(np.int64)
+    role = np.full((nc, 3, 7), -1, dtype=np.int8)
+    for d in range(6):
+        is_feature = (facts[..., 7] == d) | (facts[..., 8] == d)
+        r = np.select([is_feature, batch == d, rank - 1 == d], [0, 1, 2], 3)
+        role[..., d + 1] = np.where(present & (d < rank), r, -1)
+    bucket = np.where(present, np.digitize(rank, [3, 4, 5]), -1)
+    return role, nbytes, bucket
 
 
 def _tile_padding(size: np.ndarray, tile: int) -> np.ndarray:
@@ -133,11 +189,63 @@ def layout_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarr
     out["change_pairs"] = np.count_nonzero(change, axis=1).astype(np.float32)
     out["change_bytes"] = (change.astype(np.float32) @ pbytes).astype(np.float64)
 
+    out.update(_role_features(ctx, codes))
+    if ctx.flat:
+        for j in range(nc):
+            for g, name in enumerate(GROUPS):
+                out[f"{FLAT_PREFIX}{j}_{name}"] = codes[:, j, g].astype(np.float32)
+
     both, minor_only = _waste_tables(ctx)
     # the first two digits of a code (minor-most, second-minor) read as one number 0..48
     d01 = eff // _D1 + (np.arange(nc, dtype=np.int32) * 49)[None, :]  # flat index into both (NC, 7, 7)
     out["pad_waste_bytes"] = both.ravel()[d01].sum(1)
     out["pad_waste_minor_bytes"] = minor_only.ravel()[d01 // 7].sum(1)  # node * 49 // 7 = node * 7
+    return out
+
+
+def _role_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarray]:
+    """Per config, the configurable nodes pooled by what their completed groups do, in terms
+    that mean the same in every graph: the analytical cost terms summed per opcode kind; the role
+    of the dim each group puts minor-most, counted and weighted by the slot tensor's bytes per
+    opcode kind, counted per rank bucket; and the groups that differ from the layout they
+    default to (count and bytes) per opcode kind."""
+    c, nc = codes.shape[0], codes.shape[1]
+    done = ctx.groups(codes)  # (c, NC, 3) completed packed groups
+    terms = layout_terms(ctx.facts, ctx.defaults, ctx.pairs, unpack_layout(done), log_bytes=False)
+    out: dict[str, np.ndarray] = dict(zip(TOTALS_NAMES, config_totals(terms, ctx.kind).T))
+    digit = done // _D0  # (c, NC, 3) minor-most dim + 1
+    role = np.take_along_axis(ctx.role[None], digit[..., None].astype(np.int64), -1)[..., 0]  # (c, NC, 3)
+    has = role >= 0
+    g_idx = np.arange(3)[None, :]
+    nr, nk, nb = len(ROLES), len(KINDS), len(RANK_BUCKETS)
+    offset = np.arange(c)[:, None, None]
+
+    def pooled(bin_of_slot: np.ndarray, size: int, weight: np.ndarray | None) -> np.ndarray:
+        b = np.where(has, bin_of_slot + offset * size, -1)
+        w = None if weight is None else np.broadcast_to(weight, b.shape)[has]
+        return np.bincount(b[has], w, minlength=c * size).reshape(c, size)
+
+    kind_bin = (g_idx * nk + ctx.kind[:, None]) * nr  # (NC, 3)
+    counts = pooled(kind_bin[None] + role, 3 * nk * nr, None)
+    nbytes = pooled(kind_bin[None] + role, 3 * nk * nr, ctx.slot_bytes[None])
+    rank_bin = (g_idx * nb + np.maximum(ctx.rank_bucket, 0)) * nr
+    ranks = pooled(rank_bin[None] + role, 3 * nb * nr, None)
+    for i, name in enumerate(ROLE_NAMES):
+        out[name] = counts[:, i].astype(np.float32)
+        out[ROLE_BYTES_NAMES[i]] = nbytes[:, i]
+    for i, name in enumerate(RANK_ROLE_NAMES):
+        out[name] = ranks[:, i].astype(np.float32)
+    default = ctx.groups(np.zeros((1, nc, 3), dtype=np.int32))  # (1, NC, 3) what an unset group completes to
+    changed = has & (done != default)
+    ch_bin = (g_idx * nk + ctx.kind[:, None])[None] + 0 * role
+    offset1 = np.arange(c)[:, None, None] * (3 * nk)
+    b = np.where(changed, ch_bin + offset1, -1)
+    cnt = np.bincount(b[changed], minlength=c * 3 * nk).reshape(c, 3 * nk)
+    byt = np.bincount(b[changed], np.broadcast_to(ctx.slot_bytes[None], b.shape)[changed], minlength=c * 3 * nk).reshape(c, 3 * nk)
+    half = len(CHANGED_NAMES) // 2
+    for i in range(half):
+        out[CHANGED_NAMES[i]] = cnt[:, i].astype(np.float32)
+        out[CHANGED_NAMES[half + i]] = byt[:, i]
     return out
 
 

@@ -138,6 +138,40 @@ def select_features(columns: Mapping[str, object] | Iterable[str], exclude: Sequ
     return out
 
 
+FEATURE_NORMS = ("none", "graph")
+GRAPH_STAT_PREFIX = "g_"  # per-graph statistics: constant within a graph, never normalized within it
+
+
+NORMALIZED_PREFIX = "z_"  # a feature `z_<column>`: the column standardized within each graph
+
+
+def feature_names(columns: Sequence[str], norm: str) -> list[str]:
+    """The booster's feature names of table `columns`: with `norm="graph"` every column but the
+    per-graph statistics as `z_<column>` (so a saved model says how to rebuild its inputs)."""
+    if norm == "none":
+        return list(columns)
+    return [c if c.startswith(GRAPH_STAT_PREFIX) else NORMALIZED_PREFIX + c for c in columns]
+
+
+def stored_column(name: str) -> str:
+    """The table column a feature name reads (`feature_names`)."""
+    return name[len(NORMALIZED_PREFIX):] if name.startswith(NORMALIZED_PREFIX) else name
+
+
+def graph_normalize(column: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(n,) float32: each value less its graph's mean, over its graph's standard deviation (0 where
+    a graph's values are all equal); `sizes` are the rows of each graph, in order. A ranking
+    compares configs of one graph only, so a feature's level across graphs carries nothing a
+    split should key on; its spread within a graph does."""
+    col = np.asarray(column, dtype=np.float64)
+    graph = np.repeat(np.arange(sizes.size), sizes)
+    n = np.maximum(sizes, 1).astype(np.float64)
+    mean = np.bincount(graph, col, minlength=sizes.size) / n
+    centred = col - mean[graph]
+    std = np.sqrt(np.bincount(graph, centred * centred, minlength=sizes.size) / n)
+    return np.where(std[graph] > 0, centred / np.where(std[graph] > 0, std[graph], 1.0), 0.0).astype(np.float32)
+
+
 def sample_rows(sizes: np.ndarray, max_per_group: int | None, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows kept for training and the new query sizes: at most `max_per_group` random rows of
     each query (all when None), shuffled inside the query when `shuffle` (so `split_queries`
@@ -256,6 +290,9 @@ class GBDTRanker:
         label_gain: lambdarank gain per level, `linear` or `exponential`.
         num_boost_round: boosting rounds at most (early stopping picks the best).
         early_stopping_rounds: rounds without a better valid metric before stopping.
+        feature_norm: per collection kind (layout, tile): `graph`, every feature but the
+            per-graph statistics standardized within its graph (`graph_normalize`), for training
+            and prediction alike; `none`, as stored (a kind not named: none).
         params: LightGBM booster knobs (None values are left out).
 
     Raises ValueError (one sentence) for an unknown objective or gain, or too few labels.
@@ -266,16 +303,26 @@ class GBDTRanker:
     label_gain: str = "linear"
     num_boost_round: int = 600
     early_stopping_rounds: int = 50
+    feature_norm: Mapping[str, str] = field(default_factory=lambda: {"layout": "graph", "tile": "none"})
     params: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
+        norms = {str(k): str(v) for k, v in dict(self.feature_norm).items()}
+        bad = {k: v for k, v in norms.items() if v not in FEATURE_NORMS or k not in ("layout", "tile")}
+        if bad:
+            raise ValueError(f"feature_norm maps layout and tile to one of {', '.join(FEATURE_NORMS)}, got {bad}")
+        object.__setattr__(self, "feature_norm", norms)
         if self.label_gain not in GAINS:
             raise ValueError(f"label_gain must be one of {', '.join(GAINS)}, got '{self.label_gain}'")
         if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 2:
             raise ValueError(f"num_labels must be an integer of at least 2 (lambdarank relevance levels), got '{self.num_labels}'")
         object.__setattr__(self, "params", {str(k): v for k, v in dict(self.params).items()})
+
+    def norm(self, kind: str) -> str:
+        """The `feature_norm` of a collection kind."""
+        return self.feature_norm.get(kind, "none")
 
     def lgb_params(self, seed: int, num_threads: int) -> dict:
         """The booster parameters of one run (`lgb_params`)."""

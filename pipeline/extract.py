@@ -27,7 +27,9 @@ thread computes the features still owed. Writes:
   row's first occurrence.
 - `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),
   `configs` (list of original indices), `runtime`, then the features of `features.tabular`
-  and per-graph size statistics (per-graph parts are kept in `<split>.parts/`).
+  and per-graph size statistics (per-graph parts are kept in `<split>.parts/`); with
+  `flat_configs=true` also each configurable node's own groups (`flat_<j>_<group>`), which mean
+  something only where one graph is both trained and scored (the transductive check).
 Then `out/.complete`.
 Invariant: every original config index appears exactly once across a graph's rows (`configs`)
 and in `config_map`, so predictions come back in original indices; `dedup=none` keeps every
@@ -62,7 +64,7 @@ from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, fini
 from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
-VERSION = 4
+VERSION = 5
 PADDED_KEYS = ("node_feat_norm", "node_layout", "node_ids", "original_size")
 
 
@@ -180,7 +182,7 @@ def _node_layout(g, padded: dict[str, np.ndarray], varying: np.ndarray, first: n
 
 
 def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, policy: str,
-                   chunk_configs: int, feature_batch: int, codes_level: int | None = 1) -> dict:
+                   chunk_configs: int, feature_batch: int, codes_level: int | None = 1, flat: bool = False) -> dict:
     """Deduplicate a padded layout graph's configs; write its GNN file and, with `part`, its table part.
 
     Two phases, each keeping both cores busy: the configs stream through packing and dedup
@@ -191,16 +193,16 @@ def extract_layout(src: str, gnn: str, part: str | None, gid: str, split: str, p
     gemm runs 6x slower with two while the other core inflates).
     """
     with threadpool_limits(1, user_api="blas"):
-        return _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_batch, codes_level)
+        return _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_batch, codes_level, flat)
 
 
-def _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_batch, codes_level) -> dict:
+def _extract_layout(src, gnn, part, gid, split, policy, chunk_configs, feature_batch, codes_level, flat) -> dict:
     g = read_graph(src, split=split)
     padded = _extras(src, PADDED_KEYS + ("config_pairs",))
     nc = g.num_config_nodes
     graph = {"nodes": float(padded["original_size"][0]), "edges": float(padded["original_size"][1]),
              "kept_nodes": float(g.num_nodes), "config_nodes": float(nc), "configs": float(g.num_configs)}
-    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, padded["config_pairs"], graph)
+    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, padded["config_pairs"], graph, g.edge_index, flat)
     deduper = ConfigDeduper(policy)
     spool = Path(gnn).with_name(f".{Path(gnn).name}.codes-{os.getpid()}")
     spool.parent.mkdir(parents=True, exist_ok=True)
@@ -287,11 +289,13 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         outputs = [gnn] + ([part] if cfg.tables else [])
         parts[(f.collection, f.split)].append(part)
         fn = extract_tile if f.kind == "tile" else extract_layout
+        flat = {"flat": bool(cfg.flat_configs)} if f.kind == "layout" else {}
         tasks.append(Task(str(rel), [f.path], outputs, dict(
             fn=fn, src=str(f.path), gnn=str(gnn), part=str(part) if cfg.tables else None, gid=f.id,
             split=f.split, policy=str(cfg.dedup), chunk_configs=int(cfg.chunk_configs),
-            feature_batch=int(cfg.feature_batch), codes_level=cfg.codes_level)))
-    h = config_hash({"dedup": cfg.dedup, "tables": cfg.tables, "codes_level": cfg.codes_level}, VERSION)
+            feature_batch=int(cfg.feature_batch), codes_level=cfg.codes_level, **flat)))
+    h = config_hash({"dedup": cfg.dedup, "tables": cfg.tables, "codes_level": cfg.codes_level,
+                     "flat_configs": bool(cfg.flat_configs)}, VERSION)
     results = run_tasks(_dispatch, tasks, out, h, cfg.jobs, desc="extract")
     if cfg.tables:
         for (c, s), ps in parts.items():

@@ -99,16 +99,21 @@ class Table:
 
     def features(self, names: list[str], rows: np.ndarray | None = None) -> np.ndarray:
         """(n, F) float32, filled one column at a time (peak: the matrix plus one column).
-        `rows` indexes the regrouped row order (all rows when None)."""
-        missing = [c for c in names if c not in self.schema]
+        `rows` indexes the regrouped row order (all rows when None). A name `z_<column>` is the
+        column standardized within each graph over all its rows (`models.gbdt.graph_normalize`)."""
+        columns = [gbdt.stored_column(c) for c in names]
+        missing = [c for c in columns if c not in self.schema]
         if missing:
             raise DataError(self.path, f"feature column '{missing[0]}' missing (the model was trained on other tables; rerun extract or train)")
-        idx = self.order if rows is None else (rows if self.order is None else self.order[rows])
-        n = self.rows if idx is None else idx.size
+        n = self.rows if rows is None else rows.size
         x = np.empty((n, len(names)), dtype=np.float32, order="F")
-        for j, c in enumerate(names):
+        for j, (name, c) in enumerate(zip(names, columns)):
             col = pl.scan_parquet(self.path).select(pl.col(c).cast(pl.Float32)).collect().to_series().to_numpy()
-            x[:, j] = col if idx is None else col[idx]
+            if self.order is not None:
+                col = col[self.order]
+            if name != c:
+                col = gbdt.graph_normalize(col, self.sizes)
+            x[:, j] = col if rows is None else col[rows]
         return x
 
     def config_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -180,6 +185,7 @@ def train_collection(collection: str, cfg: DictConfig, model: gbdt.GBDTRanker) -
                                     numeric={c: t.is_numeric() for c, t in train.schema.items()})
     if not features:
         raise DataError(train_path, "no feature columns left after exclude_features")
+    features = gbdt.feature_names(features, model.norm(collection_kind(collection)))
     valid_path = table_path(cfg.tables, collection, cfg.valid_split)
     valid = Table(valid_path, need_runtime=False) if valid_path.is_file() else None
     if valid is not None and not valid.has_runtime:

@@ -212,3 +212,24 @@ def test_config_mistakes_fail_in_one_sentence(tmp_path: Path, knob, value, messa
 def test_predict_without_models_or_tables_says_so(tmp_path: Path):
     with pytest.raises(DataError, match="no GBDT tables"):
         train_gbdt.run(stage_cfg("train_gbdt", **{"paths.data_dir": tmp_path}, mode="predict"))
+
+
+def test_graph_normalize_standardizes_within_each_graph() -> None:
+    col = np.array([1.0, 2.0, 3.0, 100.0, 100.0, 10.0, 30.0])
+    sizes = np.array([3, 2, 2])
+    z = gbdt.graph_normalize(col, sizes)
+    # each graph centred and scaled alone: a graph's level and scale are gone, its order stays
+    np.testing.assert_allclose(z[:3], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+    assert z[3:5].tolist() == [0.0, 0.0] and z[5:].tolist() == [-1.0, 1.0]
+    np.testing.assert_allclose(gbdt.graph_normalize(col * 7 + 3, sizes), z, rtol=1e-5)
+
+
+def test_feature_norm_names_say_how_to_rebuild_the_inputs() -> None:
+    names = gbdt.feature_names(["cnt_a", "g_nodes", "ct_b"], "graph")
+    assert names == ["z_cnt_a", "g_nodes", "z_ct_b"]
+    assert [gbdt.stored_column(n) for n in names] == ["cnt_a", "g_nodes", "ct_b"]
+    assert gbdt.feature_names(["cnt_a"], "none") == ["cnt_a"]
+    m = gbdt.GBDTRanker(feature_norm={"layout": "graph"})
+    assert m.norm("layout") == "graph" and m.norm("tile") == "none"
+    with pytest.raises(ValueError, match="feature_norm"):
+        gbdt.GBDTRanker(feature_norm={"layout": "rank"})

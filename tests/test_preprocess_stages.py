@@ -142,7 +142,7 @@ def test_table_features_are_those_of_each_unique_config(stages, tmp_path, monkey
     extract.extract_layout(str(src), str(gnn), str(part), "x", "test", "min", 64, 7)
     g = read_graph(src, config_feat=True)
     padded = np.load(src)
-    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, padded["config_pairs"], {})
+    ctx = layout_context(g.node_feat, g.node_opcode, g.node_config_ids, padded["config_pairs"], {}, g.edge_index)
     table = pl.read_parquet(part)
     first = np.load(gnn)["config_first"]
     want = layout_features(ctx, pack_layout(g.node_config_feat[first]))

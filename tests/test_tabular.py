@@ -103,6 +103,39 @@ def test_a_pair_is_compared_under_the_group_it_is_read_under():
     assert got == {1: [0, 0, 1], 2: [0, 1, 0], 3: [0, 0.5, 0.5]}
 
 
+def test_role_features_name_what_each_group_puts_minor_most():
+    """A convolution (NHWC input [8, 32, 32, 3] numbered after its HWIO kernel [5, 5, 3, 16], output
+    [8, 28, 28, 16]) and a reshape of its output: each group's minor-most dim by its role."""
+    nf = np.zeros((4, 140), dtype=np.float32)
+    nf[:, 13] = 1
+    for i, shape in enumerate([(5, 5, 3, 16), (8, 32, 32, 3), (8, 28, 28, 16), (8, 784, 16)]):
+        nf[i, 21 : 21 + len(shape)] = shape
+        nf[i, 28] = np.prod(shape)
+        nf[i, 134 : 134 + len(shape)] = np.arange(len(shape))[::-1]
+    nf[2, [93, 94, 95, 96, 99, 100, 101, 102, 105, 106, 107, 108]] = [0, 3, 1, 2, 2, 3, 0, 1, 0, 3, 1, 1]
+    nf[2, 37:39] = [5, 5]
+    op = np.array([63, 63, 26, 75], np.uint8)
+    edges = np.array([[2, 0], [2, 1], [3, 2]])
+    ctx = layout_context(nf, op, np.array([2, 3]), np.zeros((0, 3)), {}, edges, flat=True)
+    cfg = -np.ones((3, 2, 18), dtype=np.float32)
+    cfg[1, 0, 0:2] = [0, 3]    # the convolution's output with its batch dim minor-most
+    cfg[1, 0, 6:8] = [1, 0]    # ... its input with a spatial dim minor-most
+    cfg[2, 0, 12:14] = [2, 3]  # its kernel with its input feature dim minor-most; the reshape's output too
+    cfg[2, 1, 0:2] = [1, 0]
+    f = layout_features(ctx, pack_layout(cfg))
+    # defaults: every tensor keeps its row-major layout, whose last dim is a convolution's feature dim
+    assert f["role_out_conv_feature"].tolist() == [1, 0, 1] and f["role_out_conv_batch"].tolist() == [0, 1, 0]
+    assert f["role_in_conv_feature"].tolist() == [1, 0, 1] and f["role_in_conv_other"].tolist() == [0, 1, 0]
+    assert f["role_kernel_conv_feature"].tolist() == [1, 1, 1]  # input and output feature both count
+    assert f["role_out_reshape_last"].tolist() == [1, 1, 0] and f["role_out_reshape_other"].tolist() == [0, 0, 1]
+    assert f["role_bytes_out_conv_batch"].tolist() == [0, 8 * 28 * 28 * 16 * 4, 0]
+    assert f["rank_role_out_r3_last"].tolist() == [1, 1, 0] and f["rank_role_in_r4_other"].tolist() == [0, 1, 0]
+    assert f["changed_out_conv"].tolist() == [0, 1, 0] and f["changed_kernel_conv"].tolist() == [0, 0, 1]
+    assert f["changed_bytes_in_conv"].tolist() == [0, 8 * 32 * 32 * 3 * 4, 0]
+    # the graph's own groups, for one graph trained and scored
+    assert f["flat_0_out"].tolist() == pack_layout(cfg[:, 0, 0:6])[:, 0].tolist() and "flat_1_kernel" in f
+
+
 def test_padding_waste_uses_the_completed_layout():
     nf, op = _graph()
     ctx = layout_context(nf, op, np.array([0, 1]), np.array([[1, 0, 1]]), {"nodes": 2})
