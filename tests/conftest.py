@@ -12,8 +12,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(os.environ.get("TPUGRAPHS_SAMPLES", ROOT.parent / "shared" / "tpugraphs-samples"))
 SHARED_HLO = Path(os.environ.get("TPUGRAPHS_HLO", ROOT.parent / "shared" / "tpugraphs-hlo"))
-# the dataset encoder's own module as HLO text, with the configs tried on it
-HLO_SAMPLES = Path(os.environ.get("TPUGRAPHS_HLO", ROOT.parent / "shared" / "tpugraphs-hlo"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,9 +8,6 @@ import pytest
 
 from features.layout import node_rank
 from features.operands import AMBIGUOUS, BY_LOOSE_SHAPE, BY_SHAPE, GUESSED, RESOLVED, conv_fits, dot_fits, infer_operands
-from conftest import HLO_SAMPLES
-
-UNET3D = HLO_SAMPLES / "unet3d_layout_module.hlo.txt"
 
 
 def test_dot_fits_reads_batch_free_and_contracting_dims() -> None:
@@ -96,12 +93,10 @@ def test_every_real_group_fits_the_tensor_it_is_attached_to(real_files) -> None:
 
 
 @pytest.fixture(scope="module")
-def unet3d():
-    if not UNET3D.is_file():
-        pytest.skip(f"the real HLO module is not at {UNET3D} (set TPUGRAPHS_HLO to its folder)")
+def unet3d(shared_hlo):
     from pipeline.io.hlo import read_hlo
 
-    return read_hlo(UNET3D)
+    return read_hlo(shared_hlo / "unet3d_layout_module.hlo.txt")
 
 
 def test_operands_of_a_real_program_match_its_text(unet3d) -> None:
