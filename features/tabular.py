@@ -57,7 +57,8 @@ LAYOUT_NAMES = COUNT_NAMES + ("mismatch_pairs", "mismatch_bytes", "change_pairs"
 # analytical ranker's inputs, here beside the rest
 TOTALS_NAMES = tuple(f"ct_{name}" for name in TOTAL_NAMES)
 LAYOUT_NAMES = LAYOUT_NAMES + TOTALS_NAMES
-FLAT_PREFIX = "flat_"  # `flat_<node position>_<group>`: a group's packed code, one graph's own columns
+FLAT_PREFIX = "flat_"  # `flat_<j>_<group>_<d>`: a node's raw group, minor-most first: one graph's own columns
+FLAT_DIMS = 2  # the dims a TPU tiles (on unet3d's transductive check all six read no better than these two)
 TILE_NAMES = tuple(f"cfg_{i}" for i in range(24)) + ("tile_count", "tile_pad_waste", "tile_bytes")
 
 
@@ -85,7 +86,7 @@ defaults of `complete`.
     rank_bucket: np.ndarray  # (NC, 3) RANK_BUCKETS index of each slot tensor (-1 absent)
     facts: np.ndarray  # (NC, 3, SLOT_FACTS) `features.cost_terms.slot_facts`
     defaults: np.ndarray  # (NC, 3, 6) what each group completes from (`features.completion.group_defaults`)
-    flat: bool = False  # also `flat_<j>_<g>` columns: the graph's own groups (one graph trained and scored)
+    flat: bool = False  # also `flat_<j>_<group>_<d>` columns: the graph's own groups (one graph trained and scored)
 
 
 def layout_context(node_feat: np.ndarray, node_opcode: np.ndarray, node_config_ids: np.ndarray,
@@ -190,10 +191,12 @@ def layout_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarr
     out["change_bytes"] = (change.astype(np.float32) @ pbytes).astype(np.float64)
 
     out.update(_role_features(ctx, codes))
-    if ctx.flat:
+    if ctx.flat:  # the raw group's minor-most and second-minor dims (-1 unset) of every node
+        raw = unpack_layout(codes).reshape(c, nc, 3, 6)
         for j in range(nc):
             for g, name in enumerate(GROUPS):
-                out[f"{FLAT_PREFIX}{j}_{name}"] = codes[:, j, g].astype(np.float32)
+                for d in range(FLAT_DIMS):
+                    out[f"{FLAT_PREFIX}{j}_{name}_{d}"] = raw[:, j, g, d].astype(np.float32)
 
     both, minor_only = _waste_tables(ctx)
     # the first two digits of a code (minor-most, second-minor) read as one number 0..48

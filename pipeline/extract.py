@@ -28,7 +28,7 @@ thread computes the features still owed. Writes:
 - `out/tables/<collection dir>/<split>.parquet`: one row per unique config: `id` (Kaggle ID),
   `configs` (list of original indices), `runtime`, then the features of `features.tabular`
   and per-graph size statistics (per-graph parts are kept in `<split>.parts/`); with
-  `flat_configs=true` also each configurable node's own groups (`flat_<j>_<group>`), which mean
+  `flat_configs=true` also each configurable node's own groups (`flat_<j>_<group>_<d>`), which mean
   something only where one graph is both trained and scored (the transductive check).
 Then `out/.complete`.
 Invariant: every original config index appears exactly once across a graph's rows (`configs`)

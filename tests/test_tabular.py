@@ -133,7 +133,8 @@ def test_role_features_name_what_each_group_puts_minor_most():
     assert f["changed_out_conv"].tolist() == [0, 1, 0] and f["changed_kernel_conv"].tolist() == [0, 0, 1]
     assert f["changed_bytes_in_conv"].tolist() == [0, 8 * 32 * 32 * 3 * 4, 0]
     # the graph's own groups, for one graph trained and scored
-    assert f["flat_0_out"].tolist() == pack_layout(cfg[:, 0, 0:6])[:, 0].tolist() and "flat_1_kernel" in f
+    assert f["flat_0_out_0"].tolist() == [-1, 0, -1] and f["flat_0_out_1"].tolist() == [-1, 3, -1]
+    assert f["flat_0_kernel_0"].tolist() == [-1, -1, 2] and "flat_1_kernel_1" in f
 
 
 def test_padding_waste_uses_the_completed_layout():
