@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.layout import CONVOLUTION, ELEMENT_BYTES, KINDS, SHAPE_COLS, TYPE_COLS, node_layout, opcode_kind, root_node, tensor_bytes
 from features.completion import CompletionTable, GroupCompleter, group_defaults
 from features.configs import unpack_layout
 from features.cost_terms import TOTAL_NAMES, config_totals, layout_terms, slot_facts
+from features.layout import CONVOLUTION, ELEMENT_BYTES, KINDS, SHAPE_COLS, TYPE_COLS, node_layout, opcode_kind, root_node, tensor_bytes
 from features.operands import CONV_INPUT_BATCH, CONV_OUTPUT_BATCH, group_weights, infer_operands
 
 _D0, _D1 = 7**5, 7**4  # weights of the first two base-7 digits of a packed group

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.layout import SHAPE_COLS, node_layout, root_node, tensor_bytes
 from features.completion import CompletionTable
 from features.configs import NUM_CODES, pack_layout, unpack_layout
+from features.layout import SHAPE_COLS, node_layout, root_node, tensor_bytes
 from features.operands import infer_operands
 from features.tabular import tile_padding
 

@@ -35,15 +35,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from models.audit import FLAGS, audit_graph, flag_graph  # noqa: E402
 from features.configs import ConfigDeduper, Dedup, pack_layout  # noqa: E402
-from pipeline.io.catalog import COLLECTIONS, discover  # noqa: E402
+from models.audit import FLAGS, audit_graph, flag_graph  # noqa: E402
 from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.io.npz import Graph, iter_node_config_feat, read_graph  # noqa: E402
 from pipeline.core.runner import Task, chunk_bar, config_hash, run_tasks
-from pipeline.io.catalog import rel_path
+from pipeline.io.catalog import COLLECTIONS, discover, rel_path  # noqa: E402
+from pipeline.io.npz import Graph, iter_node_config_feat, read_graph  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from models.baseline import LayoutCopyCost, tile_padding_cost
-from pipeline.io.catalog import GraphFile, discover
 from pipeline.core.cli import stage
+from pipeline.core.runner import begin_stage, finish_stage, parallel_map
+from pipeline.io.catalog import GraphFile, discover
 from pipeline.io.npz import iter_node_config_feat, read_graph
 from pipeline.io.predictions import predictions_path, write_predictions
-from pipeline.core.runner import begin_stage, finish_stage, parallel_map
 
 log = logging.getLogger(__name__)
 

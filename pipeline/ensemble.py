@@ -44,14 +44,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from models.ensemble import Blender, blend, collection_score
-from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
-from pipeline.graph import FAMILIES
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError, where
-from pipeline.io.runtimes import load_runtimes
 from pipeline.core.fsutil import write_text_atomic
-from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
 from pipeline.core.runner import begin_stage, finish_stage
+from pipeline.graph import FAMILIES
+from pipeline.io.catalog import COLLECTIONS, collection_kind, discover, split_id
+from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.io.runtimes import load_runtimes
 
 log = logging.getLogger(__name__)
 NAME = "ensemble"

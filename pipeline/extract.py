@@ -49,19 +49,18 @@ import polars as pl
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from features.configs import ConfigDeduper, dedup_configs, pack_layout
 from features.completion import effective_output_layout, group_defaults
+from features.configs import ConfigDeduper, dedup_configs, pack_layout
 from features.cost_terms import slot_facts
 from features.operands import infer_operands
 from features.tabular import layout_context, layout_features, tile_features, tile_graph_stats
-from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
+from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, run_tasks
+from pipeline.io.catalog import discover, rel_path
 from pipeline.io.npz import Stream, iter_node_config_feat, read_graph, read_members, write_npz
 from pipeline.io.tables import table_path
-from pipeline.core.runner import Task, begin_stage, chunk_bar, config_hash, finish_stage, run_tasks
-from pipeline.io.catalog import rel_path
 
 log = logging.getLogger(__name__)
 VERSION = 5

@@ -96,7 +96,8 @@ STAGES: tuple[Stage, ...] = (
           help="LightGBM lambdarank per collection -> data/models/<dataset>/gbdt, predictions gbdt/{valid,test}"),
     Stage("train-analytical", "train_analytical", ("extract",), "{models}/analytical/.complete", trains=True,
           confs=("arch/analytical.yaml",),
-          help="analytical layout cost terms, non-negative weights per collection -> data/models/<dataset>/analytical, predictions analytical/{valid,test}"),
+          help="analytical layout cost terms, non-negative weights per collection -> data/models/<dataset>/analytical, "
+               "predictions analytical/{valid,test}"),
     Stage("train-gnn", "train_gnn", ("extract",), "{models}/gnn/.complete", trains=True,
           confs=("arch/gnn.yaml", "experiment/*.yaml"), make_args="$(if $(EXPERIMENT),experiment=$(EXPERIMENT))",
           help="the cross-config-attention GNN per collection -> data/models/<dataset>/gnn, predictions gnn/{valid,test}"),

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-from pipeline.core.progress import tqdm
 
-from pipeline.io.catalog import COLLECTIONS, discover
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
+from pipeline.core.progress import tqdm
+from pipeline.io.catalog import COLLECTIONS, discover
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph
 
 log = logging.getLogger(__name__)

@@ -36,12 +36,12 @@ from pathlib import Path
 import nbformat
 from omegaconf import DictConfig
 
-from pipeline.graph import ENSEMBLE, FAMILIES, family, stage as stage_of
 from pipeline.core.cli import stage
+from pipeline.core.environment import credentials_present, git_commit
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import finish_stage
-from pipeline.core.environment import credentials_present, git_commit
+from pipeline.graph import ENSEMBLE, FAMILIES, family, stage as stage_of
 
 log = logging.getLogger(__name__)
 

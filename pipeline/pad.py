@@ -36,13 +36,12 @@ from omegaconf import DictConfig
 
 from features.layout import NODE_FEAT_DIM, TILE_CONFIG_DIM
 from features.pad import LAYOUT_COLS, Moments, Normalizer, fit_normalizer, node_layout, pad_layout
-from pipeline.io.catalog import GraphFile, collection_kind, discover
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
-from pipeline.io.npz import LAZY_KEY, SCHEMA, read_graph, read_member, read_members, write_npz
 from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, run_tasks
-from pipeline.io.catalog import rel_path
+from pipeline.io.catalog import GraphFile, collection_kind, discover, rel_path
+from pipeline.io.npz import LAZY_KEY, SCHEMA, read_graph, read_member, read_members, write_npz
 
 log = logging.getLogger(__name__)
 VERSION = 2

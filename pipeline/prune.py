@@ -28,12 +28,11 @@ from omegaconf import DictConfig
 
 from features.operands import infer_operands
 from features.prune import config_node_pairs, prune
-from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
-from pipeline.io.npz import LAZY_KEY, read_graph, write_npz
 from pipeline.core.runner import Task, begin_stage, config_hash, finish_stage, run_tasks
-from pipeline.io.catalog import rel_path
+from pipeline.io.catalog import discover, rel_path
+from pipeline.io.npz import LAZY_KEY, read_graph, write_npz
 
 log = logging.getLogger(__name__)
 VERSION = 3  # bump when the output format changes, so finished outputs are redone

@@ -50,15 +50,15 @@ from omegaconf import DictConfig
 
 from features.layout import opcode_name
 from models.metrics import config_order
-from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
 from pipeline.core.cli import compose, stage as entry_point
-from pipeline.graph import ENSEMBLE, FAMILIES, family, run_feature_stages, run_stage, stage
 from pipeline.core.errors import DataError
-from pipeline.train import folds
 from pipeline.core.fsutil import write_text_atomic
+from pipeline.core.progress import silenced
+from pipeline.graph import ENSEMBLE, FAMILIES, family, run_feature_stages, run_stage, stage
+from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
 from pipeline.io.predictions import predictions_path, read_predictions
-from pipeline.core.progress import silenced
+from pipeline.train import folds
 
 log = logging.getLogger(__name__)
 

@@ -51,14 +51,13 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from models import metrics  # noqa: E402
-from pipeline.io.catalog import (COLLECTIONS, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id,  # noqa: E402
-                                  truth_path)
 from pipeline.core.cli import stage  # noqa: E402
-from pipeline.graph import model_order  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
-from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.graph import model_order  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id, truth_path  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
+from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,8 @@ MODEL_ORDER = tuple(model_order())
 IN_SAMPLE = {
     "valid": "These valid scores are in-sample, hence optimistic: the ensemble's weights are fitted on these "
              "graphs, the GNN keeps its best epoch on them and LightGBM early-stops on them; only the test "
-             "(leaderboard) score is out of sample (`python -m pipeline.ensemble holdout=true` scores the ensemble on valid graphs its weights were not fitted on).",
+             "(leaderboard) score is out of sample (`python -m pipeline.ensemble holdout=true` scores the ensemble on valid graphs "
+             "its weights were not fitted on).",
     "train": "These train scores are in-sample: every model was fitted on these graphs.",
     "oof": "Out of fold: each labelled (train and valid) graph is scored by the fold models that did not see it, "
            "each of which picked its epoch or early stop on that graph's fold (folds=K), so the members' scores "

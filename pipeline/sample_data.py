@@ -13,7 +13,8 @@ holds each train / valid graph's noiseless cost per config: float64 (C,) by conf
 the scale of the file's target (layout: ns; tile: divided by the file's
 `config_runtime_normalizers`). No stage reads it: `pipeline.io.catalog.discover` lists only
 `<out>/<collection dir>/<split>/*.npz`; only `pipeline.report` looks there, for the noise
-ceiling (the best score a ranking can reach under the measurement noise). Test graphs get none. The default tree builds in seconds; `nodes=`, `config_nodes=`, `configs=` make real-scale
+ceiling (the best score a ranking can reach under the measurement noise). Test graphs get none.
+The default tree builds in seconds; `nodes=`, `config_nodes=`, `configs=` make real-scale
 files with memory bounded by `chunk` configs.
 
 Invariants:

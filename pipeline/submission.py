@@ -21,12 +21,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
+from pipeline.core.environment import git_commit
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
+from pipeline.io.catalog import discover
 from pipeline.io.predictions import read_predictions
-from pipeline.core.environment import git_commit
 from pipeline.io.submission_csv import rows_from_predictions, write_submission
 
 log = logging.getLogger(__name__)

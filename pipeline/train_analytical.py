@@ -25,14 +25,14 @@ from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
 from pipeline import graph
-from pipeline.train import folds, trainer
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import parallel_map
+from pipeline.gnn.dataset import GraphData, graph_files, load_graph
 from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
-from pipeline.gnn.dataset import GraphData, graph_files, load_graph
+from pipeline.train import folds, trainer
 
 log = logging.getLogger(__name__)
 

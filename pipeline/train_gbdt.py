@@ -35,19 +35,19 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 from omegaconf import DictConfig
-from pipeline.core.progress import tqdm
 
-from models import gbdt
 from features.configs import unlearnable_reason
+from models import gbdt
 from models.ensemble import average_seeds
-from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
 from pipeline import graph
-from pipeline.train import folds, trainer
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path, write_text_atomic
+from pipeline.core.progress import tqdm
 from pipeline.io.audit_json import exclusions
+from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
 from pipeline.io.tables import table_path
+from pipeline.train import folds, trainer
 
 log = logging.getLogger(__name__)
 

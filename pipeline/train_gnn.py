@@ -54,25 +54,36 @@ from torch.nn.parallel import DistributedDataParallel
 from features.configs import unlearnable_reason
 from models.gnn import GNNRanker
 from models.metrics import config_order, graph_score
-from pipeline.io.audit_json import exclusions
 from pipeline import graph
-from pipeline.train import folds, trainer
-from pipeline.gnn import memory
-from pipeline.gnn.allocator import set_malloc
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.logger import NullLogger
-from pipeline.gnn.steps import (build_batch, build_model, check_choices, configs_per_step, load_model, model_config,
-                                     score_graph, train_step)
 from pipeline.core.prefetch import Prefetch
 from pipeline.core.progress import tqdm
 from pipeline.core.runner import begin_stage, finish_stage
-from pipeline.gnn.training import (Dist, Precision, epoch_order, load_checkpoint, make_optimizer, make_scheduler,
-                                    WeightAverage, rng_states, save_checkpoint, seed_everything, set_rng_states,
-                                    setup_dist, shard)
-from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
+from pipeline.gnn import memory
+from pipeline.gnn.allocator import set_malloc
 from pipeline.gnn.dataset import GraphData, feature_dims, graph_files, load_graphs, sample_rows
+from pipeline.gnn.steps import build_batch, build_model, check_choices, configs_per_step, load_model, model_config, score_graph, train_step
+from pipeline.gnn.training import (
+    Dist,
+    Precision,
+    WeightAverage,
+    epoch_order,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    rng_states,
+    save_checkpoint,
+    seed_everything,
+    set_rng_states,
+    setup_dist,
+    shard,
+)
+from pipeline.io.audit_json import exclusions
+from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
 from pipeline.io.predictions import predictions_path, write_predictions
+from pipeline.train import folds, trainer
 
 log = logging.getLogger(__name__)
 ESTIMATE_AFTER = 20  # steps before the first time estimate
@@ -365,7 +376,8 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
     run = prepare(cfg, collection, train, load_graphs(cfg.data, collection, "valid"), dist)
     log.info("%s: %d train graphs, %d valid, K=%d, %d epochs x %d steps, %d parameters, device %s%s", collection,
              len(run.train), len(run.valid), run.k, run.epochs, run.steps_per_epoch,
-             sum(p.numel() for p in run.model.parameters()), dist.device, f", {dist.world} rank{'s' if dist.world > 1 else ''} on {tdist.get_backend()}" if dist.enabled else "")
+             sum(p.numel() for p in run.model.parameters()), dist.device,
+             f", {dist.world} rank{'s' if dist.world > 1 else ''} on {tdist.get_backend()}" if dist.enabled else "")
     t0 = time.monotonic()
     run.started = (t0, run.state["step"])
     deadline = t0 + 60 * float(cfg.time_budget) if cfg.time_budget is not None else math.inf
@@ -544,7 +556,8 @@ def run(cfg: DictConfig) -> dict:
                 for split in cfg.splits:  # a collection no longer trained must not leave stale predictions
                     predictions_path(cfg.predictions, "gnn", split).unlink(missing_ok=True)
             dist.barrier()
-            logger = hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False) if dist.main else None
+            logger = (hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
+                      if dist.main else None)
             logger = logger or NullLogger()
             jobs = parallel_jobs(cfg, len(collections), dist)
             try:

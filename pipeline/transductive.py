@@ -50,15 +50,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from models.audit import audit_graph  # noqa: E402
 from features.configs import unpack_layout  # noqa: E402
+from models.audit import audit_graph  # noqa: E402
 from models.ensemble import Blender, average_seeds, blend, collection_score, normalize  # noqa: E402
 from pipeline import audit  # noqa: E402
-from pipeline.graph import FAMILIES, model_order, run_feature_stages, run_stage  # noqa: E402
 from pipeline.baseline import baseline_scores  # noqa: E402
 from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import write_text_atomic  # noqa: E402
+from pipeline.graph import FAMILIES, model_order, run_feature_stages, run_stage  # noqa: E402
 from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id, rel_path  # noqa: E402
 from pipeline.io.npz import read_graph, write_graph  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402

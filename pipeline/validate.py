@@ -19,9 +19,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.io.catalog import discover
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
+from pipeline.io.catalog import discover
 from pipeline.io.submission_csv import Report, validate_submission
 
 log = logging.getLogger(__name__)

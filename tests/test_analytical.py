@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from builders import build_tiny_tree, cfg
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
 from pipeline import train_analytical
 from pipeline.io.catalog import discover
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import predictions_path, read_predictions
-
-from builders import build_tiny_tree, cfg
 
 
 def synthetic(rng: np.random.Generator, n: int, scale: float, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,9 @@ import pytest
 
 from models import audit as fa
 from pipeline import audit
-from pipeline.io import audit_json
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
+from pipeline.io import audit_json
 from pipeline.io.npz import write_graph
 from pipeline.tools.ceiling_check import AUDIT, KINDS, estimate, generate, oracle_score, true_ceiling
 from tests.builders import tiny_graph, write_tiny_graph

@@ -9,8 +9,8 @@ import pytest
 
 from features.layout import node_layout, node_rank, tensor_bytes
 from models.baseline import LayoutCopyCost, tile_padding_cost
-from pipeline.core.errors import DataError
 from models.metrics import ranking
+from pipeline.core.errors import DataError
 from pipeline.io.predictions import read_predictions, write_predictions
 
 

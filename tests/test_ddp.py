@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from builders import build_tiny_tree
+from conftest import ROOT
 from pipeline.io.catalog import discover
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
-
-from conftest import ROOT
-from builders import build_tiny_tree
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"  # beside the interpreter running the tests
 

@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from builders import DEFAULT, ROW_MAJOR, COL_MAJOR, cfg, layout_configs, tile_configs, write_chain_graph
+from builders import COL_MAJOR, DEFAULT, ROW_MAJOR, cfg, layout_configs, tile_configs, write_chain_graph
 from conftest import ROOT
+from features.completion import GroupCompleter
 from features.configs import unlearnable_reason
 from features.pad import Moments, fit_normalizer
 from models.gnn import predict_scores
-from pipeline.gnn import steps as gnn_steps
 from pipeline import extract, pad, prune, train_gbdt, train_gnn
 from pipeline.core.cli import run_guarded
 from pipeline.core.errors import describe, where
-from features.completion import GroupCompleter
-from pipeline.gnn.dataset import load_graph
 from pipeline.core.progress import LineFile, tqdm
+from pipeline.gnn import steps as gnn_steps
+from pipeline.gnn.dataset import load_graph
 
 
 def test_unlearnable_graphs_are_named_with_their_reason() -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from pipeline.io.catalog import discover
 from pipeline.io.submission_csv import validate_submission
-
-from conftest import ROOT
 
 SMALL = "graphs.train=3 graphs.valid=2 graphs.test=2 tile_scale=1"
 QUICK_GNN = "experiment=gnn_quick"

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import yaml
 
+from builders import cfg as stage_cfg
 from models import ensemble as ens
 from pipeline import ensemble as stage, sample_data
 from pipeline.baseline import baseline_scores
-from pipeline.io.catalog import discover, split_id
 from pipeline.core.errors import DataError
-from pipeline.io.runtimes import load_runtimes, score_rows
+from pipeline.io.catalog import discover, split_id
 from pipeline.io.predictions import read_predictions, write_predictions
+from pipeline.io.runtimes import load_runtimes, score_rows
 from pipeline.io.submission_csv import rows_from_predictions
-from builders import cfg as stage_cfg
 
 
 def test_normalize_rank_and_minmax():

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.io.catalog import discover
-from pipeline.core.errors import DataError
-from pipeline.io.runtimes import load_runtimes, score_rows, score_submission
 from builders import write_tiny_graph
+from pipeline.core.errors import DataError
+from pipeline.io.catalog import discover
+from pipeline.io.runtimes import load_runtimes, score_rows, score_submission
 from pipeline.io.submission_csv import write_submission
 
 ROOT = Path(__file__).resolve().parent.parent

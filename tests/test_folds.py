@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.train import folds
+from conftest import ROOT
 from pipeline.io.catalog import discover, graph_id
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
 from pipeline.io.submission_csv import validate_submission
-
-from conftest import ROOT
+from pipeline.train import folds
 
 
 def test_assignment_is_by_graph_deterministic_and_covers_every_graph_once() -> None:
@@ -91,7 +90,8 @@ def test_plan_keeps_duplicates_together_and_says_when_folds_are_fewer(tmp_path: 
     # cached, and rebuilt when the extract stage has run again
     assert folds.make_plan(processed, 5, seed=0).fold == plan.fold
     _tensors(processed, "layout/xla/random", "train", "d", [7, 7, 7])
-    import os, time
+    import os
+    import time
     os.utime(processed / ".complete", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     assert graph_id(c, "d") in folds.make_plan(processed, 5, seed=0).fold[c]
 

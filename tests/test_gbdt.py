@@ -10,15 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models import ensemble as ens
-from models import gbdt
+from builders import cfg as stage_cfg
+from models import ensemble as ens, gbdt
 from pipeline import extract, pad, prune, sample_data, train_gbdt
-from pipeline.io.catalog import discover
-from pipeline.io.tables import table_path
 from pipeline.core.errors import DataError
+from pipeline.io.catalog import discover
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
-from builders import cfg as stage_cfg
+from pipeline.io.tables import table_path
 
 # Two graphs, rows contiguous: a has four unique configs, b two with equal runtimes.
 IDS = np.array(["a", "a", "a", "a", "b", "b"])

@@ -267,7 +267,8 @@ def test_hydra_config_builds_the_model() -> None:
     assert t(tile_batch(3)).shape == (3,) and t.loss.name == "listmle"
 
 
-@pytest.mark.parametrize("kw", [{}, {"cost_terms": True}, {"kind": "tile"}, {"cross": "mha"}, {"cross": "none", "channel_attention": "none", "norm": "none"}])
+@pytest.mark.parametrize("kw", [{}, {"cost_terms": True}, {"kind": "tile"}, {"cross": "mha"},
+                                {"cross": "none", "channel_attention": "none", "norm": "none"}])
 def test_every_parameter_gets_a_gradient(kw: dict) -> None:
     b = tile_batch(5) if kw.get("kind") == "tile" else layout_batch(5)
     m = model(**kw).train()

@@ -11,19 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.io.catalog import discover
-from pipeline.core.errors import DataError
-from features.configs import pack_layout, unpack_layout
-from features.completion import complete_layout
-from models.gnn import GNNRanker
-from features.completion import CompletionTable, GroupCompleter, group_defaults
-from features.operands import BY_SHAPE, RESOLVED, Operands, infer_operands
-from features.cost_terms import NUM_TERMS, TERM_NAMES, TOTAL_NAMES, layout_terms
-from pipeline.gnn.dataset import feature_dims, graph_data, load_graph, load_graphs, sample_rows
-from pipeline.io.npz import read_graph, write_npz
-from pipeline.io.catalog import rel_path
-
 from builders import build_tiny_tree
+from features.completion import CompletionTable, GroupCompleter, complete_layout, group_defaults
+from features.configs import pack_layout, unpack_layout
+from features.cost_terms import NUM_TERMS, TERM_NAMES, TOTAL_NAMES, layout_terms
+from features.operands import BY_SHAPE, RESOLVED, Operands, infer_operands
+from models.gnn import GNNRanker
+from pipeline.core.errors import DataError
+from pipeline.gnn.dataset import feature_dims, graph_data, load_graph, load_graphs, sample_rows
+from pipeline.io.catalog import discover, rel_path
+from pipeline.io.npz import read_graph, write_npz
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:

@@ -15,8 +15,8 @@ import pytest
 from models.metrics import config_order, graph_score
 from pipeline import extract, pad, prune, train_gnn
 from pipeline.baseline import baseline_scores
-from pipeline.io.catalog import discover
 from pipeline.core.cli import compose
+from pipeline.io.catalog import discover
 from pipeline.io.npz import read_graph
 from pipeline.sample_data import generate
 

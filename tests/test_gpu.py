@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from builders import build_tiny_tree, cfg
+from conftest import ROOT
 from pipeline import train_gnn
 from pipeline.io.catalog import discover
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
-
-from builders import build_tiny_tree, cfg
-from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device (torch.cuda.is_available() is False): these run on a GPU machine, `make gpu-check`")

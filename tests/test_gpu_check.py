@@ -9,9 +9,8 @@ import sys
 import pytest
 import torch
 
-from pipeline.tools import gpu_check
-
 from conftest import ROOT
+from pipeline.tools import gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: gpu-check would run the GPU tests")

@@ -54,9 +54,8 @@ def test_every_family_is_trained_by_a_stage_and_says_what_trained_means() -> Non
 
 
 def test_the_ensemble_members_default_to_the_families_in_order() -> None:
-    from pipeline.core.cli import compose
-
     from pipeline import ensemble
+    from pipeline.core.cli import compose
 
     cfg = compose("ensemble", ["paths.predictions=/nonexistent"])
     assert cfg.members is None  # filled from the families

@@ -123,7 +123,7 @@ ENTRY %main (x: f32[8,128], w: bf16[3,3,16,32]) -> f32[8,128] {
   %odd = f32[8,128]{1,0} frobnicate(%cc), weird_attr={1,2}
   ROOT %out = f32[8,128]{1,0} get-tuple-element(%loop), index=1
 }
-"""
+"""  # noqa: E501  (HLO text: one instruction per line, the convolution's attributes are long)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.hlo_configs import (ROLE_TABLE, Group, Node, candidate_configs, carried_order, learn_role_table,
-                                  probabilities, reshape_carry)
+from features.hlo_configs import ROLE_TABLE, Group, Node, candidate_configs, carried_order, learn_role_table, probabilities, reshape_carry
 from pipeline.featurize import config_nodes
 from pipeline.io.hlo import parse_hlo
 

@@ -14,14 +14,12 @@ import nbformat
 import numpy as np
 import pytest
 
-from pipeline import kaggle, pad, prune, sample_data
-from pipeline.io.catalog import discover
-from pipeline.core.errors import DataError
-from pipeline.io.catalog import rel_path
-from pipeline.io.submission_csv import validate_submission
-
-from conftest import ROOT
 from builders import cfg as stage_cfg
+from conftest import ROOT
+from pipeline import kaggle, pad, prune, sample_data
+from pipeline.core.errors import DataError
+from pipeline.io.catalog import discover, rel_path
+from pipeline.io.submission_csv import validate_submission
 
 KERNEL_FIELDS = {"id", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu",
                  "enable_internet", "dataset_sources", "competition_sources", "kernel_sources"}
@@ -236,8 +234,8 @@ def test_bundle_with_gbdt_fold_models_predicts_their_mean(trained, tmp_path) -> 
     predict mode on the bundled models (what the notebook runs) gives the fold models' mean, as at
     training."""
     from pipeline import extract, train_gbdt
-    from pipeline.train import folds
     from pipeline.io.predictions import read_predictions
+    from pipeline.train import folds
 
     processed = tmp_path / "processed"
     extract.run(stage_cfg("extract", data=trained["padded"], out=processed, jobs=1))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.gnn import steps as gnn_steps, memory
 from pipeline.core.cli import compose
+from pipeline.gnn import memory, steps as gnn_steps
 from pipeline.gnn.training import Precision
 
 GB = memory.GB

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.io.catalog import discover, graph_id, split_id
-from pipeline.core.errors import DataError
 import pipeline.io.npz as npz_module
-from pipeline.io.npz import Stream, iter_node_config_feat, read_graph, write_graph, write_npz
-
 from conftest import ROOT
+from pipeline.core.errors import DataError
+from pipeline.io.catalog import discover, graph_id, split_id
+from pipeline.io.npz import Stream, iter_node_config_feat, read_graph, write_graph, write_npz
 
 
 def test_real_files_read_and_round_trip(real_files: list[Path], tmp_path: Path) -> None:
@@ -223,7 +222,7 @@ def test_inspect_lists_every_bad_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pipeline.inspect", f"data={tmp_path}", f"hydra.run.dir={tmp_path}/h"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 3 and "a.npz" in errors[0] and "c.npz" in errors[1] and "2 invalid file(s)" in errors[2]
     assert "Traceback" not in proc.stderr
 
@@ -236,7 +235,7 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pipeline.inspect", f"path={bad}", f"hydra.run.dir={tmp_path}/h"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and str(bad) in lines[-1]
     assert "Traceback" not in proc.stderr
 

@@ -10,17 +10,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.configs import pack_layout, unpack_layout
+from builders import cfg as stage_cfg
 from features.completion import complete_layout
+from features.configs import pack_layout, unpack_layout
 from features.pad import tensor_rank
 from features.tabular import layout_context, layout_features
 from pipeline import extract, pad, prune
-from pipeline.io.catalog import discover
 from pipeline.core.errors import DataError
-from pipeline.io.npz import Stream, read_graph, write_npz
 from pipeline.core.runner import Task, run_tasks
-from pipeline.io.catalog import rel_path
-from builders import cfg as stage_cfg
+from pipeline.io.catalog import discover, rel_path
+from pipeline.io.npz import Stream, read_graph, write_npz
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from builders import COL_MAJOR, DEFAULT, ROW_MAJOR, layout_configs, tile_configs, write_chain_graph
-from pipeline.baseline import baseline_scores
-from pipeline.io.catalog import GraphFile
-from pipeline.core.errors import DataError
-from pipeline.rank import collection_of, describe_configs, describe_layout, describe_tile, rank_arrays, rank_file
-
 from conftest import ROOT
+from pipeline.baseline import baseline_scores
+from pipeline.core.errors import DataError
+from pipeline.io.catalog import GraphFile
+from pipeline.rank import collection_of, describe_configs, describe_layout, describe_tile, rank_arrays, rank_file
 
 
 def layout_file(path: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import DEFAULT, COL_MAJOR, ROW_MAJOR, layout_configs, tile_configs, write_chain_graph
+from builders import COL_MAJOR, DEFAULT, ROW_MAJOR, layout_configs, tile_configs, write_chain_graph
 from conftest import ROOT
 from pipeline.io.catalog import discover
 from pipeline.io.submission_csv import validate_submission

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools import rehearsal
-
 from builders import cfg
+from pipeline.tools import rehearsal
 
 TINY = ["generate.graphs.train=2", "generate.graphs.valid=1", "generate.graphs.test=1", "generate.tile_scale=1",
         "generate.sizes.xla.nodes=[150,200]", "generate.sizes.xla.config_nodes=[6,10]", "generate.sizes.xla.configs=[100,150]",
@@ -27,7 +26,8 @@ def test_rehearsal_times_every_stage_and_projects_to_the_real_counts(tmp_path: P
     rows = rehearsal.rehearse(c)
     stages = [r["stage"] for r in rows]
     for name in ("prune", "pad", "extract", "baseline", "train_gbdt", "train_analytical"):
-        assert stages.count(name) == (4 if name == "train_analytical" else 5), stages  # one row per collection (layout only for the analytical ranker)
+        # one row per collection (layout only for the analytical ranker)
+        assert stages.count(name) == (4 if name == "train_analytical" else 5), stages
     for name in ("train_gnn", "ensemble", "submission"):
         assert stages.count(name) == 1, stages
     timed = [r for r in rows if r["wall_s"] is not None]

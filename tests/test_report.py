@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
+from builders import cfg as stage_cfg
 from models import metrics
 from pipeline import baseline, evaluate, report, sample_data, submission
-from pipeline.io.catalog import COLLECTIONS, TRUTH, discover, truth_path
 from pipeline.core.errors import DataError
+from pipeline.io.catalog import COLLECTIONS, TRUTH, discover, truth_path
 from pipeline.io.predictions import write_predictions
 from pipeline.io.runtimes import load_runtimes
-from builders import cfg as stage_cfg
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from pipeline.io.catalog import COLLECTIONS, SPLITS, collection_dir, discover
+from builders import TINY
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
+from pipeline.io.catalog import COLLECTIONS, SPLITS, TRUTH, collection_dir, discover, truth_path
 from pipeline.io.npz import SCHEMA, read_graph
 from pipeline.sample.costmodel import LayoutContext, TileContext, layout_cost, layout_terms, tile_cost
-from pipeline.io.catalog import TRUTH, truth_path
 from pipeline.sample_data import generate
-
-from builders import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ["graphs.train=8", "graphs.valid=4", "graphs.test=2", "tile_scale=2"]

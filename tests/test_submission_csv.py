@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.io.catalog import discover
-from pipeline.core.errors import DataError
 from builders import write_tiny_graph
+from pipeline.core.errors import DataError
+from pipeline.io.catalog import discover
 from pipeline.io.submission_csv import (
     HEADER,
     read_submission,

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import train_gbdt, train_gnn
-
-from conftest import ROOT
 from builders import build_tiny_tree
+from conftest import ROOT
+from pipeline import train_gbdt, train_gnn
 
 
 def test_valid_metric_is_the_mean_over_collections() -> None:

@@ -14,8 +14,12 @@ def _graph():
     # node 1 consumes node 0
     nf = np.zeros((2, 140), dtype=np.float32)
     nf[:, 13] = 1  # f32 one-hot (column 2 + 11)
-    nf[0, 21:23] = [256, 10]; nf[0, 28] = 2560; nf[0, 134:136] = [1, 0]
-    nf[1, 21:23] = [4, 3]; nf[1, 28] = 12; nf[1, 134:136] = [0, 1]
+    nf[0, 21:23] = [256, 10]
+    nf[0, 28] = 2560
+    nf[0, 134:136] = [1, 0]
+    nf[1, 21:23] = [4, 3]
+    nf[1, 28] = 12
+    nf[1, 134:136] = [0, 1]
     opcode = np.array([34, 75], dtype=np.uint8)
     return pad_layout(nf), opcode
 
@@ -51,7 +55,9 @@ def test_layout_features_by_hand():
 
 def test_tile_features_by_hand():
     nf = np.zeros((1, 140), dtype=np.float32)
-    nf[0, 0] = 1; nf[0, 13] = 1; nf[0, 21:23] = [100, 30]
+    nf[0, 0] = 1
+    nf[0, 13] = 1
+    nf[0, 21:23] = [100, 30]
     cf = np.zeros((2, 24), dtype=np.float32)
     cf[0, 8:10] = [64, 16]   # ceil(100/64)=2 x ceil(30/16)=2 tiles, padded 128*32
     f = tile_features(nf, cf)
@@ -64,8 +70,10 @@ def _rank3_pair():
     # node 0: f32 [8, 16, 32] own layout [1, 0, 2] (dot) consumed by node 1: f32 [8, 16, 32] (reshape)
     nf = np.zeros((2, 140), dtype=np.float32)
     nf[:, 13] = 1
-    nf[:, 21:24] = [8, 16, 32]; nf[:, 28] = 8 * 16 * 32
-    nf[0, 134:137] = [1, 0, 2]; nf[1, 134:137] = [0, 1, 2]
+    nf[:, 21:24] = [8, 16, 32]
+    nf[:, 28] = 8 * 16 * 32
+    nf[0, 134:137] = [1, 0, 2]
+    nf[1, 134:137] = [0, 1, 2]
     ctx = layout_context(pad_layout(nf), np.array([34, 75], np.uint8), np.array([0, 1]), np.array([[1, 0, 1]]), {})
     return ctx
 
@@ -91,7 +99,8 @@ def test_a_pair_is_compared_under_the_group_it_is_read_under():
     group), and as either of two operands that cannot be told apart (half each)."""
     nf = np.zeros((2, 140), dtype=np.float32)
     nf[:, 13] = 1
-    nf[:, 21:23] = [16, 16]; nf[:, 28] = 256
+    nf[:, 21:23] = [16, 16]
+    nf[:, 28] = 256
     nf[:, 134:136] = [1, 0]
     cfg = -np.ones((3, 2, 18), dtype=np.float32)
     cfg[1, 1, 12:14] = [0, 1]  # the kernel group asks for the transpose

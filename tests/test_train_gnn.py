@@ -11,17 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.gnn import steps as gnn_steps, training
+from builders import build_tiny_tree
 from pipeline import train_gnn
-from pipeline.io.catalog import collection_dir, discover
-from pipeline.gnn.dataset import feature_dims
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.core.logger import NullLogger
+from pipeline.gnn import steps as gnn_steps, training
+from pipeline.gnn.dataset import feature_dims
+from pipeline.io.catalog import collection_dir, discover
 from pipeline.io.npz import read_graph
 from pipeline.io.predictions import read_predictions
-
-from builders import build_tiny_tree
 
 SMALL = ["model.hidden=16", "model.layers=2", "k.default=16", "k.random=24", "k.tile=16", "valid_permutations=1",
          "infer_permutations=2", "progress=false", "lr=3e-3"]

@@ -1,1 +1,2 @@
-"""Run machinery that knows no file format: hydra entry points and one-line errors, atomic writes, the per-graph runner and stage stamps, progress, loggers, prefetch."""
+"""Run machinery that knows no file format: hydra entry points and one-line errors, atomic writes,
+the per-graph runner and stage stamps, progress, loggers, prefetch."""

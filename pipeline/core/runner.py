@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
-from pipeline.core.progress import tqdm
 
 from pipeline.core.errors import DataError, debug_enabled, describe
 from pipeline.core.fsutil import write_text_atomic
+from pipeline.core.progress import tqdm
 
 log = logging.getLogger(__name__)
 

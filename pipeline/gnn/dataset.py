@@ -44,13 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from features.configs import unpack_layout
 from features.completion import GroupCompleter
+from features.configs import unpack_layout
 from features.cost_terms import SLOT_FACTS, config_totals, layout_terms
 from features.layout import opcode_kind
 from models.gnn import GraphBatch
-from pipeline.io.catalog import collection_dir, collection_kind, graph_id
 from pipeline.core.errors import DataError
+from pipeline.io.catalog import collection_dir, collection_kind, graph_id
 from pipeline.io.npz import read_members
 
 LAYOUT_KEYS = ("node_feat", "node_layout", "node_opcode", "edge_index", "config_map", "runtime",
@@ -247,7 +247,8 @@ def graph_data(a: dict[str, np.ndarray], collection: str, split: str, path: str 
                 raise DataError(path, f"config_slots has shape {facts.shape}, expected ({nodes.size}, 3, {SLOT_FACTS})", "config_slots")
             varying, pairs = np.asarray(a["varying"], dtype=bool), np.asarray(a["config_pairs"])
             if pairs.ndim != 2 or pairs.shape[1] != 3:
-                raise DataError(path, f"config_pairs has shape {pairs.shape}, expected (P, 3) (written by an older prune stage: rerun `make prune`)", "config_pairs")
+                raise DataError(path, f"config_pairs has shape {pairs.shape}, expected (P, 3) (written by an older prune stage: rerun `make prune`)",
+                                "config_pairs")
             if int(varying.sum()) != nodes.size or (pairs.size and (pairs[:, :2].min() < 0 or pairs[:, :2].max() >= varying.size)):
                 raise DataError(path, f"varying / config_pairs do not match the {nodes.size} varying configurable nodes", "config_pairs")
             terms = TermInputs(facts, defaults, varying_pairs(pairs, varying))

@@ -15,11 +15,11 @@ from torch import Tensor
 
 from models import gnn
 from models.gnn import GNNRanker, predict_scores
-from pipeline.gnn.allocator import POLICIES
 from pipeline.core.errors import DataError
+from pipeline.gnn.allocator import POLICIES
+from pipeline.gnn.dataset import GraphData
 from pipeline.gnn.training import AMP_DTYPES, Precision, load_checkpoint
 from pipeline.io.catalog import collection_kind
-from pipeline.gnn.dataset import GraphData
 
 
 def check_choices(cfg: DictConfig) -> None:

@@ -28,10 +28,9 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from features.layout import LAYOUT_CONFIG_DIM, NODE_FEAT_DIM, NUM_OPCODES, TILE_CONFIG_DIM
-from pipeline.io.catalog import SPLITS
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
-
+from pipeline.io.catalog import SPLITS
 
 # key -> (dtype, ndim); shapes are cross-checked in `_validate`.
 COMMON_KEYS = {

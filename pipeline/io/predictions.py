@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path, write_text_atomic
 
-
 COLUMNS = ("id", "config", "score")
 
 

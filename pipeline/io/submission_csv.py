@@ -24,9 +24,9 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 
 from models.metrics import TILE_COPIES, config_order
-from pipeline.io.catalog import COLLECTIONS, GraphFile, split_id
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
+from pipeline.io.catalog import COLLECTIONS, GraphFile, split_id
 from pipeline.io.npz import read_member
 
 HEADER = "ID,TopConfigs"

@@ -15,13 +15,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.layout import LAYOUT0, NODE_FEAT_DIM, OPCODE_NAMES, PRODUCT_COL, SHAPE0
+
 # node_feat columns beyond those features.layout names have one home, pipeline.io.hlo (each cites
 # the dataset's featurizer); its HLO text parser reads the columns this builder writes.
 # TUPLE_SIZE_COL is re-exported to pipeline.sample.graphs.
 from pipeline.io.hlo import (
-    BASE_DILATION, BATCH_GROUP_COL, CONV_DIMS, DIMENSIONS_COL, DIMS_SUM_COL, EMPTY_PRODUCT_COLS, ETYPE_COL,
-    FEATURE_GROUP_COL, PAD_HIGH, PAD_LOW, PARAMETER_NUMBER_COL, SLICE_LIMIT, SLICE_START, SLICE_STRIDE,
-    TUPLE_SIZE_COL, WIN_DILATION, WINDOW_FALSE_COUNT, WINDOW_SIZE, WINDOW_STRIDE,
+    BASE_DILATION,
+    BATCH_GROUP_COL,
+    CONV_DIMS,
+    DIMENSIONS_COL,
+    DIMS_SUM_COL,
+    EMPTY_PRODUCT_COLS,
+    ETYPE_COL,
+    FEATURE_GROUP_COL,
+    PAD_HIGH,
+    PAD_LOW,
+    PARAMETER_NUMBER_COL,
+    SLICE_LIMIT,
+    SLICE_START,
+    SLICE_STRIDE,
+    TUPLE_SIZE_COL,
+    WIN_DILATION,
+    WINDOW_FALSE_COUNT,
+    WINDOW_SIZE,
+    WINDOW_STRIDE,
 )
 from pipeline.sample.costmodel import IS_ROOT, Op
 

@@ -188,7 +188,6 @@ def generate(cfg: DictConfig) -> dict[str, object]:
         scale = int(cfg.tile_scale) if collection_kind(c) == "tile" else 1
         for s in splits:
             jobs.extend((c, s, i) for i in range(int(cfg.graphs[s]) * scale))
-    big = cfg.configs is not None and int(cfg.configs) > 20 * int(cfg.chunk)
     written: dict[tuple[str, str], set[Path]] = {(c, s): set() for c in collections for s in splits}
     used: dict[tuple[str, str], set[str]] = {}
     for c, s, i in tqdm(jobs, desc="sample_data", unit="file"):

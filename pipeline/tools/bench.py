@@ -33,12 +33,12 @@ import numpy as np
 from omegaconf import DictConfig
 
 from features.layout import LAYOUT0, NODE_FEAT_DIM, SHAPE_COLS
-from pipeline.io.catalog import collection_dir
 from pipeline.core import peak_rss
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError
-from pipeline.io.npz import LAZY_KEY, write_graph
 from pipeline.core.runner import MANIFEST
+from pipeline.io.catalog import collection_dir
+from pipeline.io.npz import LAZY_KEY, write_graph
 
 log = logging.getLogger(__name__)
 COLLECTION = "layout:nlp:random"

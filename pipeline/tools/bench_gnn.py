@@ -51,21 +51,21 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from features.configs import pack_layout
-from features.layout import node_layout
 from features.completion import group_defaults
+from features.configs import pack_layout
 from features.cost_terms import slot_facts
+from features.layout import node_layout
 from features.operands import infer_operands
 from features.prune import config_node_pairs, prune
 from models.gnn import predict_scores
-from pipeline.tools.bench import COLLECTION, synthetic_configs, synthetic_layout
-from pipeline.gnn.allocator import set_malloc
-from pipeline.gnn.memory import measure
 from pipeline.core.cli import stage
-from pipeline.gnn.dataset import GraphData, graph_data
-from pipeline.gnn.steps import build_batch, check_choices, model_config, train_step
 from pipeline.core.prefetch import Prefetch
+from pipeline.gnn.allocator import set_malloc
+from pipeline.gnn.dataset import GraphData, graph_data
+from pipeline.gnn.memory import measure
+from pipeline.gnn.steps import build_batch, check_choices, model_config, train_step
 from pipeline.gnn.training import Precision, make_optimizer, warmup_cosine
+from pipeline.tools.bench import COLLECTION, synthetic_configs, synthetic_layout
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def synthetic_graph(nodes: int, config_nodes: int, configs: int, hops: int, feat
               "edge_index": p.edge_index, "config_map": np.arange(configs), "runtime": runtime, "config_runtime": runtime,
               "config_node_ids": p.node_config_ids, "config_codes": codes,
               "varying": np.ones(config_nodes, dtype=bool),
-              "config_pairs": config_node_pairs(edges, nodes, infer_operands(raw["node_feat"], raw["node_opcode"], edges, raw["node_config_ids"]), pair_depth),
+              "config_pairs": config_node_pairs(edges, nodes, infer_operands(raw["node_feat"], raw["node_opcode"], edges, raw["node_config_ids"]),
+                                                pair_depth),
               "config_slots": slot_facts(raw_feat, opcode, p.edge_index, operands),
               "config_defaults": group_defaults(node_layout(raw_feat), operands)}
     g = graph_data(arrays, COLLECTION, "train")

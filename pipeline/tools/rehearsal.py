@@ -57,16 +57,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.core import peak_rss
 from pipeline import graph
+from pipeline.core import peak_rss
 from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
-from pipeline.train.folds import training_cost
 from pipeline.core.fsutil import atomic_path
 from pipeline.gnn.steps import configs_per_step
 from pipeline.io.catalog import collection_dir, collection_kind, discover
 from pipeline.io.npz import read_members
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.train.folds import training_cost
 
 log = logging.getLogger(__name__)
 
