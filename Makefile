@@ -53,7 +53,7 @@ RAW_NPZ := $(shell find -L '$(DATA)' -name '*.npz' -type f 2>/dev/null | LC_ALL=
 RAW := $(RAW_NPZ) $(STATE)/raw-files.txt
 endif
 
-.PHONY: FORCE help all venv test submission evaluate report audit clean rank featurize kaggle bench sweep
+.PHONY: FORCE help all venv test test-fast lint submission evaluate report audit clean rank featurize kaggle bench sweep
 FORCE:
 # $(call args_file,<file>,<arguments>): <file> holds <arguments>, rewritten only when they change
 define args_file
@@ -95,6 +95,11 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt && $(PY) -m pip install -q --no-deps -e . && touch $@
 test: $(INSTALLED) ## run the test suite (includes end-to-end and slow tests)
 	$(PY) -m pytest -q
+test-fast: $(INSTALLED) ## the tests that need no end-to-end run: all but those marked slow (a few minutes)
+	$(PY) -m pytest -q -m "not slow"
+LINT_PATHS := pipeline features models tests notebooks docs/examples
+lint: $(INSTALLED) ## ruff: lint and import order (pyproject.toml [tool.ruff]); ARGS=--fix applies the safe fixes
+	$(VENV)/bin/ruff check $(LINT_PATHS) $(ARGS)
 $(SAMPLE_ROOT)/.complete: conf/sample_data.yaml $(STATE)/sample.args | $(INSTALLED)
 	$(PY) -m pipeline.sample_data $(COMMON) $(SAMPLE_ARGS) $(call goal_args,sample-data)
 

@@ -25,3 +25,13 @@ def test_the_kaggle_bundle_depends_on_every_package_file() -> None:
     prereqs = set(rule.split(":", 1)[1].split())
     code = {str(p.relative_to(ROOT)) for d in ("pipeline", "features", "models") for p in (ROOT / d).rglob("*.py")}
     assert code - prereqs == set()
+
+
+def test_lint_and_test_fast_are_listed_and_install_the_venv_first() -> None:
+    """`make help` lists both, and on a fresh clone each installs the pinned requirements (ruff, pytest) before it runs."""
+    listed = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert {"lint", "test-fast"} <= {line.split()[0] for line in listed.splitlines() if line.strip()}
+    db = subprocess.run(["make", "-pn", "lint", "test-fast"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    for target in ("lint", "test-fast"):
+        rule = next(line for line in db.splitlines() if line.startswith(f"{target}:"))
+        assert ".venv/.installed" in rule.split(":", 1)[1].split(), rule
