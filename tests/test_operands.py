@@ -118,3 +118,27 @@ def test_operands_of_a_real_program_match_its_text(unet3d) -> None:
         a, b = m.operands[i][:2]
         assert (m.node_feat[a, 2:29] == m.node_feat[b, 2:29]).all()
     assert (ops.status[told] == BY_SHAPE).all() and told.sum() == 47
+
+
+def test_ambiguous_operands_are_featurized_alike_whichever_is_which() -> None:
+    """A dot of two [5, 5] tensors laid out differently: the slot facts and the defaults of its
+    input and kernel groups do not depend on which producer the ids put first."""
+    from features.completion import group_defaults
+    from features.cost_terms import slot_facts
+    from features.layout import node_layout
+
+    nf, op, e = _graph([(5, 5), (5, 5), (5, 5)], [63, 24, 34], [(2, 0), (2, 1)])
+    nf[:, 13] = 1  # f32
+    nf[0, 134:136], nf[1, 134:136], nf[2, 134:136] = [0, 1], [1, 0], [1, 0]
+    swap = np.array([1, 0, 2])
+    got = []
+    for perm in (np.arange(3), swap):
+        ops = infer_operands(nf[perm], op[perm], e, np.array([2]))
+        assert ops.status.tolist() == [AMBIGUOUS]
+        got.append((slot_facts(nf[perm], op[perm], e, ops), group_defaults(node_layout(nf[perm]), ops)))
+    (facts_a, defaults_a), (facts_b, defaults_b) = got
+    assert np.array_equal(facts_a, facts_b) and np.array_equal(defaults_a, defaults_b)
+    # layouts that differ: both groups complete from the row-major order; the parameter (0) is
+    # fixed, the constant (1) is not: the shared facts say a fixed neighbour
+    assert defaults_a[0, 1].tolist() == defaults_a[0, 2].tolist() == [1, 0, -1, -1, -1, -1]
+    assert facts_a[0, 1, 9] == facts_a[0, 2, 9] == 1
