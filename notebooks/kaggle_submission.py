@@ -55,7 +55,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.e
 PROGRESS = re.compile(r"\d+%\|")  # progress-bar lines: noise in a notebook log
 
 
-def stage(command: str, *extra: str) -> None:
+def run_command(command: str, *extra: str) -> None:
     """`python -m <module> <args>` from the code copy, with this run's paths; stops on failure."""
     module, *args = command.split()
     name = module.rsplit(".", 1)[-1]
@@ -86,37 +86,38 @@ for m in manifest["models"]:
         present.append(m)
 print("trained models:", ", ".join(present) or "none (the training-free baseline will be submitted)")
 
-needs_features = [m for m in present if m != "ensemble"]  # the ensemble reads its members' predictions
+needs_features = [m for m in present if m != graph.ENSEMBLE]  # the ensemble reads its members' predictions
 if PREPROCESS is True or (PREPROCESS == "auto" and needs_features):
     if not manifest["stats"]:
         raise RuntimeError("the bundle has no normalization statistics (artifacts/stats.json): rebuild it with `make kaggle` after `make pad`")
     for step in graph.feature_stages():  # prune, pad, extract, as the stage graph orders them
-        stage(f"pipeline.{step.module}", "splits=[test]",
-              *([f"stats_from={bundle / 'artifacts' / 'stats.json'}"] if step.module == "pad" else []))
+        run_command(f"pipeline.{step.module}", "splits=[test]",
+                    *([f"stats_from={bundle / 'artifacts' / 'stats.json'}"] if step.module == "pad" else []))
 
 # %% [markdown]
 # ## Inference: every bundled model in predict-only mode, the ensemble last
 
 # %%
+untrained = next(f for f in graph.FAMILIES if not f.trained)  # the training-free family (the baseline)
 for m in present:
-    if m == "ensemble":
-        stage("pipeline.baseline", "splits=[test]")  # a training-free member its weights may count on
-    stage(manifest["inference"][m])
+    if m == graph.ENSEMBLE:
+        run_command(f"pipeline.{untrained.module}", "splits=[test]")  # a training-free member its weights may count on
+    run_command(manifest["inference"][m])
 
 from pipeline.io.predictions import predictions_path  # noqa: E402
 
 pred_dir = data_dir / "predictions" / DATASET
 predictor = next((m for m in manifest["predictor_order"] if predictions_path(pred_dir, m, "test").is_file()), None)
 if predictor is None:
-    stage("pipeline.baseline", "splits=[test]")
-    predictor = "baseline"
+    run_command(f"pipeline.{untrained.module}", "splits=[test]")
+    predictor = untrained.name
 print("submitting the predictions of:", predictor)
 
 # %% [markdown]
 # ## The submission, validated before it is written
 
 # %%
-stage("pipeline.submission", f"predictor={predictor}", "split=test", f"submission={SUBMISSION}", "keep_copy=false")
+run_command("pipeline.submission", f"predictor={predictor}", "split=test", f"submission={SUBMISSION}", "keep_copy=false")
 
 from pipeline.io.catalog import discover  # noqa: E402
 from pipeline.io.submission_csv import validate_submission  # noqa: E402

@@ -41,7 +41,7 @@ from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.core.runner import Task, chunk_bar, config_hash, run_tasks
-from pipeline.io.catalog import COLLECTIONS, discover, rel_path  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, SHORT, discover, rel_path  # noqa: E402
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,6 @@ AUDITED_SPLITS = ("train", "valid")
 PER_GRAPH_KEYS = ("ceiling_draws", "ceiling_max_configs", "near_tie_widths", "seed", "noise_window_dof", "noise_confidence",
                   "min_noise_groups", "min_noise_coverage")
 PER_GRAPH_THRESHOLDS = ("outlier_factor", "outlier_min_log_range")
-SHORT = {"tile:xla": "tile", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
-         "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
 
 
 def deduplicated(g: Graph, src: str | Path, chunk_configs: int, progress: bool = True) -> tuple[Dedup, np.ndarray, np.ndarray, dict, str]:

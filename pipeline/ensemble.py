@@ -34,6 +34,7 @@ Invariant: every graph of a member gets a blended score for every original confi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -230,9 +231,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.mode not in ("fit", "apply"):
         raise DataError(None, f"mode must be fit or apply, got '{cfg.mode}'")
     blender: Blender = instantiate(cfg.blender, "blender")
+    cfg = copy.deepcopy(cfg)  # resolved below as saved beside the predictions; the caller's config stays as given
     if cfg.members is None:
         cfg.members = [f.name for f in FAMILIES]
-    cfg.fit_split = fit_split_of(cfg)  # auto resolved once, as saved beside the predictions
+    cfg.fit_split = fit_split_of(cfg)  # auto resolved once
     if not any(predictions_path(cfg.predictions, m, sp).is_file() for m in cfg.members for sp in [cfg.fit_split, *cfg.splits]):
         raise DataError(cfg.predictions, f"no member of {', '.join(cfg.members)} has predictions "
                                          f"(run {' or '.join(f.stage for f in FAMILIES)} first)")

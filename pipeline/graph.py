@@ -4,9 +4,10 @@ Makefile (its stage rules are generated from it: `python3 -m pipeline.graph make
 and `pipeline.rank`, `pipeline.transductive`, the rehearsal, the Kaggle bundle and notebook, the
 ensemble's members and the report's model order.
 
+The only list of stages and model families: nothing else in pipeline/ or conf/ names them again.
 Adding a stage: one `Stage` line in `STAGES`, its module `pipeline/<module>.py` and its
-`conf/<conf>.yaml`. Adding a model: its code in `models/`, its trainer stage, its
-`conf/arch/<name>.yaml`, and one `Family` line in `FAMILIES`.
+`conf/<conf>.yaml`. Adding a model family: docs/ARCHITECTURE.md's checklist (its trainer stage
+and conf, its model and arch conf, one `Stage` and one `Family` line here).
 
 This module uses the standard library only (make runs it before any install), and reads the
 artifact paths from `conf/paths/default.yaml`, their one home.
@@ -59,28 +60,40 @@ class Stage:
 
 @dataclass(frozen=True)
 class Family:
-    """One kind of model: how it is trained, where its artifacts lie, how it predicts."""
+    """One kind of model: how it is trained, where its artifacts lie, how it predicts. Its stage
+    reads `data=` (the view `reads` of the extract output, or the raw root) and writes `models=`
+    and `predictions=<predictions>/<name>/`, the config keys every trainer shares
+    (pipeline/train/trainer.py)."""
 
     name: str  # its folder under models/ and predictions/ (a second run may take another `name=`)
     stage: str  # the target of the stage that trains it
     trained: tuple[str, ...]  # file patterns under models/<name>/<collection dir>/ that mean it is trained; () = needs no training
-    model_key: str = "models"  # the stage's config key of the model folder
-    data_key: str | None = "data"  # the stage's config key reading the extract output (None: reads the raw root)
-    data_sub: str = "gnn"  # which view of the extract output: gnn or tables
+    reads: str | None = "gnn"  # which view of the extract output its `data=` is: gnn or tables (None: the raw root)
     kinds: tuple[str, ...] = ("tile", "layout")  # the collection kinds it serves
     predict_args: tuple[str, ...] = ()  # more overrides for predict mode ({device}: where rank runs it)
 
     @property
     def module(self) -> str:
-        return stage(self.stage).module
+        return stage_named(self.stage).module
 
     @property
     def needs_features(self) -> bool:
-        return self.data_key is not None
+        return self.reads is not None
 
     def is_trained(self, files: list[str]) -> bool:
         """Whether `files` (names in a collection's model folder) hold a trained model of it."""
         return any(fnmatch.fnmatch(f, p) for f in files for p in self.trained)
+
+
+# The model families, in the ensemble's order (ties and the fallback follow it): the ensemble's
+# members, the report's model order, rank's and the Kaggle bundle's models all follow this list.
+FAMILIES: tuple[Family, ...] = (
+    Family("gnn", "train-gnn", ("best.pt",), predict_args=("progress=false", "device={device}")),
+    Family("gbdt", "train-gbdt", ("model*.txt",), reads="tables"),
+    Family("analytical", "train-analytical", ("model.json",), kinds=("layout",)),
+    Family("baseline", "baseline", (), reads=None),
+)
+ENSEMBLE = "ensemble"
 
 
 STAGES: tuple[Stage, ...] = (
@@ -101,7 +114,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train-gnn", "train_gnn", ("extract",), "{models}/gnn/.complete", trains=True,
           confs=("arch/gnn.yaml", "experiment/*.yaml"), make_args="$(if $(EXPERIMENT),experiment=$(EXPERIMENT))",
           help="the cross-config-attention GNN per collection -> data/models/<dataset>/gnn, predictions gnn/{valid,test}"),
-    Stage("ensemble", "ensemble", ("baseline", "train-gbdt", "train-analytical", "train-gnn"), "{models}/ensemble/.complete",
+    Stage(ENSEMBLE, "ensemble", (RAW, *dict.fromkeys(f.stage for f in FAMILIES)), "{models}/ensemble/.complete",
           trains=True, help="blend the members per collection with weights fitted on valid -> predictions ensemble/{valid,test}"),
 )
 
@@ -137,17 +150,7 @@ COMMANDS: tuple[Command, ...] = (
             "on a CUDA machine: the GPU tests and bench-gnn on cuda, one summary; elsewhere says there is no GPU (exit 0)"),
 )
 
-# The ensemble's candidate members, in its order (ties and the fallback follow it).
-FAMILIES: tuple[Family, ...] = (
-    Family("gnn", "train-gnn", ("best.pt",), model_key="out", predict_args=("progress=false", "device={device}")),
-    Family("gbdt", "train-gbdt", ("model*.txt",), data_key="tables", data_sub="tables"),
-    Family("analytical", "train-analytical", ("model.json",), kinds=("layout",)),
-    Family("baseline", "baseline", (), data_key=None),
-)
-ENSEMBLE = "ensemble"
-
-
-def stage(target: str) -> Stage:
+def stage_named(target: str) -> Stage:
     """The stage of a make target."""
     for s in STAGES:
         if s.target == target:
@@ -200,14 +203,12 @@ def run_stage(module: str, overrides: list[str] | tuple[str, ...] = ()) -> objec
     import importlib
 
     from pipeline.core.cli import compose
-    from pipeline.train import folds
+    from pipeline.train.trainer import registered
 
     stage_module = importlib.import_module(f"pipeline.{module}")
     cfg = compose(module, list(overrides))
-    trainer = getattr(stage_module, "FAMILY", None)
-    if trainer is None:
-        return stage_module.run(cfg)
-    return folds.dispatch(cfg, trainer, stage_module.run, cfg.get("name") or trainer.name)
+    trainer = registered(module)
+    return stage_module.run(cfg) if trainer is None else trainer.fit(cfg)
 
 
 def run_feature_stages(data: Path, work: Path, overrides: list[str] | tuple[str, ...] = (),
@@ -286,7 +287,7 @@ def make_rules() -> str:
         lines.append(f"STAMP_{s.var} := {make_path(s.stamp)}")
     lines.append("")
     for s in order():
-        deps = " ".join("$(RAW)" if a == RAW else f"$(STAMP_{stage(a).var})" for a in s.after)
+        deps = " ".join("$(RAW)" if a == RAW else f"$(STAMP_{stage_named(a).var})" for a in s.after)
         confs = " ".join([f"conf/{s.module}.yaml"] + [f"$(wildcard conf/{c})" if "*" in c else f"conf/{c}" for c in s.confs])
         args = " ".join(filter(None, ["$(COMMON)", "$(FOLD_ARGS)" if s.trains else "", s.make_args, f"$({s.var}_ARGS)",
                                       f"$(call goal_args,{s.target})"]))
@@ -299,8 +300,8 @@ def make_rules() -> str:
     for c in COMMANDS:
         lines += [f".PHONY: {c.target}", f"{c.target}: $(INSTALLED) ## {c.help}", f"\t$(PY) -m {c.module} {c.args}", ""]
     lines.append(f"MODEL_STAGES := {' '.join(s.target for s in order() if family_of_stage(s.target))}")
-    lines += [f"STAMP_{f.name} := $(STAMP_{stage(f.stage).var})" for f in FAMILIES]
-    lines.append(f"STAMP_{ENSEMBLE} := $(STAMP_{stage(ENSEMBLE).var})")
+    lines += [f"STAMP_{f.name} := $(STAMP_{stage_named(f.stage).var})" for f in FAMILIES]
+    lines.append(f"STAMP_{ENSEMBLE} := $(STAMP_{stage_named(ENSEMBLE).var})")
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +312,7 @@ def show() -> str:
         lines.append(f"  {s.target:<17} pipeline.{s.module:<17} {', '.join(s.after) or '-'} -> {s.stamp.rsplit('/', 1)[0]}")
     lines.append("model families (name: trained by; trained when its collection folder holds; reads):")
     for f in FAMILIES:
-        reads = f"extract's {f.data_sub}" if f.needs_features else "the raw files"
+        reads = f"extract's {f.reads}" if f.needs_features else "the raw files"
         lines.append(f"  {f.name:<11} {f.stage:<17} {', '.join(f.trained) or '(no training)':<14} {reads}; "
                      f"{'/'.join(f.kinds)}")
     return "\n".join(lines)

@@ -41,7 +41,7 @@ from pipeline.core.environment import credentials_present, git_commit
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import finish_stage
-from pipeline.graph import ENSEMBLE, FAMILIES, family, stage as stage_of
+from pipeline.graph import ENSEMBLE, FAMILIES, family, stage_named
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def included(cfg: DictConfig) -> list[str]:
 def inference_command(name: str) -> str:
     """The predict-only command of a bundled model, its stage's module in predict (ensemble: apply) mode."""
     if name == ENSEMBLE:
-        return f"pipeline.{stage_of(ENSEMBLE).module} mode=apply splits=[test]"  # after the baseline's test predictions (a possible member)
+        return f"pipeline.{stage_named(ENSEMBLE).module} mode=apply splits=[test]"  # after the baseline's test predictions (a possible member)
     return f"pipeline.{family(name).module} mode=predict splits=[test]"
 
 

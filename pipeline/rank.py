@@ -54,8 +54,8 @@ from pipeline.core.cli import compose, stage as entry_point
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.progress import silenced
-from pipeline.graph import ENSEMBLE, FAMILIES, family, run_feature_stages, run_stage, stage
-from pipeline.io.catalog import COLLECTIONS, SPLITS, GraphFile, check_collection, collection_dir, collection_kind
+from pipeline.graph import ENSEMBLE, FAMILIES, family, run_feature_stages, run_stage, stage_named
+from pipeline.io.catalog import GraphFile, check_collection, collection_dir, collection_kind, collection_of_path
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
 from pipeline.io.predictions import predictions_path, read_predictions
 from pipeline.train import folds
@@ -89,24 +89,7 @@ class Ranking:
                 "num_configs": int(self.order.size), "order": self.order.tolist(), "scores": self.scores.tolist()}
 
 
-def collection_of(path: Path, given: str | None) -> str:
-    """The file's collection: from its place in a TpuGraphs tree, else `given`; both must agree."""
-    parts = path.resolve().parent.parts
-    placed = None
-    if len(parts) >= 2 and parts[-1] in SPLITS:
-        for c in COLLECTIONS:
-            d = collection_dir(c).parts
-            if tuple(parts[-1 - len(d):-1]) == d:
-                placed = c
-    if given:
-        check_collection(given)
-        if placed and placed != given:
-            raise DataError(path, f"lies under {collection_dir(placed)} ({placed}) but collection={given} was given")
-        return given
-    if placed is None:
-        raise DataError(path, "not under <kind>/<source>/<search>/<split>/ of a TpuGraphs tree, so its collection "
-                              f"is unknown: give collection=<one of {', '.join(COLLECTIONS)}>")
-    return placed
+collection_of = collection_of_path  # the file's collection (pipeline.io.catalog)
 
 
 def check_file(path: Path, collection: str) -> Graph:
@@ -241,13 +224,13 @@ class Ranker:
             run_stage(f.module, [*self.common, f"data={t / 'raw'}", *only])
         else:
             extra = [a.format(device=self.cfg.device) for a in f.predict_args]
-            run_stage(f.module, [*self.common, "mode=predict", f"{f.model_key}={self.models / name}",
-                                 f"{f.data_key}={features / f.data_sub}", *extra, *only])
+            run_stage(f.module, [*self.common, "mode=predict", f"models={self.models / name}",
+                                 f"data={features / f.reads}", *extra, *only])
         if not predictions_path(pred, name, "test").is_file():
             raise DataError(self.models / name, f"{name} wrote no predictions for {gf.collection}")
 
     def blend(self, t: Path, collection: str, members: list[str]) -> dict[str, float]:
-        result = run_stage(stage(ENSEMBLE).module, [
+        result = run_stage(stage_named(ENSEMBLE).module, [
             *self.common, "mode=apply", "splits=[test]", f"data={t / 'raw'}", f"predictions={t / 'predictions'}",
             f"weights={self.models / ENSEMBLE / 'weights.json'}", f"members=[{','.join(members)}]"])
         return {m: float(w) for m, w in result["served"]["test"][collection].items()}

@@ -55,7 +55,7 @@ from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.graph import model_order  # noqa: E402
-from pipeline.io.catalog import COLLECTIONS, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id, truth_path  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, SHORT, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id, truth_path  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
@@ -82,8 +82,6 @@ VALID_FOLDS = ("These valid scores are out of fold for every trained member (the
                "ensemble's weights are fitted on the out-of-fold scores of every labelled graph, these included, "
                "so its row is in sample.")
 CEILING_LABEL = "noise ceiling"
-SHORT = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
-         "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
 
 
 def model_names(predictions: str | Path, split: str, wanted: list[str] | None) -> list[str]:

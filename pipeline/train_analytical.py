@@ -20,19 +20,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from features.configs import unlearnable_reason
 from features.cost_terms import TOTAL_NAMES
 from models.analytical import AnalyticalRanker
 from models.metrics import kendall_tau
-from pipeline import graph
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import parallel_map
 from pipeline.gnn.dataset import GraphData, graph_files, load_graph
-from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
-from pipeline.train import folds, trainer
+from pipeline.train import trainer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +45,7 @@ def fit_totals(path: Path, collection: str, cap: int | None, seed: list[int], ch
     """(graph ID, reason it is set aside or None, (totals, runtimes) of at most `cap` of its unique
     configs, a fixed random subset for `seed`)."""
     g = load_graph(path, collection, "train")
-    reason = unlearnable_reason(g.runtime) or excluded.get(g.id)
+    reason = trainer.set_aside_reason(g.id, g.runtime, excluded)
     if reason is not None:
         return g.id, reason, None
     n = g.num_configs
@@ -71,7 +68,7 @@ def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
     paths = graph_files(cfg.data, collection, "train")
     if not paths:
         return None
-    excluded = exclusions(cfg.exclude, cfg.audit)
+    excluded = trainer.audit_exclusions(cfg)
     cap = None if cfg.fit_max_configs is None else int(cfg.fit_max_configs)
     # every train graph's subset is drawn from its own generator (seed, graph index): the same
     # rows whichever process computes it
@@ -80,7 +77,7 @@ def fit_collection(collection: str, cfg: DictConfig) -> dict | None:
     data = []
     for gid, reason, part in parallel_map(fit_totals, items, [str(p) for p in paths], int(cfg.jobs), desc=f"{collection} train"):
         if reason is not None:
-            log.info("%s: %s set aside from training: %s", collection, gid, reason)
+            trainer.log_set_aside(collection, gid, reason)
         else:
             data.append(part)
     model: AnalyticalRanker = instantiate(cfg.model, "model", names=TOTAL_NAMES)
@@ -116,7 +113,7 @@ def predict_split(collection: str, split: str, cfg: DictConfig) -> dict[str, np.
 
 
 def run(cfg: DictConfig) -> dict:
-    trainer.check_mode(cfg)
+    cfg = trainer.check(cfg)
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "no GNN tensors found (run the extract stage first)")
     wanted = wanted_collections(cfg.collections)
@@ -124,16 +121,21 @@ def run(cfg: DictConfig) -> dict:
         if collection_kind(c) == "tile":
             log.info("%s: no analytical layout terms for tile configs; left to the other members", c)
     layout = [c for c in wanted if collection_kind(c) == "layout" and (Path(cfg.data) / collection_dir(c)).is_dir()]
-    return trainer.run_collections(cfg, cfg.models, layout, fit=lambda c: fit_collection(c, cfg),
+    return trainer.run_collections(cfg, layout, fit=lambda c: fit_collection(c, cfg),
                                    predict=lambda c, split: predict_split(c, split, cfg), desc="train-analytical")
 
 
-FAMILY = folds.Family(graph.family("analytical"), seeds_inside=True, final_overrides=lambda _: {})
+def valid_metric(_metas: dict[str, dict]) -> float:
+    """No valid score: the fit has no epochs or rounds to pick."""
+    return float("-inf")
+
+
+TRAINER = trainer.Trainer("train_analytical", run, valid_metric, seeds_inside=True)
 
 
 @stage("train_analytical")
 def main(cfg: DictConfig) -> None:
-    folds.dispatch(cfg, FAMILY, run, cfg.name)
+    TRAINER.fit(cfg)
 
 
 if __name__ == "__main__":

@@ -36,15 +36,12 @@ import numpy as np
 import polars as pl
 from omegaconf import DictConfig
 
-from features.configs import unlearnable_reason
 from models import gbdt
 from models.ensemble import average_seeds
-from pipeline import graph
 from pipeline.core.cli import instantiate, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path, write_text_atomic
 from pipeline.core.progress import tqdm
-from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
 from pipeline.io.tables import table_path
 from pipeline.train import folds, trainer
@@ -84,11 +81,11 @@ class Table:
         if need_runtime and not self.has_runtime:
             raise DataError(path, "runtime must be positive in every row to train on this table")
         self.target = gbdt.target_runtime(runtime, norm) if self.has_runtime else None
-        # graphs with no order to learn (features.configs.unlearnable_reason), by name
+        # graphs with no order to learn (pipeline.train.trainer.set_aside_reason), by name
         self.set_aside: dict[str, str] = {}
         if self.target is not None:
             for name, part in zip(self.names, np.split(self.target, np.cumsum(self.sizes)[:-1])):
-                reason = unlearnable_reason(part)
+                reason = trainer.set_aside_reason(name, part, {})
                 if reason is not None:
                     self.set_aside[name] = reason
 
@@ -169,15 +166,15 @@ def train_collection(collection: str, cfg: DictConfig, model: gbdt.GBDTRanker) -
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("model*.txt"):
         old.unlink()  # a model of a seed no longer configured (or a collection now skipped) must not predict
-    train_path = table_path(cfg.tables, collection, cfg.train_split)
+    train_path = table_path(cfg.data, collection, cfg.train_split)
     if not train_path.is_file():
         log.warning("%s: no %s table at %s; not trained", collection, cfg.train_split, train_path)
         return None
     train = Table(train_path, need_runtime=True)
-    excluded = exclusions(cfg.exclude, cfg.audit)
-    train.set_aside.update({n: excluded[n] for n in train.names if n in excluded and n not in train.set_aside})
+    excluded = trainer.audit_exclusions(cfg)
+    train.set_aside.update({n: r for n in train.names if n not in train.set_aside and (r := trainer.set_aside_reason(n, None, excluded))})
     for name, reason in train.set_aside.items():
-        log.info("%s: %s set aside from training: %s", collection, name, reason)
+        trainer.log_set_aside(collection, name, reason)
     if len(train.set_aside) == len(train.names):
         log.warning("%s: no train graph has an order to learn (%d set aside); not trained", collection, len(train.names))
         return None
@@ -186,7 +183,7 @@ def train_collection(collection: str, cfg: DictConfig, model: gbdt.GBDTRanker) -
     if not features:
         raise DataError(train_path, "no feature columns left after exclude_features")
     features = gbdt.feature_names(features, model.norm(collection_kind(collection)))
-    valid_path = table_path(cfg.tables, collection, cfg.valid_split)
+    valid_path = table_path(cfg.data, collection, cfg.valid_split)
     valid = Table(valid_path, need_runtime=False) if valid_path.is_file() else None
     if valid is not None and not valid.has_runtime:
         log.warning("%s: %s has no runtimes; training %d rounds without early stopping", collection, valid_path, model.num_boost_round)
@@ -267,7 +264,7 @@ def predict_table(table: Table, models: list[tuple[str, lgb.Booster, str]], num_
 
 def predict_collection(c: str, split: str, cfg: DictConfig) -> dict[str, np.ndarray]:
     """Scores of the `split` table of collection `c`: its seeds' models, rank-averaged per graph."""
-    path = table_path(cfg.tables, c, split)
+    path = table_path(cfg.data, c, split)
     if not path.is_file():
         return {}
     models = load_models(c, cfg.models)
@@ -280,17 +277,17 @@ def predict_collection(c: str, split: str, cfg: DictConfig) -> dict[str, np.ndar
 
 
 def run(cfg: DictConfig) -> dict:
-    trainer.check_mode(cfg)
+    cfg = trainer.check(cfg)
     model: gbdt.GBDTRanker = instantiate(cfg.model, "model")
     if not cfg.seeds:
         raise DataError(None, "seeds must list at least one seed")
     wanted = wanted_collections(cfg.collections)
-    if not Path(cfg.tables).is_dir():
-        raise DataError(cfg.tables, "no GBDT tables found (run the extract stage first)")
-    present = [c for c in wanted if (Path(cfg.tables) / collection_dir(c)).is_dir()]
+    if not Path(cfg.data).is_dir():
+        raise DataError(cfg.data, "no GBDT tables found (run the extract stage first)")
+    present = [c for c in wanted if (Path(cfg.data) / collection_dir(c)).is_dir()]
     if not present:
-        log.warning("%s: no table of the requested collections; nothing to train or predict", cfg.tables)
-    return trainer.run_collections(cfg, cfg.models, present, fit=lambda c: train_collection(c, cfg, model),
+        log.warning("%s: no table of the requested collections; nothing to train or predict", cfg.data)
+    return trainer.run_collections(cfg, present, fit=lambda c: train_collection(c, cfg, model),
                                    predict=lambda c, split: predict_collection(c, split, cfg), desc="train-gbdt",
                                    stamp=lambda metas: {c: m["runs"] for c, m in metas.items()})
 
@@ -308,13 +305,12 @@ def final_overrides(fold_metas: list[dict]) -> dict:
     return {"model.num_boost_round": folds.median_int(rounds, 0)} if rounds else {}
 
 
-FAMILY = folds.Family(graph.family("gbdt"), seeds_inside=True, final_overrides=final_overrides)
+TRAINER = trainer.Trainer("train_gbdt", run, valid_metric, final_overrides, seeds_inside=True)
 
 
 @stage("train_gbdt")
 def main(cfg: DictConfig) -> float:
-    result = folds.dispatch(cfg, FAMILY, run, cfg.name)
-    return folds.fold_metric(result, valid_metric) if cfg.mode == "train" and folds.wanted(cfg, FAMILY) else valid_metric(result)
+    return TRAINER.main(cfg)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ configs of one train graph (`k.default`, `k.random`, `k.tile`), ranking loss, Ad
 schedule after a linear warmup, gradient clipping, autocast (bf16, else fp16 with a grad
 scaler) on CUDA only; every epoch it scores the valid graphs with the competition metric
 (Kendall tau, tile score; permutation-averaged `predict_scores`). Writes
-`out/<collection dir>/last.pt` every epoch and `best.pt` when validation improves (model,
+`models/<collection dir>/last.pt` every epoch and `best.pt` when validation improves (model,
 optimizer, scheduler and scaler state, epoch, step, RNG states, history, and the resolved
 config; with `swa_start`, from that fraction of the epochs on, the mean of the weights at the
-epochs' ends is what is validated and what best.pt keeps); then `predictions/<split>.parquet` (+ `.yaml`, the resolved config) for `splits`, all
+epochs' ends is what is validated and what best.pt keeps); then `predictions/<name>/<split>.parquet` (+ `.yaml`: the config) for `splits`, all
 collections of the run merged, from each collection's best.pt; in train mode finally the stamp
-`out/.complete`. Under torchrun (gloo on CPU, nccl on GPU) each rank trains on its shard of the
+`models/.complete`. Under torchrun (gloo on CPU, nccl on GPU) each rank trains on its shard of the
 graphs and DDP averages the gradients; validation and inference are sharded and gathered; rank
 0 writes every file. On CPU without torchrun, `jobs` collections train at once, one process
 each (`auto`: as many as the cores hold at `threads` each), with the results of a sequential
@@ -34,13 +34,12 @@ only, ends where an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +50,13 @@ import torch.distributed as tdist
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from features.configs import unlearnable_reason
 from models.gnn import GNNRanker
 from models.metrics import config_order, graph_score
-from pipeline import graph
 from pipeline.core.cli import stage
 from pipeline.core.errors import DataError, where
 from pipeline.core.logger import NullLogger
 from pipeline.core.prefetch import Prefetch
 from pipeline.core.progress import tqdm
-from pipeline.core.runner import begin_stage, finish_stage
 from pipeline.gnn import memory
 from pipeline.gnn.allocator import set_malloc
 from pipeline.gnn.dataset import GraphData, feature_dims, graph_files, load_graphs, sample_rows
@@ -80,9 +76,7 @@ from pipeline.gnn.training import (
     setup_dist,
     shard,
 )
-from pipeline.io.audit_json import exclusions
 from pipeline.io.catalog import collection_dir, collection_kind, wanted_collections
-from pipeline.io.predictions import predictions_path, write_predictions
 from pipeline.train import folds, trainer
 
 log = logging.getLogger(__name__)
@@ -163,13 +157,13 @@ def training_graphs(cfg: DictConfig, collection: str) -> list[GraphData]:
     """The collection's train graphs, less those without an order to learn and those the audit
     excludes (each logged with the reason)."""
     train = []
-    excluded = exclusions(cfg.exclude, cfg.audit)
+    excluded = trainer.audit_exclusions(cfg)
     for g in load_graphs(cfg.data, collection, "train"):
-        reason = unlearnable_reason(g.runtime) or excluded.get(g.id)
+        reason = trainer.set_aside_reason(g.id, g.runtime, excluded)
         if reason is None:
             train.append(g)
         else:
-            log.info("%s: %s set aside from training: %s", collection, g.id, reason)
+            trainer.log_set_aside(collection, g.id, reason)
     return train
 
 
@@ -188,7 +182,7 @@ def prepare(cfg: DictConfig, collection: str, train: list[GraphData], valid: lis
     swa_from = swa_start_epoch(cfg)
     opt = make_optimizer(model, cfg.optimizer)
     sched = make_scheduler(opt, cfg.scheduler, total)
-    run = Training(collection, Path(cfg.out) / collection_dir(collection), model,
+    run = Training(collection, Path(cfg.models) / collection_dir(collection), model,
                    DistributedDataParallel(model) if dist.enabled else model, opt, sched, prec.scaler(), prec, mcfg, k,
                    infer_k, int(cfg.epochs), steps_per_epoch, train,
                    [g.to(dist.device) for g in validation_view(valid, cfg.valid_max_configs, int(cfg.seed))], memory=plan,
@@ -412,7 +406,7 @@ def train_collection(cfg: DictConfig, collection: str, dist: Dist, logger) -> di
 def score_split(cfg: DictConfig, collection: str, split: str, dist: Dist, prec: Precision) -> dict[str, np.ndarray]:
     """Scores of every original config of every `split` graph of `collection` (this rank's
     shard gathered on every rank), from the collection's best.pt."""
-    model, ck = load_model(Path(cfg.out) / collection_dir(collection) / BEST, dist.device)
+    model, ck = load_model(Path(cfg.models) / collection_dir(collection) / BEST, dist.device)
     k = int(cfg.infer_k or configs_per_step(OmegaConf.create(ck["config"]), collection))
     paths = graph_files(cfg.data, collection, split)
     # labelled graphs (valid, out of fold) carry every config (60k on real layout graphs): fewer permutations there
@@ -439,44 +433,6 @@ def infer_group(cfg: DictConfig, model: GNNRanker, g: GraphData, k: int, prec: P
     return group
 
 
-def collection_scores(cfg: DictConfig, collection: str, dist: Dist) -> dict[str, dict[str, np.ndarray]]:
-    """{split: {graph id: scores}} of one collection over `splits`."""
-    prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
-    return {split: score_split(cfg, collection, split, dist, prec) for split in cfg.splits}
-
-
-def write_predictions_files(cfg: DictConfig, scores: dict[str, dict[str, np.ndarray]], collections: list[str]) -> dict[str, int]:
-    """One predictions file per split, every collection merged; {split: graphs written}."""
-    written = {}
-    for split in cfg.splits:
-        merged = scores.get(split) or {}
-        if not merged:
-            log.info("no %s graphs under %s for %s, skipped", split, cfg.data, ", ".join(collections))
-            continue
-        out = predictions_path(cfg.predictions, "gnn", split)
-        write_predictions(out, dict(sorted(merged.items())), cfg)
-        log.info("wrote %s (%d graphs, %d configs)", out, len(merged), sum(v.size for v in merged.values()))
-        written[split] = len(merged)
-    return written
-
-
-def merge_scores(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
-    merged: dict[str, dict[str, np.ndarray]] = {}
-    for part in parts:
-        for split, scores in part.items():
-            merged.setdefault(split, {}).update(scores)
-    return merged
-
-
-def predict(cfg: DictConfig, collections: list[str], dist: Dist) -> dict[str, int]:
-    """Score every original config of every graph of `splits` with each collection's best.pt;
-    one predictions file per split (all collections merged), written by rank 0."""
-    scores = merge_scores([collection_scores(cfg, c, dist) for c in collections])
-    written = write_predictions_files(cfg, scores, collections) if dist.main else {}
-    dist.barrier()
-    return written
-
-
 # ---------------------------------------------------------------------------- collections at once
 
 
@@ -493,99 +449,91 @@ def parallel_jobs(cfg: DictConfig, collections: int, dist: Dist) -> int:
     return max(1, min(jobs, collections))
 
 
-def _init_worker() -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
-
-
 def use_malloc(cfg: DictConfig, dist: Dist) -> None:
     """The C allocator policy `malloc` for CPU training (pipeline.gnn.allocator)."""
     if dist.device.type == "cpu" and set_malloc(str(cfg.malloc)):
         log.info("malloc=%s: freed memory is kept for the next steps (malloc=system for glibc's defaults)", cfg.malloc)
 
 
-def _train_and_score(config: dict, collection: str) -> tuple[dict | None, dict[str, dict[str, np.ndarray]]]:
-    """One collection in a worker process: train it, then score its splits."""
-    cfg = OmegaConf.create(config)
-    dist = setup_dist(cfg)
-    use_malloc(cfg, dist)
-    with where(collection):
-        summary = train_collection(cfg, collection, dist, NullLogger())
-        scores = collection_scores(cfg, collection, dist) if summary is not None and summary["stopped"] != "stop_after" else {}
-    return summary, scores
+_WORKER: dict = {}  # a worker process's config and devices, set up once
 
 
-def train_in_parallel(cfg: DictConfig, collections: list[str], jobs: int, logger) -> tuple[dict[str, dict], dict]:
-    """Train and score `collections` in `jobs` processes, the largest first; epoch records
-    reach the logger when a collection finishes. Results are those of a sequential run: each
-    collection seeds itself."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["progress"] = False  # bars of several processes would interleave on one terminal
-    size = {c: sum(p.stat().st_size for p in graph_files(cfg.data, c, "train")) for c in collections}
-    log.info("training %d collections, %d at a time (jobs=%s; one process each, %s threads)", len(collections), jobs,
-             cfg.jobs, cfg.threads)
-    summary, parts = {}, []
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {c: pool.submit(_train_and_score, config, c) for c in sorted(collections, key=lambda c: -size[c])}
-        for c in collections:
-            s, scores = futures[c].result()
-            if s is None:
-                continue
-            for rec in s["history"]:
-                logger.log({f"{c}/train_loss": rec["train_loss"], f"{c}/valid": rec["valid"], f"{c}/lr": rec["lr"]}, step=rec["step"])
-            summary[c] = s
-            parts.append(scores)
-    return summary, merge_scores(parts)
+def _worker(config: dict) -> tuple[DictConfig, Dist]:
+    if "cfg" not in _WORKER:
+        cfg = OmegaConf.create(config)
+        dist = setup_dist(cfg)
+        use_malloc(cfg, dist)
+        _WORKER.update(cfg=cfg, dist=dist)
+    return _WORKER["cfg"], _WORKER["dist"]
+
+
+def fit_in_worker(config: dict, collection: str) -> dict | None:
+    """One collection trained in a worker process of `jobs` (pipeline.train.trainer)."""
+    cfg, dist = _worker(config)
+    return train_collection(cfg, collection, dist, NullLogger())
+
+
+def predict_in_worker(config: dict, collection: str, split: str) -> dict[str, np.ndarray]:
+    cfg, dist = _worker(config)
+    return score_split(cfg, collection, split, dist, Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype)))
+
+
+def complete(summary: dict[str, dict]) -> bool:
+    """A run stopped by `stop_after` predicts nothing and writes no stamp (resume=true continues)."""
+    return not any(s["stopped"] == "stop_after" for s in summary.values())
+
+
+def stamp(summary: dict[str, dict]) -> dict:
+    return {c: {k: v for k, v in s.items() if k not in ("train_loss", "history")} for c, s in summary.items()}
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train (mode=train) and/or predict (both modes); returns {collection: training summary}."""
-    trainer.check_mode(cfg)
+    """Train (mode=train) and/or predict (both modes) through the trainer skeleton
+    (pipeline.train.trainer); returns {collection: training summary}."""
+    cfg = trainer.check(cfg)
     check_choices(cfg)
     if not Path(cfg.data).is_dir():
         raise DataError(cfg.data, "GNN tensors not found (run the extract stage first: make extract)")
     dist = setup_dist(cfg)
     use_malloc(cfg, dist)
     try:
-        summary: dict[str, dict] = {}
         if cfg.mode == "train":
             collections = [c for c in wanted_collections(cfg.collections) if graph_files(cfg.data, c, "train")]
             if not collections:
                 log.warning("%s: no train graphs for the requested collections; nothing trained", cfg.data)
-            if dist.main:
-                begin_stage(cfg.out)
-                for split in cfg.splits:  # a collection no longer trained must not leave stale predictions
-                    predictions_path(cfg.predictions, "gnn", split).unlink(missing_ok=True)
-            dist.barrier()
-            logger = (hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
-                      if dist.main else None)
-            logger = logger or NullLogger()
-            jobs = parallel_jobs(cfg, len(collections), dist)
-            try:
-                if jobs > 1:
-                    summary, scores = train_in_parallel(cfg, collections, jobs, logger)
-                else:
-                    for c in collections:
-                        with where(c):
-                            s = train_collection(cfg, c, dist, logger)
-                        if s is not None:
-                            summary[c] = s
-                    scores = None
-            finally:
-                logger.finish()
-            trained = list(summary)
         else:
-            trained = [c for c in wanted_collections(cfg.collections) if (Path(cfg.out) / collection_dir(c) / BEST).is_file()]
-            if not trained:
-                raise DataError(cfg.out, "no best.pt checkpoints for the requested collections (train first: make train-gnn)")
-            scores = None
-        if not any(s["stopped"] == "stop_after" for s in summary.values()):
-            if scores is None:
-                predict(cfg, trained, dist)
-            elif dist.main:
-                write_predictions_files(cfg, scores, trained)
-            if cfg.mode == "train" and dist.main:
-                finish_stage(cfg.out, {c: {k: v for k, v in s.items() if k not in ("train_loss", "history")}
-                                       for c, s in summary.items()})
+            collections = [c for c in wanted_collections(cfg.collections) if (Path(cfg.models) / collection_dir(c) / BEST).is_file()]
+            if not collections:
+                raise DataError(cfg.models, "no best.pt checkpoints for the requested collections (train first: make train-gnn)")
+        jobs = parallel_jobs(cfg, len(collections), dist) if cfg.mode == "train" else 1
+        logger = None
+        if cfg.mode == "train" and dist.main:
+            logger = hydra.utils.instantiate(cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
+        logger = logger or NullLogger()
+        try:
+            if jobs > 1:
+                config = OmegaConf.to_container(cfg, resolve=True)
+                config["progress"] = False  # bars of several processes would interleave on one terminal
+                fit, predict = functools.partial(fit_in_worker, config), functools.partial(predict_in_worker, config)
+            else:
+                prec = Precision.make(dist.device, bool(cfg.amp), str(cfg.amp_dtype))
+
+                def fit(c: str) -> dict | None:
+                    return train_collection(cfg, c, dist, logger)
+
+                def predict(c: str, split: str) -> dict[str, np.ndarray]:
+                    return score_split(cfg, c, split, dist, prec)
+
+            summary = trainer.run_collections(
+                cfg, collections, fit, predict, desc="train-gnn", stamp=stamp, ranks=dist, jobs=jobs, complete=complete,
+                size=lambda c: sum(p.stat().st_size for p in graph_files(cfg.data, c, "train")))
+            if jobs > 1:  # epoch records reach the logger when a collection finishes
+                for c, s in summary.items():
+                    for rec in s["history"]:
+                        logger.log({f"{c}/train_loss": rec["train_loss"], f"{c}/valid": rec["valid"], f"{c}/lr": rec["lr"]},
+                                   step=rec["step"])
+        finally:
+            logger.finish()
         for c, s in summary.items():
             log.info("%s: best valid %s at epoch %d (%d steps, %.3f s)%s", c,
                      "-" if s["best"] is None else f"{s['best']:.4f}", s["best_epoch"] + 1, s["steps"], s["seconds"],
@@ -611,13 +559,12 @@ def final_overrides(fold_summaries: list[dict]) -> dict:
     return {"epochs": folds.median_int([s["best_epoch"] + 1 for s in fold_summaries], 0)} if fold_summaries else {}
 
 
-FAMILY = folds.Family(graph.family("gnn"), seeds_inside=False, final_overrides=final_overrides)
+TRAINER = trainer.Trainer("train_gnn", run, valid_metric, final_overrides, seeds_inside=False)
 
 
 @stage("train_gnn")
 def main(cfg: DictConfig) -> float:
-    result = folds.dispatch(cfg, FAMILY, run, "gnn")
-    return folds.fold_metric(result, valid_metric) if cfg.mode == "train" and folds.wanted(cfg, FAMILY) else valid_metric(result)
+    return TRAINER.main(cfg)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ about the held-out half (runtimes, order) reaches any model or the blend weights
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -48,7 +49,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from features.configs import unpack_layout  # noqa: E402
 from models.audit import audit_graph  # noqa: E402
@@ -58,13 +59,14 @@ from pipeline.baseline import baseline_scores  # noqa: E402
 from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import write_text_atomic  # noqa: E402
-from pipeline.graph import FAMILIES, model_order, run_feature_stages, run_stage  # noqa: E402
-from pipeline.io.catalog import COLLECTIONS, GraphFile, collection_kind, discover, graph_id, rel_path  # noqa: E402
+from pipeline.graph import ENSEMBLE, FAMILIES, model_order, run_feature_stages, run_stage  # noqa: E402
+from pipeline.io.catalog import GraphFile, collection_kind, collection_of_path, discover, graph_id, rel_path  # noqa: E402
 from pipeline.io.npz import read_graph, write_graph  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
-MEMBERS = tuple(m for m in model_order() if m != "ensemble")  # the pipeline's members, in pipeline order
+MEMBERS = tuple(m for m in model_order() if m != ENSEMBLE)  # the pipeline's members, in pipeline order
+GNN = "gnn"  # the member averaged over gnn_seeds models (its `gnn` block: train_gnn overrides)
 REFERENCE = "lightgbm"
 
 
@@ -79,17 +81,6 @@ def _overrides(d: dict, prefix: str = "") -> list[str]:
         else:
             out.append(f"{prefix}{k}={'null' if v is None else v}")
     return out
-
-
-def infer_collection(path: Path) -> str:
-    """`.../layout/xla/default/train/x.npz` -> `layout:xla:default`; `.../tile/xla/...` -> `tile:xla`."""
-    parts = path.resolve().parts
-    for i in range(len(parts) - 1):
-        for n in (3, 2):
-            name = ":".join(parts[i : i + n])
-            if parts[i] in ("layout", "tile") and name in COLLECTIONS:
-                return name
-    raise DataError(path, "cannot tell its collection from the path (pass collection=layout:xla:default)")
 
 
 @dataclass
@@ -186,23 +177,26 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
         return out, {"gnn_seed_scores": [], "gnn_epochs": None}
     processed = run_feature_stages(raw, work, common, {"extract": ["flat_configs=true"]})  # one graph: its own groups are features
     preds = work / "predictions"
-    for f in FAMILIES:  # the trained members but the GNN (several seeds, below), each through its own stage
-        if f.name not in wanted or not f.trained or f.name == "gnn" or u.kind not in f.kinds:
-            continue
-        run_stage(f.module, [
-            f"{f.data_key}={processed / f.data_sub}", f"{f.model_key}={work / 'models' / f.name}", f"predictions={preds}",
-            f"collections=[{collection}]", "splits=[test]", *common, *_overrides(OmegaConf.to_container(cfg[f.name], resolve=True))])
-        out[f.name] = read_predictions(predictions_path(preds, f.name, "test"))[gid]
-    gnn = _overrides(OmegaConf.to_container(cfg.gnn, resolve=True))
     summary: dict = {}
-    for seed in gnn_seeds if "gnn" in wanted else []:
-        sub = f"gnn_seed{seed}"
-        summary = run_stage("train_gnn", [
-            f"data={processed / 'gnn'}", f"out={work / 'models' / sub}", f"predictions={preds / sub}",
-            f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *gnn])
-        runs.append({gid: read_predictions(predictions_path(preds / sub, "gnn", "test"))[gid]})
-    if runs:  # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
-        out["gnn"] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
+    for f in FAMILIES:  # the trained members, each through its own stage (the GNN once per seed of gnn_seeds)
+        if f.name not in wanted or not f.trained or u.kind not in f.kinds:
+            continue
+        block = cfg.get(f.name)  # its stage's overrides, where the config has a block for it
+        over = _overrides(OmegaConf.to_container(block, resolve=True)) if block is not None else []
+        if f.name != GNN:
+            run_stage(f.module, [
+                f"data={processed / f.reads}", f"models={work / 'models' / f.name}", f"predictions={preds}",
+                f"collections=[{collection}]", "splits=[test]", *common, *over])
+            out[f.name] = read_predictions(predictions_path(preds, f.name, "test"))[gid]
+            continue
+        for seed in gnn_seeds:
+            sub = f"{f.name}_seed{seed}"
+            summary = run_stage(f.module, [
+                f"data={processed / f.reads}", f"models={work / 'models' / sub}", f"predictions={preds / sub}",
+                f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *over])
+            runs.append({gid: read_predictions(predictions_path(preds / sub, f.name, "test"))[gid]})
+        if runs:  # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
+            out[f.name] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
     return out, {"gnn_seed_scores": [r[gid] for r in runs], "gnn_epochs": summary.get(collection, {}).get("epochs")}
 
 
@@ -267,7 +261,7 @@ def candidate_files(cfg: DictConfig) -> list[tuple[Path, str, str | None]]:
         src = Path(cfg.file)
         if not src.is_file():
             raise DataError(src, "file not found")
-        return [(src, cfg.collection or infer_collection(src), None)]
+        return [(src, cfg.collection or collection_of_path(src), None)]
     if not cfg.data:
         raise DataError(None, "give data=<npz root> (every labelled graph) or file=<train/valid .npz>")
     files = discover(cfg.data, list(cfg.collections) if cfg.collections else None, ["train", "valid"], announce=True)
@@ -347,8 +341,21 @@ def plot(report: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def with_defaults(cfg: DictConfig) -> DictConfig:
+    """The config with `members` (null: every family of pipeline/graph.py and the reference) and
+    `ensembles` (null: one blend of every family) filled in, as a copy."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if cfg.members is None:
+            cfg.members = [*MEMBERS, REFERENCE]
+        if cfg.ensembles is None:
+            cfg.ensembles = {ENSEMBLE: list(MEMBERS)}
+    return cfg
+
+
 def run(cfg: DictConfig) -> dict:
     t0 = time.monotonic()
+    cfg = with_defaults(cfg)
     unknown = sorted(set(cfg.members) - {*MEMBERS, REFERENCE})
     if unknown:
         raise DataError(None, f"members: unknown model(s) {unknown} (known: {', '.join([*MEMBERS, REFERENCE])})")

@@ -78,7 +78,7 @@ def test_extract_writes_graphs_without_varying_nodes_and_the_gnn_scores_them(ext
 def test_a_two_config_tile_split_keeps_model_inputs_and_is_set_aside(extracted: Path, tmp_path: Path) -> None:
     g = load_graph(extracted / "processed/gnn/tile/xla/test/t.npz", "tile:xla", "test")
     assert g.config_feat.shape[0] == 3 and g.config_feat.shape[1] > 0  # padding left the model inputs
-    gbdt = train_gbdt.run(cfg("train_gbdt", tables=extracted / "processed/tables", models=tmp_path / "gbdt",
+    gbdt = train_gbdt.run(cfg("train_gbdt", data=extracted / "processed/tables", models=tmp_path / "gbdt",
                               predictions=tmp_path / "pred", collections="[tile:xla]"))
     assert gbdt == {}  # nothing learnable: not trained, no traceback
     gnn = train_gnn.run(cfg("train_gnn", "experiment=gnn_quick", data=extracted / "processed/gnn", out=tmp_path / "gnn",

@@ -43,7 +43,7 @@ def test_a_cycle_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_family_is_trained_by_a_stage_and_says_what_trained_means() -> None:
     for f in graph.FAMILIES:
-        s = graph.stage(f.stage)
+        s = graph.stage_named(f.stage)
         assert graph.family_of_stage(s.target) == f
         assert f.is_trained([]) is False
     assert graph.family("gnn").is_trained(["last.pt", "best.pt"])
@@ -91,3 +91,18 @@ def test_make_paths_come_from_the_paths_config() -> None:
     assert "PATH_interim = $(DATA_DIR)/interim/$(DATASET)" in text
     assert "PATH_reports = $(REPORTS)/$(DATASET)" in text and "RAW_OF = $(DATA_DIR)/raw/$(1)" in text
     assert "PATH_raw" not in text  # make's DATA stands for it
+
+
+def test_every_stage_reads_its_input_from_a_stage_it_runs_after() -> None:
+    """Each stage's `data=` (its input) lies in the output of a stage of its `after` (or is the
+    raw root, where `after` names it); the ensemble runs after every family's stage."""
+    from pipeline.core.cli import compose
+
+    for s in graph.STAGES:
+        cfg = compose(s.module)
+        paths = {k: cfg.paths[k] for k in cfg.paths}
+        outs = {str(Path(cfg.paths.raw))} if graph.RAW in s.after else set()
+        outs |= {str(Path(graph.stage_named(a).stamp.format(**paths)).parent) for a in s.after if a != graph.RAW}
+        data = str(Path(cfg.data))
+        assert any(data == o or data.startswith(o + "/") for o in outs), (s.target, data, outs)
+    assert set(graph.stage_named(graph.ENSEMBLE).after) == {graph.RAW} | {f.stage for f in graph.FAMILIES}

@@ -216,7 +216,7 @@ def test_notebook_with_a_trained_gbdt(trained, tmp_path) -> None:
     processed = tmp_path / "processed"
     extract.run(stage_cfg("extract", data=trained["padded"], out=processed, jobs=1))
     models = tmp_path / "models"
-    train_gbdt.run(stage_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=tmp_path / "pred",
+    train_gbdt.run(stage_cfg("train_gbdt", data=processed / "tables", models=models / "gbdt", predictions=tmp_path / "pred",
                         splits="[valid]", **{"model.num_boost_round": 10}))
     out = tmp_path / "build"
     assert _build(trained, out, models_dir=models)["models"] == ["gbdt"]
@@ -235,22 +235,21 @@ def test_bundle_with_gbdt_fold_models_predicts_their_mean(trained, tmp_path) -> 
     training."""
     from pipeline import extract, train_gbdt
     from pipeline.io.predictions import read_predictions
-    from pipeline.train import folds
 
     processed = tmp_path / "processed"
     extract.run(stage_cfg("extract", data=trained["padded"], out=processed, jobs=1))
     models, pred = tmp_path / "models", tmp_path / "pred"
-    cfg = stage_cfg("train_gbdt", tables=processed / "tables", models=models / "gbdt", predictions=pred, folds=2,
+    cfg = stage_cfg("train_gbdt", data=processed / "tables", models=models / "gbdt", predictions=pred, folds=2,
                     **{"model.num_boost_round": 10})
-    folds.dispatch(cfg, train_gbdt.FAMILY, train_gbdt.run, "gbdt")
+    train_gbdt.TRAINER.fit(cfg)
     out = tmp_path / "build"
     assert _build(trained, out, models_dir=models)["models"] == ["gbdt"]
     bundled = out / "dataset" / "artifacts" / "models" / "gbdt"
     assert (bundled / "runs.json").is_file() and (bundled / "fold0").is_dir() and (bundled / "fold1").is_dir()
     assert not list(bundled.rglob("*.parquet"))  # the runs' own predictions stay home
     again = tmp_path / "again"
-    folds.dispatch(stage_cfg("train_gbdt", tables=processed / "tables", models=bundled, predictions=again, mode="predict",
-                             splits="[test]"), train_gbdt.FAMILY, train_gbdt.run, "gbdt")
+    train_gbdt.TRAINER.fit(stage_cfg("train_gbdt", data=processed / "tables", models=bundled, predictions=again, mode="predict",
+                             splits="[test]"))
     got = read_predictions(again / "gbdt" / "test.parquet")
     want = read_predictions(pred / "gbdt" / "test.parquet")
     assert set(got) == set(want) and all(np.allclose(got[g], want[g]) for g in want)

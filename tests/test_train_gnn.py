@@ -336,11 +336,10 @@ def test_bench_graph_cache_is_keyed_by_its_sizes(tmp_path: Path) -> None:
 
 def test_seeds_train_one_model_each_and_predict_their_rank_average(tiny, tmp_path: Path) -> None:
     from models.ensemble import average_seeds
-    from pipeline.train import folds
 
     one = ["collections=[layout:xla:default]", "epochs=1", "samples_per_graph=1"]
     c = cfg(tiny, tmp_path / "seeds", *one, "seeds=[0,1]")
-    folds.dispatch(c, train_gnn.FAMILY, train_gnn.run, "gnn")
+    train_gnn.TRAINER.fit(c)
     models = tmp_path / "seeds" / "models"
     assert sorted(p.name for p in models.iterdir() if p.is_dir()) == ["seed0", "seed1"]
     # the seed-0 model is the one a plain run with seed=0 trains
@@ -355,7 +354,7 @@ def test_seeds_train_one_model_each_and_predict_their_rank_average(tiny, tmp_pat
     assert set(got) == set(mean) and all(np.allclose(got[g], mean[g]) for g in mean)
     # predict mode averages the same models
     test.unlink()
-    folds.dispatch(cfg(tiny, tmp_path / "seeds", *one, "mode=predict", "splits=[test]"), train_gnn.FAMILY, train_gnn.run, "gnn")
+    train_gnn.TRAINER.fit(cfg(tiny, tmp_path / "seeds", *one, "mode=predict", "splits=[test]"))
     again = read_predictions(test)
     assert all(np.allclose(again[g], mean[g], atol=1e-6) for g in mean)
 
@@ -368,7 +367,7 @@ def test_a_final_fit_trains_for_the_fold_models_median_epochs(tiny, tmp_path: Pa
     processed = Path(tiny["gnn"]).parent
     (processed / ".complete").touch(exist_ok=True)
     c = cfg(tiny, tmp_path, "collections=[layout:xla:default]", "epochs=3", "samples_per_graph=1", "folds=2", "final=true")
-    summaries = folds.dispatch(c, train_gnn.FAMILY, train_gnn.run, "gnn")
+    summaries = train_gnn.TRAINER.fit(c)
     doc = json.loads((tmp_path / "models" / "runs.json").read_text())
     assert [r["role"] for r in doc["runs"]] == ["fold", "fold", "final"] and doc["test_from"] == "final"
     best = [summaries[f"fold{f}"]["layout:xla:default"]["best_epoch"] + 1 for f in (0, 1)]

@@ -23,6 +23,9 @@ COLLECTIONS: tuple[str, ...] = (
     "layout:nlp:random",
 )
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+# the short label of each collection in tables and plots
+SHORT: dict[str, str] = {"tile:xla": "tile:xla", "layout:xla:default": "xla:default", "layout:xla:random": "xla:random",
+                         "layout:nlp:default": "nlp:default", "layout:nlp:random": "nlp:random"}
 
 
 def collection_kind(collection: str) -> str:
@@ -142,3 +145,24 @@ def wanted_collections(collections) -> list[str]:
     """The collections a stage's `collections` setting asks for, the one meaning every stage
     gives it: null = every collection; a list = exactly those (an empty list: none)."""
     return list(COLLECTIONS) if collections is None else [check_collection(str(c)) for c in collections]
+
+
+def collection_of_path(path: str | Path, given: str | None = None) -> str:
+    """The file's collection: from its place in a TpuGraphs tree, else `given`; both must agree."""
+    path = Path(path)
+    parts = path.resolve().parent.parts
+    placed = None
+    if len(parts) >= 2 and parts[-1] in SPLITS:
+        for c in COLLECTIONS:
+            d = collection_dir(c).parts
+            if tuple(parts[-1 - len(d):-1]) == d:
+                placed = c
+    if given:
+        check_collection(given)
+        if placed and placed != given:
+            raise DataError(path, f"lies under {collection_dir(placed)} ({placed}) but collection={given} was given")
+        return given
+    if placed is None:
+        raise DataError(path, "not under <kind>/<source>/<search>/<split>/ of a TpuGraphs tree, so its collection "
+                              f"is unknown: give collection=<one of {', '.join(COLLECTIONS)}>")
+    return placed

@@ -23,7 +23,7 @@ time scales with the units it processes, per collection: configs (`scale: config
 touches every config it reads; on a split a stage caps, e.g. LightGBM's `max_configs_per_graph`,
 at most that many per graph) or graphs, over the splits it reads (`reads`), from the rehearsal's
 own counts to the real data's (`real_graphs` x `real_configs`, the mean configs per graph).
-LightGBM boosts every round of `num_boost_round` here (`gbdt_args`: early stopping on two train
+LightGBM boosts every round of `num_boost_round` here (`stage_args.train_gbdt`: early stopping on two train
 graphs stops wherever it does; the real data may use every round).
 `cores` gives a second column: the stages that spread over processes or threads (`parallel`)
 divided by cores / this machine's cores x `parallel_efficiency`.
@@ -44,6 +44,7 @@ pass its `s_per_step` as `gpu.measured_step_s` and it replaces the estimate (the
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline import graph
 from pipeline.core import peak_rss
@@ -63,7 +64,7 @@ from pipeline.core.cli import compose, stage
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import atomic_path
 from pipeline.gnn.steps import configs_per_step
-from pipeline.io.catalog import collection_dir, collection_kind, discover
+from pipeline.io.catalog import SPLITS, collection_dir, collection_kind, discover
 from pipeline.io.npz import read_members
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
 from pipeline.train.folds import training_cost
@@ -126,16 +127,15 @@ def stage_command(cfg: DictConfig, name: str, collection: str | None) -> list[st
         cmd.append(f"collections=[{collection}]")
         if name in cfg.merged:  # a member run for one collection keeps its outputs apart, merged after
             cmd += [f"paths.predictions={part_dir(cfg, collection) / 'predictions'}", f"paths.models={part_dir(cfg, collection) / 'models'}"]
-    if name == "train_gnn":
+    if name == GNN.module:
         cmd += [f"time_budget={cfg.gnn_minutes}", "progress=false", *cfg.gnn_args]
-    if name == "train_gbdt":
-        cmd += list(cfg.gbdt_args)
+    cmd += list((cfg.stage_args or {}).get(name) or [])
     if name == "submission":  # beside the rehearsal's report: never over a submission of the user's
         cmd += [f"submission={Path(cfg.paths.reports) / 'submission.csv'}", "keep_copy=false"]
     return cmd
 
 
-SPLITS = ("train", "valid", "test")
+SUBMISSION = "submission"  # the stage after the graph's: a submission of the ensemble
 
 
 def data_counts(raw: Path) -> dict[str, dict[str, list[int]]]:
@@ -204,9 +204,12 @@ def units(stage_name: str, cfg: DictConfig, per_split: dict[str, tuple[float, fl
 
 def stage_caps(cfg: DictConfig) -> dict[str, int | None]:
     """The per-graph config caps of the stages, as their configs set them (`<stage>.<split>`)."""
-    gbdt = compose("train_gbdt", list(cfg.gbdt_args))
-    analytical = compose("train_analytical", [])
-    return {"train_gbdt.train": gbdt.max_configs_per_graph, "train_analytical.train": analytical.fit_max_configs}
+    caps = {}
+    for name in trained_stages(cfg):
+        c = compose(name, list((cfg.stage_args or {}).get(name) or []))
+        key = next((k for k in CAP_KEYS if k in c), None)
+        caps[f"{name}.train"] = None if key is None else c[key]
+    return caps
 
 
 def gpu_seconds(gpu: DictConfig, gbytes: float, gflop: float, kernels: float) -> tuple[float, str]:
@@ -291,7 +294,43 @@ def _capped_mean(sizes: list[int], cap: int | None) -> float:
     return float(np.mean([n if cap is None else min(n, cap) for n in sizes])) if sizes else 0.0
 
 
-TRAINED = ("train_gbdt", "train_analytical")  # rows that train per fold (the GNN's projected rows too)
+CAP_KEYS = ("max_configs_per_graph", "fit_max_configs")  # a trainer's knob capping the configs it fits per train graph
+GNN = graph.family("gnn")  # the family projected from its seconds per step (time-budgeted), not from its graphs
+
+
+def trained_stages(cfg: DictConfig) -> list[str]:
+    """The trainer stages timed per collection and scaled per fold (every trained family's but the GNN's)."""
+    return [f.module for f in graph.FAMILIES if f.trained and f.name != GNN.name]
+
+
+def _given(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def with_graph_defaults(cfg: DictConfig) -> DictConfig:
+    """The stage lists left null in conf/rehearsal.yaml, from the stage graph (pipeline/graph.py):
+    `stages` every stage in order then submission; `per_collection` and `parallel` the feature
+    stages and every family's stage but the GNN's; `merged` those families'; `layout_only` the
+    families serving layout only; `cpu_stages` every stage but the GNN's; `reads` what each reads
+    (feature stages and trainers: every split; the others: valid and test; submission: test);
+    `scale` configs unless given."""
+    cfg = copy.deepcopy(cfg)
+    order = [s.module for s in graph.order()] + [SUBMISSION]
+    members = [f.module for f in graph.FAMILIES if f.name != GNN.name]
+    features = [s.module for s in graph.feature_stages()]
+    trainers = {f.module for f in graph.FAMILIES if f.trained}
+    default = {"stages": order, "per_collection": features + members, "parallel": features + members, "merged": members,
+               "layout_only": [f.module for f in graph.FAMILIES if tuple(f.kinds) == ("layout",)],
+               "cpu_stages": [m for m in order if m != GNN.module]}
+    with open_dict(cfg):
+        for key, value in default.items():
+            if cfg.get(key) is None:
+                cfg[key] = value
+        reads = {m: list(SPLITS) if m in features or m in trainers else ["valid", "test"] for m in order}
+        reads[SUBMISSION] = ["test"]
+        cfg.reads = reads | _given(cfg.get("reads"))
+        cfg.scale = {m: "configs" for m in order} | _given(cfg.get("scale"))
+    return cfg
 
 
 def fold_costs(cfg: DictConfig) -> dict[str, dict]:
@@ -316,7 +355,7 @@ def apply_fold_costs(cfg: DictConfig, rows: list[dict]) -> None:
         if r.get("projected_h") is None:
             continue
         gnn = r["stage"].startswith("train_gnn (training")
-        if not gnn and r["stage"] not in TRAINED:
+        if not gnn and r["stage"] not in trained_stages(cfg):
             continue
         key = "gnn" if gnn else "trees"
         cols = [r["collection"]] if r["collection"] in costs else list(costs)
@@ -373,6 +412,7 @@ def _plain(node) -> str:
 
 def rehearse(cfg: DictConfig) -> list[dict]:
     t0 = time.perf_counter()
+    cfg = with_graph_defaults(cfg)
     raw = ensure_data(cfg)
     counts = data_counts(raw)
     # every stage from nothing: the preprocessing stages skip outputs already up to date
@@ -381,9 +421,7 @@ def rehearse(cfg: DictConfig) -> list[dict]:
     shutil.rmtree(Path(cfg.paths.data_dir) / "rehearsal-parts", ignore_errors=True)
     logs = Path(cfg.paths.reports) / "logs"
     rows, gnn_text = [], ""
-    stages = list(cfg.stages) if cfg.stages is not None else [s.module for s in graph.order()] + ["submission"]
-    layout_only = list(cfg.layout_only) if cfg.layout_only is not None else \
-        [f.module for f in graph.FAMILIES if tuple(f.kinds) == ("layout",)]
+    stages, layout_only = list(cfg.stages), list(cfg.layout_only)
     for name in stages:
         collections = [c for c in sorted(counts) if name not in layout_only or collection_kind(c) == "layout"] \
             if name in cfg.per_collection else [None]
@@ -391,7 +429,7 @@ def rehearse(cfg: DictConfig) -> list[dict]:
             wall, rss, text = run_process(stage_command(cfg, name, c), logs / f"{name}{'-' + c.replace(':', '_') if c else ''}.log")
             rows.append({"stage": name, "collection": c or "all", "wall_s": round(wall, 1), "peak_rss_mb": round(rss)})
             log.info("%s %s: %.1f s, peak RSS %.0f MB", name, c or "(all collections)", wall, rss)
-            if name == "train_gnn":
+            if name == GNN.module:
                 gnn_text = text
         if name in cfg.merged and name in cfg.per_collection:
             merge_parts(cfg, name, collections)
@@ -418,6 +456,7 @@ def rehearse(cfg: DictConfig) -> list[dict]:
 def reproject(cfg: DictConfig) -> list[dict]:
     """`plan_only=true`: no stage runs; the setting's models and multiples, and, where an earlier
     rehearsal left `rehearsal.json`, its projections scaled to the setting."""
+    cfg = with_graph_defaults(cfg)
     print(cost_markdown(cfg), flush=True)
     done = Path(cfg.paths.reports) / "rehearsal.json"
     if not done.is_file():

@@ -41,7 +41,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 import polars as pl
@@ -53,6 +53,9 @@ from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import begin_stage, finish_stage
 from pipeline.io.catalog import COLLECTIONS, collection_dir, graph_id
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+
+if TYPE_CHECKING:
+    from pipeline.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -260,41 +263,20 @@ def view(plan: Plan, fold: int | None, what: str) -> Path:
 # ---------------------------------------------------------------------------- runs of a trainer
 
 
-@dataclass(frozen=True)
-class Family:
-    """How the fold runs drive one trainer: its family in pipeline/graph.py (name, the config key
-    reading the extract output, whose last folder names the view: gnn or tables; the key of the
-    model folder), whether the trainer averages `seeds` itself, and what a final fit changes per
-    collection given the fold runs' summaries of it."""
-
-    family: Any  # a pipeline.graph.Family, read by its fields (the stage graph runs trainers through this module)
-    seeds_inside: bool
-    final_overrides: Callable[[list[dict]], dict]
-
-    @property
-    def name(self) -> str:
-        return self.family.name
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.family.data_key,) if self.family.data_key else ()
-
-    @property
-    def out(self) -> str:
-        return self.family.model_key
+INPUT, MODELS = "data", "models"  # the trainer's config keys of its input (a view: gnn or tables) and its model folder
 
 
-def seeds_of(cfg: DictConfig, family: Family) -> list[int]:
+def seeds_of(cfg: DictConfig, trainer: Trainer) -> list[int]:
     """The seeds the fold runs loop over ([None] where the trainer averages them itself)."""
-    if family.seeds_inside:
+    if trainer.seeds_inside:
         return [None]
     seeds = cfg.get("seeds")
     return [int(s) for s in seeds] if seeds else [int(cfg.seed)]
 
 
-def wanted(cfg: DictConfig, family: Family) -> bool:
+def wanted(cfg: DictConfig, trainer: Trainer) -> bool:
     """Whether training goes through fold/seed runs rather than one plain run."""
-    return int(cfg.get("folds") or 0) > 0 or bool(cfg.get("final")) or len(seeds_of(cfg, family)) > 1
+    return int(cfg.get("folds") or 0) > 0 or bool(cfg.get("final")) or len(seeds_of(cfg, trainer)) > 1
 
 
 def run_name(base: str, seed: int | None, seeds: int) -> str:
@@ -304,13 +286,13 @@ def run_name(base: str, seed: int | None, seeds: int) -> str:
     return base if seed is None or seeds == 1 else f"{base}_seed{seed}"
 
 
-def _run_cfg(cfg: DictConfig, family: Family, out: Path, pred: Path, overrides: dict) -> DictConfig:
+def _run_cfg(cfg: DictConfig, trainer: Trainer, out: Path, pred: Path, overrides: dict) -> DictConfig:
     c = OmegaConf.to_container(cfg, resolve=True)
     c = OmegaConf.create(c)
-    c[family.out] = str(out)
+    c[MODELS] = str(out)
     c.predictions = str(pred)
     c.folds, c.final = 0, False
-    if "seeds" in c and not family.seeds_inside:
+    if "seeds" in c and not trainer.seeds_inside:
         c.seeds = None
     for k, v in overrides.items():
         OmegaConf.update(c, k, v, force_add=True)
@@ -345,16 +327,16 @@ def _clear(out: Path) -> None:
     doc.unlink(missing_ok=True)
 
 
-def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict], name: str) -> dict:
+def train(cfg: DictConfig, trainer: Trainer, run_one: Callable[[DictConfig], dict], name: str) -> dict:
     """Train through fold/seed runs (see the module docstring); returns {run name: summary}."""
-    out, pred_dir = Path(cfg[family.out]), Path(cfg.predictions)
+    out, pred_dir = Path(cfg[MODELS]), Path(cfg.predictions)
     k, fseed = int(cfg.get("folds") or 0), int(cfg.get("fold_seed") or 0)
-    seeds = seeds_of(cfg, family)
+    seeds = seeds_of(cfg, trainer)
     begin_stage(out)
     _clear(out)
     for split in ("oof", *cfg.splits, *(f"{sp}_fold_mean" for sp in cfg.splits)):
         predictions_path(pred_dir, name, split).unlink(missing_ok=True)
-    processed = Path(cfg[family.inputs[0]]).parent
+    processed = Path(cfg[INPUT]).parent
     labelled = list(cfg.get("fold_splits") or LABELLED)
     plan = make_plan(processed, max(k, 2), fseed, labelled) if k or cfg.get("final") else None
     runs: list[dict] = []
@@ -370,7 +352,7 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
         t0 = time.monotonic()
         log.info("%s: run %s (%s%s%s)", name, rname, role, "" if fold is None else f", held-out fold {fold}",
                  f", {extra['collections'][0]}" if "collections" in extra else "")
-        s = run_one(_run_cfg(cfg, family, rout, part, over)) or {}
+        s = run_one(_run_cfg(cfg, trainer, rout, part, over)) or {}
         runs.append({"name": rname, "fold": fold, "seed": seed, "role": role, "seconds": round(time.monotonic() - t0, 1),
                      **({"collections": extra["collections"]} if "collections" in extra else {})})
         summaries.setdefault(rname, {}).update(s)
@@ -396,17 +378,17 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
                      cost["models"], cost["multiple"])
     if k:
         for f in range(n):
-            inputs = {key: str(view(plan, f, Path(cfg[key]).name)) for key in family.inputs}
+            inputs = {INPUT: str(view(plan, f, Path(cfg[INPUT]).name))}
             for s in seeds:
                 one(run_name(f"fold{f}", s, len(seeds)), f, s, "fold", inputs, {"splits": ["valid", "test"]})
     elif not cfg.get("final"):
         for s in seeds:  # seeds only: each trained on the plain splits
             one(run_name("", s, len(seeds)), None, s, "seed", {}, {})
     if cfg.get("final"):
-        inputs = {key: str(view(plan, None, Path(cfg[key]).name)) for key in family.inputs}
+        inputs = {INPUT: str(view(plan, None, Path(cfg[INPUT]).name))}
         for c in finals:
             fold_sums = [v[c] for r, v in summaries.items() if c in v]
-            extra = {"collections": [c], "splits": ["test"], **family.final_overrides(fold_sums)}
+            extra = {"collections": [c], "splits": ["test"], **trainer.final_overrides(fold_sums)}
             for s in seeds:
                 one(run_name("final", s, len(seeds)), None, s, "final", inputs, extra)
     # predictions: oof from the fold runs; a labelled split's = its graphs' oof; any other split's
@@ -445,10 +427,10 @@ def train(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict]
     return summaries
 
 
-def predict(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict], name: str) -> None:
+def predict(cfg: DictConfig, trainer: Trainer, run_one: Callable[[DictConfig], dict], name: str) -> None:
     """mode=predict on a model folder trained through runs: every test-role run predicts
     `splits` of the given data; their per-graph rank average is written."""
-    out, pred_dir = Path(cfg[family.out]), Path(cfg.predictions)
+    out, pred_dir = Path(cfg[MODELS]), Path(cfg.predictions)
     doc = json.loads((out / RUNS).read_text())
     role = doc["test_from"]
     seed_of = {r["name"]: r["seed"] for r in doc["runs"] if r["role"] == role}  # inference draws from the run's seed
@@ -460,7 +442,7 @@ def predict(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dic
     try:
         for rname in names:
             seed = {} if seed_of[rname] is None else {"seed": seed_of[rname]}
-            run_one(_run_cfg(cfg, family, out / rname, tmp / rname, {"mode": "predict", **seed}))
+            run_one(_run_cfg(cfg, trainer, out / rname, tmp / rname, {"mode": "predict", **seed}))
         for split in cfg.splits:
             scores = average_runs(_read_runs(tmp, name, split))
             if scores:
@@ -481,18 +463,18 @@ def model_dirs(out: str | Path) -> list[Path]:
     return [out / n for n in sorted({r["name"] for r in doc["runs"] if r["role"] == doc["test_from"]})]
 
 
-def dispatch(cfg: DictConfig, family: Family, run_one: Callable[[DictConfig], dict], name: str) -> dict:
+def dispatch(cfg: DictConfig, trainer: Trainer, run_one: Callable[[DictConfig], dict], name: str) -> dict:
     """A trainer's entry: fold/seed runs where asked (train) or trained (predict), else its plain run."""
-    out = Path(cfg[family.out])
+    out = Path(cfg[MODELS])
     if cfg.mode == "train":
-        if wanted(cfg, family):
-            return train(cfg, family, run_one, name)
+        if wanted(cfg, trainer):
+            return train(cfg, trainer, run_one, name)
         _clear(out)
         for split in ("oof", *(f"{sp}_fold_mean" for sp in cfg.splits)):  # a plain run has none of these
             predictions_path(cfg.predictions, name, split).unlink(missing_ok=True)
         return run_one(cfg)
     if (out / RUNS).is_file():
-        predict(cfg, family, run_one, name)
+        predict(cfg, trainer, run_one, name)
         return {}
     return run_one(cfg)
 
