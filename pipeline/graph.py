@@ -26,6 +26,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS_CONF = ROOT / "conf" / "paths" / "default.yaml"
@@ -70,7 +71,7 @@ class Family:
     trained: tuple[str, ...]  # file patterns under models/<name>/<collection dir>/ that mean it is trained; () = needs no training
     reads: str | None = "gnn"  # which view of the extract output its `data=` is: gnn or tables (None: the raw root)
     kinds: tuple[str, ...] = ("tile", "layout")  # the collection kinds it serves
-    predict_args: tuple[str, ...] = ()  # more overrides for predict mode ({device}: where rank runs it)
+    predict_values: tuple[tuple[str, object], ...] = ()  # more config values in predict mode ("{device}": where rank runs it)
 
     @property
     def module(self) -> str:
@@ -88,7 +89,7 @@ class Family:
 # The model families, in the ensemble's order (ties and the fallback follow it): the ensemble's
 # members, the report's model order, rank's and the Kaggle bundle's models all follow this list.
 FAMILIES: tuple[Family, ...] = (
-    Family("gnn", "train-gnn", ("best.pt",), predict_args=("progress=false", "device={device}")),
+    Family("gnn", "train-gnn", ("best.pt",), predict_values=(("progress", False), ("device", "{device}"))),
     Family("gbdt", "train-gbdt", ("model*.txt",), reads="tables"),
     Family("analytical", "train-analytical", ("model.json",), kinds=("layout",)),
     Family("baseline", "baseline", (), reads=None),
@@ -195,30 +196,71 @@ def order() -> list[Stage]:
     return done
 
 
-def run_stage(module: str, overrides: list[str] | tuple[str, ...] = ()) -> object:
-    """Run the stage `pipeline.<module>` in this process, as make runs it: its own
-    `conf/<module>.yaml` composed with `overrides` (paths of a temporary root, `mode=predict`,
-    ...); a trainer goes through its fold/seed runs where its models were trained in them. The
-    one in-process way rank, transductive and the tests run a stage. Returns the stage's result."""
+@dataclass(frozen=True)
+class StageConfig:
+    """A stage's own config (`conf/<module>.yaml`) with typed values set on it: the one way rank,
+    transductive and the tests describe an in-process stage run, no `key=value` strings. Values
+    go by dotted key (`paths.dataset`, `model.hidden`); a key the stage's config lacks is refused
+    as hydra refuses it. Paths may be `Path`s; lists and dicts are plain Python."""
+
+    module: str
+    values: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def of(cls, module: str, *parts: Mapping[str, object], **values: object) -> StageConfig:
+        """`module`'s config with the mappings `parts` then `values` set, later ones winning."""
+        merged: dict[str, object] = {}
+        for part in (*parts, values):
+            merged.update(part)
+        return cls(module, tuple(merged.items()))
+
+    def compose(self) -> object:
+        """The composed config (an omegaconf DictConfig) with every value set."""
+        from omegaconf import OmegaConf
+
+        from pipeline.core.cli import compose
+
+        cfg = compose(self.module)
+        for key, value in self.values:
+            value = str(value) if isinstance(value, Path) else value
+            OmegaConf.update(cfg, key, value, merge=isinstance(value, dict))
+        return cfg
+
+
+def flat(values: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """{"epochs": 40, "model": {"hidden": 32}} -> {"epochs": 40, "model.hidden": 32}."""
+    out: dict[str, object] = {}
+    for k, v in values.items():
+        if isinstance(v, Mapping):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_stage(stage: StageConfig) -> object:
+    """Run the stage `pipeline.<stage.module>` in this process, as make runs it: its own config
+    with `stage`'s values set (paths of a temporary root, `mode=predict`, ...); a trainer goes
+    through `Trainer.fit` (its fold/seed runs where its models were trained in them). The one
+    in-process way rank, transductive and the tests run a stage. Returns the stage's result."""
     import importlib
 
-    from pipeline.core.cli import compose
     from pipeline.train.trainer import registered
 
-    stage_module = importlib.import_module(f"pipeline.{module}")
-    cfg = compose(module, list(overrides))
-    trainer = registered(module)
+    stage_module = importlib.import_module(f"pipeline.{stage.module}")
+    cfg = stage.compose()
+    trainer = registered(stage.module)
     return stage_module.run(cfg) if trainer is None else trainer.fit(cfg)
 
 
-def run_feature_stages(data: Path, work: Path, overrides: list[str] | tuple[str, ...] = (),
-                       extra: dict[str, list[str]] | None = None) -> Path:
+def run_feature_stages(data: Path, work: Path, values: Mapping[str, object] | None = None,
+                       extra: dict[str, Mapping[str, object]] | None = None) -> Path:
     """The feature stages (prune, pad, extract) in this process on the npz root `data`, each
     writing `work/<its folder>` (pruned, padded, processed) and reading the one before, with
-    `overrides` and `extra[<target>]`; returns the extract output (its `gnn/` and `tables/`)."""
+    `values` and `extra[<target>]` set; returns the extract output (its `gnn/` and `tables/`)."""
     for step in feature_stages():
         out = Path(work) / step.folder
-        run_stage(step.module, [*overrides, f"data={data}", f"out={out}", *(extra or {}).get(step.target, [])])
+        run_stage(StageConfig.of(step.module, values or {}, {"data": data, "out": out}, (extra or {}).get(step.target, {})))
         data = out
     return Path(data)
 

@@ -54,7 +54,7 @@ from pipeline.core.cli import compose, stage as entry_point
 from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.progress import silenced
-from pipeline.graph import ENSEMBLE, FAMILIES, family, run_feature_stages, run_stage, stage_named
+from pipeline.graph import ENSEMBLE, FAMILIES, StageConfig, family, run_feature_stages, run_stage, stage_named
 from pipeline.io.catalog import GraphFile, check_collection, collection_dir, collection_kind, collection_of_path
 from pipeline.io.npz import Graph, iter_node_config_feat, read_graph, write_graph
 from pipeline.io.predictions import predictions_path, read_predictions
@@ -155,7 +155,7 @@ class Ranker:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         # this run's paths, one process, no bars
-        self.common = [f"paths.{k}={cfg.paths[k]}" for k in ("dataset", "data_dir")] + ["jobs=1"]
+        self.common = {**{f"paths.{k}": cfg.paths[k] for k in ("dataset", "data_dir")}, "jobs": 1}
         self.models = Path(cfg.paths.models)
         self.stats = Path(cfg.stats)
 
@@ -209,30 +209,29 @@ class Ranker:
         if not self.stats.is_file():
             raise DataError(self.stats, "normalization statistics of the training run not found (run make pad on the "
                                         "training root first)")
-        return run_feature_stages(t / "raw", t, [*self.common, f"collections=[{collection}]", "splits=[test]"],
-                                  {"pad": [f"stats={t / 'stats.json'}", f"stats_from={self.stats}"]})
+        return run_feature_stages(t / "raw", t, {**self.common, "collections": [collection], "splits": ["test"]},
+                                  {"pad": {"stats": t / "stats.json", "stats_from": self.stats}})
 
     def predict(self, t: Path, gf: GraphFile, name: str, kind: str, features: Path | None) -> None:
         """The model `name` of family `kind` in predict mode on the file under `t` (`features`:
         the extract output, for the families that read it)."""
         pred = t / "predictions"
         f = family(kind)
-        only = [f"collections=[{gf.collection}]", "splits=[test]", f"predictions={pred}"]
-        if name != f.name:
-            only.append(f"name={name}")
+        only = {"collections": [gf.collection], "splits": ["test"], "predictions": pred,
+                **({"name": name} if name != f.name else {})}
         if not f.trained:  # its stage reads the raw file
-            run_stage(f.module, [*self.common, f"data={t / 'raw'}", *only])
+            run_stage(StageConfig.of(f.module, self.common, only, data=t / "raw"))
         else:
-            extra = [a.format(device=self.cfg.device) for a in f.predict_args]
-            run_stage(f.module, [*self.common, "mode=predict", f"models={self.models / name}",
-                                 f"data={features / f.reads}", *extra, *only])
+            extra = {k: v.format(device=self.cfg.device) if isinstance(v, str) else v for k, v in f.predict_values}
+            run_stage(StageConfig.of(f.module, self.common, {"mode": "predict", "models": self.models / name,
+                                                             "data": features / f.reads}, extra, only))
         if not predictions_path(pred, name, "test").is_file():
             raise DataError(self.models / name, f"{name} wrote no predictions for {gf.collection}")
 
     def blend(self, t: Path, collection: str, members: list[str]) -> dict[str, float]:
-        result = run_stage(stage_named(ENSEMBLE).module, [
-            *self.common, "mode=apply", "splits=[test]", f"data={t / 'raw'}", f"predictions={t / 'predictions'}",
-            f"weights={self.models / ENSEMBLE / 'weights.json'}", f"members=[{','.join(members)}]"])
+        result = run_stage(StageConfig.of(stage_named(ENSEMBLE).module, self.common, {
+            "mode": "apply", "splits": ["test"], "data": t / "raw", "predictions": t / "predictions",
+            "weights": self.models / ENSEMBLE / "weights.json", "members": list(members)}))
         return {m: float(w) for m, w in result["served"]["test"][collection].items()}
 
 

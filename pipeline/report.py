@@ -46,42 +46,25 @@ from typing import Mapping
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers, CI or Kaggle
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from models import metrics  # noqa: E402
 from pipeline.core.cli import stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
-from pipeline.core.fsutil import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.core.fsutil import write_text_atomic  # noqa: E402
 from pipeline.graph import model_order  # noqa: E402
-from pipeline.io.catalog import COLLECTIONS, SHORT, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id, truth_path  # noqa: E402
+from pipeline.io.catalog import COLLECTIONS, TRUTH, GraphFile, collection_kind, discover, resolve_root, split_id, truth_path  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
 from pipeline.io.runtimes import load_runtimes, score_submission  # noqa: E402
 from pipeline.io.submission_csv import rows_from_predictions  # noqa: E402
+from pipeline.reporting.markdown import IN_SAMPLE, VALID_FOLDS, _markdown, _num, _served_lines  # noqa: E402, F401
+from pipeline.reporting.plots import CEILING_LABEL, _score_of, plot_ranks, plot_scores, plot_top_k  # noqa: E402, F401
 
 log = logging.getLogger(__name__)
 
 # Known models first, in pipeline order, so colours and table rows stay put from run to run.
 MODEL_ORDER = tuple(model_order())
-# Said under the score table: these figures flatter the models, and by how much is unknown.
-IN_SAMPLE = {
-    "valid": "These valid scores are in-sample, hence optimistic: the ensemble's weights are fitted on these "
-             "graphs, the GNN keeps its best epoch on them and LightGBM early-stops on them; only the test "
-             "(leaderboard) score is out of sample (`python -m pipeline.ensemble holdout=true` scores the ensemble on valid graphs "
-             "its weights were not fitted on).",
-    "train": "These train scores are in-sample: every model was fitted on these graphs.",
-    "oof": "Out of fold: each labelled (train and valid) graph is scored by the fold models that did not see it, "
-           "each of which picked its epoch or early stop on that graph's fold (folds=K), so the members' scores "
-           "are out of sample but for that choice. The ensemble's weights are fitted on these same scores, so "
-           "its row is in sample; the leave-one-graph-out scores below estimate how its weights hold.",
-}
-# the valid split's note when the members were trained in folds (their valid predictions are out of fold)
-VALID_FOLDS = ("These valid scores are out of fold for every trained member (the models were trained in folds "
-               "over the labelled graphs, each valid graph scored by the fold models that did not see it); the "
-               "ensemble's weights are fitted on the out-of-fold scores of every labelled graph, these included, "
-               "so its row is in sample.")
-CEILING_LABEL = "noise ceiling"
 
 
 def model_names(predictions: str | Path, split: str, wanted: list[str] | None) -> list[str]:
@@ -216,225 +199,6 @@ def ceiling_entry(files: list[GraphFile], per_graph: Mapping[str, float], scored
             "missing": missing, "fraction": fraction}
 
 
-def _colors(models: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(models)}
-
-
-def _save(fig, path: Path, dpi: int) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _score_of(scores: dict, column: str) -> float | None:
-    """A model's score in a collection, or its overall one; None where it has none."""
-    return scores["score"] if column == "overall" else scores["collections"].get(column)
-
-
-def plot_scores(scores: dict[str, dict], graphs: dict[str, int], path: Path, dpi: int,
-                ceiling: dict | None = None) -> None:
-    models = list(scores)
-    groups = [c for c in COLLECTIONS if c in graphs] + ["overall"]
-    colors = _colors(models)
-    width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + len(groups) * (0.5 + 0.35 * len(models))), 4.6))
-    x = np.arange(len(groups))
-    for i, m in enumerate(models):
-        vals = [_score_of(scores[m], c) for c in groups]
-        vals = [np.nan if v is None else v for v in vals]  # a collection the model does not serve: no bar
-        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=m, color=colors[m])
-        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in vals], fontsize=7, padding=2)
-    if ceiling is not None:  # a dashed line over each group: the best any ranking can reach
-        label = CEILING_LABEL
-        for j, c in enumerate(groups):
-            v = ceiling["score"] if c == "overall" else ceiling["collections"].get(c)
-            if v is not None:
-                ax.hlines(v, j - 0.45, j + 0.45, color="black", lw=1.4, ls="--", label=label)
-                label = None
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axvline(len(groups) - 1.5, color="grey", lw=0.8, ls=":")
-    ax.set_xticks(x, [f"{SHORT.get(c, c)}\n({graphs[c]} graphs)" if c in graphs else "overall\n(mean)" for c in groups])
-    ax.set_ylabel("score (higher is better)")
-    lo = min(0.0, *(v for m in models for c in groups[:-1] if (v := _score_of(scores[m], c)) is not None))
-    ax.set_ylim(lo - 0.1 if lo < 0 else 0, 1.12)
-    ax.set_title("Validation score per collection\n(tile: 2 - best-of-top-5 slowdown; layout: Kendall tau)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="model", frameon=False)
-    _save(fig, path, dpi)
-
-
-def plot_ranks(predictions: dict[str, dict], runtimes: Mapping[str, np.ndarray], graph_ids: list[str],
-               per_graph: dict[str, dict], path: Path, dpi: int, max_points: int) -> None:
-    models = list(predictions)
-    colors = _colors(models)
-    rows, cols = len(models), len(graph_ids)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.6, 2.7 * rows + 0.6), squeeze=False)
-    for j, gid in enumerate(graph_ids):
-        r = runtimes[gid]
-        truth = metrics.mean_ranks(r)  # equal runtimes share a rank: duplicated configs are no mistake
-        # evenly spaced along the measured order: the whole range stays visible on big graphs
-        keep = np.argsort(truth, kind="stable")[np.unique(np.linspace(0, r.size - 1, min(r.size, max_points)).astype(int))]
-        collection, stem = split_id(gid)
-        for i, m in enumerate(models):
-            ax = axes[i, j]
-            if gid not in per_graph[m]:  # a collection the model does not serve
-                ax.axis("off")
-                continue
-            pred = metrics.order_to_rank(metrics.ranking(predictions[m][gid]), r.size)
-            ax.scatter(pred[keep], truth[keep], s=6, alpha=0.5, color=colors[m], linewidths=0)
-            ax.plot([0, r.size - 1], [0, r.size - 1], color="grey", lw=0.8, ls="--")
-            ax.set_xlim(-0.5, r.size - 0.5)
-            ax.set_ylim(-0.5, r.size - 0.5)
-            label = "top-5 score" if collection.startswith("tile") else "tau"
-            ax.text(0.03, 0.97, f"{m}\n{label} {per_graph[m][gid]:.2f}", transform=ax.transAxes, va="top",
-                    fontsize=8, bbox=dict(facecolor="white", alpha=0.8, lw=0))
-            ax.tick_params(labelsize=7)
-            if i == 0:
-                ax.set_title(f"{SHORT.get(collection, collection)}\n{stem[:22]} ({r.size} configs)", fontsize=8)
-            if i == rows - 1:
-                ax.set_xlabel("predicted rank", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("measured rank", fontsize=8)
-    fig.suptitle("Predicted vs measured rank (0 = fastest; the dashed diagonal is a perfect ranking)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path, dpi)
-
-
-def plot_top_k(slowdown: dict[str, dict], collections: list[str], k: int, path: Path, dpi: int) -> None:
-    models = list(slowdown)
-    colors = _colors(models)
-    panels = collections + ["all"]
-    cols = min(3, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows + 0.5), squeeze=False)
-    ks = np.arange(1, k + 1)
-    for idx, c in enumerate(panels):
-        ax = axes[idx // cols, idx % cols]
-        for m in models:
-            if c in slowdown[m]:
-                ax.plot(ks, slowdown[m][c], color=colors[m], lw=1.6, label=m, marker="o", ms=2.5)
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= k]
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.set_title("all graphs" if c == "all" else SHORT.get(c, c), fontsize=9)
-        if idx // cols == rows - 1 or idx + cols >= len(panels):
-            ax.set_xlabel("K (best of the model's top K)", fontsize=8)
-        if idx % cols == 0:
-            ax.set_ylabel("best runtime found / true best", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3, which="both")
-    for idx in range(len(panels), rows * cols):
-        axes[idx // cols, idx % cols].axis("off")
-    axes[0, 0].legend(fontsize=8, title="model", title_fontsize=8)
-    fig.suptitle("Best-of-top-K slowdown (1.0 = the fastest config is among the model's top K)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path, dpi)
-
-
-def _table_head(columns: list[str]) -> list[str]:
-    """The two header lines of a model x collection table with an overall column."""
-    return ["| model | " + " | ".join(columns) + " | overall |", "|---|" + "---:|" * (len(columns) + 1)]
-
-
-def _bold_if_best(value: float | None, best: float) -> str:
-    """A score cell, in bold when it is the column's best (`—` where the model has none)."""
-    if value is None:
-        return "—"
-    return f"**{value:.4f}**" if np.isclose(value, best) else f"{value:.4f}"
-
-
-def _num(value: float | None, fmt: str = ".4f") -> str:
-    """A number cell, `—` when there is none."""
-    return "—" if value is None else format(value, fmt)
-
-
-def _score_lines(result: dict, models: list[str], cols: list[str]) -> list[str]:
-    """The report's title, intro and score table (with the noise-ceiling row when present)."""
-    graphs = result["graphs"]
-    best = {c: max((v for m in models if (v := _score_of(result["models"][m], c)) is not None), default=None)
-            for c in cols + ["overall"]}
-    num_graphs = sum(graphs.values())
-    lines = [f"# Validation report: {result['split']} split",
-             "",
-             f"{len(models)} model(s) scored on {num_graphs} graphs of `{result['data']}` with the competition metric "
-             "(tile: `2 - best-of-top-5 slowdown`; layout: Kendall tau-b; overall: mean of the collections). "
-             "Best per column in bold.",
-             "",
-             *_table_head([f"{c} ({graphs[c]})" for c in cols])]
-    for m in models:
-        scores = result["models"][m]
-        lines.append(f"| {m} | " + " | ".join(_bold_if_best(_score_of(scores, c), best[c]) for c in cols + ["overall"]) + " |")
-    ceiling = result.get("noise_ceiling")
-    if ceiling is not None:
-        lines.append(f"| *{CEILING_LABEL}* | " + " | ".join(f"*{_num(ceiling['collections'].get(c))}*" for c in cols)
-                     + f" | *{_num(ceiling['score'])}* |")
-    return lines
-
-
-def _ceiling_lines(ceiling: dict, models: list[str], cols: list[str]) -> list[str]:
-    """The "Fraction of the noise ceiling" section: each model's score / the ceiling."""
-    if ceiling.get("source") == "audit":
-        what = (f"The *{CEILING_LABEL}* row is `make audit`'s estimate per graph (an upper bound of the score a model can "
-                "expect under the noise measured among identical configs, scored as here), averaged per collection; a "
-                "graph whose duplicates cannot support one has none (`audit.md` says why), and neither has its collection.")
-    else:
-        what = (f"The *{CEILING_LABEL}* row scores the generator's noiseless cost of every config against the "
-                "measured runtimes (the metric of the order by noiseless cost): the best any ranking can reach under "
-                "the measurement noise.")
-    lines = ["", "## Fraction of the noise ceiling", "",
-             what + " Below, each model's score / that ceiling (1 = as good as the noise allows).",
-             "",
-             *_table_head(cols)]
-    for m in models:
-        fraction = ceiling["fraction"][m]
-        lines.append(f"| {m} | " + " | ".join(_num(fraction.get(c), ".3f") for c in cols)
-                     + f" | {_num(fraction['overall'], '.3f')} |")
-    if ceiling["missing"]:
-        lines += ["", f"{len(ceiling['missing'])} graph(s) have no ceiling; their collections have none."]
-        reasons: dict[str, int] = {}
-        for why in ceiling.get("why", {}).values():
-            reasons[why] = reasons.get(why, 0) + 1
-        lines += [f"- n/a for {n} graph(s): {why}" for why, n in sorted(reasons.items(), key=lambda r: -r[1])]
-    return lines
-
-
-def _top_k_lines(result: dict, models: list[str], name: str) -> list[str]:
-    """The "Best of the model's top K" section: a table of slowdowns at a few K and its figure."""
-    lines = ["## Best of the model's top K", "",
-             "Mean over all graphs of (min measured runtime among the model's K best-ranked configs) / "
-             "(true min runtime): how much slower the best config found is when trying the top K.", ""]
-    ks = [k for k in (1, 5, 10, 20, 50) if k <= result["top_k"]["k"]]
-    lines += ["| model | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
-    for m in models:
-        curve = result["top_k"]["slowdown"][m].get("all")
-        lines.append(f"| {m} | " + " | ".join("—" if curve is None else f"{curve[k - 1]:.3f}" for k in ks) + " |")
-    return lines + ["", f"![Best-of-top-K slowdown]({name}_topk.png)", ""]
-
-
-def _markdown(result: dict, name: str) -> str:
-    """The `<name>.md` report of a `run` result, its figures embedded by file name."""
-    models = list(result["models"])
-    cols = [c for c in COLLECTIONS if c in result["graphs"]]
-    ceiling = result.get("noise_ceiling")
-    lines = _score_lines(result, models, cols)
-    lines += ["", VALID_FOLDS if result["split"] == "valid" and result.get("folds") else IN_SAMPLE.get(result["split"], "")]
-    lines += _served_lines(result)
-    if ceiling is not None:
-        lines += _ceiling_lines(ceiling, models, cols)
-    for m, why in result["skipped"].items():
-        lines.append(f"\nNot scored: **{m}**: {why}")
-    lines += ["", f"![Scores per collection and model]({name}_scores.png)", ""]
-    lines += _top_k_lines(result, models, name)
-    if "ranks" in result["figures"]:
-        lines += ["## Predicted vs measured rank", "",
-                  "The graph with the most configs of each collection: "
-                  + ", ".join(f"`{g}`" for g in result["rank_graphs"]) + ".", "",
-                  f"![Predicted vs measured rank]({name}_ranks.png)", ""]
-    return "\n".join(lines)
-
-
 def ensemble_served(weights: str | Path | None) -> dict:
     """`{"ensemble": {"served": {split: {collection: {member: weight}}}, "method": {collection:
     method}, "out_of_fold": {collection: {method: score}}}}` from the ensemble's weights file;
@@ -448,27 +212,6 @@ def ensemble_served(weights: str | Path | None) -> dict:
     cols = doc.get("collections", {})
     return {"ensemble": {"served": doc["served"], "method": {c: e.get("method") for c, e in cols.items()},
                          "out_of_fold": {c: e.get("out_of_fold", {}) for c, e in cols.items()}}}
-
-
-def _served_lines(result: dict) -> list[str]:
-    ens = result.get("ensemble")
-    if not ens:
-        return []
-    lines = ["", "## What the ensemble served", "",
-             "Per collection and split, the members the ensemble used and their weights (a collection "
-             "without fitted weights is served by the first member that covers it), the fitting "
-             "method, and each method's leave-one-graph-out score on the graphs the weights were fitted on.", "",
-             "| collection | " + " | ".join(ens["served"]) + " | method | out of fold |",
-             "|---|" + "---|" * (len(ens["served"]) + 2)]
-    for c in COLLECTIONS:
-        row = [" + ".join(f"{m} {w:.2f}" for m, w in ens["served"][sp][c].items()) if c in ens["served"][sp] else "-"
-               for sp in ens["served"]]
-        if set(row) == {"-"}:
-            continue
-        oof = ens["out_of_fold"].get(c) or {}
-        lines.append(f"| {c} | " + " | ".join(row) + f" | {ens['method'].get(c) or 'first available'} | "
-                     + (", ".join(f"{m} {v:.4f}" for m, v in oof.items()) or "-") + " |")
-    return lines
 
 
 def _split_and_models(cfg: DictConfig) -> tuple[list[GraphFile], list[str]]:

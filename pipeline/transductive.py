@@ -59,7 +59,7 @@ from pipeline.baseline import baseline_scores  # noqa: E402
 from pipeline.core.cli import compose, instantiate, stage  # noqa: E402
 from pipeline.core.errors import DataError  # noqa: E402
 from pipeline.core.fsutil import write_text_atomic  # noqa: E402
-from pipeline.graph import ENSEMBLE, FAMILIES, model_order, run_feature_stages, run_stage  # noqa: E402
+from pipeline.graph import ENSEMBLE, FAMILIES, StageConfig, flat, model_order, run_feature_stages, run_stage  # noqa: E402
 from pipeline.io.catalog import GraphFile, collection_kind, collection_of_path, discover, graph_id, rel_path  # noqa: E402
 from pipeline.io.npz import read_graph, write_graph  # noqa: E402
 from pipeline.io.predictions import predictions_path, read_predictions  # noqa: E402
@@ -68,19 +68,6 @@ log = logging.getLogger(__name__)
 MEMBERS = tuple(m for m in model_order() if m != ENSEMBLE)  # the pipeline's members, in pipeline order
 GNN = "gnn"  # the member averaged over gnn_seeds models (its `gnn` block: train_gnn overrides)
 REFERENCE = "lightgbm"
-
-
-def _overrides(d: dict, prefix: str = "") -> list[str]:
-    """{"epochs": 40, "model": {"hidden": 32}} -> ["epochs=40", "model.hidden=32"]."""
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _overrides(v, f"{prefix}{k}.")
-        elif isinstance(v, list):
-            out.append(f"{prefix}{k}=[{','.join(str(x) for x in v)}]")
-        else:
-            out.append(f"{prefix}{k}={'null' if v is None else v}")
-    return out
 
 
 @dataclass
@@ -165,7 +152,7 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     u.write(raw, collection, "train", stem, tr, chunk)
     u.write(raw, collection, "test", stem, te, chunk)
     gid = graph_id(collection, stem)
-    common = ["jobs=1", f"seed={gnn_seeds[0]}"]
+    common = {"jobs": 1, "seed": gnn_seeds[0]}
     wanted = set(cfg.members)
     out: dict[str, np.ndarray] = {}
     if "baseline" in wanted:
@@ -175,25 +162,23 @@ def train_members(u: Unique, collection: str, stem: str, tr: np.ndarray, te: np.
     runs: list[dict] = []
     if not wanted & {f.name for f in FAMILIES if f.trained}:
         return out, {"gnn_seed_scores": [], "gnn_epochs": None}
-    processed = run_feature_stages(raw, work, common, {"extract": ["flat_configs=true"]})  # one graph: its own groups are features
+    processed = run_feature_stages(raw, work, common, {"extract": {"flat_configs": True}})  # one graph: its own groups are features
     preds = work / "predictions"
     summary: dict = {}
     for f in FAMILIES:  # the trained members, each through its own stage (the GNN once per seed of gnn_seeds)
         if f.name not in wanted or not f.trained or u.kind not in f.kinds:
             continue
         block = cfg.get(f.name)  # its stage's overrides, where the config has a block for it
-        over = _overrides(OmegaConf.to_container(block, resolve=True)) if block is not None else []
+        over = flat(OmegaConf.to_container(block, resolve=True)) if block is not None else {}
+        inputs = {"data": processed / f.reads, "collections": [collection], "splits": ["test"]}
         if f.name != GNN:
-            run_stage(f.module, [
-                f"data={processed / f.reads}", f"models={work / 'models' / f.name}", f"predictions={preds}",
-                f"collections=[{collection}]", "splits=[test]", *common, *over])
+            run_stage(StageConfig.of(f.module, inputs, common, over, models=work / "models" / f.name, predictions=preds))
             out[f.name] = read_predictions(predictions_path(preds, f.name, "test"))[gid]
             continue
         for seed in gnn_seeds:
             sub = f"{f.name}_seed{seed}"
-            summary = run_stage(f.module, [
-                f"data={processed / f.reads}", f"models={work / 'models' / sub}", f"predictions={preds / sub}",
-                f"collections=[{collection}]", "splits=[test]", f"seed={seed}", f"progress={cfg.progress}", "jobs=1", *over])
+            summary = run_stage(StageConfig.of(f.module, inputs, {"models": work / "models" / sub, "predictions": preds / sub,
+                                                                  "seed": seed, "progress": bool(cfg.progress), "jobs": 1}, over))
             runs.append({gid: read_predictions(predictions_path(preds / sub, f.name, "test"))[gid]})
         if runs:  # seed averaging (1st place): the mean of the models' per-config ranks, as train_gbdt's seeds
             out[f.name] = runs[0][gid] if len(runs) == 1 else average_seeds(runs, "rank")[gid]
@@ -359,8 +344,8 @@ def run(cfg: DictConfig) -> dict:
     unknown = sorted(set(cfg.members) - {*MEMBERS, REFERENCE})
     if unknown:
         raise DataError(None, f"members: unknown model(s) {unknown} (known: {', '.join([*MEMBERS, REFERENCE])})")
-    blender: Blender = instantiate(compose("ensemble", _overrides(OmegaConf.to_container(cfg.blender, resolve=True),
-                                                                  "blender.")).blender, "blender")
+    blender_values = flat(OmegaConf.to_container(cfg.blender, resolve=True), "blender.")
+    blender: Blender = instantiate(StageConfig.of(ENSEMBLE, blender_values).compose().blender, "blender")
     seeds = [int(s) for s in (cfg.seeds if OmegaConf.is_list(cfg.seeds) else [cfg.seeds])]
     if not seeds:
         raise DataError(None, "seeds must list at least one seed, e.g. seeds=[0,1,2]")

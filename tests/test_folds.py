@@ -164,19 +164,19 @@ def test_the_trainer_skeleton_trains_predicts_and_stamps(tmp_path: Path) -> None
     from pipeline.train import trainer
 
     pred, models = tmp_path / "pred", tmp_path / "models"
-    cfg = OmegaConf.create({"mode": "train", "splits": ["valid", "test"], "predictions": str(pred), "name": "m"})
+    cfg = OmegaConf.create({"mode": "train", "splits": ["valid", "test"], "predictions": str(pred), "name": "m", "models": str(models)})
     stale = predictions_path(pred, "m", "test")
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
     fitted = []
-    metas = trainer.run_collections(cfg, models, ["tile:xla", "layout:xla:random"], fit=lambda c: fitted.append(c) or {"c": c},
+    metas = trainer.run_collections(cfg, ["tile:xla", "layout:xla:random"], fit=lambda c: fitted.append(c) or {"c": c},
                                     predict=lambda c, split: {f"{c}:{split}": np.arange(3.0)} if split == "valid" else {},
                                     desc="t")
     assert fitted == ["tile:xla", "layout:xla:random"] and set(metas) == set(fitted)
     assert set(read_predictions(predictions_path(pred, "m", "valid"))) == {"tile:xla:valid", "layout:xla:random:valid"}
     assert not stale.exists() and (models / ".complete").is_file()
     cfg.mode = "predict"
-    assert trainer.run_collections(cfg, models, ["tile:xla"], fit=lambda c: 1 / 0, predict=lambda c, s: {}, desc="t") == {}
+    assert trainer.run_collections(cfg, ["tile:xla"], fit=lambda c: 1 / 0, predict=lambda c, s: {}, desc="t") == {}
     cfg.mode = "fit"
     with pytest.raises(DataError, match="mode must be train or predict, got 'fit'"):
-        trainer.run_collections(cfg, models, [], fit=lambda c: None, predict=lambda c, s: {}, desc="t")
+        trainer.run_collections(cfg, [], fit=lambda c: None, predict=lambda c, s: {}, desc="t")

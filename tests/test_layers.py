@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("features", "models", "pipeline", "notebooks", "tests")
 STAGES = "pipeline"  # the stage entry points, pipeline/<stage>.py
-SUBLAYERS = ("core", "io", "gnn", "train", "tools", "sample", "graph")  # pipeline/<sublayer>/ (graph: pipeline/graph.py)
+SUBLAYERS = ("core", "io", "gnn", "train", "tools", "sample", "graph", "reporting")  # pipeline/<sublayer>/ (graph: pipeline/graph.py)
 EVERY = {"features", "models", STAGES, *(f"pipeline.{s}" for s in SUBLAYERS)}
 # layer -> the layers it may import (itself included)
 ALLOWED = {
@@ -23,6 +23,7 @@ ALLOWED = {
     "pipeline.sample": {"pipeline.core", "pipeline.io", "pipeline.sample", "features"},
     "pipeline.gnn": {"pipeline.core", "pipeline.io", "pipeline.gnn", "features", "models"},
     "pipeline.train": {"pipeline.core", "pipeline.io", "pipeline.train", "features", "models"},
+    "pipeline.reporting": {"pipeline.core", "pipeline.io", "pipeline.reporting", "features", "models"},
     "pipeline.graph": {"pipeline.core", "pipeline.train", "pipeline.graph"},  # run_stage: lazily, inside the function
     STAGES: EVERY - {"pipeline.tools"},
     "pipeline.tools": EVERY,

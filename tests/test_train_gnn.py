@@ -16,7 +16,7 @@ from pipeline import train_gnn
 from pipeline.core.cli import compose
 from pipeline.core.errors import DataError
 from pipeline.core.logger import NullLogger
-from pipeline.gnn import steps as gnn_steps, training
+from pipeline.gnn import fit as gnn_fit, steps as gnn_steps, training
 from pipeline.gnn.dataset import feature_dims
 from pipeline.io.catalog import collection_dir, discover
 from pipeline.io.npz import read_graph
@@ -83,8 +83,8 @@ def test_a_time_budget_stops_at_a_step_predicts_and_resume_ends_where_an_uninter
     assert cut["stopped"] == "time_budget" and cut["steps"] == 1 and cut["epochs"] == 0
     assert (tmp_path / "a/models/layout/nlp/random/best.pt").is_file(), "a cut run still has a model to predict with"
     assert (tmp_path / "a/pred/gnn/valid.parquet").is_file() and (tmp_path / "a/models/.complete").is_file()
-    monkeypatch.setattr(train_gnn, "ESTIMATE_AFTER", 3)
-    with caplog.at_level("INFO", logger="pipeline.train_gnn"):
+    monkeypatch.setattr(gnn_fit, "ESTIMATE_AFTER", 3)
+    with caplog.at_level("INFO", logger="pipeline.gnn.fit"):
         resumed = train_gnn.run(cfg(tiny, tmp_path / "a", *one, "resume=true"))["layout:nlp:random"]
     assert "min for the 8 steps left" in caplog.text  # 3 steps after the resumed step 1, of 12
     assert "min left for 2 epochs" in caplog.text
@@ -155,7 +155,7 @@ def test_a_memory_budget_checkpoints_then_lowers_k_and_a_roomy_one_changes_nothi
     model = gnn_steps.build_model(gnn_steps.model_config(c, feature_dims(train), "layout"))
     fp = memory.measure(model, g, training.Precision.make(torch.device("cpu"), False, "bfloat16").autocast)
     between = (fp.train.at(24) + fp.checkpointed.at(24)) / 2 / memory.GB
-    with caplog.at_level("INFO", logger="pipeline.train_gnn"):
+    with caplog.at_level("INFO", logger="pipeline.gnn.fit"):
         tight = train_gnn.run(cfg(tiny, tmp_path / "c", *one, f"memory_budget={between:.9f}"))["layout:nlp:random"]
     assert tight["memory"]["checkpoint"] and tight["memory"]["k"] == 24 and "with activation checkpointing at K=24" in caplog.text
     np.testing.assert_allclose(tight["train_loss"], plain["train_loss"], rtol=1e-5)  # the same step, recomputed

@@ -224,7 +224,7 @@ def gpu_seconds(gpu: DictConfig, gbytes: float, gflop: float, kernels: float) ->
 def gnn_gpu_rows(cfg: DictConfig, gnn: dict, sizes: dict[str, dict], s_per_step: dict[str, float]) -> list[dict]:
     """The GNN's training and inference rows per collection: CPU hours from the measured s per
     step, GPU hours from the counted bytes / FLOPs / kernels (module docstring)."""
-    train_cfg = compose("train_gnn", list(cfg.gpu_gnn_args))
+    train_cfg = compose(GNN.module, list(cfg.gpu_gnn_args))
     gpu = cfg.gpu
     real, conf = {c: list(v) for c, v in cfg.real_graphs.items()}, {c: list(v) for c, v in cfg.real_configs.items()}
     folds_on = int(cfg.folds) > 0
@@ -258,12 +258,12 @@ def gnn_gpu_rows(cfg: DictConfig, gnn: dict, sizes: dict[str, dict], s_per_step:
         perms = int(train_cfg.infer_permutations)
         labelled_perms = perms if train_cfg.labelled_permutations is None else int(train_cfg.labelled_permutations)
         scored = labelled * labelled_perms + real[c][2] * conf[c][2] * perms
-        rows.append({"stage": "train_gnn (training, projected from s/step)", "collection": c, "wall_s": None, "peak_rss_mb": None,
+        rows.append({"stage": f"{GNN.module} (training, projected from s/step)", "collection": c, "wall_s": None, "peak_rss_mb": None,
                      "projected_h": _sig(steps * s_per_step[c] / 3600),
                      "gpu_h": _sig((steps * step_s + int(train_cfg.epochs) * infer_s(valid_configs)) / 3600),
                      "gpu_step": {"batch_s": _sig(batch_s), "model_s": _sig(model_s), "bound": bound, "waits_for_cpu": batch_s > model_s,
                                   "steps": steps, "measured": measured}})
-        rows.append({"stage": "train_gnn (inference)", "collection": c, "wall_s": None, "peak_rss_mb": None, "projected_h": None,
+        rows.append({"stage": f"{GNN.module} (inference)", "collection": c, "wall_s": None, "peak_rss_mb": None, "projected_h": None,
                      "gpu_h": _sig(infer_s(scored) / 3600), "configs_x_permutations": int(scored)})
     return rows
 
@@ -277,7 +277,7 @@ def project(cfg: DictConfig, rows: list[dict], counts: dict[str, dict[str, list[
     caps = stage_caps(cfg)
     speedup = max(1.0, int(cfg.cores) / max(1, os.cpu_count() or 1) * float(cfg.parallel_efficiency))
     for r in rows:
-        if r["stage"] == "train_gnn":  # a time-budgeted run does not scale with its graphs: the rows below use s per step
+        if r["stage"] == GNN.module:  # a time-budgeted run does not scale with its graphs: the rows below use s per step
             r["projected_h"] = r["projected_h_cores"] = None
             continue
         cols = [r["collection"]] if r["collection"] != "all" else [c for c in counts if c in want]
@@ -354,7 +354,7 @@ def apply_fold_costs(cfg: DictConfig, rows: list[dict]) -> None:
     for r in rows:
         if r.get("projected_h") is None:
             continue
-        gnn = r["stage"].startswith("train_gnn (training")
+        gnn = r["stage"].startswith(f"{GNN.module} (training")
         if not gnn and r["stage"] not in trained_stages(cfg):
             continue
         key = "gnn" if gnn else "trees"
@@ -465,7 +465,7 @@ def reproject(cfg: DictConfig) -> list[dict]:
     doc = json.loads(done.read_text())
     # the GNN's projected rows again for this setting (its inference scores every labelled
     # config with folds); then the fold multiples on the training rows of a plain rehearsal
-    rows = [r for r in doc["rows"] if not r["stage"].startswith("train_gnn (")]
+    rows = [r for r in doc["rows"] if not r["stage"].startswith(f"{GNN.module} (")]
     gnn = doc.get("gnn", {})
     if "sizes" in gnn:
         rows += gnn_gpu_rows(cfg, gnn, gnn["sizes"], gnn["s_per_step"])

@@ -31,236 +31,32 @@ serves it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from models.ensemble import average_seeds
-from pipeline.core.errors import DataError
 from pipeline.core.fsutil import write_text_atomic
 from pipeline.core.runner import begin_stage, finish_stage
-from pipeline.io.catalog import COLLECTIONS, collection_dir, graph_id
+from pipeline.io.catalog import COLLECTIONS, collection_dir
 from pipeline.io.predictions import predictions_path, read_predictions, write_predictions
+from pipeline.train.fold_plan import LABELLED, PLAN, Plan, assign_folds, fingerprint, make_plan  # noqa: F401 (the plan's names, here too)
+from pipeline.train.fold_views import VIEW_DONE, view  # noqa: F401
 
 if TYPE_CHECKING:
     from pipeline.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-LABELLED = ("train", "valid")
 RUNS = "runs.json"
-PLAN = "plan.json"
-VIEW_DONE = ".complete"
-
-
-# ---------------------------------------------------------------------------- fold assignment (pure)
-
-
-def assign_folds(groups: Mapping[str, str], k: int, seed: int) -> dict[str, int]:
-    """Graph id -> fold in [0, min(k, number of groups)): graphs sharing a group key (identical
-    graphs) share a fold. Groups are ordered by a hash of (seed, key) and dealt round-robin, so
-    the folds differ in size by one group at most and the result depends on nothing else."""
-    if k < 2:
-        raise ValueError(f"folds must be at least 2, got {k}")
-    keys = sorted(set(groups.values()), key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
-    n = min(k, len(keys))
-    fold_of = {g: i % n for i, g in enumerate(keys)} if n else {}
-    return {gid: fold_of[g] for gid, g in sorted(groups.items())}
-
-
-def fingerprint(path: Path) -> str:
-    """A hash of a graph's structure and node features (the extract stage's GNN tensors):
-    equal for identical graphs, whatever their names."""
-    h = hashlib.sha1()
-    try:
-        with np.load(path) as z:
-            for key in ("node_opcode", "edge_index", "node_feat"):
-                a = np.ascontiguousarray(z[key])
-                h.update(key.encode() + str(a.shape).encode() + a.tobytes())
-    except (OSError, KeyError, ValueError) as e:
-        raise DataError(path, f"cannot read the graph for its fold ({e})") from None
-    return h.hexdigest()
-
-
-@dataclass
-class Plan:
-    """The fold of every labelled graph, per collection, and where the views live."""
-
-    root: Path  # <processed>/folds/k<K>_s<seed>[_<splits>]
-    processed: Path
-    labelled: list[str]  # the splits dealt into folds (fold_splits)
-    folds: dict[str, int]  # collection -> number of folds (>= 2)
-    fold: dict[str, dict[str, int]]  # collection -> {graph id: fold}
-    split: dict[str, str]  # graph id -> its split, every graph
-    files: dict[str, str]  # graph id -> file stem
-    skipped: dict[str, str]  # collection -> why it has no folds
-
-    def ids(self, collection: str, fold: int | None = None) -> list[str]:
-        return sorted(g for g, f in self.fold.get(collection, {}).items() if fold is None or f == fold)
-
-    @property
-    def max_folds(self) -> int:
-        return max(self.folds.values(), default=0)
-
-    def role(self, gid: str, collection: str, fold: int | None) -> str | None:
-        """Where a graph sits in the view of `fold` (None: the final fit's): train, valid (the
-        held-out fold), test (every graph outside the labelled splits), or None (left out)."""
-        if self.split[gid] not in self.labelled:
-            return "test"
-        if fold is None:
-            return "train"
-        if collection not in self.fold:
-            return None
-        return "valid" if self.fold[collection][gid] == fold else "train"
-
-    def to_json(self) -> dict:
-        return {"labelled": self.labelled, "folds": self.folds, "fold": self.fold, "split": self.split,
-                "files": self.files, "skipped": self.skipped}
-
-
-def _source_stamp(processed: Path) -> str:
-    s = processed / ".complete"
-    return str(s.stat().st_mtime_ns) if s.is_file() else "none"
-
-
-def make_plan(processed: str | Path, k: int, seed: int, labelled: list[str] | tuple[str, ...] = LABELLED) -> Plan:
-    """The fold plan of the extract stage's output `processed` (its GNN tensors give each
-    graph's identity): the graphs of the `labelled` splits dealt into `k` folds per collection.
-    Cached in `<processed>/folds/k<K>_s<seed>[_<splits>]/plan.json` and rebuilt, views
-    included, when the extract stage has run again since."""
-    processed, labelled = Path(processed), [str(s) for s in labelled]
-    bad = [s for s in labelled if s not in LABELLED]
-    if bad or not labelled:
-        raise DataError(None, f"fold_splits must be a non-empty subset of {list(LABELLED)}, got {labelled}", key="fold_splits")
-    suffix = "" if sorted(labelled) == sorted(LABELLED) else "_" + "-".join(labelled)
-    root = processed / "folds" / f"k{k}_s{seed}{suffix}"
-    cached = root / PLAN
-    stamp = _source_stamp(processed)
-    if cached.is_file():
-        doc = json.loads(cached.read_text())
-        if doc.get("source") == stamp and "labelled" in doc:
-            return Plan(root, processed, doc["labelled"], doc["folds"], doc["fold"], doc["split"], doc["files"],
-                        doc["skipped"])
-        shutil.rmtree(root)
-    gnn = processed / "gnn"
-    if not gnn.is_dir():
-        raise DataError(gnn, "GNN tensors not found: folds are assigned from them (run the extract stage first)")
-    plan = Plan(root, processed, labelled, {}, {}, {}, {}, {})
-    for c in COLLECTIONS:
-        groups = {}
-        for split in ("train", "valid", "test"):
-            for p in sorted((gnn / collection_dir(c) / split).glob("*.npz")):
-                gid = graph_id(c, p.stem)
-                plan.split[gid], plan.files[gid] = split, p.stem
-                if split in labelled:
-                    groups[gid] = fingerprint(p)
-        if not groups:
-            continue
-        distinct = len(set(groups.values()))
-        if distinct < 2:
-            plan.skipped[c] = f"{distinct} distinct labelled graph{'s' if distinct != 1 else ''}: no folds"
-            log.warning("%s: %s (a final fit, final=true, still trains on it)", c, plan.skipped[c])
-            continue
-        plan.fold[c] = assign_folds(groups, k, seed)
-        plan.folds[c] = min(k, distinct)
-        if distinct < k:
-            log.warning("%s: %d distinct labelled graphs, fewer than folds=%d: %d folds", c, distinct, k, distinct)
-        same = len(groups) - distinct
-        log.info("%s: %d labelled graphs (%s) in %d folds%s", c, len(groups), "+".join(labelled), plan.folds[c],
-                 f" ({same} identical to another, kept in its fold)" if same else "")
-    root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(cached, json.dumps({"source": stamp, **plan.to_json()}, indent=1) + "\n")
-    return plan
-
-
-# ---------------------------------------------------------------------------- views of the extract output
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(src.resolve(), dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-def _roles(plan: Plan, collection: str, fold: int | None) -> dict[str, str]:
-    """{graph id: role} of a collection's graphs in the view of `fold` (left-out graphs absent)."""
-    out = {}
-    for gid in plan.split:
-        if gid.startswith(collection + ":") and (role := plan.role(gid, collection, fold)) is not None:
-            out[gid] = role
-    return out
-
-
-def _gnn_view(plan: Plan, fold: int | None, dst: Path) -> None:
-    src = plan.processed / "gnn"
-    for c in COLLECTIONS:
-        cdir = src / collection_dir(c)
-        for gid, role in _roles(plan, c, fold).items():
-            name = f"{plan.files[gid]}.npz"
-            _link(cdir / plan.split[gid] / name, dst / collection_dir(c) / role / name)
-
-
-def _tables_view(plan: Plan, fold: int | None, dst: Path) -> None:
-    src = plan.processed / "tables"
-    for c in COLLECTIONS:
-        cdir = src / collection_dir(c)
-        tables = {s: cdir / f"{s}.parquet" for s in ("train", "valid", "test") if (cdir / f"{s}.parquet").is_file()}
-        if not tables:
-            continue
-        out = dst / collection_dir(c)
-        out.mkdir(parents=True, exist_ok=True)
-        roles = _roles(plan, c, fold)
-        if "test" in tables and {g for g, r in roles.items() if r == "test"} == {g for g in roles if plan.split[g] == "test"}:
-            _link(tables["test"], out / "test.parquet")  # the test table as it is
-            wanted = ("train", "valid")
-        else:
-            wanted = ("train", "valid", "test")
-        scan = pl.concat([pl.scan_parquet(p) for p in tables.values()], how="vertical_relaxed")
-        try:
-            for role in wanted:
-                ids = sorted(g for g, r in roles.items() if r == role)
-                if ids:
-                    scan.filter(pl.col("id").is_in(ids)).sink_parquet(out / f"{role}.parquet")
-        except Exception as e:  # polars raises several types for unreadable tables
-            raise DataError(cdir, f"cannot split the GBDT tables into folds ({type(e).__name__}: {e})") from None
-
-
-VIEWS: dict[str, Callable[[Plan, int | None, Path], None]] = {"gnn": _gnn_view, "tables": _tables_view}
-
-
-def view(plan: Plan, fold: int | None, what: str) -> Path:
-    """The extract output as fold `fold` sees it (None: the final fit's view, every labelled
-    graph as train), built once: `what` is gnn or tables."""
-    if what not in VIEWS:
-        raise ValueError(f"no fold view of '{what}' (gnn or tables)")
-    dst = plan.root / ("all" if fold is None else f"fold{fold}") / what
-    if (dst / VIEW_DONE).is_file():
-        return dst
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    VIEWS[what](plan, fold, tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / VIEW_DONE).write_text("")
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return dst
-
-
-# ---------------------------------------------------------------------------- runs of a trainer
 
 
 INPUT, MODELS = "data", "models"  # the trainer's config keys of its input (a view: gnn or tables) and its model folder

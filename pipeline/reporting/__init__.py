@@ -1,0 +1,1 @@
+"""The report stage's figures and markdown (pipeline.report), kept apart from its scoring."""
