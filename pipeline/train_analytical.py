@@ -1,15 +1,10 @@
-"""Fit the analytical layout cost model per collection, then score valid and test configs.
+"""The analytical ranker's trainer stage: non-negative weights over each config's analytical
+cost totals (`features.cost_terms`), fitted per layout collection by
+`models.analytical.AnalyticalRanker`, through the trainer skeleton (pipeline/train/trainer.py).
 
-    python -m pipeline.train_analytical [collections=[layout:xla:random]] [model.l2=0.01] [mode=predict]
-    make train-analytical
-
-Reads the extract stage's GNN tensors; per layout collection, each train graph's unique configs
-(at most `fit_max_configs`, a fixed random subset) give their cost totals
-(`features.cost_terms.config_totals`) and runtimes, `models.analytical.AnalyticalRanker` fits
-non-negative weights on them, and every config of the valid and test graphs is scored, `chunk_configs`
-at a time. Writes `<models>/<collection dir>/model.json`, `<predictions>/<name>/<split>.parquet`
-(by original config index), then the stamp `<models>/.complete`. Tile collections are left to
-the other members (logged).
+Invariants: each train graph's fitted configs are a fixed random subset for (seed, graph
+index), the same whichever process computes it; every config of every predicted graph gets a
+score, by original config index; tile collections are left to the other members (logged).
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
-"""Train LightGBM rankers per collection on the GBDT tables; predict every original config.
+"""LightGBM's trainer stage: rankers per collection on the extract stage's GBDT tables, through
+the trainer skeleton (pipeline/train/trainer.py); the ranker is a `models.gbdt.GBDTRanker`
+built from `model` (conf/arch/gbdt.yaml), the rest of the config says on what data.
 
-    python -m pipeline.train_gbdt [model.objective=lambdarank|regression] [seeds=[0,1,2]] [mode=train|predict]
-    make train-gbdt [ARGS="key=value ..."]
-
-The ranker is a `models.gbdt.GBDTRanker` built from the `model` node (conf/arch/gbdt.yaml:
-objective, labels, boosting rounds, booster params); the rest of the config says what it is
-trained on and where its outputs go.
-
-Reads `${paths.processed}/tables/<collection dir>/<split>.parquet` (extract stage: one row per
-unique config, `configs` = its original indices): `train` to fit, `valid` for early stopping
-on the competition metric, and the `splits` to predict. Writes, per collection,
-`${paths.models}/gbdt/<collection dir>/model_seed<k>.txt` (LightGBM text model, best round),
-`importance.csv` (gain and split count per feature, mean over seeds) and `meta.json` (features,
-objective, best rounds, valid scores); then `${paths.predictions}/gbdt/<split>.parquet` (the
-seeds' per-graph rank average: the only predictions of this model; the ensemble reads them) and
-the stamp `${paths.models}/gbdt/.complete` last. `mode=predict` loads the saved models and
-writes only the predictions.
-Invariant: every original config index of every predicted graph gets exactly one score (its
-unique row's), checked before writing. Training is deterministic for a given config: fixed
-seeds and thread count, `deterministic=true`.
-
-Memory: the training matrix is filled column by column from the parquet table straight into one
-float32 array (never a second copy of the table), handed to LightGBM, binned (about one byte per
-row and feature) and freed before boosting; see the README for how to bound it.
+Per collection it fits on the `train` table (graphs set aside as every trainer sets them
+aside), early-stops on `valid` with the competition metric, one model per seed, and writes
+`models/<collection dir>/model_seed<k>.txt`, `importance.csv` and `meta.json`; predictions are
+the seeds' per-graph rank average.
+Invariants: every original config index of every predicted graph gets exactly one score (its
+unique row's), checked before writing; training is deterministic for a given config (fixed
+seeds and thread count, `deterministic=true`); the training matrix is filled column by column
+into one float32 array, never a second copy of the table (README "Subsampling at scale").
 """
 
 from __future__ import annotations
