@@ -94,7 +94,7 @@ def test_average_seeds_means_normalized_runs():
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     """Tiny valid and test raw files plus two members: baseline, and `oracle` (valid runtimes
-    plus noise) that should earn most of the weight. Stale `oracle/seed*/` predictions of the
+    plus noise of a fifth of each graph's spread) that should earn most of the weight. Stale `oracle/seed*/` predictions of the
     reverse order lie beside it: the ensemble must read `oracle/<split>.parquet` only."""
     d = tmp_path_factory.mktemp("ens") / "data"
     sample_data.generate(stage_cfg("sample_data", **{"paths.data_dir": d, "graphs.valid": 3, "graphs.test": 2},
@@ -105,7 +105,9 @@ def raw(tmp_path_factory) -> Path:
         files = discover(d / "raw/sample", splits=[split])
         write_predictions(pred / "baseline" / f"{split}.parquet", {f.id: baseline_scores(f, 512) for f in files})
         rt = load_runtimes(files) if split == "valid" else {f.id: rng.random(baseline_scores(f, 512).size) for f in files}
-        write_predictions(pred / "oracle" / f"{split}.parquet", {g: np.log(r) + rng.normal(0, 0.05, r.size) for g, r in rt.items()})
+        # noise a fifth of each graph's spread: the oracle knows the order well wherever runtimes nearly tie
+        write_predictions(pred / "oracle" / f"{split}.parquet",
+                          {g: np.log(r) + rng.normal(0, 0.2 * np.log(r).std() + 1e-9, r.size) for g, r in rt.items()})
         for seed in (0, 1):
             write_predictions(pred / "oracle" / f"seed{seed}" / f"{split}.parquet", {g: -r for g, r in rt.items()})
     return d
