@@ -76,6 +76,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     return build_tiny_tree(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.mark.slow  # runs stages end to end
 def test_the_stage_scores_every_config_of_every_layout_graph(tiny, tmp_path: Path) -> None:
     args = [f"data={tiny['gnn']}", f"models={tmp_path / 'models'}", f"predictions={tmp_path / 'pred'}"]
     metas = train_analytical.run(cfg("train_analytical", *args))

@@ -229,6 +229,7 @@ def test_notebook_with_a_trained_gbdt(trained, tmp_path) -> None:
     assert "submitting the predictions of: gbdt" in text
 
 
+@pytest.mark.slow  # runs stages end to end
 def test_bundle_with_gbdt_fold_models_predicts_their_mean(trained, tmp_path) -> None:
     """LightGBM trained in folds: the bundle carries every fold model (not their predictions), and
     predict mode on the bundled models (what the notebook runs) gives the fold models' mean, as at

@@ -17,6 +17,7 @@ QUICK = ["progress=false", "lightgbm.num_iterations=20", "gnn.epochs=2", "gnn.sa
          "+gnn.model.layers=2", "gnn.infer_permutations=2", "+gbdt.model.num_boost_round=20"]
 
 
+@pytest.mark.slow  # runs stages end to end
 def test_a_real_root_reports_every_model_on_held_out_configs(samples: Path, tmp_path: Path) -> None:
     rep = transductive.run(compose("transductive", [
         f"data={samples}", f"out={tmp_path / 'work'}", f"report={tmp_path / 'rep'}", "seeds=[0,1]", "gnn_seeds=2", *QUICK]))
