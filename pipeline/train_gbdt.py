@@ -9,7 +9,7 @@ the seeds' per-graph rank average.
 Invariants: every original config index of every predicted graph gets exactly one score (its
 unique row's), checked before writing; training is deterministic for a given config (fixed
 seeds and thread count, `deterministic=true`); the training matrix is filled column by column
-into one float32 array, never a second copy of the table (README "Subsampling at scale").
+into one float32 array, never a second copy of the table (docs/FULL_DATA.md "Subsampling at scale").
 """
 
 from __future__ import annotations

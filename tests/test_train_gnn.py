@@ -116,7 +116,7 @@ def test_collections_trained_at_once_match_one_after_another(tiny, tmp_path: Pat
 
 @pytest.mark.slow  # runs stages end to end
 def test_submitit_local_jobs_train_one_collection_each_and_predict_mode_merges_them(tiny, tmp_path: Path) -> None:
-    """The cluster recipe (README) on the local launcher: one job per collection trains without
+    """The cluster recipe (docs/GPU.md) on the local launcher: one job per collection trains without
     predicting, then one predict run writes every collection's predictions."""
     import subprocess
     import sys

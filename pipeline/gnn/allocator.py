@@ -7,7 +7,7 @@ glibc serves every block above its mmap threshold (at most 32 MB) with a fresh m
 it on free, so each step faults in and zeroes every page again: on a 2-core machine the kernel
 time of `make bench-gnn` exceeded the user time. `reuse` keeps freed memory in the heap
 (no mmap for large blocks, no trimming), so later steps reuse pages already mapped; the process
-keeps its high-water mark, about twice the peak of `system` (README, "Running on the full
+keeps its high-water mark, about twice the peak of `system` (docs/FULL_DATA.md, "Running on the full
 data"). `system` leaves glibc's defaults. Elsewhere than glibc (macOS, musl) both are the same.
 """
 
