@@ -223,10 +223,10 @@ def _role_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarra
     nr, nk, nb = len(ROLES), len(KINDS), len(RANK_BUCKETS)
     offset = np.arange(c)[:, None, None]
 
-    def pooled(bin_of_slot: np.ndarray, size: int, weight: np.ndarray | None) -> np.ndarray:
-        b = np.where(has, bin_of_slot + offset * size, -1)
-        w = None if weight is None else np.broadcast_to(weight, b.shape)[has]
-        return np.bincount(b[has], w, minlength=c * size).reshape(c, size)
+    def pooled(bin_of_slot: np.ndarray, size: int, weight: np.ndarray | None, mask: np.ndarray = has) -> np.ndarray:
+        b = np.broadcast_to(bin_of_slot, mask.shape) + offset * size
+        w = None if weight is None else np.broadcast_to(weight, mask.shape)[mask]
+        return np.bincount(b[mask], w, minlength=c * size).reshape(c, size)
 
     kind_bin = (g_idx * nk + ctx.kind[:, None]) * nr  # (NC, 3)
     counts = pooled(kind_bin[None] + role, 3 * nk * nr, None)
@@ -240,11 +240,9 @@ def _role_features(ctx: LayoutContext, codes: np.ndarray) -> dict[str, np.ndarra
         out[name] = ranks[:, i].astype(np.float32)
     default = ctx.groups(np.zeros((1, nc, 3), dtype=np.int32))  # (1, NC, 3) what an unset group completes to
     changed = has & (done != default)
-    ch_bin = (g_idx * nk + ctx.kind[:, None])[None] + 0 * role
-    offset1 = np.arange(c)[:, None, None] * (3 * nk)
-    b = np.where(changed, ch_bin + offset1, -1)
-    cnt = np.bincount(b[changed], minlength=c * 3 * nk).reshape(c, 3 * nk)
-    byt = np.bincount(b[changed], np.broadcast_to(ctx.slot_bytes[None], b.shape)[changed], minlength=c * 3 * nk).reshape(c, 3 * nk)
+    group_kind = (g_idx * nk + ctx.kind[:, None])[None]  # (1, NC, 3)
+    cnt = pooled(group_kind, 3 * nk, None, changed)
+    byt = pooled(group_kind, 3 * nk, ctx.slot_bytes[None], changed)
     half = len(CHANGED_NAMES) // 2
     for i in range(half):
         out[CHANGED_NAMES[i]] = cnt[:, i].astype(np.float32)
